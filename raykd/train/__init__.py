@@ -1,0 +1,1 @@
+"""Training: the plain PyTorch distillation loop (no Ray, no MLflow); Ray code wraps it."""

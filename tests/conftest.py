@@ -1,0 +1,31 @@
+"""Test environment: offline Hugging Face, a temporary HF_HOME, small thread counts.
+
+Set before transformers/datasets are imported anywhere, so no test can reach for the hub.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="raykd-hf-home-"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def rng_batch():
+    """A padded batch factory: ``make(batch, seq, vocab)`` -> input_ids + attention_mask (row 1 padded)."""
+
+    def make(batch=2, seq=7, vocab=100, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(3, vocab, (batch, seq), generator=g)
+        mask = torch.ones_like(ids)
+        mask[1:, seq - 2 :] = 0
+        return ids, mask
+
+    return make
