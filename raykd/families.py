@@ -129,7 +129,7 @@ class Family:
         captured: dict[str, torch.Tensor] = {}
         handles = []
         if final_norm == "pre_norm":
-            blocks = self.blocks(model)
+            blocks = self.blocks(getattr(model, "module", model))  # through a DDP wrapper
             for stack in self.final_norm_paths:
                 handles.append(blocks[stack][-1].register_forward_hook(_capture(captured, stack)))
         try:

@@ -127,3 +127,31 @@ def test_non_finite_loss_stops_as_diverged_without_stepping():
     assert result.status == "diverged" and result.steps == 0 and len(result.history) == 1
     for key, value in student.state_dict().items():
         assert torch.equal(value, before[key]) or torch.isnan(value).all(), key
+
+
+def test_ddp_wrapped_student_with_projections_trains():
+    """A DistributedDataParallel student (gloo, world size 1) goes through the same loop."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        teacher = tiny_model("t5", depth=4)
+        student = build_student(teacher, depth=2, width=16)
+        maps = layer_maps("forward", {"encoder": 2, "decoder": 2}, {"encoder": 4, "decoder": 4})
+        projections = attach_projections(student, projection_keys(maps), teacher_width=32)
+        before = projections.layers["decoder_2"].weight.clone()
+        wrapped = DistributedDataParallel(student)
+        optimizer = torch.optim.AdamW(wrapped.parameters(), lr=3e-3)
+        result = distill(teacher, wrapped, [tiny_batch(teacher, batch=4)] * 10, optimizer, layer_maps=maps,
+                         loss=LossConfig(), final_norm="pre_norm")
+        assert result.status == "finished"
+        assert result.history[-1]["total"] < result.history[0]["total"]
+        assert not torch.equal(before, projections.layers["decoder_2"].weight)  # projections trained
+    finally:
+        dist.destroy_process_group()

@@ -50,6 +50,11 @@ class DistillResult:
     evals: list[dict[str, float]] = field(default_factory=list)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel (or similar ``.module``) wrapper."""
+    return getattr(model, "module", model)
+
+
 def distill_loss(
     teacher: nn.Module,
     student: nn.Module,
@@ -65,7 +70,7 @@ def distill_loss(
     The teacher runs under `torch.no_grad` and only when a term needs it (KD weight > 0, or a
     hidden weight > 0 with pairs to match).
     """
-    family = family or family_of(student)
+    family = family or family_of(unwrap(student))
     has_pairs = any(layer_maps.values())
     need_teacher = loss.kd > 0 or (loss.hidden > 0 and has_pairs)
     student_out, student_states = family.forward(student, batch, final_norm=final_norm)
@@ -91,7 +96,7 @@ def distill_loss(
                 kind=loss.hidden_kind,
                 norm=loss.hidden_norm,
                 pair_reduction=loss.pair_reduction,
-                projections=get_projections(student),
+                projections=get_projections(unwrap(student)),
             )
     terms = {"total": total_loss(ce, kd, hidden, loss), "ce": ce, "kd": kd, "hidden": hidden}
     terms.update({f"hidden/{stack}": value for stack, value in per_stack.items()})
@@ -117,7 +122,7 @@ def distill_steps(
     A step whose loss is not finite yields its terms without updating the weights, so the
     caller can stop the run as diverged with the last good weights intact.
     """
-    family = family_of(student)
+    family = family_of(unwrap(student))
     teacher.eval()
     teacher.requires_grad_(False)
     student.train()
