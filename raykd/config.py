@@ -1,0 +1,384 @@
+"""Typed study configuration: one YAML file -> `StudyConfig`, validated before anything starts.
+
+Errors name the field and what is allowed (`ConfigError`, a `ValueError`). Unknown keys are
+refused. Registry-backed fields (strategies, tasks, model families, built-in datasets) are
+checked against their registries, so a user's registered additions validate too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raykd.losses import HIDDEN_KINDS, HIDDEN_NORMS, PAIR_REDUCTIONS
+from raykd.student import COPY_RULES, INITS
+
+SPLITS = ("train", "validation", "test")
+
+
+class ConfigError(ValueError):
+    """A study config that cannot run; the message names each bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data and task -------------------------------------------------------------------------------
+
+
+class HubData(_Strict):
+    """A dataset on the Hugging Face Hub: `load_dataset(id, config, split=...)` per split."""
+
+    id: str
+    config: str | None = None
+    revision: str | None = None
+    splits: dict[Literal["train", "validation", "test"], str] = Field(
+        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
+    )
+
+
+class FileData(_Strict):
+    """Local files per split (csv / json / jsonl / parquet), format from the extension unless given."""
+
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["csv", "json", "parquet"] | None = None
+    encoding: str = "utf-8"
+
+    @model_validator(mode="after")
+    def _some_split(self) -> FileData:
+        if not any((self.train, self.validation, self.test)):
+            raise ValueError("give at least one of train / validation / test")
+        return self
+
+
+class SplitCarve(_Strict):
+    """Carve missing validation/test splits out of train: a fraction (0..1) or a count."""
+
+    validation: float | None = Field(default=None, gt=0)
+    test: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0)
+    stratify: bool = True
+
+
+class DataConfig(_Strict):
+    hub: HubData | None = None
+    files: FileData | None = None
+    builtin: str | None = None
+    builtin_options: dict[str, Any] = Field(default_factory=dict)
+    split: SplitCarve | None = None
+    max_examples: dict[Literal["train", "validation", "test"], int] = Field(default_factory=dict)
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        given = [k for k in ("hub", "files", "builtin") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one data source of hub / files / builtin, got {given or 'none'}")
+        if self.builtin is not None:
+            from raykd.corpora import BUILTIN_DATASETS
+
+            BUILTIN_DATASETS.get(self.builtin)
+        for split, n in self.max_examples.items():
+            if n < 1:
+                raise ValueError(f"max_examples.{split} must be >= 1, got {n}")
+        return self
+
+
+class TaskConfig(_Strict):
+    type: str
+    data: DataConfig
+    metric: str | None = None  # the study's metric; each task has a default
+    # classification
+    label_names: list[str] | None = None
+    max_length: int = Field(default=128, ge=8)
+    # seq2seq and causal_lm
+    source_lang: str | None = None
+    target_lang: str | None = None
+    prefix: str = ""
+    prompt_template: str = "{source}"
+    completion_template: str = "{target}"
+    max_source_length: int = Field(default=128, ge=4)
+    max_target_length: int = Field(default=128, ge=4)
+    num_beams: int = Field(default=4, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+
+    @field_validator("type")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from raykd.tasks import TASKS
+
+        TASKS.get(value)
+        return value
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> TaskConfig:
+        from raykd.tasks import TASKS
+
+        task_cls = TASKS.get(self.type)
+        if self.metric is not None and self.metric not in task_cls.metrics:
+            raise ValueError(f"metric {self.metric!r} is not one of {self.type}'s metrics {list(task_cls.metrics)}")
+        return self
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+class TokenizerConfig(_Strict):
+    """`teacher`: the teacher's own tokenizer; `train`: train one on the train split (from-scratch teachers)."""
+
+    source: Literal["teacher", "train"] = "teacher"
+    kind: Literal["bpe", "unigram", "wordpiece"] = "unigram"
+    vocab_size: int = Field(default=8000, ge=100)
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings shared by the teacher fine-tuning and the student distillation."""
+
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    lr: float = Field(default=5e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    eval_every: int | None = Field(default=None, ge=1)
+
+
+class TeacherConfig(_Strict):
+    """Where the teacher comes from: a hub id, a local folder, a packaged model, or a config."""
+
+    source: Literal["hub", "path", "package", "config"]
+    name: str | None = None
+    model: dict[str, Any] | None = None  # source=config: {"model_type": "t5", <config fields>}
+    finetuned: bool = False
+    trust_remote_code: bool = False
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> TeacherConfig:
+        if self.source == "config":
+            if not self.model or "model_type" not in self.model:
+                raise ValueError("source 'config' needs model: {model_type: <family>, ...config fields}")
+            from raykd.families import FAMILIES
+
+            FAMILIES.get(self.model["model_type"])
+        elif not self.name:
+            raise ValueError(f"source {self.source!r} needs a name (hub id, folder or package)")
+        if self.source == "path" and not Path(self.name).exists():
+            raise ValueError(f"teacher folder {self.name!r} does not exist")
+        if self.source == "package":
+            from raykd.models import PACKAGED_MODELS
+
+            PACKAGED_MODELS.get(self.name)
+        if self.tokenizer.source == "train" and self.source != "config":
+            raise ValueError("tokenizer.source 'train' is only for teachers built from config")
+        return self
+
+
+class StudentConfig(_Strict):
+    depth: int | dict[str, int] = 3
+    width: int | None = Field(default=None, ge=8)
+    copy_rule: Literal["matched", "spread"] | list[int] | dict[str, Any] = "matched"
+
+    @field_validator("depth")
+    @classmethod
+    def _positive_depth(cls, value):
+        for stack, depth in (value.items() if isinstance(value, dict) else [("depth", value)]):
+            if depth < 1:
+                raise ValueError(f"student depth ({stack}) must be >= 1, got {depth}")
+        return value
+
+
+class LossSettings(_Strict):
+    ce: float = Field(default=1.0, ge=0)
+    kd: float = Field(default=1.0, ge=0)
+    temperature: float = Field(default=1.0, gt=0)
+    hidden_kind: str = "mse"
+    hidden_norm: str = "none"
+    pair_reduction: str = "mean"
+
+    @model_validator(mode="after")
+    def _allowed(self) -> LossSettings:
+        for name, allowed in (("hidden_kind", HIDDEN_KINDS), ("hidden_norm", HIDDEN_NORMS),
+                              ("pair_reduction", PAIR_REDUCTIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        return self
+
+
+class DistillConfig(_Strict):
+    loss: LossSettings = Field(default_factory=LossSettings)
+    final_norm: Literal["as_returned", "pre_norm"] = "as_returned"
+    match_embeddings: bool | None = None  # None: True, except for decoder-only models
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class SweepConfig(_Strict):
+    strategies: list[str] = Field(default_factory=lambda: ["forward", "reverse", "all_to_one", "random", "none"])
+    inits: list[str] = Field(default_factory=lambda: list(INITS))
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    weights: list[float] = Field(default_factory=lambda: [3.0])
+    strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: list[str]) -> list[str]:
+        from raykd.strategies import STRATEGIES
+
+        if not value:
+            raise ValueError("needs at least one strategy")
+        for name in value:
+            STRATEGIES.get(name)
+        return _unique(value)
+
+    @field_validator("inits")
+    @classmethod
+    def _known_inits(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if v not in INITS]
+        if bad or not value:
+            raise ValueError(f"inits must be a non-empty list of {list(INITS)}, got {value}")
+        return _unique(value)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if not value or any(s < 0 for s in value):
+            raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {value}")
+        return _unique(value)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: list[float]) -> list[float]:
+        if not value or any(not w >= 0 for w in value):
+            raise ValueError(f"hidden-loss weights must be a non-empty list of numbers >= 0, got {value}")
+        return _unique(value)
+
+
+class StudyConfig(_Strict):
+    name: str
+    task: TaskConfig
+    teacher: TeacherConfig
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", value):
+            raise ValueError("study name must be 1-100 characters of letters, digits, '_', '.', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _shapes(self) -> StudyConfig:
+        """Shapes checkable without downloads: depths and widths of a teacher built from config."""
+        if self.teacher.source != "config":
+            return self
+        from raykd.families import FAMILIES
+
+        family = FAMILIES.get(self.teacher.model["model_type"])
+        try:
+            teacher_depths = family.depths(_Attrs(self.teacher.model))
+        except AttributeError as missing:
+            raise ValueError(f"teacher.model lacks the depth field {missing.name!r} of {family.name}") from None
+        depth = self.student.depth
+        student_depths = depth if isinstance(depth, dict) else {s: depth for s in teacher_depths}
+        if set(student_depths) != set(teacher_depths):
+            raise ValueError(f"student.depth names stacks {sorted(student_depths)}; {family.name} has {sorted(teacher_depths)}")
+        for stack, d in student_depths.items():
+            if d > teacher_depths[stack] and (set(self.sweep.strategies) - {"all_to_one", "none", "custom"}
+                                              or "teacher" in self.sweep.inits):
+                raise ValueError(f"student.depth ({stack}) {d} exceeds the teacher's {teacher_depths[stack]} blocks")
+        return self
+
+
+class _Attrs:
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self.__dict__.update(mapping)
+
+    def __getattr__(self, name: str) -> Any:
+        error = AttributeError(name)
+        error.name = name
+        raise error
+
+
+def _unique(values: list) -> list:
+    duplicates = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if duplicates:
+        raise ValueError(f"duplicate entries {duplicates}")
+    return values
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config") -> StudyConfig:
+    """Validate a config mapping; raise `ConfigError` naming every bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a study config must be a mapping, got {type(data).__name__}")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in error.errors())) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read a YAML study config (safe loader: no tags that run code), apply ``key=value`` overrides."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    data = data if data is not None else {}
+    for override in overrides:
+        apply_override(data, override)
+    return parse_config(data, source=str(path))
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set ``a.b.c=value`` in a nested mapping; the value is parsed as YAML (``sweep.seeds=[0,1]``)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not key=value")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a mapping")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def flatten(config: StudyConfig) -> dict[str, Any]:
+    """Every field as ``a.b.c -> value`` (for MLflow params)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = value
+
+    walk("", config.model_dump(mode="json"))
+    return out
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-after"))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    shown = repr(error.get("input"))
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{loc or '<top>'}: {message}" + ("" if error["type"] in ("missing",) else f" (got {shown})")

@@ -1,0 +1,96 @@
+"""The task interface: load splits, tokenize with the teacher's tokenizer, collate with dynamic
+padding, evaluate a model. The training loop stays task-agnostic: it sees model inputs only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorForSeq2Seq
+
+from raykd.config import SPLITS, TaskConfig
+from raykd.tasks.data import DataError, describe, load_splits
+from raykd.tasks.metrics import load_metric
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+class Task:
+    """Base class; subclasses set the class attributes and implement the hooks below."""
+
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]  # every metric `evaluate` reports
+    default_metric: ClassVar[str]
+    auto_model: ClassVar[str]  # the transformers Auto class for models of this task
+
+    def __init__(self, config: TaskConfig) -> None:
+        self.config = config
+        self.metric = config.metric or self.default_metric
+        self.higher_is_better = True
+        self.info: dict[str, Any] = {}  # facts resolved while loading (label names, columns), for logging
+        self._metric_modules: dict[str, Any] = {}
+
+    # --- data -------------------------------------------------------------------------------------
+    def load(self) -> datasets.DatasetDict:
+        """Raw splits with the task's standard columns, validated (errors name split and column)."""
+        splits = load_splits(self.config.data, stratify_column=self.stratify_column())
+        return datasets.DatasetDict({split: self.standardise(splits, split) for split in SPLITS})
+
+    def stratify_column(self) -> str | None:
+        return None
+
+    def standardise(self, splits: datasets.DatasetDict, split: str) -> datasets.Dataset:
+        raise NotImplementedError
+
+    def tokenize(self, splits: datasets.DatasetDict, tokenizer) -> datasets.DatasetDict:
+        raise NotImplementedError
+
+    def collator(self, tokenizer):
+        """Pads model inputs per batch (labels with -100) and drops non-tensor columns."""
+        pad = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+
+        def collate(features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+            return dict(pad([{k: f[k] for k in MODEL_INPUTS if k in f} for f in features]))
+
+        return collate
+
+    def dataloader(self, dataset: datasets.Dataset, tokenizer, *, batch_size: int, shuffle: bool = False,
+                   seed: int = 0) -> DataLoader:
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                          collate_fn=self.collator(tokenizer))
+
+    # --- models and metrics ---------------------------------------------------------------------
+    def model_kwargs(self) -> dict[str, Any]:
+        """Extra kwargs for building this task's model head (e.g. num_labels)."""
+        return {}
+
+    def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def compute(self, name: str, **kwargs) -> dict[str, Any]:
+        if name not in self._metric_modules:
+            self._metric_modules[name] = load_metric(name)
+        return self._metric_modules[name].compute(**kwargs)
+
+    # --- helpers --------------------------------------------------------------------------------
+    def require_columns(self, dataset: datasets.Dataset, split: str, columns: Mapping[str, str]) -> None:
+        for role, column in columns.items():
+            if column not in dataset.column_names:
+                raise DataError(
+                    f"{describe(self.config.data)} split {split!r} has no column {column!r} (the {role} column); "
+                    f"its columns are {dataset.column_names}; map another with task.data.columns.{role}"
+                )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_metric_modules"] = {}  # evaluate modules hold file locks: reload after pickling
+        return state
+
+
+def model_device(model: torch.nn.Module, device=None) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device

@@ -1,0 +1,155 @@
+"""Sequence classification, single sentences or pairs (GLUE style), metrics accuracy and F1."""
+
+from __future__ import annotations
+
+import datasets
+import torch
+from transformers import DataCollatorWithPadding
+
+from raykd.tasks import TASKS
+from raykd.tasks.base import MODEL_INPUTS, Task, model_device
+from raykd.tasks.data import DataError, describe
+
+# Column pairs tried in order when task.data.columns does not name them (GLUE conventions).
+TEXT_COLUMNS = [("premise", "hypothesis"), ("question1", "question2"), ("question", "sentence"),
+                ("sentence1", "sentence2"), ("sentence", None), ("text", None)]
+
+
+@TASKS.register("classification")
+class Classification(Task):
+    """Columns after `load`: ``text``, ``text_pair`` (pairs only), ``label`` (int id).
+
+    Label names: ``task.label_names``, else the built-in dataset's, else the dataset's ClassLabel
+    names, else the sorted string labels of train (recorded in ``task.info``).
+    """
+
+    name = "classification"
+    metrics = ("accuracy", "f1_macro", "f1")
+    default_metric = "accuracy"
+    auto_model = "AutoModelForSequenceClassification"
+
+    def stratify_column(self) -> str | None:
+        return self.config.data.columns.get("label", "label")
+
+    def load(self) -> datasets.DatasetDict:
+        splits = super().load()
+        if self.metric == "f1" and len(self.label_names) != 2:
+            raise DataError(f"task.metric 'f1' is the positive-class F1 of a 2-label task; {describe(self.config.data)} "
+                            f"has {len(self.label_names)} labels {self.label_names}: use 'f1_macro' or 'accuracy'")
+        self.info.update(label_names=self.label_names, columns=self.columns)
+        return splits
+
+    def standardise(self, splits: datasets.DatasetDict, split: str) -> datasets.Dataset:
+        if split == "train":
+            self.columns = self._resolve_columns(splits["train"])
+            self.label_names = self._resolve_label_names(splits["train"])
+        dataset = splits[split]
+        self.require_columns(dataset, split, self.columns)
+        index = {name: i for i, name in enumerate(self.label_names)}
+        label_column = self.columns["label"]
+        values = dataset[label_column]
+        if values and isinstance(values[0], str):
+            unknown = sorted({v for v in values if v not in index})
+            ids = [index.get(v, -1) for v in values]
+        else:
+            unknown = sorted({v for v in values if v is None or not 0 <= v < len(index)}, key=str)
+            ids = values
+        if unknown:
+            raise DataError(
+                f"{describe(self.config.data)} split {split!r} column {label_column!r} has labels {unknown[:10]} "
+                f"outside the label set {self.label_names}" + (" (GLUE test splits hide their labels: evaluate on a "
+                                                                "validation split instead)" if -1 in unknown else "")
+            )
+        texts = {"text": dataset[self.columns["text"]]}
+        if "text_pair" in self.columns:
+            texts["text_pair"] = dataset[self.columns["text_pair"]]
+        for role, column in texts.items():
+            empty = sum(1 for t in column if not isinstance(t, str) or not t.strip())
+            if empty:
+                raise DataError(f"{describe(self.config.data)} split {split!r} column {self.columns[role]!r} "
+                                f"has {empty} empty or missing texts")
+        return datasets.Dataset.from_dict({**texts, "label": ids})
+
+    def _resolve_columns(self, train: datasets.Dataset) -> dict[str, str]:
+        mapping = dict(self.config.data.columns)
+        if "text" not in mapping:
+            for first, second in TEXT_COLUMNS:
+                if first in train.column_names and (second is None or second in train.column_names):
+                    mapping["text"] = first
+                    if second is not None:
+                        mapping.setdefault("text_pair", second)
+                    break
+            else:
+                raise DataError(f"{describe(self.config.data)} split 'train': no text column found among "
+                                f"{train.column_names}; name it with task.data.columns.text")
+        mapping.setdefault("label", "label")
+        unknown = set(mapping) - {"text", "text_pair", "label"}
+        if unknown:
+            raise DataError(f"task.data.columns: unknown roles {sorted(unknown)} for classification; "
+                            "roles are text, text_pair, label")
+        self.require_columns(train, "train", mapping)
+        return mapping
+
+    def _resolve_label_names(self, train: datasets.Dataset) -> list[str]:
+        if self.config.label_names:
+            return list(self.config.label_names)
+        if self.config.data.builtin:
+            from raykd.corpora import BUILTIN_DATASETS
+
+            names = BUILTIN_DATASETS.meta(self.config.data.builtin).get("label_names")
+            if names:
+                return list(names)
+        feature = train.features[self.columns["label"]]
+        if isinstance(feature, datasets.ClassLabel):
+            return list(feature.names)
+        values = train[self.columns["label"]]
+        if values and isinstance(values[0], str):
+            return sorted(set(values))
+        return [str(i) for i in range(max(values) + 1)]
+
+    def model_kwargs(self) -> dict:
+        names = self.label_names
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {n: i for i, n in enumerate(names)}}
+
+    def tokenize(self, splits: datasets.DatasetDict, tokenizer) -> datasets.DatasetDict:
+        max_length = self.config.max_length
+
+        def encode(batch):
+            pair = batch["text_pair"] if "text_pair" in batch else None
+            encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
+            encoded["labels"] = batch["label"]
+            return encoded
+
+        return splits.map(encode, batched=True, remove_columns=splits["train"].column_names)
+
+    def collator(self, tokenizer):
+        pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+        def collate(features):
+            return dict(pad([{k: f[k] for k in MODEL_INPUTS if k in f} for f in features]))
+
+        return collate
+
+    @torch.no_grad()
+    def predict(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> list[int]:
+        device = model_device(model, device)
+        was_training = model.training
+        model.eval()
+        predictions: list[int] = []
+        for batch in self.dataloader(dataset, tokenizer, batch_size=self.config.eval_batch_size):
+            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+            predictions.extend(model(**batch).logits.argmax(-1).tolist())
+        model.train(was_training)
+        return predictions
+
+    def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
+        predictions = self.predict(model, tokenizer, dataset, device=device)
+        references = dataset["labels"]
+        out = {
+            "accuracy": self.compute("accuracy", predictions=predictions, references=references)["accuracy"],
+            "f1_macro": self.compute("f1", predictions=predictions, references=references, average="macro")["f1"],
+        }
+        if len(self.label_names) == 2:  # QQP/MRPC-style F1 of the positive class
+            out["f1"] = self.compute("f1", predictions=predictions, references=references, average="binary")["f1"]
+        return out

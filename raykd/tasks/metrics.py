@@ -1,0 +1,42 @@
+"""Metrics through `evaluate`: the hub module when it loads, raykd's local module otherwise.
+
+Offline (HF_HUB_OFFLINE / HF_EVALUATE_OFFLINE / HF_DATASETS_OFFLINE set) the local module is used
+directly; online the hub name is tried first and the local module is the fallback. The local
+modules (`metric_modules/<name>/<name>.py`) wrap sklearn and sacrebleu and return the same keys
+as the hub's: accuracy -> accuracy, f1 -> f1, sacrebleu -> score, chrf -> score,
+exact_match -> exact_match (0..1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import evaluate
+
+log = logging.getLogger(__name__)
+LOCAL_MODULES = Path(__file__).resolve().parent / "metric_modules"
+
+
+def local_metric_names() -> list[str]:
+    return sorted(p.name for p in LOCAL_MODULES.iterdir() if (p / f"{p.name}.py").is_file())
+
+
+def _offline() -> bool:
+    flags = ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE")
+    return any(os.environ.get(f, "").lower() in ("1", "true", "yes") for f in flags)
+
+
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """An `evaluate` module by hub name, falling back to raykd's local module of the same name."""
+    local = LOCAL_MODULES / name
+    if not _offline():
+        try:
+            return evaluate.load(name)
+        except Exception as error:  # no network, hub down, renamed module...
+            log.info("metric %r did not load from the hub (%s); using raykd's local module", name, error)
+    if (local / f"{name}.py").is_file():
+        return evaluate.load(str(local))
+    raise ValueError(f"metric {name!r} did not load from the hub and raykd ships no local module for it; "
+                     f"local modules: {', '.join(local_metric_names())}")

@@ -1,0 +1,62 @@
+"""Sequence to sequence: translation, data-to-text, summarisation; beam search; sacreBLEU and chrF."""
+
+from __future__ import annotations
+
+import datasets
+import torch
+
+from raykd.tasks import TASKS
+from raykd.tasks.base import model_device
+from raykd.tasks.text_pairs import TextPairTask
+
+
+@TASKS.register("seq2seq")
+class Seq2Seq(TextPairTask):
+    """Encoder-decoder models; labels are the target token ids (pads -100 after collation).
+
+    task.prefix is prepended to every source (T5's ``"translate English to Romanian: "``).
+    """
+
+    name = "seq2seq"
+    metrics = ("sacrebleu", "chrf")
+    default_metric = "sacrebleu"
+    auto_model = "AutoModelForSeq2SeqLM"
+
+    def tokenize(self, splits: datasets.DatasetDict, tokenizer) -> datasets.DatasetDict:
+        config = self.config
+
+        def encode(batch):
+            encoded = tokenizer([config.prefix + s for s in batch["source"]], truncation=True,
+                                max_length=config.max_source_length)
+            encoded["labels"] = tokenizer(text_target=batch["target"], truncation=True,
+                                          max_length=config.max_target_length)["input_ids"]
+            encoded["reference"] = batch["target"]
+            return encoded
+
+        return splits.map(encode, batched=True, remove_columns=splits["train"].column_names)
+
+    @torch.no_grad()
+    def generate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> list[str]:
+        device = model_device(model, device)
+        was_training = model.training
+        model.eval()
+        outputs: list[str] = []
+        for batch in self.dataloader(dataset, tokenizer, batch_size=self.config.eval_batch_size):
+            generated = model.generate(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                num_beams=self.config.num_beams,
+                max_new_tokens=self.config.max_new_tokens,
+                do_sample=False,
+            )
+            outputs.extend(t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True))
+        model.train(was_training)
+        return outputs
+
+    def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
+        predictions = self.generate(model, tokenizer, dataset, device=device)
+        references = [[r] for r in dataset["reference"]]
+        return {
+            "sacrebleu": self.compute("sacrebleu", predictions=predictions, references=references)["score"],
+            "chrf": self.compute("chrf", predictions=predictions, references=references)["score"],
+        }

@@ -1,0 +1,70 @@
+"""Source -> target text pairs, shared by seq2seq and causal-LM tasks.
+
+Where the pairs come from, in order:
+- a WMT16-style ``translation`` column (``{"en": ..., "ro": ...}``) with task.source_lang /
+  task.target_lang;
+- ``source`` / ``target`` columns (renamed with task.data.columns.source / .target);
+- data-to-text: a source that is a list of triples (DART's ``tripleset``) is linearised as
+  ``s | p | o ; s | p | o``.
+task.prompt_template and task.completion_template (Python format strings over the row's columns
+plus ``source`` and ``target``) shape the text, e.g. ``"translate: {source} =>"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+
+from raykd.tasks.base import Task
+from raykd.tasks.data import DataError, describe
+
+
+class TextPairTask(Task):
+    """Columns after `load`: ``source`` and ``target`` (strings, templates applied)."""
+
+    def standardise(self, splits: datasets.DatasetDict, split: str) -> datasets.Dataset:
+        dataset = splits[split]
+        config = self.config
+        where = f"{describe(config.data)} split {split!r}"
+        columns = dict(config.data.columns)
+        unknown = set(columns) - {"source", "target", "translation"}
+        if unknown:
+            raise DataError(f"task.data.columns: unknown roles {sorted(unknown)} for {self.name}; "
+                            "roles are source, target, translation")
+        translation = columns.get("translation", "translation")
+        rows = dataset.to_list()
+        if translation in dataset.column_names and "source" not in columns:
+            languages = sorted(rows[0][translation]) if rows else []
+            for role, lang in (("source_lang", config.source_lang), ("target_lang", config.target_lang)):
+                if lang not in languages:
+                    raise DataError(f"{where} column {translation!r} has languages {languages}; "
+                                    f"task.{role} is {lang!r}")
+            pairs = [(r[translation][config.source_lang], r[translation][config.target_lang]) for r in rows]
+        else:
+            names = {"source": columns.get("source", "source"), "target": columns.get("target", "target")}
+            self.require_columns(dataset, split, names)
+            pairs = [(_linearise(r[names["source"]]), r[names["target"]]) for r in rows]
+        sources, targets = [], []
+        for i, (row, (source, target)) in enumerate(zip(rows, pairs)):
+            for role, text in (("source", source), ("target", target)):
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(f"{where} row {i}: empty or missing {role} text")
+            values = {**row, "source": source, "target": target}
+            sources.append(_format(config.prompt_template, values, where, "prompt_template"))
+            targets.append(_format(config.completion_template, values, where, "completion_template"))
+        return datasets.Dataset.from_dict({"source": sources, "target": targets})
+
+
+def _linearise(value: Any) -> Any:
+    if isinstance(value, list) and value and all(isinstance(t, (list, tuple)) for t in value):
+        return " ; ".join(" | ".join(str(x) for x in triple) for triple in value)
+    return value
+
+
+def _format(template: str, values: dict, where: str, field: str) -> str:
+    try:
+        return template.format_map(values)
+    except (KeyError, IndexError, AttributeError) as error:
+        raise DataError(f"task.{field} {template!r} refers to {error} which {where} rows lack; "
+                        f"available: {sorted(values)}") from None
