@@ -161,6 +161,9 @@ class TeacherConfig(_Strict):
     model: dict[str, Any] | None = None  # source=config: {"model_type": "t5", <config fields>}
     finetuned: bool = False
     trust_remote_code: bool = False
+    # Blocks per stack the teacher is expected to have (hub/path/package teachers): lets the config
+    # check student depths offline; compared with the real model when it loads.
+    depths: dict[str, int] | None = None
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
@@ -282,19 +285,23 @@ class StudyConfig(_Strict):
     @model_validator(mode="after")
     def _shapes(self) -> StudyConfig:
         """Shapes checkable without downloads: depths and widths of a teacher built from config."""
-        if self.teacher.source != "config":
-            return self
-        from raykd.families import FAMILIES
+        if self.teacher.source == "config":
+            from raykd.families import FAMILIES
 
-        family = FAMILIES.get(self.teacher.model["model_type"])
-        try:
-            teacher_depths = family.depths(_Attrs(self.teacher.model))
-        except AttributeError as missing:
-            raise ValueError(f"teacher.model lacks the depth field {missing.name!r} of {family.name}") from None
+            family = FAMILIES.get(self.teacher.model["model_type"])
+            try:
+                teacher_depths = family.depths(_Attrs(self.teacher.model))
+            except AttributeError as missing:
+                raise ValueError(f"teacher.model lacks the depth field {missing.name!r} of {family.name}") from None
+            name = family.name
+        elif self.teacher.depths:
+            teacher_depths, name = self.teacher.depths, f"teacher.depths {self.teacher.depths}"
+        else:
+            return self
         depth = self.student.depth
         student_depths = depth if isinstance(depth, dict) else {s: depth for s in teacher_depths}
         if set(student_depths) != set(teacher_depths):
-            raise ValueError(f"student.depth names stacks {sorted(student_depths)}; {family.name} has {sorted(teacher_depths)}")
+            raise ValueError(f"student.depth names stacks {sorted(student_depths)}; {name} has {sorted(teacher_depths)}")
         for stack, d in student_depths.items():
             if d > teacher_depths[stack] and (set(self.sweep.strategies) - {"all_to_one", "none", "custom"}
                                               or "teacher" in self.sweep.inits):

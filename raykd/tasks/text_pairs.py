@@ -40,19 +40,29 @@ class TextPairTask(Task):
                 if lang not in languages:
                     raise DataError(f"{where} column {translation!r} has languages {languages}; "
                                     f"task.{role} is {lang!r}")
-            pairs = [(r[translation][config.source_lang], r[translation][config.target_lang]) for r in rows]
+            pairs = [{"source": r[translation][config.source_lang], "target": r[translation][config.target_lang]}
+                     for r in rows]
         else:
-            names = {"source": columns.get("source", "source"), "target": columns.get("target", "target")}
-            self.require_columns(dataset, split, names)
-            pairs = [(_linearise(r[names["source"]]), r[names["target"]]) for r in rows]
+            # source/target columns are needed only where a template uses them (HellaSwag-style
+            # templates draw on other columns).
+            names = {role: columns.get(role, role) for role in ("source", "target")}
+            used = {role: name for role, name in names.items()
+                    if role in columns or "{" + role in config.prompt_template + config.completion_template}
+            self.require_columns(dataset, split, used)
+            pairs = [{role: _linearise(r[name]) for role, name in used.items()} for r in rows]
         sources, targets = [], []
-        for i, (row, (source, target)) in enumerate(zip(rows, pairs)):
-            for role, text in (("source", source), ("target", target)):
+        for i, (row, pair) in enumerate(zip(rows, pairs)):
+            for role, text in pair.items():
                 if not isinstance(text, str) or not text.strip():
                     raise DataError(f"{where} row {i}: empty or missing {role} text")
-            values = {**row, "source": source, "target": target}
-            sources.append(_format(config.prompt_template, values, where, "prompt_template"))
-            targets.append(_format(config.completion_template, values, where, "completion_template"))
+            values = {**row, **pair}
+            prompt = _format(config.prompt_template, values, where, "prompt_template")
+            completion = _format(config.completion_template, values, where, "completion_template")
+            for role, text in (("source (prompt)", prompt), ("target (completion)", completion)):
+                if not text.strip():
+                    raise DataError(f"{where} row {i}: empty {role} text")
+            sources.append(prompt)
+            targets.append(completion)
         return datasets.Dataset.from_dict({"source": sources, "target": targets})
 
 

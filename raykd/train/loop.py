@@ -56,7 +56,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def distill_loss(
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     student: nn.Module,
     batch: Batch,
     layer_maps: LayerMaps,
@@ -73,6 +73,8 @@ def distill_loss(
     family = family or family_of(unwrap(student))
     has_pairs = any(layer_maps.values())
     need_teacher = loss.kd > 0 or (loss.hidden > 0 and has_pairs)
+    if need_teacher and teacher is None:
+        raise ValueError("this loss needs a teacher (kd > 0, or hidden > 0 with layer pairs), got teacher=None")
     student_out, student_states = family.forward(student, batch, final_norm=final_norm)
     zero = student_out.logits.new_zeros((), dtype=torch.float32)
     ce = student_out.loss if student_out.loss is not None else zero
@@ -104,7 +106,7 @@ def distill_loss(
 
 
 def distill_steps(
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     student: nn.Module,
     batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
@@ -123,8 +125,9 @@ def distill_steps(
     caller can stop the run as diverged with the last good weights intact.
     """
     family = family_of(unwrap(student))
-    teacher.eval()
-    teacher.requires_grad_(False)
+    if teacher is not None:
+        teacher.eval()
+        teacher.requires_grad_(False)
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     for step, batch in enumerate(batches):
@@ -152,7 +155,7 @@ def distill_steps(
 
 
 def distill(
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     student: nn.Module,
     batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
@@ -208,7 +211,7 @@ def distill(
 
 @torch.no_grad()
 def evaluate_loss(
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     student: nn.Module,
     batches: Iterable[Batch],
     *,
@@ -220,7 +223,8 @@ def evaluate_loss(
     """Example-weighted mean of every loss term over `batches` (an evaluation hook for `distill`)."""
     was_training = student.training
     student.eval()
-    teacher.eval()
+    if teacher is not None:
+        teacher.eval()
     sums: dict[str, float] = {}
     count = 0
     for batch in batches:
@@ -232,3 +236,17 @@ def evaluate_loss(
         count += n
     student.train(was_training)
     return {key: value / max(count, 1) for key, value in sums.items()}
+
+
+def finetune(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    **kwargs: Any,
+) -> DistillResult:
+    """Plain supervised training (CE only, no teacher): the same loop as `distill`.
+
+    Used to fine-tune teachers and to train no-KD student baselines.
+    """
+    kwargs.setdefault("layer_maps", {})
+    return distill(None, model, batches, optimizer, loss=LossConfig(ce=1.0, kd=0.0, hidden=0.0), **kwargs)

