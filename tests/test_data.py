@@ -70,9 +70,14 @@ def test_tweets_builtin_is_stratified_seeded_and_recorded():
     for split, counts in shares.items():  # ~42% negative, 39% neutral, 18% positive everywhere
         n = len(splits[split])
         assert abs(counts[0] / n - 0.42) < 0.02 and abs(counts[2] / n - 0.18) < 0.02, (split, counts)
-    assert build_task(task_config(config)).load()["validation"]["text"] == splits["validation"]["text"]
-    other = build_task(task_config({**config, "split": {"validation": 500, "test": 1000, "seed": 1}})).load()
+    assert task.info["split_sizes"] == {"train": 3000, "validation": 500, "test": 1000}
+    same = build_task(task_config(config))
+    assert same.load()["validation"]["text"] == splits["validation"]["text"]
+    assert same.info["split_fingerprints"] == task.info["split_fingerprints"]  # recorded, reproducible
+    other_task = build_task(task_config({**config, "split": {"validation": 500, "test": 1000, "seed": 1}}))
+    other = other_task.load()
     assert other["validation"]["text"] != splits["validation"]["text"]
+    assert other_task.info["split_fingerprints"]["test"] != task.info["split_fingerprints"]["test"]
 
 
 # --- bad input: one clear error naming dataset, split and column --------------------------------

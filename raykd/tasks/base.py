@@ -4,6 +4,10 @@ padding, evaluate a model. The training loop stays task-agnostic: it sees model 
 
 from __future__ import annotations
 
+import hashlib
+import json
+from contextlib import contextmanager
+
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -38,7 +42,10 @@ class Task:
     def load(self) -> datasets.DatasetDict:
         """Raw splits with the task's standard columns, validated (errors name split and column)."""
         splits = load_splits(self.config.data, stratify_column=self.stratify_column())
-        return datasets.DatasetDict({split: self.standardise(splits, split) for split in SPLITS})
+        out = datasets.DatasetDict({split: self.standardise(splits, split) for split in SPLITS})
+        self.info["split_sizes"] = {split: len(out[split]) for split in SPLITS}
+        self.info["split_fingerprints"] = {split: fingerprint(out[split]) for split in SPLITS}
+        return out
 
     def stratify_column(self) -> str | None:
         return None
@@ -49,9 +56,13 @@ class Task:
     def tokenize(self, splits: datasets.DatasetDict, tokenizer) -> datasets.DatasetDict:
         raise NotImplementedError
 
+    def padder(self, tokenizer):
+        """The transformers collator that pads this task's features (sequence labels with -100)."""
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+
     def collator(self, tokenizer):
-        """Pads model inputs per batch (labels with -100) and drops non-tensor columns."""
-        pad = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+        """Pads model inputs per batch and drops non-tensor columns (references, prompt ids)."""
+        pad = self.padder(tokenizer)
 
         def collate(features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
             return dict(pad([{k: f[k] for k in MODEL_INPUTS if k in f} for f in features]))
@@ -90,6 +101,25 @@ class Task:
         state = dict(self.__dict__)
         state["_metric_modules"] = {}  # evaluate modules hold file locks: reload after pickling
         return state
+
+
+def fingerprint(dataset: datasets.Dataset) -> str:
+    """A short hash of a split's content and order: equal fingerprints = the same examples."""
+    digest = hashlib.sha256()
+    for row in dataset.to_list():
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()[:16]
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Evaluate `model` in eval mode, then restore whatever mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def model_device(model: torch.nn.Module, device=None) -> torch.device:

@@ -6,7 +6,7 @@ import datasets
 import torch
 
 from raykd.tasks import TASKS
-from raykd.tasks.base import model_device
+from raykd.tasks.base import eval_mode, model_device
 from raykd.tasks.text_pairs import TextPairTask
 
 
@@ -46,23 +46,21 @@ class CausalLM(TextPairTask):
     @torch.no_grad()
     def generate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> list[str]:
         device = model_device(model, device)
-        was_training = model.training
-        model.eval()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         outputs: list[str] = []
         prompts = dataset["prompt_ids"]
         size = self.config.eval_batch_size
-        for start in range(0, len(prompts), size):
-            chunk = prompts[start : start + size]
-            width = max(len(p) for p in chunk)
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-            generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.config.max_new_tokens,
-                                       do_sample=False, num_beams=1, pad_token_id=pad,
-                                       eos_token_id=tokenizer.eos_token_id)
-            new_tokens = generated[:, width:]
-            outputs.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-        model.train(was_training)
+        with eval_mode(model):
+            for start in range(0, len(prompts), size):
+                chunk = prompts[start : start + size]
+                width = max(len(p) for p in chunk)
+                ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
+                generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.config.max_new_tokens,
+                                           do_sample=False, num_beams=1, pad_token_id=pad,
+                                           eos_token_id=tokenizer.eos_token_id)
+                new_tokens = generated[:, width:]  # left padding: every prompt ends at `width`
+                outputs.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return outputs
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:

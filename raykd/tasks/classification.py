@@ -7,7 +7,7 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from raykd.tasks import TASKS
-from raykd.tasks.base import MODEL_INPUTS, Task, model_device
+from raykd.tasks.base import Task, eval_mode, model_device
 from raykd.tasks.data import DataError, describe
 
 # Column pairs tried in order when task.data.columns does not name them (GLUE conventions).
@@ -123,24 +123,17 @@ class Classification(Task):
 
         return splits.map(encode, batched=True, remove_columns=splits["train"].column_names)
 
-    def collator(self, tokenizer):
-        pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-
-        def collate(features):
-            return dict(pad([{k: f[k] for k in MODEL_INPUTS if k in f} for f in features]))
-
-        return collate
+    def padder(self, tokenizer):
+        return DataCollatorWithPadding(tokenizer, return_tensors="pt")  # class labels are scalars
 
     @torch.no_grad()
     def predict(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> list[int]:
         device = model_device(model, device)
-        was_training = model.training
-        model.eval()
         predictions: list[int] = []
-        for batch in self.dataloader(dataset, tokenizer, batch_size=self.config.eval_batch_size):
-            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            predictions.extend(model(**batch).logits.argmax(-1).tolist())
-        model.train(was_training)
+        with eval_mode(model):
+            for batch in self.dataloader(dataset, tokenizer, batch_size=self.config.eval_batch_size):
+                batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+                predictions.extend(model(**batch).logits.argmax(-1).tolist())
         return predictions
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:

@@ -6,7 +6,7 @@ import datasets
 import torch
 
 from raykd.tasks import TASKS
-from raykd.tasks.base import model_device
+from raykd.tasks.base import eval_mode, model_device
 from raykd.tasks.text_pairs import TextPairTask
 
 
@@ -38,19 +38,17 @@ class Seq2Seq(TextPairTask):
     @torch.no_grad()
     def generate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> list[str]:
         device = model_device(model, device)
-        was_training = model.training
-        model.eval()
         outputs: list[str] = []
-        for batch in self.dataloader(dataset, tokenizer, batch_size=self.config.eval_batch_size):
-            generated = model.generate(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                num_beams=self.config.num_beams,
-                max_new_tokens=self.config.max_new_tokens,
-                do_sample=False,
-            )
-            outputs.extend(t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True))
-        model.train(was_training)
+        with eval_mode(model):
+            for batch in self.dataloader(dataset, tokenizer, batch_size=self.config.eval_batch_size):
+                generated = model.generate(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    num_beams=self.config.num_beams,
+                    max_new_tokens=self.config.max_new_tokens,
+                    do_sample=False,
+                )
+                outputs.extend(t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True))
         return outputs
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
