@@ -150,7 +150,8 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(default=None, ge=1)
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
     grad_clip: float | None = Field(default=1.0, gt=0)
-    eval_every: int | None = Field(default=None, ge=1)
+    eval_every: int | None = Field(default=None, ge=1)  # steps between validations (None: every epoch end)
+    log_every: int = Field(default=10, ge=1)  # steps between logged metrics
 
 
 class TeacherConfig(_Strict):
@@ -267,6 +268,25 @@ class SweepConfig(_Strict):
         return _unique(value)
 
 
+class ComputeConfig(_Strict):
+    """Resources of one trial (a Ray Train run) and of the study."""
+
+    num_workers: int = Field(default=1, ge=1)  # DDP workers per trial
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)  # < 1 packs several trials on one GPU
+    max_concurrent_trials: int | None = Field(default=None, ge=1)  # None: what the cluster fits
+    max_failures: int = Field(default=1, ge=0)  # worker-group restarts from the last checkpoint
+    trial_retries: int = Field(default=0, ge=0)  # Tune-level retries of a failed trial
+
+    @model_validator(mode="after")
+    def _gpu_fraction(self) -> ComputeConfig:
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ValueError(f"gpus_per_worker above 1 must be a whole number, got {self.gpus_per_worker}")
+        if 0 < self.gpus_per_worker < 1 and self.num_workers > 1:
+            raise ValueError("a fractional gpus_per_worker (GPU sharing) needs num_workers: 1")
+        return self
+
+
 class StudyConfig(_Strict):
     name: str
     task: TaskConfig
@@ -274,6 +294,7 @@ class StudyConfig(_Strict):
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     @field_validator("name")
     @classmethod
@@ -363,6 +384,16 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a mapping")
     node[parts[-1]] = yaml.safe_load(raw)
+
+
+def config_hash(data: Any) -> str:
+    """A short stable hash of a config (or part of one), for caches and for spotting changes."""
+    import hashlib
+    import json
+
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def flatten(config: StudyConfig) -> dict[str, Any]:

@@ -50,6 +50,10 @@ class Task:
     def stratify_column(self) -> str | None:
         return None
 
+    def restore(self, info: dict[str, Any]) -> None:
+        """Take the facts `load` found (e.g. in a Ray worker that reads the teacher stage's cache)."""
+        self.info = dict(info)
+
     def standardise(self, splits: datasets.DatasetDict, split: str) -> datasets.Dataset:
         raise NotImplementedError
 

@@ -39,6 +39,10 @@ class Classification(Task):
         self.info.update(label_names=self.label_names, columns=self.columns)
         return splits
 
+    def restore(self, info: dict) -> None:
+        super().restore(info)
+        self.label_names, self.columns = list(info["label_names"]), dict(info["columns"])
+
     def standardise(self, splits: datasets.DatasetDict, split: str) -> datasets.Dataset:
         if split == "train":
             self.columns = self._resolve_columns(splits["train"])

@@ -1,0 +1,221 @@
+"""One study, end to end: study folder, Ray, MLflow, teacher stage, sweep, results table.
+
+``<output dir>/<study>/`` holds ``study.json`` (uid, config hash), ``config.yaml``, ``teacher/<key>/``,
+``ray/`` (Tune and Train storage), ``mlflow.db`` + ``mlartifacts/`` (local tracking), ``results/``.
+Re-running the same config resumes; a changed config is refused (``--fresh`` starts over).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raykd.config import ConfigError, StudyConfig, config_hash, flatten
+from raykd.sweep import Progress, plan_resources, results_table, run_trial, trial_grid, write_results
+from raykd.train.teacher import prepare_teacher, teacher_dir
+
+
+def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False) -> str:
+    """Create or check the study folder; return the study uid (new after --fresh)."""
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    state_file = root / "study.json"
+    current = config.model_dump(mode="json")
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        if state["config_hash"] != config_hash(current):
+            saved = yaml.safe_load((root / "config.yaml").read_text())
+            changed = sorted(k for k in set(_flat(saved)) | set(_flat(current)) if _flat(saved).get(k) != _flat(current).get(k))
+            raise ConfigError(f"study {config.name!r} in {root} was started with another config (changed: "
+                              f"{', '.join(changed[:8])}); re-run with --fresh to start over, or --name for a new study")
+        return state["uid"]
+    root.mkdir(parents=True, exist_ok=True)
+    uid = uuid.uuid4().hex
+    (root / "config.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
+    state_file.write_text(json.dumps({"uid": uid, "config_hash": config_hash(current), "created": time.time()}))
+    return uid
+
+
+def versions() -> dict[str, str]:
+    import mlflow
+    import ray
+    import torch
+    import transformers
+
+    import raykd
+
+    out = {"version.raykd": raykd.__version__, "version.torch": torch.__version__, "version.ray": ray.__version__,
+           "version.transformers": transformers.__version__, "version.mlflow": mlflow.__version__}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip()
+        out["git.commit"] = commit or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        out["git.commit"] = "unknown"
+    return out
+
+
+def start_ray(address: str | None = None) -> None:
+    """Connect to RAY_ADDRESS (or `address`), else start a local Ray in-process sized to this machine."""
+    import ray
+
+    from raykd.sweep import DRIVER_RESOURCE
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # faster teardown (OFFLINE.md)
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # The dashboard must run: without its State API, Ray Train 2.60's placement-group cleaner cannot
+        # see finished controllers and each trial's worker placement group stays reserved, so on a small
+        # machine the second wave of trials waits forever for CPUs (seen here on 2 cores).
+        ray.init(num_cpus=os.cpu_count(), resources={DRIVER_RESOURCE: 1000}, include_dashboard=True,
+                 log_to_driver=False, configure_logging=False)
+
+
+def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> dict[str, Any]:
+    """Run (or resume) the study; return a summary with paths and the results rows."""
+    import ray
+    from ray import tune
+
+    from raykd import tracking as tr
+
+    root = (output_dir / config.name).resolve()
+    tr.check_reachable(tr.tracking_uri(root))
+    uid = prepare_study_dir(config, root, fresh=fresh)
+    start_ray()
+    tracking = tr.open_study(root, config.name, uid, flatten(config))
+    client = tracking.client()
+    tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config)})
+    client.log_dict(tracking.parent_run_id, config.model_dump(mode="json"), "config.json")
+
+    print(f"[raykd] study {config.name} in {root}", flush=True)
+    t_dir = teacher_dir(root, config)
+    gpus = config.compute.gpus_per_worker
+    stage = ray.remote(num_cpus=config.compute.cpus_per_worker, num_gpus=gpus)(prepare_teacher)
+    started = time.time()
+    teacher_metrics = ray.get(stage.remote(config, str(t_dir), tracking))
+    metric = json.loads((t_dir / "info.json").read_text())["metric"]
+    print(f"[raykd] teacher: test {metric} {teacher_metrics[f'test/{metric}']:.4f} "
+          f"({time.time() - started:.0f} s; cached in {t_dir})", flush=True)
+    tr.log_metrics(client, tracking.parent_run_id, {f"teacher/{k}": v for k, v in teacher_metrics.items()}, 0,
+                   int(time.time() * 1000))
+
+    grid = trial_grid(config)
+    resources = plan_resources(config, ray.cluster_resources(), len(grid))
+    print(f"[raykd] sweep: {len(grid)} trials; {resources.describe()}", flush=True)
+    study_ctx = {"config": config.model_dump(mode="json"), "teacher_dir": str(t_dir),
+                 "train_storage": str(root / "ray" / "train"), "study_dir": str(root),
+                 "tracking": asdict(tracking), "versions": versions()}
+    higher = True
+    progress = Progress(len(grid), metric, higher)
+    trainable = tune.with_resources(run_trial, resources.driver)
+    sweep_path = root / "ray" / "sweep"
+    if tune.Tuner.can_restore(str(sweep_path)):
+        tuner = tune.Tuner.restore(str(sweep_path), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"study": study_ctx, "trial": tune.grid_search(grid)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(name="sweep", storage_path=str(root / "ray"), verbose=0,
+                                      callbacks=[progress.callback],
+                                      failure_config=tune.FailureConfig(max_failures=config.compute.trial_retries)),
+        )
+    outcome = tuner.fit()
+    rows = results_table(outcome, metric)
+    paths = write_results(rows, root / "results", metric)
+    for path in paths.values():
+        client.log_artifact(tracking.parent_run_id, str(path), "results")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed")}
+    tr.set_tags(client, tracking.parent_run_id, {f"raykd.trials_{k}": str(v) for k, v in counts.items()})
+    tr.finish(client, tracking.parent_run_id, "finished")
+    print(f"[raykd] {progress.summary()}", flush=True)
+    return {"root": root, "tracking_uri": tracking.uri, "teacher": teacher_metrics, "metric": metric,
+            "rows": rows, "counts": counts, "results": paths}
+
+
+def _trial_name(trial) -> str:
+    return trial.config["trial"]["trial_id"]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def dry_run(config: StudyConfig) -> str:
+    """The trial grid, layer maps, resources and a work estimate, without starting anything."""
+    from raykd.families import FAMILIES
+    from raykd.student import copied_layers
+    from raykd.sweep import estimate
+    from raykd.train.worker import trial_layer_maps
+
+    grid = trial_grid(config)
+    lines = [f"study {config.name}: task {config.task.type} ({config.task.metric or 'default metric'}), "
+             f"teacher {config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}"]
+    if config.teacher.source == "config":
+        family = FAMILIES.get(config.teacher.model["model_type"])
+        from raykd.config import _Attrs
+
+        teacher_depths, kind = family.depths(_Attrs(config.teacher.model)), family.kind
+    elif config.teacher.depths:
+        teacher_depths = config.teacher.depths
+        kind = "decoder" if list(teacher_depths) == ["decoder"] else ("encoder_decoder" if len(teacher_depths) == 2 else "encoder")
+    else:
+        teacher_depths = kind = None
+    depth = config.student.depth
+    lines.append(f"{len(grid)} trials ({len(config.sweep.strategies)} strategies x {len(config.sweep.inits)} inits x "
+                 f"{len(config.sweep.seeds)} seeds, weights {config.sweep.weights}; 'none' runs once per weight-free cell)")
+    if teacher_depths is None:
+        lines.append("layer maps: known once the teacher loads (set teacher.depths to see them here)")
+    else:
+        student_depths = dict(depth) if isinstance(depth, dict) else {s: depth for s in teacher_depths}
+        lines.append(f"teacher depths {teacher_depths}, student depths {student_depths}")
+        for strategy in config.sweep.strategies:
+            maps = trial_layer_maps(config, {"strategy": strategy, "seed": config.sweep.seeds[0]}, student_depths,
+                                    teacher_depths, kind)
+            lines.append(f"  {strategy:>10} (seed {config.sweep.seeds[0]}): {maps}")
+        if "teacher" in config.sweep.inits:
+            copies = {s: copied_layers(config.student.copy_rule, student_depths[s], teacher_depths[s], stack=s)
+                      for s in teacher_depths}
+            lines.append(f"teacher init copies blocks {copies} (copy_rule {config.student.copy_rule})")
+    compute = config.compute
+    lines.append(f"per trial: {compute.num_workers} worker(s) x ({compute.cpus_per_worker:g} CPU"
+                 f"{f', {compute.gpus_per_worker:g} GPU' if compute.gpus_per_worker else ''}); "
+                 f"concurrency {'max ' + str(compute.max_concurrent_trials) if compute.max_concurrent_trials else 'what the cluster fits'}")
+    train_n = config.task.data.max_examples.get("train")
+    lines.append("work: " + estimate(config, len(grid), train_n))
+    for t in grid:
+        lines.append(f"  {t['trial_id']}")
+    return "\n".join(lines)
+
+
+def mlflow_ui_command(tracking_uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def exit_code_for(error: BaseException) -> int:
+    return 2 if isinstance(error, (ConfigError, ValueError)) else 1
+
+
+__all__ = ["run_study", "dry_run", "prepare_study_dir", "mlflow_ui_command", "math"]

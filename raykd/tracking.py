@@ -1,0 +1,131 @@
+"""MLflow tracking: one experiment per study, a parent run, the teacher run and one child run per
+trial, all found again by tags so retries and restores never duplicate a run.
+
+Local studies track to ``sqlite:///<study dir>/mlflow.db`` with artifacts in ``<study dir>/mlartifacts``
+(absolute URIs: Ray moves workers into trial folders). ``MLFLOW_TRACKING_URI`` points everything at a
+tracking server instead. Logging goes through `MlflowClient` with explicit run ids (no global active
+run), so the driver and the rank-0 worker can log to the same run from different processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+STUDY_UID = "raykd.study_uid"
+ROLE = "raykd.role"  # study | teacher | trial
+TRIAL_ID = "raykd.trial_id"
+STATUS = "raykd.status"  # finished | diverged | failed
+PARENT = "mlflow.parentRunId"
+MAX_PARAM = 6000  # MLflow's limit on a param value
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or used."""
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a study logs (picklable: passed to Ray trial drivers and workers)."""
+
+    uri: str
+    experiment_id: str
+    study_uid: str
+    parent_run_id: str
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.uri)
+
+
+def tracking_uri(study_dir: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{study_dir.resolve() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (TrackingError) when an HTTP tracking server does not answer its health check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise TrackingError(f"MLflow tracking server {uri} answered {response.status} to /health")
+    except (urllib.error.URLError, OSError) as error:
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable: {error}") from None
+
+
+def open_study(study_dir: Path, name: str, study_uid: str, config_params: Mapping[str, Any]) -> Tracking:
+    """Create (or find) the study's experiment and parent run."""
+    uri = tracking_uri(study_dir)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        artifacts = None if uri.startswith(("http://", "https://")) else (study_dir.resolve() / "mlartifacts").as_uri()
+        experiment_id = client.create_experiment(name, artifact_location=artifacts)
+    else:
+        experiment_id = experiment.experiment_id
+    parent = find_run(client, experiment_id, {STUDY_UID: study_uid, ROLE: "study"})
+    if parent is None:
+        parent = client.create_run(experiment_id, run_name=name, tags={STUDY_UID: study_uid, ROLE: "study"}).info.run_id
+        log_params(client, parent, config_params)
+    else:
+        client.update_run(parent, status="RUNNING")
+    return Tracking(uri=uri, experiment_id=experiment_id, study_uid=study_uid, parent_run_id=parent)
+
+
+def child_run(tracking: Tracking, *, role: str, key: str, run_name: str, tags: Mapping[str, str] = ()) -> str:
+    """The run of a teacher or trial (`key`), created on first use and found again afterwards."""
+    client = tracking.client()
+    wanted = {STUDY_UID: tracking.study_uid, ROLE: role, TRIAL_ID: key}
+    run_id = find_run(client, tracking.experiment_id, wanted)
+    if run_id is None:
+        run_id = client.create_run(tracking.experiment_id, run_name=run_name,
+                                   tags={**wanted, PARENT: tracking.parent_run_id, **dict(tags)}).info.run_id
+    else:
+        client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def find_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=2)
+    if len(runs) > 1:
+        raise TrackingError(f"more than one run has tags {dict(tags)}: {[r.info.run_id for r in runs]}")
+    return runs[0].info.run_id if runs else None
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params (values JSON-encoded when not scalar), skipping ones the run already has."""
+    existing = client.get_run(run_id).data.params
+    batch = []
+    for key, value in params.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        text = text[: MAX_PARAM - 3] + "..." if len(text) > MAX_PARAM else text
+        if key not in existing:
+            batch.append(Param(key, text))
+    for start in range(0, len(batch), 100):
+        client.log_batch(run_id, params=batch[start : start + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:
+    batch = [Metric(k.replace("/", "."), float(v), timestamp_ms, step) for k, v in metrics.items()]
+    if batch:
+        client.log_batch(run_id, metrics=batch)
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def finish(client: MlflowClient, run_id: str, status: str) -> None:
+    """Tag the raykd status and close the run (diverged trials end FINISHED with status=diverged)."""
+    set_tags(client, run_id, {STATUS: status})
+    client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")

@@ -1,0 +1,29 @@
+"""Optimiser and learning-rate schedule from a `TrainConfig` (AdamW or Adafactor, linear warmup/decay)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+from transformers.optimization import Adafactor
+
+from raykd.config import TrainConfig
+
+
+def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimisation steps of a run: epochs (may be fractional) x batches, capped by max_steps."""
+    steps = max(1, math.ceil(train.epochs * batches_per_epoch))
+    return min(steps, train.max_steps) if train.max_steps else steps
+
+
+def make_optimizer(params, train: TrainConfig, steps: int):
+    """(optimizer, scheduler) for `steps` optimisation steps."""
+    params = [p for p in params if p.requires_grad]
+    if train.optimizer == "adafactor":  # fixed lr as the released T5 code (no relative step)
+        optimizer = Adafactor(params, lr=train.lr, weight_decay=train.weight_decay, relative_step=False,
+                              scale_parameter=False, warmup_init=False)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(train.warmup_ratio * steps), steps)
+    return optimizer, scheduler

@@ -1,0 +1,109 @@
+"""The teacher stage: load the teacher, fine-tune it unless it is already fine-tuned, evaluate it,
+and store model, tokenizer and the tokenized splits once per study, keyed by a hash of the task
+and teacher config, so resumed or repeated studies and every trial reuse the same artifacts.
+
+Layout of ``<study dir>/teacher/<key>/``: ``model/`` (save_pretrained, tokenizer included),
+``data/`` (tokenized splits, `datasets.save_to_disk`), ``info.json`` (task facts, depths, widths),
+``metrics.json``. Written to a temporary folder and renamed, so a killed stage leaves no half cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raykd.config import StudyConfig, config_hash
+from raykd.families import family_of
+from raykd.models import load_teacher
+from raykd.tasks import build_task
+from raykd.train.loop import finetune
+from raykd.train.optim import make_optimizer, total_steps
+
+
+def teacher_key(config: StudyConfig) -> str:
+    return config_hash({"task": config.task.model_dump(mode="json"), "teacher": config.teacher.model_dump(mode="json")})
+
+
+def teacher_dir(study_dir: Path, config: StudyConfig) -> Path:
+    return study_dir / "teacher" / teacher_key(config)
+
+
+def load_artifacts(directory: Path) -> tuple[dict[str, Any], dict[str, float]]:
+    """(info, metrics) of a finished teacher stage."""
+    return json.loads((directory / "info.json").read_text()), json.loads((directory / "metrics.json").read_text())
+
+
+def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: str | None = None) -> dict[str, float]:
+    """Run the teacher stage into `directory` unless it is already there; return its metrics."""
+    from raykd import tracking as tr
+
+    directory = Path(directory)
+    if (directory / "metrics.json").is_file():
+        return load_artifacts(directory)[1]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    task = build_task(config.task)
+    raw = task.load()
+    texts = [t for col in ("text", "text_pair", "source", "target") if col in raw["train"].column_names
+             for t in raw["train"][col]]
+    model, tokenizer = load_teacher(config.teacher, task, texts)
+    family = family_of(model)
+    if config.teacher.depths and family.depths(model.config) != config.teacher.depths:
+        raise ValueError(f"teacher.depths says {config.teacher.depths}, the loaded teacher has {family.depths(model.config)}")
+    data = task.tokenize(raw, tokenizer)
+    model.to(device)
+    run_id = client = None
+    if tracking is not None:
+        client = tracking.client()
+        run_id = tr.child_run(tracking, role="teacher", key=f"teacher-{teacher_key(config)}", run_name="teacher")
+        tr.log_params(client, run_id, {f"teacher.{k}": v for k, v in config.teacher.model_dump(mode="json").items()})
+    started = time.time()
+    train = config.teacher.train
+    steps = 0
+    if not config.teacher.finetuned:
+        torch.manual_seed(0)
+        loader = task.dataloader(data["train"], tokenizer, batch_size=train.batch_size, shuffle=True, seed=0)
+        steps = total_steps(train, len(loader))
+        optimizer, scheduler = make_optimizer(model.parameters(), train, steps)
+
+        def log(step):
+            if client is not None and (step.step + 1) % train.log_every == 0:
+                tr.log_metrics(client, run_id, {f"train/{k}": v for k, v in step.terms.items() if k == "ce"},
+                               step.step + step.epoch * len(loader), int(time.time() * 1000))
+
+        result = finetune(model, loader, optimizer, scheduler=scheduler, epochs=math_ceil(train.epochs),
+                          max_steps=steps, grad_clip=train.grad_clip, device=device, on_step=log)
+        if result.status != "finished":
+            raise RuntimeError(f"teacher fine-tuning {result.status} after {result.steps} steps")
+    metrics = {f"validation/{k}": v for k, v in task.evaluate(model, tokenizer, data["validation"]).items()}
+    metrics.update({f"test/{k}": v for k, v in task.evaluate(model, tokenizer, data["test"]).items()})
+    info = {
+        **task.info,
+        "family": family.name,
+        "depths": family.depths(model.config),
+        "width": family.width(model.config),
+        "metric": task.metric,
+        "train_steps": steps,
+        "seconds": round(time.time() - started, 1),
+    }
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.cpu().save_pretrained(tmp / "model")
+    tokenizer.save_pretrained(tmp / "model")
+    data.save_to_disk(str(tmp / "data"))
+    (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    if client is not None:
+        tr.log_metrics(client, run_id, {f"teacher/{k}": v for k, v in metrics.items()}, steps, int(time.time() * 1000))
+        tr.finish(client, run_id, "finished")
+    return metrics
+
+
+def math_ceil(x: float) -> int:
+    return int(-(-x // 1))

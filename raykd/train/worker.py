@@ -1,0 +1,213 @@
+"""The Ray Train worker function of one trial: it wraps the plain loop (`raykd.train.loop`).
+
+Every rank: build the student from the cached teacher (trial init and seed), resolve the layer
+maps (strategy + seed, re-drawn per epoch for RAIL), train with CE + KD + weighted hidden loss over a
+`DistributedSampler` seeded by the trial seed (same seed = same data order across arms), validate
+every `eval_every` steps and at each epoch end, checkpoint, and report through `ray.train.report`.
+At the end the best-on-validation weights are evaluated on the test split. Rank 0 logs to MLflow.
+
+A checkpoint holds ``student/`` (config + safetensors, projections included), ``best.safetensors``,
+``optimizer.pt``, ``scheduler.pt``, ``state.json`` (epoch, step, step in epoch, best) and ``rng.pt``;
+a restarted worker resumes mid-epoch by skipping the batches it already trained on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from safetensors.torch import load_file, load_model, save_file
+from torch.utils.data import DataLoader, DistributedSampler
+
+from raykd import tracking as tr
+from raykd.config import StudyConfig, flatten
+from raykd.families import family_of
+from raykd.losses import LossConfig, attach_projections, projection_keys
+from raykd.models import auto_class
+from raykd.strategies import is_per_epoch, layer_maps
+from raykd.student import build_student, save_student, student_metadata
+from raykd.tasks import build_task
+from raykd.train.loop import distill_steps, unwrap
+from raykd.train.optim import make_optimizer, total_steps
+
+# Test-only fault injection: "<trial_id>:<step>" makes rank 0's process die at that step, once per
+# study (a marker file in the study folder remembers it fired), so retries and resumes can be tested.
+FAULT_ENV = "RAYKD_TEST_FAIL_AT_STEP"
+
+
+def trial_layer_maps(config: StudyConfig, trial: dict, student_depths, teacher_depths, kind: str, epoch: int = 0):
+    """The layer maps of a trial at an epoch (fixed for every strategy but the per-epoch ones)."""
+    match = config.distill.match_embeddings
+    if match is None:
+        match = kind != "decoder"
+    options = dict(config.sweep.strategy_options.get(trial["strategy"], {}))
+    if is_per_epoch(trial["strategy"]):
+        options["epoch"] = epoch
+    return layer_maps(trial["strategy"], student_depths, teacher_depths, seed=trial["seed"], match_embeddings=match,
+                      **options)
+
+
+def train_trial(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    config = StudyConfig.model_validate(loop_config["config"])
+    trial, teacher_path = loop_config["trial"], Path(loop_config["teacher_dir"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(config.compute.cpus_per_worker)))
+    info = json.loads((teacher_path / "info.json").read_text())
+
+    task = build_task(config.task)
+    task.restore(info)
+    tokenizer = _tokenizer(teacher_path)
+    teacher = auto_class(task).from_pretrained(teacher_path / "model").to(device).eval()
+    data = datasets.load_from_disk(str(teacher_path / "data"))
+    family = family_of(teacher)
+    student = build_student(teacher, depth=config.student.depth, width=config.student.width, init=trial["init"],
+                            copy_rule=config.student.copy_rule, seed=trial["seed"])
+    teacher_depths, student_depths = family.depths(teacher.config), family.depths(student.config)
+    train = config.distill.train
+    epochs = math.ceil(train.epochs)
+    maps_by_epoch = {e: trial_layer_maps(config, trial, student_depths, teacher_depths, family.kind, e)
+                     for e in range(epochs if is_per_epoch(trial["strategy"]) else 1)}
+    attach_projections(student, projection_keys(maps_by_epoch.values()), family.width(teacher.config))
+    student.to(device)
+    model = student if world == 1 else ray.train.torch.prepare_model(
+        student, parallel_strategy_kwargs={"find_unused_parameters": True})
+
+    sampler = DistributedSampler(data["train"], num_replicas=world, rank=rank, shuffle=True, seed=trial["seed"])
+    loader = DataLoader(data["train"], batch_size=max(1, train.batch_size // world), sampler=sampler,
+                        collate_fn=task.collator(tokenizer))
+    steps = total_steps(train, len(loader))
+    optimizer, scheduler = make_optimizer(model.parameters(), train, steps)
+    loss = LossConfig(hidden=trial["weight"], **config.distill.loss.model_dump())
+    state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best": None, "best_step": None, "evaluated_at": None}
+    best_weights: dict[str, torch.Tensor] | None = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state, best_weights = _restore(Path(folder), student, optimizer, scheduler)
+
+    client = run_id = None
+    if rank == 0 and loop_config.get("tracking"):
+        tracking = tr.Tracking(**loop_config["tracking"])
+        client, run_id = tracking.client(), loop_config["run_id"]
+        maps0 = maps_by_epoch[0]
+        tr.log_params(client, run_id, {
+            **flatten(config), "trial.strategy": trial["strategy"], "trial.init": trial["init"],
+            "trial.weight": trial["weight"], "trial.seed": trial["seed"], "trial.layer_map": maps0,
+            "trial.copied_layers": student_metadata(student).get("copied_layers", {}),
+            "teacher.depths_loaded": teacher_depths, "world_size": world, **loop_config.get("versions", {}),
+        })
+        if checkpoint is None:
+            client.log_dict(run_id, {"layer_maps": {str(e): m for e, m in maps_by_epoch.items()},
+                                     "student": student_metadata(student), "trial": trial}, "layer_map.json")
+
+    metric, higher = task.metric, task.higher_is_better
+    eval_every = train.eval_every
+    fail_at = os.environ.get(FAULT_ENV, "")
+    fault_marker = Path(loop_config["study_dir"]) / "faults" / trial["trial_id"]
+    started, examples = time.perf_counter(), 0
+
+    def better(value: float) -> bool:
+        return state["best"] is None or (value > state["best"] if higher else value < state["best"])
+
+    def validate_and_report(final: bool = False, status: str = "running") -> None:
+        nonlocal best_weights, started, examples
+        report = {"epoch": state["epoch"], "step": state["step"], "status": status}
+        if status != "diverged" and state["evaluated_at"] != state["step"]:
+            state["evaluated_at"] = state["step"]
+            scores = task.evaluate(unwrap(model), tokenizer, data["validation"], device=device)
+            report.update({f"validation/{k}": v for k, v in scores.items()})
+            if better(scores[metric]):
+                state["best"], state["best_step"] = scores[metric], state["step"]
+                best_weights = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+        if final and status == "finished" and best_weights is not None:
+            unwrap(model).load_state_dict(best_weights)
+            scores = task.evaluate(unwrap(model), tokenizer, data["test"], device=device)
+            report.update({f"test/{k}": v for k, v in scores.items()})
+        report.update({"best_validation": state["best"], "best_step": state["best_step"], "final": final})
+        if client is not None:
+            numbers = {k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None
+                       and not isinstance(v, bool) and k not in ("epoch", "step")}
+            tr.log_metrics(client, run_id, numbers, state["step"], int(time.time() * 1000))
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                _save(Path(folder), unwrap(model), best_weights, optimizer, scheduler, state)
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(report, checkpoint=saved)
+
+    for epoch in range(state["epoch"], epochs):
+        sampler.set_epoch(epoch)
+        maps = maps_by_epoch.get(epoch, maps_by_epoch[0])
+        remaining = itertools.islice(loader, state["step_in_epoch"], None)
+        for result in distill_steps(teacher, model, remaining, optimizer, layer_maps=maps, loss=loss, epoch=epoch,
+                                    scheduler=scheduler, grad_clip=train.grad_clip,
+                                    final_norm=config.distill.final_norm, device=device):
+            if rank == 0 and fail_at == f"{trial['trial_id']}:{state['step']}" and not fault_marker.exists():
+                fault_marker.parent.mkdir(parents=True, exist_ok=True)
+                fault_marker.touch()
+                os._exit(1)  # fault injection (tests): the worker process dies mid-trial
+            state["step"] += 1
+            state["step_in_epoch"] += 1
+            examples += result.examples * world
+            if not result.finite:
+                validate_and_report(final=True, status="diverged")
+                return
+            if client is not None and state["step"] % train.log_every == 0:
+                elapsed = time.perf_counter() - started
+                tr.log_metrics(client, run_id, {
+                    **{f"train/{k}": v for k, v in result.terms.items()},
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/examples_per_s": examples / max(elapsed, 1e-9),
+                }, state["step"], int(time.time() * 1000))
+                started, examples = time.perf_counter(), 0
+            if state["step"] >= steps:
+                break
+            if eval_every and state["step"] % eval_every == 0:
+                validate_and_report()
+        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        if state["step"] >= steps:
+            break
+        validate_and_report()
+    validate_and_report(final=True, status="finished")
+
+
+def _tokenizer(teacher_path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(teacher_path / "model")
+
+
+def _save(folder: Path, student, best_weights, optimizer, scheduler, state: dict) -> None:
+    save_student(student, folder / "student")
+    if best_weights is not None:
+        save_file({k: v.contiguous() for k, v in best_weights.items()}, str(folder / "best.safetensors"))
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+    torch.save({"torch": torch.get_rng_state()}, folder / "rng.pt")
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+def _restore(folder: Path, student, optimizer, scheduler):
+    """Load a checkpoint into the freshly built student and optimiser (weights-only loading)."""
+    load_model(student, str(folder / "student" / "model.safetensors"), strict=True)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(folder / "rng.pt", weights_only=True)["torch"])
+    best = None
+    if (folder / "best.safetensors").is_file():
+        loaded = load_file(str(folder / "best.safetensors"))
+        best = {k: loaded[k] for k in student.state_dict()}
+    return json.loads((folder / "state.json").read_text()), best

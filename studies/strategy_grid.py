@@ -1,0 +1,61 @@
+"""Run a layer-selection strategy study: Ray Tune over strategy x init x weight x seed, MLflow tracking.
+
+    python studies/strategy_grid.py                                  # the embedded default study
+    python studies/strategy_grid.py --config studies/configs/smoke.yaml --output-dir /tmp/raykd
+    RAY_ADDRESS=ray://head:10001 python studies/strategy_grid.py --config ...   # on a Ray cluster
+    MLFLOW_TRACKING_URI=http://mlflow:5000 python studies/strategy_grid.py ...  # to a tracking server
+
+Re-running the same command resumes the study; --fresh starts it over. Exit code 2: bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIGS / "default.yaml"), help="study YAML (default: %(default)s)")
+    parser.add_argument("--output-dir", default="outputs", help="studies live in OUTPUT_DIR/<name> (default: %(default)s)")
+    parser.add_argument("--name", help="study name (overrides the config's)")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print the grid and layer maps, do not train")
+    parser.add_argument("--fresh", action="store_true", help="delete an existing study of this name and start over")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set sweep.seeds=[0,1] (repeatable)")
+    args = parser.parse_args(argv)
+
+    from raykd.config import ConfigError, load_config
+
+    overrides = list(args.set) + ([f"name={args.name}"] if args.name else [])
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        from raykd.study import dry_run
+
+        print(dry_run(config))
+        return 0
+
+    from raykd.study import mlflow_ui_command, run_study
+    from raykd.tracking import TrackingError
+
+    try:
+        summary = run_study(config, Path(args.output_dir), fresh=args.fresh)
+    except (ConfigError, TrackingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    counts = summary["counts"]
+    print(f"[raykd] done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed")
+    print(f"[raykd] results: {summary['results']['md']}")
+    print(f"[raykd] browse: {mlflow_ui_command(summary['tracking_uri'])}")
+    return 0 if counts["finished"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
