@@ -40,6 +40,10 @@ from raykd.train.optim import make_optimizer, total_steps
 
 # Test-only fault injection: "<trial_id>:<step>" makes rank 0's process die at that step, once per
 # study (a marker file in the study folder remembers it fired), so retries and resumes can be tested.
+# It waits a few seconds first: Ray Train registers a reported checkpoint when its controller polls
+# the workers, and a death within a second of the report (tiny models take ~30 ms a step) would test
+# that race rather than recovery from the last checkpoint.
+FAULT_DELAY_S = 3.0
 FAULT_ENV = "RAYKD_TEST_FAIL_AT_STEP"
 
 
@@ -109,7 +113,9 @@ def train_trial(loop_config: dict[str, Any]) -> None:
             "trial.copied_layers": student_metadata(student).get("copied_layers", {}),
             "teacher.depths_loaded": teacher_depths, "world_size": world, **loop_config.get("versions", {}),
         })
-        if checkpoint is None:
+        if checkpoint is not None:
+            tr.set_tags(client, run_id, {"raykd.resumed_from_step": str(state["step"])})
+        else:
             client.log_dict(run_id, {"layer_maps": {str(e): m for e, m in maps_by_epoch.items()},
                                      "student": student_metadata(student), "trial": trial}, "layer_map.json")
 
@@ -158,6 +164,7 @@ def train_trial(loop_config: dict[str, Any]) -> None:
             if rank == 0 and fail_at == f"{trial['trial_id']}:{state['step']}" and not fault_marker.exists():
                 fault_marker.parent.mkdir(parents=True, exist_ok=True)
                 fault_marker.touch()
+                time.sleep(FAULT_DELAY_S)
                 os._exit(1)  # fault injection (tests): the worker process dies mid-trial
             state["step"] += 1
             state["step_in_epoch"] += 1

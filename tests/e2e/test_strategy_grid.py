@@ -1,0 +1,216 @@
+"""The real entry script on the smoke config, through real Ray (started by the script) and MLflow."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "studies" / "strategy_grid.py"
+SMOKE = ROOT / "studies" / "configs" / "smoke.yaml"
+SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "distill.train.eval_every=4"]
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args, env=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def stop_ray():
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
+
+
+def runs_by_name(study_dir: Path, name="smoke"):
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    names = [r.info.run_name for r in runs]
+    assert len(names) == len(set(names)), f"duplicate MLflow runs: {sorted(names)}"
+    return client, {r.info.run_name: r for r in runs}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    started = time.time()
+    result = run("--output-dir", str(out), *SMALL)
+    return {"out": out, "dir": out / "smoke", "result": result, "seconds": time.time() - started}
+
+
+def test_smoke_study_end_to_end(study):
+    result = study["result"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in result.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{study['dir'] / 'mlflow.db'}" in result.stdout
+    import json
+
+    table = json.loads((study["dir"] / "results" / "trials.json").read_text())
+    assert table["metric"] == "accuracy"
+    assert sorted(r["trial_id"] for r in table["trials"]) == [
+        "forward-random-w3-s0", "forward-teacher-w3-s0", "none-random-w0-s0", "none-teacher-w0-s0"]
+    assert all(r["status"] == "finished" and 0 <= r["metric"] <= 1 for r in table["trials"])
+
+    client, runs = runs_by_name(study["dir"])
+    parent = runs["smoke"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["raykd.role"] == "study"
+    assert parent.data.params["sweep.strategies"] == '["forward", "none"]'
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} >= {"results/trials.csv", "results/trials.md"}
+    teacher = runs["teacher"]
+    assert teacher.info.status == "FINISHED" and "teacher.test.accuracy" in teacher.data.metrics
+    assert teacher.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    for row in table["trials"]:
+        trial = runs[row["trial_id"]]
+        assert trial.info.status == "FINISHED" and trial.data.tags["raykd.status"] == "finished"
+        assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert trial.data.tags["raykd.strategy"] == row["strategy"] and trial.data.tags["raykd.init"] == row["init"]
+        params = trial.data.params
+        assert params["trial.seed"] == "0" and params["version.ray"] and params["git.commit"]
+        assert params["task.type"] == "classification"  # every config field, flattened
+        expected_map = "[]" if row["strategy"] == "none" else "[[0, 0], [1, 2], [2, 4]]"
+        assert params["trial.layer_map"] == '{"encoder": ' + expected_map + "}"
+        assert params["trial.copied_layers"] == ('{"encoder": [2, 4]}' if row["init"] == "teacher" else "{}")
+        metrics = trial.data.metrics
+        assert metrics["test.accuracy"] == pytest.approx(row["metric"])
+        assert {"validation.accuracy", "train.total", "train.ce", "train.kd", "train.lr", "train.examples_per_s"} <= set(metrics)
+        assert ("train.hidden.encoder" in metrics) == (row["strategy"] != "none")
+        assert len(client.get_metric_history(trial.info.run_id, "validation.accuracy")) >= 3  # steps 4, 8, 12, end
+        assert [a.path for a in client.list_artifacts(trial.info.run_id)] == ["layer_map.json"]
+
+
+def test_rerun_resumes_without_new_runs(study):
+    client, before = runs_by_name(study["dir"])
+    result = run("--output-dir", str(study["out"]), *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, after = runs_by_name(study["dir"])
+    assert set(after) == set(before)
+    for name, run_ in before.items():
+        if run_.data.tags.get("raykd.role") == "trial":  # finished trials were not re-run
+            assert after[name].info.end_time == run_.info.end_time
+            assert after[name].data.metrics == run_.data.metrics
+    assert "teacher: test accuracy" in result.stdout  # the cached teacher, not retrained
+    assert len(list((study["dir"] / "teacher").iterdir())) == 1
+
+
+def test_changed_config_is_refused(study):
+    result = run("--output-dir", str(study["out"]), *SMALL, "--set", "distill.train.lr=0.5")
+    assert result.returncode == 2
+    assert "was started with another config (changed: distill.train.lr)" in result.stderr
+    assert "--fresh" in result.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--set", "sweep.strategies=[forward,fwd]"], None, "unknown layer strategy 'fwd'"),
+        (["--set", "student.depth=0"], None, "student.depth: student depth (depth) must be >= 1"),
+        (["--set", "sweep.seeds=[]"], None, "sweep.seeds: seeds must be a non-empty list"),
+        (["--set", "sweep.weights=[-1]"], None, "hidden-loss weights must be a non-empty list of numbers >= 0"),
+        (["--set", "task.type=regression"], None, "unknown task type 'regression'"),
+        (["--set", "task.metric=bleu"], None, "metric 'bleu' is not one of classification's metrics"),
+        (["--set", "sweep.inits=[copied]"], None, "inits must be a non-empty list"),
+        (["--set", "teacher={source: path, name: /nonexistent/teacher}"], None, "teacher folder '/nonexistent/teacher' does not exist"),
+        ([], "tracking", "is unreachable"),
+    ],
+)
+def test_bad_input_exits_2_before_ray_starts(tmp_path, args, env, message):
+    extra_env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"} if env == "tracking" else None
+    started = time.time()
+    result = run("--output-dir", str(tmp_path), *args, env=extra_env, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert result.stderr.count("error:") == 1  # one clear message
+    assert not (tmp_path / "smoke" / "ray").exists()  # nothing started
+    assert time.time() - started < 60
+
+
+def test_dry_run_prints_grid_and_maps(tmp_path):
+    result = run("--output-dir", str(tmp_path), "--dry-run", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "6 trials" in result.stdout and "all_to_one (seed 0): {'encoder': [(0, 2), (1, 2), (2, 2)]}" in result.stdout
+    assert "teacher init copies blocks {'encoder': [2, 4]}" in result.stdout
+    assert "6 trials x 13 steps = 78 student steps" in result.stdout
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_kill_mid_trial_then_resume(tmp_path):
+    """SIGKILL the driver while a trial is mid-way; the same command finishes the study."""
+    args = [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path), *SMALL,
+            "--set", "compute.max_concurrent_trials=1"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    study_dir = tmp_path / "smoke"
+    deadline = time.time() + 400
+    killed_during = None
+    try:
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if "[1/4 done" in line:
+                # wait for the next trial's first checkpoint (step 4), then kill everything
+                train_dir = study_dir / "ray" / "train"
+                while time.time() < deadline:
+                    started = [d for d in train_dir.iterdir() if any(d.glob("checkpoint_*"))]
+                    if len(started) >= 2:
+                        killed_during = started
+                        break
+                    time.sleep(0.5)
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        stop_ray()
+    assert killed_during, "the study never reached a second trial's checkpoint"
+    client, before = runs_by_name(study_dir)
+    finished_before = {n: r for n, r in before.items() if r.data.tags.get("raykd.status") == "finished"
+                       and r.data.tags.get("raykd.role") == "trial"}
+    assert len(finished_before) == 1
+
+    result = run("--output-dir", str(tmp_path), *SMALL, "--set", "compute.max_concurrent_trials=1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in result.stdout
+    client, after = runs_by_name(study_dir)  # asserts: no duplicate runs
+    trials = {n: r for n, r in after.items() if r.data.tags.get("raykd.role") == "trial"}
+    assert len(trials) == 4 and all(r.data.tags["raykd.status"] == "finished" for r in trials.values())
+    for name, run_ in finished_before.items():
+        assert trials[name].info.end_time == run_.info.end_time  # not re-run
+    resumed = [n for n, r in trials.items() if "raykd.resumed_from_step" in r.data.tags]
+    assert resumed, "the interrupted trial should resume from its checkpoint"
+    assert all(int(trials[n].data.tags["raykd.resumed_from_step"]) >= 4 for n in resumed)
+    assert after["smoke"].info.status == "FINISHED"
+
+
+def test_worker_death_is_retried_from_checkpoint_and_divergence_is_recorded(tmp_path):
+    env = {"RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:6"}
+    result = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[forward]", "--set", "sweep.inits=[random]",
+                 "--set", "distill.train.eval_every=4", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "smoke" / "faults" / "forward-random-w3-s0").exists()  # the fault really fired
+    client, runs = runs_by_name(tmp_path / "smoke")
+    trial = runs["forward-random-w3-s0"]
+    assert trial.data.tags["raykd.status"] == "finished" and trial.data.tags["raykd.resumed_from_step"] == "4"
+
+    diverged = run("--output-dir", str(tmp_path / "d"), "--set", "sweep.strategies=[forward]",
+                   "--set", "sweep.inits=[random]", "--set", "distill.train.lr=1.0e+12", "--set", "distill.train.grad_clip=null",
+                   "--set", "distill.loss.kd=0")
+    assert "1 diverged" in diverged.stdout, diverged.stdout[-2000:] + diverged.stderr[-2000:]
+    assert diverged.returncode == 1  # no trial finished
+    client, runs = runs_by_name(tmp_path / "d" / "smoke")
+    assert runs["forward-random-w3-s0"].data.tags["raykd.status"] == "diverged"
+    import json
+
+    rows = json.loads((tmp_path / "d" / "smoke" / "results" / "trials.json").read_text())["trials"]
+    assert rows[0]["status"] == "diverged" and rows[0]["metric"] is None
