@@ -227,11 +227,31 @@ class DistillConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+class WeightSearch(_Strict):
+    """How the hidden-loss weight is chosen: the `sweep.weights` grid, or Optuna (TPE) per
+    (strategy, init) cell on the validation metric at one seed, then the best weight on every seed."""
+
+    method: Literal["grid", "optuna"] = "grid"
+    trials_per_cell: int = Field(default=8, ge=2)
+    low: float = Field(default=0.1, gt=0)
+    high: float = Field(default=10.0, gt=0)
+    log: bool = True
+    seed: int | None = Field(default=None, ge=0)  # the data/init seed of tuning trials (default: first of seeds)
+    sampler_seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> WeightSearch:
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high}) must be greater than low ({self.low})")
+        return self
+
+
 class SweepConfig(_Strict):
     strategies: list[str] = Field(default_factory=lambda: ["forward", "reverse", "all_to_one", "random", "none"])
     inits: list[str] = Field(default_factory=lambda: list(INITS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     weights: list[float] = Field(default_factory=lambda: [3.0])
+    weight_search: WeightSearch = Field(default_factory=WeightSearch)
     strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("strategies")
@@ -275,6 +295,7 @@ class ComputeConfig(_Strict):
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)  # < 1 packs several trials on one GPU
     max_concurrent_trials: int | None = Field(default=None, ge=1)  # None: what the cluster fits
+    teacher_cpus: float | None = Field(default=None, gt=0)  # teacher stage; None: the cluster's CPUs, at most 8
     max_failures: int = Field(default=1, ge=0)  # worker-group restarts from the last checkpoint
     trial_retries: int = Field(default=0, ge=0)  # Tune-level retries of a failed trial
 

@@ -103,8 +103,11 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
 
     print(f"[raykd] study {config.name} in {root}", flush=True)
     t_dir = teacher_dir(root, config)
-    gpus = config.compute.gpus_per_worker
-    stage = ray.remote(num_cpus=config.compute.cpus_per_worker, num_gpus=gpus)(prepare_teacher)
+    # The teacher stage runs alone: by default it takes the cluster's CPUs (Ray would otherwise pin it to
+    # one thread through OMP_NUM_THREADS=1); a GPU when trials use one.
+    teacher_cpus = config.compute.teacher_cpus or max(1.0, min(8.0, ray.cluster_resources().get("CPU", 1.0)))
+    teacher_gpus = math.ceil(config.compute.gpus_per_worker)
+    stage = ray.remote(num_cpus=teacher_cpus, num_gpus=teacher_gpus)(prepare_teacher)
     started = time.time()
     teacher_metrics = ray.get(stage.remote(config, str(t_dir), tracking))
     metric = json.loads((t_dir / "info.json").read_text())["metric"]
@@ -113,29 +116,20 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     tr.log_metrics(client, tracking.parent_run_id, {f"teacher/{k}": v for k, v in teacher_metrics.items()}, 0,
                    int(time.time() * 1000))
 
-    grid = trial_grid(config)
-    resources = plan_resources(config, ray.cluster_resources(), len(grid))
-    print(f"[raykd] sweep: {len(grid)} trials; {resources.describe()}", flush=True)
     study_ctx = {"config": config.model_dump(mode="json"), "teacher_dir": str(t_dir),
                  "train_storage": str(root / "ray" / "train"), "study_dir": str(root),
                  "tracking": asdict(tracking), "versions": versions()}
     higher = True
+    chosen = None
+    if config.sweep.weight_search.method == "optuna":
+        chosen = _tune_weights(config, root, study_ctx, metric, higher)
+        client.log_dict(tracking.parent_run_id, {f"{s}/{i}": w for (s, i), w in chosen.items()}, "results/chosen_weights.json")
+    grid = trial_grid(config, chosen)
+    resources = plan_resources(config, ray.cluster_resources(), len(grid))
+    print(f"[raykd] sweep: {len(grid)} trials; {resources.describe()}", flush=True)
     progress = Progress(len(grid), metric, higher)
-    trainable = tune.with_resources(run_trial, resources.driver)
-    sweep_path = root / "ray" / "sweep"
-    if tune.Tuner.can_restore(str(sweep_path)):
-        tuner = tune.Tuner.restore(str(sweep_path), trainable=trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"study": study_ctx, "trial": tune.grid_search(grid)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent,
-                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(name="sweep", storage_path=str(root / "ray"), verbose=0,
-                                      callbacks=[progress.callback],
-                                      failure_config=tune.FailureConfig(max_failures=config.compute.trial_retries)),
-        )
-    outcome = tuner.fit()
+    outcome = _fit(root / "ray", "sweep", config, resources, progress,
+                   param_space={"study": study_ctx, "trial": tune.grid_search(grid)})
     rows = results_table(outcome, metric)
     paths = write_results(rows, root / "results", metric)
     for path in paths.values():
@@ -146,6 +140,50 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     print(f"[raykd] {progress.summary()}", flush=True)
     return {"root": root, "tracking_uri": tracking.uri, "teacher": teacher_metrics, "metric": metric,
             "rows": rows, "counts": counts, "results": paths}
+
+
+def _fit(storage: Path, name: str, config: StudyConfig, resources, progress, *, param_space=None, search_alg=None,
+         num_samples: int = 1):
+    """Fit (or restore and finish) one Tune experiment of trial drivers."""
+    from ray import tune
+
+    trainable = tune.with_resources(run_trial, resources.driver)
+    path = storage / name
+    if tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True).fit()
+    return tune.Tuner(
+        trainable,
+        param_space=param_space or {},
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, search_alg=search_alg,
+                                    num_samples=num_samples, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=[progress.callback],
+                                  failure_config=tune.FailureConfig(max_failures=config.compute.trial_retries)),
+    ).fit()
+
+
+def _tune_weights(config: StudyConfig, root: Path, study_ctx: dict, metric: str, higher: bool) -> dict:
+    """Phase 1: Optuna TPE per (strategy, init) cell at the tuning seed; returns the chosen weights."""
+    import ray
+
+    from raykd.sweep import chosen_weights
+    from raykd.weight_search import CellwiseOptuna, tuning_cells
+
+    cells = tuning_cells(config)
+    n = len(cells) * config.sweep.weight_search.trials_per_cell
+    resources = plan_resources(config, ray.cluster_resources(), n)
+    print(f"[raykd] weight search: Optuna TPE, {config.sweep.weight_search.trials_per_cell} trials x "
+          f"{len(cells)} cells; {resources.describe()}", flush=True)
+    searcher = CellwiseOptuna(config, study_ctx, mode="max" if higher else "min")
+    outcome = _fit(root / "ray", "weight_search", config, resources, Progress(n, metric, higher),
+                   search_alg=searcher, num_samples=n)
+    rows = results_table(outcome, metric)
+    write_results(rows, root / "results" / "weight_search", metric)
+    chosen = chosen_weights(rows, cells, higher)
+    (root / "results" / "chosen_weights.json").write_text(json.dumps({f"{s}/{i}": w for (s, i), w in chosen.items()}, indent=2))
+    shown = ", ".join(f"{s}/{i} {w if w is None else f'{w:.3g}'}" for (s, i), w in chosen.items())
+    print(f"[raykd] chosen weights (best validation {metric}): {shown}", flush=True)
+    return chosen
 
 
 def _trial_name(trial) -> str:
@@ -212,10 +250,3 @@ def dry_run(config: StudyConfig) -> str:
 
 def mlflow_ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}"
-
-
-def exit_code_for(error: BaseException) -> int:
-    return 2 if isinstance(error, (ConfigError, ValueError)) else 1
-
-
-__all__ = ["run_study", "dry_run", "prepare_study_dir", "mlflow_ui_command", "math"]

@@ -27,12 +27,21 @@ def trial_id(strategy: str, init: str, weight: float, seed: int) -> str:
     return f"{strategy}-{init}-w{weight:g}-s{seed}"
 
 
-def trial_grid(config: StudyConfig) -> list[dict[str, Any]]:
-    """Every trial of the study. `none` has no hidden loss, so it runs once per (init, seed), weight 0."""
+def trial_grid(config: StudyConfig, chosen: dict[tuple[str, str], float | None] | None = None) -> list[dict[str, Any]]:
+    """Every trial of the study. `none` has no hidden loss, so it runs once per (init, seed), weight 0.
+
+    `chosen` (from the Optuna phase) replaces the weight grid by one tuned weight per (strategy, init)
+    cell; a cell whose tuning found no weight (every tuning trial failed) is left out.
+    """
     trials = []
     for strategy in config.sweep.strategies:
-        weights = [0.0] if strategy == "none" else config.sweep.weights
         for init in config.sweep.inits:
+            if strategy == "none":
+                weights = [0.0]
+            elif chosen is not None:
+                weights = [] if chosen.get((strategy, init)) is None else [chosen[(strategy, init)]]
+            else:
+                weights = config.sweep.weights
             for weight in weights:
                 for seed in config.sweep.seeds:
                     trials.append({"trial_id": trial_id(strategy, init, weight, seed), "strategy": strategy,
@@ -161,6 +170,8 @@ class Progress:
         shown = "-" if value is None else f"{value:.4g}"
         print(f"[{total_done}/{self.n} done, {len(self.running)} running, {self.failed} failed/diverged, "
               f"ETA {eta / 60:.1f} min] {spec['trial_id']}: {status}, test {self.metric} {shown}", flush=True)
+        if total_done % 5 == 0 and total_done < self.n:
+            print(f"    {self.summary()}", flush=True)
 
     def summary(self) -> str:
         cells = ", ".join(f"{s}/{i} {v:.4g}" for (s, i), v in sorted(self.best.items()))
@@ -181,6 +192,17 @@ def results_table(grid, metric: str) -> list[dict[str, Any]]:
                      "steps": metrics.get("step"),
                      "error": (str(result.error).splitlines()[0][:300] if result.error is not None else None)})
     return sorted(rows, key=lambda r: (r["strategy"], r["init"], r["weight"], r["seed"]))
+
+
+def chosen_weights(rows: list[dict[str, Any]], cells, higher: bool = True) -> dict[tuple[str, str], float | None]:
+    """Per cell, the weight of the tuning trial with the best validation metric."""
+    out: dict[tuple[str, str], float | None] = {}
+    for cell in cells:
+        done = [r for r in rows if (r["strategy"], r["init"]) == tuple(cell) and r["status"] == "finished"
+                and r["best_validation"] is not None]
+        best = (max if higher else min)(done, key=lambda r: r["best_validation"]) if done else None
+        out[tuple(cell)] = None if best is None else best["weight"]
+    return out
 
 
 def write_results(rows: list[dict[str, Any]], folder: Path, metric: str) -> dict[str, Path]:

@@ -46,6 +46,7 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
     if (directory / "metrics.json").is_file():
         return load_artifacts(directory)[1]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(_assigned_cpus())
     task = build_task(config.task)
     raw = task.load()
     texts = [t for col in ("text", "text_pair", "source", "target") if col in raw["train"].column_names
@@ -103,6 +104,18 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
         tr.log_metrics(client, run_id, {f"teacher/{k}": v for k, v in metrics.items()}, steps, int(time.time() * 1000))
         tr.finish(client, run_id, "finished")
     return metrics
+
+
+def _assigned_cpus() -> int:
+    """CPUs Ray gave this task (the whole machine outside Ray)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    except Exception:  # not inside a Ray task
+        pass
+    return torch.get_num_threads()
 
 
 def math_ceil(x: float) -> int:

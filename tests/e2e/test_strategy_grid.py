@@ -25,8 +25,10 @@ def run(*args, env=None, timeout=600):
                           text=True, env=full_env, timeout=timeout, cwd=ROOT)
 
 
-def stop_ray():
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
+def wait_for_orphans(seconds: float = 8.0):
+    """After SIGKILLing a driver's process group (driver, GCS, raylet), its Ray workers notice their raylet
+    is gone and exit; give them a moment. No `ray stop`: it would stop every Ray on the machine."""
+    time.sleep(seconds)
 
 
 def runs_by_name(study_dir: Path, name="smoke"):
@@ -107,6 +109,19 @@ def test_changed_config_is_refused(study):
     assert "--fresh" in result.stderr
 
 
+def test_fresh_starts_over_with_a_changed_config(tmp_path):
+    first = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]")
+    assert first.returncode == 0, first.stderr[-2000:]
+    uid = (tmp_path / "smoke" / "study.json").read_text()
+    changed = ["--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]", "--set", "distill.train.lr=0.002"]
+    assert run("--output-dir", str(tmp_path), *changed).returncode == 2
+    fresh = run("--output-dir", str(tmp_path), *changed, "--fresh")
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert (tmp_path / "smoke" / "study.json").read_text() != uid  # a new study
+    client, runs = runs_by_name(tmp_path / "smoke")
+    assert runs["none-random-w0-s0"].data.params["distill.train.lr"] == "0.002"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -172,7 +187,7 @@ def test_kill_mid_trial_then_resume(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        stop_ray()
+        wait_for_orphans()
     assert killed_during, "the study never reached a second trial's checkpoint"
     client, before = runs_by_name(study_dir)
     finished_before = {n: r for n, r in before.items() if r.data.tags.get("raykd.status") == "finished"
@@ -214,3 +229,23 @@ def test_worker_death_is_retried_from_checkpoint_and_divergence_is_recorded(tmp_
 
     rows = json.loads((tmp_path / "d" / "smoke" / "results" / "trials.json").read_text())["trials"]
     assert rows[0]["status"] == "diverged" and rows[0]["metric"] is None
+
+
+def test_optuna_weight_search_then_seeds(tmp_path):
+    result = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
+                 "--set", "sweep.seeds=[0,1]", "--set", "sweep.weight_search.method=optuna",
+                 "--set", "sweep.weight_search.trials_per_cell=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    study_dir = tmp_path / "smoke"
+    tuning = json.loads((study_dir / "results" / "weight_search" / "trials.json").read_text())["trials"]
+    assert len(tuning) == 2 and all(r["seed"] == 0 and r["trial_id"].startswith("tune-forward-random") for r in tuning)
+    best = max(tuning, key=lambda r: r["best_validation"])
+    chosen = json.loads((study_dir / "results" / "chosen_weights.json").read_text())
+    assert chosen == {"forward/random": best["weight"]}
+    rows = json.loads((study_dir / "results" / "trials.json").read_text())["trials"]
+    assert sorted((r["strategy"], r["weight"], r["seed"]) for r in rows) == [
+        ("forward", best["weight"], 0), ("forward", best["weight"], 1), ("none", 0.0, 0), ("none", 0.0, 1)]
+    client, runs = runs_by_name(study_dir)
+    assert len([n for n in runs if n.startswith("tune-")]) == 2  # tuning trials are tracked too

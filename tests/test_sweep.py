@@ -1,0 +1,74 @@
+import pytest
+
+from raykd.config import load_config
+from raykd.sweep import chosen_weights, plan_resources, trial_grid
+from raykd.weight_search import CellwiseOptuna, tuning_cells
+
+SMOKE = "studies/configs/smoke.yaml"
+
+
+def test_trial_grid_pairs_seeds_and_runs_none_once_per_cell():
+    config = load_config(SMOKE, ["sweep.seeds=[0,1]", "sweep.weights=[1,3]"])
+    grid = trial_grid(config)
+    ids = [t["trial_id"] for t in grid]
+    assert len(ids) == len(set(ids)) == (2 * 2 * 2 * 2) + 2 * 2  # forward, all_to_one x inits x weights x seeds; none
+    assert "none-random-w0-s1" in ids and "forward-teacher-w1-s0" in ids
+    assert {t["seed"] for t in grid} == {0, 1}
+    tuned = trial_grid(config, {("forward", "random"): 2.5, ("forward", "teacher"): None,
+                                ("all_to_one", "random"): 0.7, ("all_to_one", "teacher"): 1.0})
+    assert "forward-random-w2.5-s1" in [t["trial_id"] for t in tuned]
+    assert not [t for t in tuned if (t["strategy"], t["init"]) == ("forward", "teacher")]  # no weight found
+
+
+def test_plan_resources_fits_the_cluster():
+    config = load_config(SMOKE)
+    two_cores = plan_resources(config, {"CPU": 2, "tune_driver": 1000}, n_trials=6)
+    assert two_cores.max_concurrent == 2 and two_cores.driver == {"CPU": 0, "tune_driver": 1}
+    capped = plan_resources(load_config(SMOKE, ["compute.max_concurrent_trials=1"]), {"CPU": 16}, n_trials=6)
+    assert capped.max_concurrent == 1 and capped.driver == {"CPU": 0.01}  # no tune_driver resource
+    gpu = plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=0.25"]), {"CPU": 16, "GPU": 1}, n_trials=10)
+    assert gpu.max_concurrent == 4  # four trials share one GPU
+    with pytest.raises(ValueError, match="one trial needs 1 CPU and 1 GPU; the cluster has 8 CPU and 0 GPU"):
+        plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=1"]), {"CPU": 8}, n_trials=1)
+
+
+def test_cellwise_optuna_round_robin_tell_and_restore(tmp_path):
+    config = load_config(SMOKE, ["sweep.weight_search.method=optuna", "sweep.weight_search.trials_per_cell=4",
+                                 "sweep.weight_search.low=0.5", "sweep.weight_search.high=8"])
+    searcher = CellwiseOptuna(config, {"ctx": 1})
+    assert tuning_cells(config) == [("forward", "random"), ("forward", "teacher"),
+                                    ("all_to_one", "random"), ("all_to_one", "teacher")]
+    suggested = []
+    while (cfg := searcher.suggest(f"t{len(suggested)}")) != CellwiseOptuna.FINISHED:
+        suggested.append((f"t{len(suggested)}", cfg["trial"]))
+    assert len(suggested) == 16
+    assert [t["strategy"] + "/" + t["init"] for _, t in suggested[:4]] == [f"{s}/{i}" for s, i in searcher.cells]
+    assert all(0.5 <= t["weight"] <= 8 and t["seed"] == 0 and t["trial_id"].startswith("tune-") for _, t in suggested)
+    for trial_id, t in suggested[:-1]:  # the value peaks where the weight is closest to 2
+        searcher.on_trial_complete(trial_id, {"status": "finished", "best_validation": -abs(t["weight"] - 2)})
+    searcher.on_trial_complete(suggested[-1][0], {"status": "diverged"})  # told as failed
+    chosen = searcher.chosen_weights()
+    for cell, weight in chosen.items():
+        done = [t for _, t in suggested[:-1] if (t["strategy"], t["init"]) == cell]
+        assert weight == min(done, key=lambda t: abs(t["weight"] - 2))["weight"]
+    searcher.save(str(tmp_path / "s.pkl"))
+    restored = CellwiseOptuna(config, {"ctx": 1})
+    restored.restore(str(tmp_path / "s.pkl"))
+    assert restored.chosen_weights() == chosen and restored.suggest("x") == CellwiseOptuna.FINISHED
+
+
+def test_chosen_weights_from_results_rows():
+    rows = [{"strategy": "forward", "init": "random", "weight": w, "status": s, "best_validation": v}
+            for w, s, v in [(1.0, "finished", 0.5), (2.0, "finished", 0.7), (3.0, "diverged", None)]]
+    assert chosen_weights(rows, [("forward", "random"), ("forward", "teacher")]) == {
+        ("forward", "random"): 2.0, ("forward", "teacher"): None}
+    assert chosen_weights(rows, [("forward", "random")], higher=False) == {("forward", "random"): 1.0}
+
+
+def test_weight_search_config_validated():
+    from raykd.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"high \(0.1\) must be greater than low \(1.0\)"):
+        load_config(SMOKE, ["sweep.weight_search.low=1.0", "sweep.weight_search.high=0.1"])
+    with pytest.raises(ConfigError, match="sweep.weight_search.method: Input should be 'grid' or 'optuna'"):
+        load_config(SMOKE, ["sweep.weight_search.method=random"])
