@@ -21,8 +21,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+RAY_PROCESS_MARKS = ("ray::", "gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env")
+
+
+def ray_processes() -> set[int]:
+    """PIDs of Ray processes on this machine (from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(mark in cmd for mark in RAY_PROCESS_MARKS):
+                out.add(int(entry.name))
+    return out
+
+
 @pytest.fixture
 def cluster():
+    before = ray_processes()
     temp_dir = tempfile.mkdtemp(prefix="raykd-cluster-")
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "raykd-test-token-0123456789abcdef"}
@@ -33,9 +51,16 @@ def cluster():
     try:
         yield {"address": f"127.0.0.1:{port}", "env": env}
     finally:
-        # stop exactly this cluster: every process started under its temp dir
-        subprocess.run(["pkill", "-9", "-f", temp_dir], capture_output=True)
-        time.sleep(3)
+        # Stop exactly this cluster: the Ray processes that appeared since it started (tests run one at a
+        # time; `ray stop` would stop every Ray on the machine, and Ray renames its processes, so their
+        # command lines no longer show the temp dir).
+        for pid in ray_processes() - before:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+        assert not (ray_processes() - before), "processes of the test cluster survived"
 
 
 def test_study_runs_on_an_existing_cluster(cluster, tmp_path):
