@@ -10,6 +10,7 @@ Layout of ``<study dir>/teacher/<key>/``: ``model/`` (save_pretrained, tokenizer
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
                 tr.log_metrics(client, run_id, {f"train/{k}": v for k, v in step.terms.items() if k == "ce"},
                                step.step + step.epoch * len(loader), int(time.time() * 1000))
 
-        result = finetune(model, loader, optimizer, scheduler=scheduler, epochs=math_ceil(train.epochs),
+        result = finetune(model, loader, optimizer, scheduler=scheduler, epochs=math.ceil(train.epochs),
                           max_steps=steps, grad_clip=train.grad_clip, device=device, on_step=log)
         if result.status != "finished":
             raise RuntimeError(f"teacher fine-tuning {result.status} after {result.steps} steps")
@@ -116,7 +117,3 @@ def _assigned_cpus() -> int:
     except Exception:  # not inside a Ray task
         pass
     return torch.get_num_threads()
-
-
-def math_ceil(x: float) -> int:
-    return int(-(-x // 1))
