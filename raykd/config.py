@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raykd.losses import HIDDEN_KINDS, HIDDEN_NORMS, PAIR_REDUCTIONS
-from raykd.student import COPY_RULES, INITS
+from raykd.student import INITS
 
 SPLITS = ("train", "validation", "test")
 
@@ -417,8 +417,8 @@ def config_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def flatten(config: StudyConfig) -> dict[str, Any]:
-    """Every field as ``a.b.c -> value`` (for MLflow params)."""
+def flatten(config: StudyConfig | dict[str, Any]) -> dict[str, Any]:
+    """Every field of a config (or of its dumped mapping) as ``a.b.c -> value`` (for MLflow params)."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -428,7 +428,7 @@ def flatten(config: StudyConfig) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", config.model_dump(mode="json"))
+    walk("", config.model_dump(mode="json") if isinstance(config, BaseModel) else config)
     return out
 
 

@@ -34,8 +34,9 @@ def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False) -
     if state_file.is_file():
         state = json.loads(state_file.read_text())
         if state["config_hash"] != config_hash(current):
-            saved = yaml.safe_load((root / "config.yaml").read_text())
-            changed = sorted(k for k in set(_flat(saved)) | set(_flat(current)) if _flat(saved).get(k) != _flat(current).get(k))
+            saved = flatten(yaml.safe_load((root / "config.yaml").read_text()))
+            now = flatten(current)
+            changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
             raise ConfigError(f"study {config.name!r} in {root} was started with another config (changed: "
                               f"{', '.join(changed[:8])}); re-run with --fresh to start over, or --name for a new study")
         return state["uid"]
@@ -188,17 +189,6 @@ def _tune_weights(config: StudyConfig, root: Path, study_ctx: dict, metric: str,
 
 def _trial_name(trial) -> str:
     return trial.config["trial"]["trial_id"]
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def dry_run(config: StudyConfig) -> str:
