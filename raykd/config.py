@@ -308,6 +308,25 @@ class ComputeConfig(_Strict):
         return self
 
 
+class AngleConfig(_Strict):
+    """Which students the angle statistics measure, on how many validation examples."""
+
+    enabled: bool = True
+    examples: int = Field(default=256, ge=1)  # validation examples (all their valid tokens)
+    batch_size: int = Field(default=32, ge=1)
+    seeds: list[int] | None = None  # one trial per (strategy, init) cell at each of these seeds; None: the first seed
+
+
+class AnalysisConfig(_Strict):
+    """The post-hoc analysis. Not part of the study's identity: changing it never invalidates trials."""
+
+    enabled: bool = True  # run the analysis actor at the end of the study
+    reference: str = "forward"  # pairwise and equivalence tests compare every strategy with this one
+    margin_points: float = Field(default=1.0, gt=0)  # equivalence margin in metric points (accuracy 1.0 = 1%)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    angles: AngleConfig = Field(default_factory=AngleConfig)
+
+
 class StudyConfig(_Strict):
     name: str
     task: TaskConfig
@@ -316,6 +335,11 @@ class StudyConfig(_Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    def identity(self) -> dict[str, Any]:
+        """The config fields that define the study's trials (everything but `analysis`)."""
+        return self.model_dump(mode="json", exclude={"analysis"})
 
     @field_validator("name")
     @classmethod

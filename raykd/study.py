@@ -26,24 +26,30 @@ from raykd.train.teacher import prepare_teacher, teacher_dir
 
 
 def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False) -> str:
-    """Create or check the study folder; return the study uid (new after --fresh)."""
+    """Create or check the study folder; return the study uid (new after --fresh).
+
+    The study's identity is its config without the `analysis` section, so analysis settings can
+    change on a finished study (the saved ``config.yaml`` is updated to the latest ones).
+    """
     if fresh and root.exists():
         shutil.rmtree(root)
     state_file = root / "study.json"
-    current = config.model_dump(mode="json")
+    identity = config.identity()
     if state_file.is_file():
         state = json.loads(state_file.read_text())
-        if state["config_hash"] != config_hash(current):
-            saved = flatten(yaml.safe_load((root / "config.yaml").read_text()))
-            now = flatten(current)
+        if state["config_hash"] != config_hash(identity):
+            saved = {k: v for k, v in flatten(yaml.safe_load((root / "config.yaml").read_text())).items()
+                     if not k.startswith("analysis.")}
+            now = flatten(identity)
             changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
             raise ConfigError(f"study {config.name!r} in {root} was started with another config (changed: "
                               f"{', '.join(changed[:8])}); re-run with --fresh to start over, or --name for a new study")
+        (root / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         return state["uid"]
     root.mkdir(parents=True, exist_ok=True)
     uid = uuid.uuid4().hex
-    (root / "config.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
-    state_file.write_text(json.dumps({"uid": uid, "config_hash": config_hash(current), "created": time.time()}))
+    (root / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    state_file.write_text(json.dumps({"uid": uid, "config_hash": config_hash(identity), "created": time.time()}))
     return uid
 
 
@@ -99,7 +105,7 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     start_ray()
     tracking = tr.open_study(root, config.name, uid, flatten(config))
     client = tracking.client()
-    tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config)})
+    tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config.identity())})
     client.log_dict(tracking.parent_run_id, config.model_dump(mode="json"), "config.json")
 
     print(f"[raykd] study {config.name} in {root}", flush=True)
@@ -137,10 +143,33 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
         client.log_artifact(tracking.parent_run_id, str(path), "results")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed")}
     tr.set_tags(client, tracking.parent_run_id, {f"raykd.trials_{k}": str(v) for k, v in counts.items()})
-    tr.finish(client, tracking.parent_run_id, "finished")
     print(f"[raykd] {progress.summary()}", flush=True)
+    report = _analyse(config, root, tracking.uri, teacher_cpus) if config.analysis.enabled and counts["finished"] else None
+    tr.finish(client, tracking.parent_run_id, "finished")
     return {"root": root, "tracking_uri": tracking.uri, "teacher": teacher_metrics, "metric": metric,
-            "rows": rows, "counts": counts, "results": paths}
+            "rows": rows, "counts": counts, "results": paths, "report": report}
+
+
+def _analyse(config: StudyConfig, root: Path, tracking_uri: str, cpus: float) -> dict[str, Any] | None:
+    """Stage 3: the analysis actor. A failure here is reported and leaves every trial result in place."""
+    import ray
+
+    from raykd.analysis.actor import analysis_actor_class
+    from raykd.analysis.report import verdict_block
+
+    started = time.time()
+    actor = analysis_actor_class().options(num_cpus=cpus).remote()
+    try:
+        out = ray.get(actor.run.remote(str(root), tracking_uri=tracking_uri))
+    except Exception as error:  # noqa: BLE001 - the trials are done; say what broke and carry on
+        print(f"[raykd] analysis failed ({type(error).__name__}: {str(error).splitlines()[0][:300]}); the trial "
+              f"results are in {root / 'results'}; retry with: python studies/analyze.py --study {root}", flush=True)
+        return None
+    finally:
+        ray.kill(actor)
+    print(verdict_block(out["summary"]), flush=True)
+    print(f"[raykd] analysis: {time.time() - started:.0f} s; report {out['paths']['report']}", flush=True)
+    return out
 
 
 def _fit(storage: Path, name: str, config: StudyConfig, resources, progress, *, param_space=None, search_alg=None,

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = summary["counts"]
     print(f"[raykd] done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed")
     print(f"[raykd] results: {summary['results']['md']}")
+    if summary.get("report"):
+        print(f"[raykd] report: {summary['report']['paths']['report']}")
     print(f"[raykd] browse: {mlflow_ui_command(summary['tracking_uri'])}")
     return 0 if counts["finished"] else 1
 

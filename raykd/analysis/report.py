@@ -1,0 +1,324 @@
+"""The study report: ``summary.json`` (the contract in DESIGN.md), ``report.md`` and PNG figures.
+
+Everything here is pure formatting of what `raykd.analysis.stats` and `raykd.analysis.angles`
+computed; numbers in ``summary.json`` are in the metric's own units, the Markdown report shows
+differences in metric points (accuracy 0.01 = 1 point; BLEU and chrF are points already).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from raykd.analysis.angles import acute_share_overall
+from raykd.analysis.stats import points_per_unit
+
+SUMMARY = "summary.json"
+REPORT = "report.md"
+
+
+def build_summary(*, study: str, metric: str, higher_is_better: bool, teacher: dict[str, float], trials: list[dict],
+                  stats: dict[str, Any], angles: dict[str, Any] | None, angle_notes: list[str], margin_points: float,
+                  setup: dict[str, Any]) -> dict[str, Any]:
+    teacher_out = {"metric": teacher.get(f"test/{metric}")}
+    teacher_out.update({k: v for k, v in teacher.items()})
+    return {
+        "study": study,
+        "metric": metric,
+        "higher_is_better": higher_is_better,
+        "points_per_unit": points_per_unit(metric),
+        "alpha": stats["alpha"],
+        "teacher": teacher_out,
+        "setup": setup,
+        "trials": [{k: t.get(k) for k in ("trial_id", "strategy", "init", "weight", "seed", "metric", "status",
+                                            "best_validation")} for t in trials],
+        "excluded": stats["excluded"],
+        "cells": [{k: c[k] for k in ("strategy", "init", "weight", "n", "mean", "std", "ci95", "seeds", "values")}
+                  for c in stats["cells"]],
+        "strategy_test": stats["strategy_test"],
+        "pairwise": stats["pairwise"],
+        "equivalence": {**stats["equivalence"], "margin_points": margin_points},
+        "matching_vs_none": stats["matching_vs_none"],
+        "angles": angles,
+        "acute_share": acute_share_overall(angles) if angles else None,
+        "notes": stats["notes"] + angle_notes,
+        "verdict": stats["verdict"],
+    }
+
+
+def write_summary(summary: dict[str, Any], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SUMMARY
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False))
+    return path
+
+
+# --- numbers as text ------------------------------------------------------------------------------
+
+def _pts(value: float | None, scale: float, signed: bool = True) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value * scale:+.2f}" if signed else f"{value * scale:.2f}"
+
+
+def _ci(ci: list[float] | None, scale: float) -> str:
+    return "n/a" if ci is None else f"[{ci[0] * scale:+.2f}, {ci[1] * scale:+.2f}]"
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else (f"{p:.3g}" if p >= 1e-4 else "<1e-4")
+
+
+def verdict_block(summary: dict[str, Any]) -> str:
+    """The few lines printed at the end of a study."""
+    scale = summary["points_per_unit"]
+    unit = "points"
+    lines = [f"== verdict: {summary['study']} (test {summary['metric']}, {len(summary['trials'])} trials, "
+             f"{len(summary['trials']) - len(summary['excluded'])} used) =="]
+    teacher = summary["teacher"].get("metric")
+    if teacher is not None:
+        lines.append(f"teacher: {_pts(teacher, scale, signed=False)}")
+    effect = summary["strategy_test"].get("strategy")
+    if effect:
+        lines.append(f"strategy factor ({summary['strategy_test']['formula']}): F={effect['F'] or float('nan'):.3g}, "
+                     f"p={_p(effect['p'])}, partial eta2={effect['partial_eta2'] or 0:.3f}")
+    eq = summary["equivalence"]
+    for init, per in eq["by_init"].items():
+        shown = ", ".join(f"{s} {_pts(e['diff'], scale)} {_ci(e['ci90'], scale)} "
+                          f"{'equivalent' if e['equivalent'] else 'not shown equivalent' if e['equivalent'] is False else 'n/a'}"
+                          for s, e in per.items())
+        lines.append(f"vs {eq['reference']} ({init} init, 90% CI, margin +-{eq['margin_points']:g} {unit}): {shown}")
+    for init, v in summary["matching_vs_none"].items():
+        lines.append(f"matching - none ({init} init): {_pts(v['diff'], scale)} {unit} 95% CI {_ci(v['ci95'], scale)}, "
+                     f"p={_p(v['p'])}")
+    for init, shares in (summary.get("acute_share") or {}).items():
+        at_init, trained = shares.get("at_init"), shares.get("trained")
+        lines.append(f"acute angles ({init} init): at init {_share(at_init)}, trained {_share(trained)}")
+    lines.append(summary["verdict"]["text"])
+    return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
+    scale = summary["points_per_unit"]
+    metric = summary["metric"]
+    setup = summary["setup"]
+    out = [f"# Study report: {summary['study']}", ""]
+    out += ["## Verdict", "", "```", verdict_block(summary), "```", ""]
+    out += ["## Setup", ""]
+    for key, value in setup.items():
+        out.append(f"- {key}: {value}")
+    teacher = summary["teacher"]
+    out.append(f"- teacher test {metric}: {_pts(teacher.get('metric'), scale, signed=False)}"
+               + (f" (validation {_pts(teacher.get(f'validation/{metric}'), scale, signed=False)})"
+                  if teacher.get(f"validation/{metric}") is not None else ""))
+    out.append(f"- differences are in {metric} points ({scale:g} points per unit); positive = better")
+    out.append("")
+
+    out += ["## Strategy x init", "",
+            f"Test {metric} (points) per cell: mean, std and 95% t interval over seeds.", "",
+            "| strategy | init | weight | n | mean | std | 95% CI | per seed |", "|---|---|---|---|---|---|---|---|"]
+    for c in summary["cells"]:
+        per_seed = ", ".join(f"s{s}: {v * scale:.2f}" for s, v in zip(c["seeds"], c["values"]))
+        out.append(f"| {c['strategy']} | {c['init']} | {c['weight']} | {c['n']} | {_pts(c['mean'], scale, False)} | "
+                   f"{_pts(c['std'], scale, False)} | {_ci(c['ci95'], scale)} | {per_seed} |")
+    if summary["excluded"]:
+        out += ["", "Excluded trials:", ""]
+        out += [f"- {e['trial_id']}: {e['reason']}" for e in summary["excluded"]]
+    if "metric" in figures:
+        out += ["", f"![test {metric} per strategy and init]({figures['metric']})"]
+    out.append("")
+
+    test = summary["strategy_test"]
+    out += ["## Is the strategy a significant factor?", ""]
+    if test.get("strategy"):
+        out += [f"{test['test']}: `{test['formula']}` over the matching strategies (`none` excluded), "
+                f"{test['n']} trials, residual df {test['df_resid']}.", "",
+                "| term | F | df | p | partial eta2 |", "|---|---|---|---|---|"]
+        for term in ("strategy", "init", "interaction"):
+            e = test.get(term)
+            if e:
+                f_value = "n/a" if e["F"] is None else f"{e['F']:.3g}"
+                eta = "n/a" if e["partial_eta2"] is None else f"{e['partial_eta2']:.3f}"
+                out.append(f"| {term} | {f_value} | {e['df']} | {_p(e['p'])} | {eta} |")
+    else:
+        out.append("Not testable (see Notes).")
+    out += ["", "Non-parametric check per init:", ""]
+    for init, r in (test.get("nonparametric") or {}).items():
+        out.append(f"- {init}: " + ("not testable" if r is None else
+                                    f"{r['test']}: statistic {r['statistic']:.3g}, p={_p(r['p'])} "
+                                    f"({len(r['strategies'])} strategies x {len(r['seeds'])} seeds)"))
+    out.append("")
+
+    pairwise = summary["pairwise"]
+    eq = summary["equivalence"]
+    out += [f"## Each strategy against {pairwise['reference']}", "",
+            f"Paired by seed. Difference tests: paired t, Holm-corrected within each init (alpha "
+            f"{summary.get('alpha', 0.05)}). Equivalence: TOST within +-{eq['margin_points']:g} points "
+            "(equivalent when the 90% CI lies inside the margin). Not significant is not equivalent: a "
+            "strategy is only called equivalent when TOST says so.", "",
+            "| init | strategy | diff | 95% CI | p (Holm) | 90% CI | TOST p | reading |", "|---|---|---|---|---|---|---|---|"]
+    for init, per in pairwise["by_init"].items():
+        for strategy, c in per.items():
+            e = eq["by_init"].get(init, {}).get(strategy, {})
+            out.append(f"| {init} | {strategy} | {_pts(c['diff'], scale)} | {_ci(c['ci95'], scale)} | {_p(c['p_holm'])} | "
+                       f"{_ci(e.get('ci90'), scale)} | {_p(e.get('p'))} | {_reading(c, e)} |")
+    out.append("")
+
+    out += ["## Matching vs no matching", "",
+            "Mean over the matching strategies minus `none`, paired by seed (95% t interval).", "",
+            "| init | diff | 95% CI | p | per strategy |", "|---|---|---|---|---|"]
+    for init, v in summary["matching_vs_none"].items():
+        per = ", ".join(f"{s} {_pts(d['diff'], scale)} (p={_p(d['p'])})" for s, d in v["by_strategy"].items())
+        out.append(f"| {init} | {_pts(v['diff'], scale)} | {_ci(v['ci95'], scale)} | {_p(v['p'])} | {per} |")
+    out.append("")
+
+    out += ["## Angles: teacher layers seen from the student", ""]
+    angles = summary.get("angles")
+    if not angles:
+        out.append("Not measured (see Notes).")
+    else:
+        out += ["Share of acute angles cos(t_i - s, t_j - s) > 0 over token-level teacher layer pairs i < j, "
+                "averaged over the measured trials of each init.", "",
+                "| init | stack | student state | at init | trained | trained, per strategy |", "|---|---|---|---|---|---|"]
+        for init, stacks in angles.items():
+            for stack, layers in stacks.items():
+                for k, whens in sorted(layers.items(), key=lambda kv: int(kv[0])):
+                    per = ", ".join(f"{s} {_share(v)}" for s, v in
+                                    (whens.get("trained") or {}).get("acute_share_by_strategy", {}).items())
+                    out.append(f"| {init} | {stack} | {k} | {_share((whens.get('at_init') or {}).get('acute_share'))} | "
+                               f"{_share((whens.get('trained') or {}).get('acute_share'))} | {per} |")
+        for key, path in figures.items():
+            if key.startswith(("angles", "hist")):
+                out += ["", f"![{key}]({path})"]
+    out.append("")
+    if summary["notes"]:
+        out += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
+    return "\n".join(out)
+
+
+def _reading(c: dict, e: dict) -> str:
+    if c.get("significant"):
+        return "differs"
+    if e.get("equivalent"):
+        return "equivalent"
+    if c.get("p") is None:
+        return "not testable"
+    return "inconclusive"
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+def write_figures(summary: dict[str, Any], folder: Path) -> dict[str, str]:
+    """PNG figures next to the report; returns {key: file name}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scale = summary["points_per_unit"]
+    figures: dict[str, str] = {}
+    cells = summary["cells"]
+    if cells:
+        strategies = list(dict.fromkeys(c["strategy"] for c in cells))
+        inits = list(dict.fromkeys(c["init"] for c in cells))
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(strategies), 4.2))
+        width = 0.7 / len(inits)
+        for j, init in enumerate(inits):
+            for i, strategy in enumerate(strategies):
+                cell = next((c for c in cells if c["strategy"] == strategy and c["init"] == init), None)
+                if cell is None:
+                    continue
+                x = i + (j - (len(inits) - 1) / 2) * width
+                mean = cell["mean"] * scale
+                err = None if cell["ci95"] is None else [[mean - cell["ci95"][0] * scale], [cell["ci95"][1] * scale - mean]]
+                ax.errorbar([x], [mean], yerr=err, fmt="o", color=f"C{j}", capsize=4,
+                            label=f"{init} init" if i == 0 else None)
+                ax.scatter([x + width * 0.25] * len(cell["values"]), [v * scale for v in cell["values"]], s=10,
+                           color=f"C{j}", alpha=0.5)
+        teacher = summary["teacher"].get("metric")
+        if teacher is not None:
+            ax.axhline(teacher * scale, color="grey", linestyle="--", linewidth=1, label="teacher")
+        ax.set_xticks(range(len(strategies)), strategies)
+        ax.set_xlabel("layer-selection strategy")
+        ax.set_ylabel(f"test {summary['metric']} (points)")
+        ax.set_title(f"{summary['study']}: mean and 95% CI over seeds (dots: seeds)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figures["metric"] = "metric_by_cell.png"
+        fig.savefig(folder / figures["metric"], dpi=110)
+        plt.close(fig)
+
+    for init, stacks in (summary.get("angles") or {}).items():
+        for stack, layers in stacks.items():
+            keys = sorted(layers, key=int)
+            whens = [w for w in ("at_init", "trained") if any(w in layers[k] for k in keys)]
+            fig, axes = plt.subplots(len(whens), len(keys), figsize=(2.6 * len(keys) + 1, 2.5 * len(whens) + 0.6),
+                                     squeeze=False)
+            image = None
+            for r, when in enumerate(whens):
+                for c, k in enumerate(keys):
+                    ax = axes[r][c]
+                    entry = layers[k].get(when)
+                    if entry is None or entry["matrix"] is None:
+                        ax.axis("off")
+                        continue
+                    matrix = np.array([[np.nan if v is None else v for v in row] for row in entry["matrix"]])
+                    image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+                    ax.set_title(f"student {k}, {when.replace('_', ' ')}\nacute {_share(entry['acute_share'])}", fontsize=8)
+                    ax.set_xticks(range(len(matrix)))
+                    ax.set_yticks(range(len(matrix)))
+                    ax.set_xlabel("teacher layer j", fontsize=7)
+                    if c == 0:
+                        ax.set_ylabel("teacher layer i", fontsize=7)
+                    ax.tick_params(labelsize=6)
+            if image is not None:
+                fig.colorbar(image, ax=axes, shrink=0.8, label="mean cos(t_i - s, t_j - s)")
+            fig.suptitle(f"{init} init, {stack}: teacher layers seen from each student state", fontsize=10)
+            key = f"angles_{init}_{stack}"
+            figures[key] = f"{key}.png"
+            fig.savefig(folder / figures[key], dpi=110)
+            plt.close(fig)
+
+            fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys) + 0.6, 2.6), squeeze=False)
+            for c, k in enumerate(keys):
+                ax = axes[0][c]
+                for when, colour in (("at_init", "C7"), ("trained", "C0")):
+                    entry = layers[k].get(when)
+                    if entry is None:
+                        continue
+                    edges = np.array(entry["histogram"]["edges"])
+                    counts = np.array(entry["histogram"]["counts"], dtype=float)
+                    if counts.sum() > 0:
+                        ax.stairs(counts / counts.sum(), edges, color=colour, label=when.replace("_", " "))
+                ax.axvline(0, color="black", linewidth=0.6)
+                ax.set_xticks([-1, -0.5, 0, 0.5, 1])
+                ax.set_title(f"student {k}", fontsize=8)
+                ax.set_xlabel("cos(t_i - s, t_j - s)", fontsize=7)
+                ax.tick_params(labelsize=6)
+            axes[0][0].set_ylabel("share of token pairs", fontsize=7)
+            axes[0][0].legend(fontsize=6)
+            fig.suptitle(f"{init} init, {stack}: per-token cosines over teacher layer pairs i < j", fontsize=10)
+            fig.tight_layout()
+            key = f"hist_{init}_{stack}"
+            figures[key] = f"{key}.png"
+            fig.savefig(folder / figures[key], dpi=110)
+            plt.close(fig)
+    return figures
+
+
+def write_report(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """summary.json, figures and report.md in `folder`; returns their paths."""
+    paths = {"summary": write_summary(summary, folder)}
+    figures = write_figures(summary, folder)
+    paths.update({key: folder / name for key, name in figures.items()})
+    paths["report"] = folder / REPORT
+    paths["report"].write_text(report_markdown(summary, figures))
+    return paths

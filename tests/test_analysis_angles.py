@@ -1,0 +1,124 @@
+"""Angle statistics: against a direct NumPy computation, on constructed geometry, on real (tiny) models."""
+
+import numpy as np
+import pytest
+import torch
+
+from raykd.analysis.angles import HIST_EDGES, angle_matrix, student_angles, summarise, teacher_states
+from raykd.losses import attach_projections
+from raykd.student import build_student
+from tests.tiny import tiny_batch, tiny_model
+
+
+def direct(teacher: np.ndarray, student: np.ndarray):
+    """Loop-by-loop NumPy: mean cosine per teacher pair, the i<j cosines."""
+    tokens, n, _ = teacher.shape
+    matrix = np.zeros((n, n))
+    upper = []
+    for i in range(n):
+        for j in range(n):
+            cos = []
+            for t in range(tokens):
+                a, b = teacher[t, i] - student[t], teacher[t, j] - student[t]
+                cos.append(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+            matrix[i, j] = np.mean(cos)
+            if i < j:
+                upper += cos
+    return matrix, np.array(upper)
+
+
+def test_matches_a_direct_numpy_computation():
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(size=(9, 5, 6)), rng.normal(size=(9, 6))
+    out = angle_matrix(teacher, student)
+    matrix, upper = direct(teacher, student)
+    np.testing.assert_allclose(np.array(out["matrix"]), matrix, atol=1e-6)
+    assert out["acute_share"] == pytest.approx(np.mean(upper > 0))
+    assert out["histogram"]["counts"] == np.histogram(upper, bins=HIST_EDGES)[0].tolist()
+    assert out["pairs"] == 9 * 10 and out["tokens"] == 9 and out["degenerate"] == 0
+
+
+def test_teacher_points_on_one_side_are_acute_on_opposite_sides_obtuse():
+    s = np.zeros((4, 3))
+    one_side = np.stack([s + [1.0, 0.1 * i, 0.0] for i in range(4)], axis=1)  # all ahead of s along x
+    out = angle_matrix(one_side, s)
+    assert out["acute_share"] == 1.0 and min(min(r) for r in out["matrix"]) > 0.9
+    opposite = np.stack([s + [1.0, 0, 0], s + [-2.0, 0, 0]], axis=1)  # s between the two teacher points
+    out = angle_matrix(opposite, s)
+    assert out["acute_share"] == 0.0 and out["matrix"][0][1] == pytest.approx(-1.0)
+    right = np.stack([s + [1.0, 0, 0], s + [0, 3.0, 0]], axis=1)
+    assert angle_matrix(right, s)["matrix"][0][1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_teacher_state_equal_to_the_student_is_left_out():
+    rng = np.random.default_rng(1)
+    student = rng.normal(size=(3, 4))
+    teacher = np.stack([student, student + rng.normal(size=(3, 4)), student + rng.normal(size=(3, 4))], axis=1)
+    out = angle_matrix(teacher, student)
+    assert out["matrix"][0][0] is None and out["matrix"][0][1] is None
+    assert out["pairs"] == 3 and out["degenerate"] == 3 * 2  # pairs (0,1), (0,2) on each of 3 tokens
+    _, upper = direct(teacher[:, 1:], student)
+    assert out["acute_share"] == pytest.approx(np.mean(upper > 0))
+
+
+def test_real_models_pads_never_count_and_all_states_are_measured():
+    teacher = tiny_model("bert", depth=4)
+    student = build_student(teacher, depth=2, init="teacher", copy_rule="matched", seed=0)
+    batch = tiny_batch(teacher)
+    cached = teacher_states(teacher, [batch])
+    out = student_angles(student, cached)
+    assert set(out) == {"encoder"} and set(out["encoder"]) == {"0", "1", "2"}
+    n_valid = int(batch["attention_mask"].sum())
+    trained = out["encoder"]["2"]
+    assert trained["tokens"] == n_valid and len(trained["matrix"]) == 5
+    assert out["encoder"]["0"]["degenerate"] > 0  # copied embeddings: t_0 == s_0 on every token
+    # changing what sits under the padding changes nothing
+    noisy = {**batch, "input_ids": batch["input_ids"].clone()}
+    noisy["input_ids"][batch["attention_mask"] == 0] = 7
+    again = student_angles(student, teacher_states(teacher, [noisy]))
+    np.testing.assert_allclose(np.array(again["encoder"]["2"]["matrix"], dtype=float),
+                               np.array(trained["matrix"], dtype=float), atol=1e-5)
+    # the same numbers as the direct computation on the valid tokens
+    with torch.no_grad():
+        t = torch.stack(teacher(**batch, output_hidden_states=True).hidden_states, dim=2)[batch["attention_mask"].bool()]
+        s = student(**batch, output_hidden_states=True).hidden_states[2][batch["attention_mask"].bool()]
+    matrix, _ = direct(t.double().numpy(), s.double().numpy())
+    np.testing.assert_allclose(np.array(trained["matrix"], dtype=float), matrix, atol=1e-5)
+
+
+def test_width_mismatch_goes_through_the_projection_or_is_skipped():
+    teacher = tiny_model("bert", depth=4, width=32)
+    student = build_student(teacher, depth=2, width=16, init="random", seed=0)
+    attach_projections(student, ["encoder_2"], 32)
+    cached = teacher_states(teacher, [tiny_batch(teacher)])
+    out = student_angles(student, cached)
+    assert "skipped" in out["encoder"]["1"] and "no trained projection" in out["encoder"]["1"]["skipped"]
+    with torch.no_grad():
+        batch = tiny_batch(teacher)
+        mask = batch["attention_mask"].bool()
+        s = student.raykd_projections("encoder", 2, student(**batch, output_hidden_states=True).hidden_states[2][mask])
+        t = torch.stack(teacher(**batch, output_hidden_states=True).hidden_states, dim=2)[mask]
+    matrix, _ = direct(t.double().numpy(), s.double().numpy())
+    np.testing.assert_allclose(np.array(out["encoder"]["2"]["matrix"], dtype=float), matrix, atol=1e-5)
+
+
+def test_encoder_decoder_measures_both_stacks():
+    teacher = tiny_model("t5", depth=3)
+    student = build_student(teacher, depth=1, init="teacher", seed=0)
+    out = student_angles(student, teacher_states(teacher, [tiny_batch(teacher)]))
+    assert set(out) == {"encoder", "decoder"}
+    assert len(out["decoder"]["1"]["matrix"]) == 4 and out["decoder"]["1"]["acute_share"] is not None
+
+
+def test_summary_averages_per_init():
+    def stats(share, value):
+        return {"encoder": {"1": {"matrix": [[1.0, value], [value, 1.0]], "acute_share": share,
+                                  "histogram": {"edges": HIST_EDGES.tolist(), "counts": [1] * 40}}}}
+
+    rows = [{"init": "random", "strategy": "forward", "seed": 0, "at_init": stats(0.2, 0.1), "trained": stats(0.8, 0.5)},
+            {"init": "random", "strategy": "reverse", "seed": 0, "at_init": stats(0.2, 0.1), "trained": stats(0.6, 0.3)}]
+    out = summarise(rows)["random"]["encoder"]["1"]
+    assert out["trained"]["acute_share"] == pytest.approx(0.7)
+    assert out["trained"]["matrix"][0][1] == pytest.approx(0.4)
+    assert out["trained"]["acute_share_by_strategy"] == {"forward": 0.8, "reverse": 0.6}
+    assert out["at_init"]["histogram"]["counts"] == [2] * 40 and out["trained"]["n"] == 2

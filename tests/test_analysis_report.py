@@ -1,0 +1,97 @@
+"""The report: summary.json keys (the DESIGN.md contract), report.md sections, figures that open."""
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from raykd.analysis.angles import HIST_EDGES, summarise
+from raykd.analysis.report import build_summary, verdict_block, write_report
+from raykd.analysis.stats import analyze_trials
+from tests.test_analysis_stats import make_trials
+
+
+def fake_angles(share):
+    rng = np.random.default_rng(0)
+    return {"encoder": {str(k): {"matrix": rng.uniform(-1, 1, (4, 4)).round(3).tolist(), "acute_share": share,
+                                 "histogram": {"edges": HIST_EDGES.tolist(), "counts": list(range(40))}}
+                        for k in range(3)}}
+
+
+@pytest.fixture
+def summary():
+    trials = make_trials(none_shift={"random": -0.06})
+    trials[0] = {**trials[0], "status": "diverged", "metric": None}
+    stats = analyze_trials(trials, metric="accuracy", margin=0.01)
+    angles = summarise([{"init": i, "strategy": s, "seed": 0, "at_init": fake_angles(0.6), "trained": fake_angles(0.9)}
+                        for i in ("random", "teacher") for s in ("forward", "reverse")])
+    return build_summary(study="demo", metric="accuracy", higher_is_better=True,
+                         teacher={"test/accuracy": 0.78, "validation/accuracy": 0.8}, trials=trials, stats=stats,
+                         angles=angles, angle_notes=["angles: 4 trained students"], margin_points=1.0,
+                         setup={"task": "classification (accuracy)"})
+
+
+def test_summary_has_the_contract_keys(summary, tmp_path):
+    paths = write_report(summary, tmp_path)
+    data = json.loads(paths["summary"].read_text())
+    for key in ("study", "metric", "higher_is_better", "teacher", "trials", "cells", "strategy_test", "equivalence",
+                "matching_vs_none", "angles", "verdict"):
+        assert key in data, key
+    assert data["teacher"]["metric"] == 0.78
+    assert {"strategy", "init", "weight", "seed", "metric", "status"} <= set(data["trials"][0])
+    assert data["trials"][0]["status"] == "diverged"
+    assert {"strategy", "init", "n", "mean", "std", "ci95"} <= set(data["cells"][0])
+    test = data["strategy_test"]
+    assert {"test", "formula", "strategy", "init", "interaction", "nonparametric"} <= set(test)
+    assert {"F", "p", "partial_eta2"} <= set(test["strategy"])
+    eq = data["equivalence"]
+    assert eq["reference"] == "forward" and eq["margin"] == 0.01 and eq["margin_points"] == 1.0
+    assert {"diff", "ci90", "p", "equivalent"} <= set(eq["by_init"]["random"]["reverse"])
+    assert {"diff", "ci95", "p"} <= set(data["matching_vs_none"]["teacher"])
+    layer = data["angles"]["random"]["encoder"]["1"]
+    assert {"matrix", "acute_share"} <= set(layer["at_init"]) and layer["trained"]["acute_share"] == 0.9
+    assert set(data["verdict"]) == {"strategy_significant", "strategies_equivalent", "matching_beats_none", "text"}
+    assert data["acute_share"]["teacher"] == {"at_init": 0.6, "trained": 0.9}
+
+
+def test_report_sections_and_figures(summary, tmp_path):
+    paths = write_report(summary, tmp_path)
+    text = paths["report"].read_text()
+    for heading in ("## Verdict", "## Setup", "## Strategy x init", "## Is the strategy a significant factor?",
+                    "## Each strategy against forward", "## Matching vs no matching",
+                    "## Angles: teacher layers seen from the student", "## Notes"):
+        assert heading in text, heading
+    assert "forward-random-s0: diverged" in text  # excluded trials are listed
+    assert "teacher test accuracy: 78.00" in text
+    assert "Not significant is not equivalent" in text
+    figures = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert figures == ["angles_random_encoder.png", "angles_teacher_encoder.png", "hist_random_encoder.png",
+                       "hist_teacher_encoder.png", "metric_by_cell.png"]
+    for name in figures:
+        image = matplotlib.image.imread(tmp_path / name)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+        assert f"({name})" in text  # linked from the report
+        assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_verdict_block_reads_in_points(summary):
+    block = verdict_block(summary)
+    assert block.splitlines()[0].startswith("== verdict: demo (test accuracy, 30 trials, 29 used)")
+    assert "teacher: 78.00" in block
+    assert "matching - none (random init): +" in block
+    assert "acute angles (random init): at init 60.0%, trained 90.0%" in block
+    assert block.splitlines()[-1] == summary["verdict"]["text"]
+
+
+def test_partial_summary_without_angles_or_tests(tmp_path):
+    trials = make_trials(strategies=("forward",), seeds=(0,))
+    stats = analyze_trials(trials, metric="accuracy")
+    summary = build_summary(study="tiny", metric="accuracy", higher_is_better=True, teacher={}, trials=trials,
+                            stats=stats, angles=None, angle_notes=["angles: no checkpoints"], margin_points=1.0, setup={})
+    paths = write_report(summary, tmp_path)
+    text = paths["report"].read_text()
+    assert "Not testable (see Notes)" in text and "Not measured (see Notes)" in text
+    assert "angles: no checkpoints" in text and "at least two matching strategies" in text
+    assert json.loads(paths["summary"].read_text())["verdict"]["strategy_significant"] is None
+    assert (tmp_path / "metric_by_cell.png").is_file()
