@@ -20,6 +20,7 @@ from typing import Any
 from raykd.config import StudyConfig
 
 DRIVER_RESOURCE = "tune_driver"
+TUNE_PREFIX = "tune-"  # trial ids of the Optuna weight-search phase
 CELL_KEYS = ("strategy", "init")
 
 

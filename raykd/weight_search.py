@@ -15,8 +15,8 @@ import optuna
 from ray.tune.search import Searcher
 
 from raykd.config import StudyConfig
+from raykd.sweep import TUNE_PREFIX
 
-TUNE_PREFIX = "tune-"
 
 
 def tuning_cells(config: StudyConfig) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from raykd.config import ConfigError, StudyConfig, apply_override, parse_config
+from raykd.sweep import TUNE_PREFIX
 
 REPORT_DIR = "report"
 
@@ -74,6 +75,8 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
     trials = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
+        if tags.get(tr.TRIAL_ID, "").startswith(TUNE_PREFIX):
+            continue  # weight-search trials chose the weights; the study's answer is the seeded grid after them
         status = tags.get(tr.STATUS) or ("running" if run.info.status == "RUNNING" else "unfinished")
         value = metrics.get(f"test.{metric}")
         trials.append({"trial_id": tags.get(tr.TRIAL_ID), "strategy": tags.get("raykd.strategy"),

@@ -66,7 +66,7 @@ def cluster():
 def test_study_runs_on_an_existing_cluster(cluster, tmp_path):
     env = {**cluster["env"], "RAY_ADDRESS": cluster["address"]}
     result = subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path),
-                             "--set", "sweep.strategies=[forward]", "--set", "sweep.inits=[teacher]"],
+                             "--set", "sweep.strategies=[forward]", "--set", "sweep.inits=[teacher]", "--set", "sweep.seeds=[0]"],
                             capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "[raykd] done: 1 finished, 0 diverged, 0 failed" in result.stdout

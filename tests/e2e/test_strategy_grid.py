@@ -14,7 +14,9 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "studies" / "strategy_grid.py"
 SMOKE = ROOT / "studies" / "configs" / "smoke.yaml"
-SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "distill.train.eval_every=4"]
+ANALYZE = ROOT / "studies" / "analyze.py"
+SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.seeds=[0]", "--set", "distill.train.eval_every=4"]
+FULL = ["--set", "distill.train.eval_every=4"]  # the whole smoke grid: 3 strategies x 2 inits x 2 seeds
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +25,11 @@ def run(*args, env=None, timeout=600):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def analyze(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, str(ANALYZE), *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
 
 
 def wait_for_orphans(seconds: float = 8.0):
@@ -44,27 +51,30 @@ def runs_by_name(study_dir: Path, name="smoke"):
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     started = time.time()
-    result = run("--output-dir", str(out), *SMALL)
+    result = run("--output-dir", str(out), *FULL)
     return {"out": out, "dir": out / "smoke", "result": result, "seconds": time.time() - started}
 
 
 def test_smoke_study_end_to_end(study):
     result = study["result"]
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in result.stdout
+    assert "[raykd] done: 12 finished, 0 diverged, 0 failed" in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{study['dir'] / 'mlflow.db'}" in result.stdout
     import json
 
+    from raykd.strategies import layer_map
+
     table = json.loads((study["dir"] / "results" / "trials.json").read_text())
     assert table["metric"] == "accuracy"
-    assert sorted(r["trial_id"] for r in table["trials"]) == [
-        "forward-random-w3-s0", "forward-teacher-w3-s0", "none-random-w0-s0", "none-teacher-w0-s0"]
+    assert sorted(r["trial_id"] for r in table["trials"]) == sorted(
+        f"{s}-{i}-w{0 if s == 'none' else 3}-s{seed}" for s in ("forward", "all_to_one", "none")
+        for i in ("random", "teacher") for seed in (0, 1))
     assert all(r["status"] == "finished" and 0 <= r["metric"] <= 1 for r in table["trials"])
 
     client, runs = runs_by_name(study["dir"])
     parent = runs["smoke"]
     assert parent.info.status == "FINISHED" and parent.data.tags["raykd.role"] == "study"
-    assert parent.data.params["sweep.strategies"] == '["forward", "none"]'
+    assert parent.data.params["sweep.strategies"] == '["forward", "all_to_one", "none"]'
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} >= {"results/trials.csv", "results/trials.md"}
     teacher = runs["teacher"]
     assert teacher.info.status == "FINISHED" and "teacher.test.accuracy" in teacher.data.metrics
@@ -75,10 +85,10 @@ def test_smoke_study_end_to_end(study):
         assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert trial.data.tags["raykd.strategy"] == row["strategy"] and trial.data.tags["raykd.init"] == row["init"]
         params = trial.data.params
-        assert params["trial.seed"] == "0" and params["version.ray"] and params["git.commit"]
+        assert params["trial.seed"] == str(row["seed"]) and params["version.ray"] and params["git.commit"]
         assert params["task.type"] == "classification"  # every config field, flattened
-        expected_map = "[]" if row["strategy"] == "none" else "[[0, 0], [1, 2], [2, 4]]"
-        assert params["trial.layer_map"] == '{"encoder": ' + expected_map + "}"
+        expected = layer_map(row["strategy"], 2, 4, seed=row["seed"], match_embeddings=True)
+        assert params["trial.layer_map"] == json.dumps({"encoder": [list(p) for p in expected]})
         assert params["trial.copied_layers"] == ('{"encoder": [2, 4]}' if row["init"] == "teacher" else "{}")
         metrics = trial.data.metrics
         assert metrics["test.accuracy"] == pytest.approx(row["metric"])
@@ -88,9 +98,85 @@ def test_smoke_study_end_to_end(study):
         assert [a.path for a in client.list_artifacts(trial.info.run_id)] == ["layer_map.json"]
 
 
+def test_smoke_study_report(study):
+    """The analysis stage: every section with numbers, figures that open, summary.json, logged to MLflow."""
+    import json
+
+    import matplotlib.image
+
+    assert study["result"].returncode == 0, study["result"].stderr[-3000:]
+    stdout = study["result"].stdout
+    assert "== verdict: smoke (test accuracy, 12 trials, 12 used) ==" in stdout
+    assert "[raykd] report: " in stdout
+    report = study["dir"] / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["study"] == "smoke" and summary["metric"] == "accuracy" and summary["higher_is_better"] is True
+    assert 0 < summary["teacher"]["metric"] <= 1
+    assert len(summary["trials"]) == 12 and len(summary["cells"]) == 6
+    assert all(c["n"] == 2 and c["ci95"] is not None for c in summary["cells"])
+    test = summary["strategy_test"]
+    assert test["formula"] == "metric ~ C(strategy) * C(init) + C(seed)" and test["df_resid"] == 3
+    for term in ("strategy", "init", "interaction"):
+        assert 0 <= test[term]["p"] <= 1 and 0 <= test[term]["partial_eta2"] <= 1
+    assert set(test["nonparametric"]) == {"random", "teacher"}
+    eq = summary["equivalence"]["by_init"]
+    assert set(eq) == {"random", "teacher"} and set(eq["random"]) == {"all_to_one"}
+    assert eq["random"]["all_to_one"]["ci90"] is not None and eq["random"]["all_to_one"]["equivalent"] in (True, False)
+    for init in ("random", "teacher"):
+        v = summary["matching_vs_none"][init]
+        assert v["n"] == 2 and v["ci95"] is not None and 0 <= v["p"] <= 1
+    angles = summary["angles"]
+    assert set(angles) == {"random", "teacher"}
+    for init in angles:
+        layers = angles[init]["encoder"]
+        assert set(layers) == {"0", "1", "2"}
+        for k in ("1", "2"):
+            for when in ("at_init", "trained"):
+                entry = layers[k][when]
+                assert 0 <= entry["acute_share"] <= 1 and len(entry["matrix"]) == 5  # teacher states 0..4
+                assert entry["n"] == 3  # forward, all_to_one, none at seed 0
+    verdict = summary["verdict"]
+    assert set(verdict) == {"strategy_significant", "strategies_equivalent", "matching_beats_none", "text"}
+    assert all(verdict[k] in (True, False) for k in ("strategy_significant", "strategies_equivalent", "matching_beats_none"))
+    text = (report / "report.md").read_text()
+    for heading in ("## Verdict", "## Setup", "## Strategy x init", "## Is the strategy a significant factor?",
+                    "## Each strategy against forward", "## Matching vs no matching",
+                    "## Angles: teacher layers seen from the student"):
+        assert heading in text
+    assert "n/a" not in text.split("## Angles")[0]  # every number before the angle section is there
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    assert pngs == ["angles_random_encoder.png", "angles_teacher_encoder.png", "hist_random_encoder.png",
+                    "hist_teacher_encoder.png", "metric_by_cell.png"]
+    for name in pngs:
+        assert matplotlib.image.imread(report / name).shape[0] > 200
+    client, runs = runs_by_name(study["dir"])
+    parent = runs["smoke"]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/summary.json", "report/report.md", "report/metric_by_cell.png"} <= logged
+    assert parent.data.tags["raykd.verdict"] == verdict["text"]
+    assert "analysis.strategy_p" in parent.data.metrics
+
+
+def test_analyze_standalone_with_other_settings_and_bad_input(study, tmp_path):
+    result = analyze("--study", str(study["dir"]), "--set", "analysis.reference=all_to_one",
+                     "--set", "analysis.angles.enabled=false", "--no-mlflow-log")
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    summary = json.loads((study["dir"] / "report" / "summary.json").read_text())
+    assert summary["equivalence"]["reference"] == "all_to_one" and summary["angles"] is None
+    assert "angles: disabled" in " ".join(summary["notes"])
+    missing = analyze("--study", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    not_a_study = analyze("--study", str(tmp_path))
+    assert not_a_study.returncode == 2 and "is not a raykd study folder" in not_a_study.stderr
+    wrong = analyze("--study", str(study["dir"]), "--set", "sweep.seeds=[0]")
+    assert wrong.returncode == 2 and "analysis settings only" in wrong.stderr
+
+
 def test_rerun_resumes_without_new_runs(study):
     client, before = runs_by_name(study["dir"])
-    result = run("--output-dir", str(study["out"]), *SMALL)
+    result = run("--output-dir", str(study["out"]), *FULL)
     assert result.returncode == 0, result.stderr[-3000:]
     client, after = runs_by_name(study["dir"])
     assert set(after) == set(before)
@@ -103,17 +189,19 @@ def test_rerun_resumes_without_new_runs(study):
 
 
 def test_changed_config_is_refused(study):
-    result = run("--output-dir", str(study["out"]), *SMALL, "--set", "distill.train.lr=0.5")
+    result = run("--output-dir", str(study["out"]), *FULL, "--set", "distill.train.lr=0.5")
     assert result.returncode == 2
     assert "was started with another config (changed: distill.train.lr)" in result.stderr
     assert "--fresh" in result.stderr
 
 
 def test_fresh_starts_over_with_a_changed_config(tmp_path):
-    first = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]")
+    first = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]",
+                "--set", "sweep.seeds=[0]")
     assert first.returncode == 0, first.stderr[-2000:]
     uid = (tmp_path / "smoke" / "study.json").read_text()
-    changed = ["--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]", "--set", "distill.train.lr=0.002"]
+    changed = ["--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]",
+               "--set", "distill.train.lr=0.002"]
     assert run("--output-dir", str(tmp_path), *changed).returncode == 2
     fresh = run("--output-dir", str(tmp_path), *changed, "--fresh")
     assert fresh.returncode == 0, fresh.stderr[-2000:]
@@ -156,9 +244,9 @@ def test_bad_input_exits_2_before_ray_starts(tmp_path, args, env, message):
 def test_dry_run_prints_grid_and_maps(tmp_path):
     result = run("--output-dir", str(tmp_path), "--dry-run", timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "6 trials" in result.stdout and "all_to_one (seed 0): {'encoder': [(0, 2), (1, 2), (2, 2)]}" in result.stdout
+    assert "12 trials" in result.stdout and "all_to_one (seed 0): {'encoder': [(0, 2), (1, 2), (2, 2)]}" in result.stdout
     assert "teacher init copies blocks {'encoder': [2, 4]}" in result.stdout
-    assert "6 trials x 13 steps = 78 student steps" in result.stdout
+    assert "12 trials x 13 steps = 156 student steps" in result.stdout
     assert not (tmp_path / "smoke").exists()
 
 
@@ -211,14 +299,18 @@ def test_kill_mid_trial_then_resume(tmp_path):
 def test_worker_death_is_retried_from_checkpoint_and_divergence_is_recorded(tmp_path):
     env = {"RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:6"}
     result = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[forward]", "--set", "sweep.inits=[random]",
-                 "--set", "distill.train.eval_every=4", env=env)
+                 "--set", "sweep.seeds=[0]", "--set", "distill.train.eval_every=4", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "smoke" / "faults" / "forward-random-w3-s0").exists()  # the fault really fired
     client, runs = runs_by_name(tmp_path / "smoke")
     trial = runs["forward-random-w3-s0"]
     assert trial.data.tags["raykd.status"] == "finished" and trial.data.tags["raykd.resumed_from_step"] == "4"
+    # one strategy, one seed: the analysis still writes a partial report and says what it could not test
+    report = (tmp_path / "smoke" / "report" / "report.md").read_text()
+    assert "Not testable (see Notes)" in report and "needs at least two matching strategies" in report
+    assert "no residual degrees of freedom" not in report or "Not testable" in report
 
-    diverged = run("--output-dir", str(tmp_path / "d"), "--set", "sweep.strategies=[forward]",
+    diverged = run("--output-dir", str(tmp_path / "d"), "--set", "sweep.strategies=[forward]", "--set", "sweep.seeds=[0]",
                    "--set", "sweep.inits=[random]", "--set", "distill.train.lr=1.0e+12", "--set", "distill.train.grad_clip=null",
                    "--set", "distill.loss.kd=0")
     assert "1 diverged" in diverged.stdout, diverged.stdout[-2000:] + diverged.stderr[-2000:]
@@ -229,6 +321,8 @@ def test_worker_death_is_retried_from_checkpoint_and_divergence_is_recorded(tmp_
 
     rows = json.loads((tmp_path / "d" / "smoke" / "results" / "trials.json").read_text())["trials"]
     assert rows[0]["status"] == "diverged" and rows[0]["metric"] is None
+    nothing = analyze("--study", str(tmp_path / "d" / "smoke"))  # no finished trial: a clear refusal
+    assert nothing.returncode == 2 and "none finished (diverged)" in nothing.stderr, nothing.stderr
 
 
 def test_optuna_weight_search_then_seeds(tmp_path):

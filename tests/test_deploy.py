@@ -1,0 +1,253 @@
+"""The Kubernetes deployment, validated offline: rendered overlays, schemas, lint, consistency with the repo."""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raykd.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+OVERLAYS = ("cpu-small", "gpu")
+K8S_VERSION = "1.32"
+CRDS = Path(os.environ.get("RAYKD_KUBERAY_CRDS", ROOT.parent / "shared" / "kuberay-crds"))
+sys.path.insert(0, str(K8S / "schemas"))
+import derive  # noqa: E402  (k8s/schemas/derive.py)
+
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) is not installed")
+
+
+def render(overlay: str) -> list[dict]:
+    out = subprocess.run([KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
+    """(where, pod spec) of every pod the manifests create."""
+    out = []
+    for d in docs:
+        if d["kind"] == "Deployment":
+            out.append((d["metadata"]["name"], d["spec"]["template"]["spec"]))
+        if d["kind"] == "RayJob":
+            cluster = d["spec"]["rayClusterSpec"]
+            out.append(("head", cluster["headGroupSpec"]["template"]["spec"]))
+            out += [(g["groupName"], g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
+            out.append(("submitter", d["spec"]["submitterPodTemplate"]["spec"]))
+    return out
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request):
+    if KUBECTL is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    return request.param, render(request.param)
+
+
+def test_every_overlay_renders_the_full_set(rendered):
+    _, docs = rendered
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ConfigMap", "Deployment", "Namespace", "NetworkPolicy", "PersistentVolumeClaim",
+                     "PersistentVolumeClaim", "RayJob", "Service"]
+    assert all(d["metadata"].get("namespace") == "raykd" for d in docs if d["kind"] != "Namespace")
+
+
+def test_core_kinds_validate_against_kubernetes_schemas(rendered):
+    import kubernetes_validate
+
+    _, docs = rendered
+    for doc in docs:
+        if doc["kind"] != "RayJob":
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_rayjob_validates_against_the_kuberay_crd_schema(rendered, tmp_path):
+    name, docs = rendered
+    job = tmp_path / f"rayjob-{name}.yaml"
+    job.write_text(yaml.safe_dump(by_kind(docs, "RayJob")[0]))
+    cluster = tmp_path / f"raycluster-{name}.yaml"  # the embedded cluster spec is a valid RayCluster too
+    cluster.write_text(yaml.safe_dump({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c"},
+                                       "spec": by_kind(docs, "RayJob")[0]["spec"]["rayClusterSpec"]}))
+    for schema, path in (("rayjob-v1.json", job), ("raycluster-v1.json", cluster)):
+        result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--schemafile", str(K8S / "schemas" / schema),
+                                 str(path)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_rejects_a_misspelt_field(tmp_path):
+    job = yaml.safe_load((K8S / "base" / "rayjob.yaml").read_text())
+    job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplica"] = 3  # not maxReplicas
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(job))
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--schemafile",
+                             str(K8S / "schemas" / "rayjob-v1.json"), str(path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "maxReplica" in result.stdout + result.stderr
+
+
+def test_strict_derivation_rules():
+    schema = derive.strict({"type": "object", "properties": {
+        "a": {"x-kubernetes-int-or-string": True}, "b": {"type": "string", "nullable": True},
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"x": {}}}}})
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+    assert validator.is_valid({"a": 1, "b": None, "free": {"anything": 1}}) and validator.is_valid({"a": "50%"})
+    assert not validator.is_valid({"c": 1}) and not validator.is_valid({"a": 1.5})
+
+
+@pytest.mark.skipif(not CRDS.is_dir(), reason=f"KubeRay CRDs not found at {CRDS} (set RAYKD_KUBERAY_CRDS)")
+def test_committed_schemas_are_what_the_script_derives(tmp_path):
+    subprocess.run([sys.executable, str(K8S / "schemas" / "derive.py"), str(CRDS), "--out", str(tmp_path)], check=True,
+                   capture_output=True, timeout=120)
+    for name in ("raycluster-v1.json", "rayjob-v1.json"):
+        assert json.loads((tmp_path / name).read_text()) == json.loads((K8S / "schemas" / name).read_text()), name
+
+
+def test_yamllint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), "-f", "parsable",
+                             str(K8S), str(ROOT / "studies" / "configs"), str(ROOT / ".yamllint.yaml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_entrypoint_script_config_and_storage_are_consistent(rendered, tmp_path):
+    name, docs = rendered
+    job = by_kind(docs, "RayJob")[0]
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[0] == "python" and argv[1].startswith("/app/")
+    assert (ROOT / argv[1].removeprefix("/app/")).is_file()  # the image copies the repo's studies/ to /app
+    assert "--fresh" not in argv  # a re-submitted job resumes the study instead of wiping it
+    config_path, output_dir = Path(argv[argv.index("--config") + 1]), argv[argv.index("--output-dir") + 1]
+    # the ConfigMap holding --config is mounted at its folder on the head (where K8sJobMode runs the driver)
+    configmap = by_kind(docs, "ConfigMap")[0]
+    study_text = configmap["data"][config_path.name]
+    (tmp_path / "study.yaml").write_text(study_text)
+    config = load_config(tmp_path / "study.yaml")  # validates like the driver will
+    for where, spec in pod_specs(docs):
+        if where not in ("submitter", "raykd-mlflow"):
+            mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            storage = next(n for n, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") == "raykd-storage")
+            assert output_dir.startswith(mounts[storage] + "/"), (where, output_dir, mounts)
+            study = next(n for n, v in volumes.items() if "configMap" in v)
+            assert volumes[study]["configMap"]["name"] == configmap["metadata"]["name"]  # the hash-suffixed one
+            assert mounts[study] == str(config_path.parent)
+            assert volumes["shm"]["emptyDir"]["medium"] == "Memory" and mounts["shm"] == "/dev/shm"
+    pvc = next(d for d in by_kind(docs, "PersistentVolumeClaim") if d["metadata"]["name"] == "raykd-storage")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    if name == "gpu":
+        assert config.compute.gpus_per_worker > 0
+        workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+        assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert workers["minReplicas"] == 0 < workers["maxReplicas"]
+    else:
+        assert config.model_dump() == load_config(ROOT / "studies" / "configs" / "default.yaml").model_dump()
+
+
+def test_head_runs_drivers_not_training_and_mlflow_is_the_service(rendered):
+    _, docs = rendered
+    job = by_kind(docs, "RayJob")[0]
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert json.loads(json.loads(head["rayStartParams"]["resources"]))["tune_driver"] >= 1  # raykd.sweep.DRIVER_RESOURCE
+    service = by_kind(docs, "Service")[0]
+    port = service["spec"]["ports"][0]["port"]
+    expected = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{port}"
+    for where, spec in pod_specs(docs):
+        if where in ("submitter", "raykd-mlflow"):
+            continue
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == expected, where
+    deployment = by_kind(docs, "Deployment")[0]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert (ROOT / container["command"][1].removeprefix("/app/")).is_file()  # mlflow/serve.py
+    assert container["ports"][0]["containerPort"] == 5000
+    hosts = next(e["value"] for e in container["env"] if e["name"] == "MLFLOW_ALLOWED_HOSTS").split(",")
+    assert expected.removeprefix("http://") in hosts
+    policy = by_kind(docs, "NetworkPolicy")[0]
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]  # this namespace only
+
+
+def test_hardening(rendered):
+    _, docs = rendered
+    namespace = by_kind(docs, "Namespace")[0]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for where, spec in pod_specs(docs):
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        for container in spec["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], where
+            resources = container["resources"]
+            assert resources["requests"]["cpu"] and resources["limits"]["memory"], where
+            for env in container.get("env", []):  # credentials only by Secret reference
+                if re.search(r"PASSWORD|TOKEN|SECRET|_URI$", env["name"]) and env["name"] != "MLFLOW_TRACKING_URI":
+                    assert "value" not in env or env["value"].startswith("sqlite:"), (where, env)
+    job = by_kind(docs, "RayJob")[0]["spec"]
+    assert job["rayClusterSpec"]["authOptions"] == {"mode": "token", "secretName": "raykd-ray-token"}
+    assert job["activeDeadlineSeconds"] > 0 and job["backoffLimit"] >= 1
+    assert job["shutdownAfterJobFinishes"] is True
+    autoscaler = job["rayClusterSpec"]["autoscalerOptions"]
+    assert autoscaler["securityContext"]["runAsNonRoot"] is True and autoscaler["resources"]["limits"]
+    text = yaml.safe_dump_all(docs)
+    assert "postgresql://" not in text and "auth_token:" not in text
+
+
+def test_image_matches_the_pinned_ray_and_python():
+    dockerfile = (K8S / "Dockerfile").read_text()
+    base = re.search(r"^ARG BASE=rayproject/ray:(\S+)$", dockerfile, re.M).group(1)
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    ray_version, python_tag = base.split("-")[:2]
+    assert ray_version == pins["ray"]
+    assert python_tag == f"py{sys.version_info.major}{sys.version_info.minor}"  # the Python the tests run on
+    assert f"ray.__version__ == '{pins['ray']}'" in dockerfile
+    for folder in ("raykd", "studies", "mlflow"):
+        assert re.search(rf"^COPY .*\b{folder} \./{folder}$", dockerfile, re.M), folder
+    job = yaml.safe_load((K8S / "base" / "rayjob.yaml").read_text())
+    assert job["spec"]["rayClusterSpec"]["rayVersion"] == pins["ray"]
+    overlay = yaml.safe_load((K8S / "overlays" / "gpu" / "kustomization.yaml").read_text())
+    assert overlay["images"][0]["name"] == "raykd"  # the name the manifests use; overlays pick the real image
+
+
+def test_mlflow_launcher_command_from_environment():
+    sys.path.insert(0, str(ROOT / "mlflow"))
+    try:
+        import serve
+    finally:
+        sys.path.pop(0)
+    import argparse
+
+    args = argparse.Namespace(local=None, backend_store_uri=None, artifacts_destination=None, host=None, port=None,
+                              workers=None, allowed_hosts=None, basic_auth=False)
+    env = {"MLFLOW_BACKEND_STORE_URI": "postgresql://db/mlflow", "MLFLOW_HOST": "0.0.0.0", "MLFLOW_PORT": "5000",
+           "MLFLOW_ALLOWED_HOSTS": "raykd-mlflow:5000"}
+    command, extra = serve.server_command(args, env)
+    assert command[command.index("--backend-store-uri") + 1] == "postgresql://db/mlflow"
+    assert command[command.index("--host") + 1] == "0.0.0.0" and "--serve-artifacts" in command
+    assert command[command.index("--allowed-hosts") + 1] == "raykd-mlflow:5000" and extra == {}
+    with pytest.raises(SystemExit, match="no backend store"):
+        serve.server_command(args, {})
+    args.basic_auth = True
+    with pytest.raises(SystemExit, match="MLFLOW_AUTH_ADMIN_USERNAME"):
+        serve.server_command(args, env)
+    command, extra = serve.server_command(args, {**env, "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+                                                 "MLFLOW_AUTH_ADMIN_PASSWORD": "pw"})
+    assert command[-2:] == ["--app-name", "basic-auth"]
+    ini = Path(extra["MLFLOW_AUTH_CONFIG_PATH"])
+    assert "admin_username = admin" in ini.read_text() and oct(ini.stat().st_mode & 0o777) == "0o600"
