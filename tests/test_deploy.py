@@ -251,3 +251,52 @@ def test_mlflow_launcher_command_from_environment():
     assert command[-2:] == ["--app-name", "basic-auth"]
     ini = Path(extra["MLFLOW_AUTH_CONFIG_PATH"])
     assert "admin_username = admin" in ini.read_text() and oct(ini.stat().st_mode & 0o777) == "0o600"
+
+
+@needs_kubectl
+def test_readme_kubernetes_commands_match_the_manifests():
+    """Every command of the README's Kubernetes block is checked: dry-run, or against the rendered objects."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("**Kubernetes (KubeRay).**")[1].split("```bash")[1].split("```")[0]
+    docs = {o: render(o) for o in OVERLAYS}
+    job = by_kind(docs["gpu"], "RayJob")[0]
+    secrets_wanted = {job["spec"]["rayClusterSpec"]["authOptions"]["secretName"]: "auth_token"}
+    mlflow_env = by_kind(docs["gpu"], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    for env in mlflow_env:
+        if "valueFrom" in env:
+            ref = env["valueFrom"]["secretKeyRef"]
+            secrets_wanted[ref["name"]] = ref["key"]
+    created = {}
+    checked = 0
+    for line in block.strip().splitlines():
+        command = re.sub(r"\s+#.*$", "", line).strip()
+        argv = shlex.split(re.sub(r'"\$\(openssl rand -hex 32\)"', "token", command))
+        if argv[:2] == ["docker", "build"]:
+            assert (ROOT / argv[argv.index("-f") + 1]).is_file()
+            checked += 1
+            continue
+        assert argv[0] == "kubectl", command
+        if argv[1] == "create":
+            out = subprocess.run([KUBECTL, *argv[1:], "--dry-run=client", "-o", "yaml"], capture_output=True, text=True,
+                                 check=True, timeout=60).stdout
+            obj = yaml.safe_load(out)
+            created[obj["metadata"]["name"]] = obj
+            if obj["kind"] == "Namespace":
+                assert obj["metadata"]["name"] == by_kind(docs["gpu"], "Namespace")[0]["metadata"]["name"]
+            else:
+                assert obj["metadata"]["namespace"] == "raykd" and set(obj["data"]) == {secrets_wanted[obj["metadata"]["name"]]}
+        elif argv[1] in ("kustomize", "apply"):
+            assert argv[-1].removeprefix("k8s/overlays/") in OVERLAYS
+            if argv[1] == "kustomize":
+                subprocess.run([KUBECTL, "kustomize", str(ROOT / argv[-1])], check=True, capture_output=True, timeout=60)
+        elif argv[1] == "logs":
+            assert argv[-1] == f"job/{job['metadata']['name']}"  # KubeRay names the submitter Job after the RayJob
+        elif argv[1] == "port-forward":
+            service = by_kind(docs["gpu"], "Service")[0]
+            assert argv[-2] == f"svc/{service['metadata']['name']}"
+            assert int(argv[-1].split(":")[1]) == service["spec"]["ports"][0]["port"]
+        else:
+            raise AssertionError(f"README command not covered by this test: {command}")
+        checked += 1
+    assert checked == len(block.strip().splitlines())
+    assert set(secrets_wanted) <= set(created)  # every Secret the manifests reference has its creation command

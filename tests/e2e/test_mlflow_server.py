@@ -1,0 +1,110 @@
+"""A real MLflow tracking server (mlflow/serve.py) on a free loopback port: helpers and a study over HTTP."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
+                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=folder)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+        assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
+    else:
+        pytest.fail("the MLflow server did not answer /health in 120 s")
+    yield {"uri": uri, "store": folder / "store", "proc": proc}
+    os.killpg(proc.pid, signal.SIGTERM)  # exactly the process group this test started (server and its workers)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    log.close()
+    time.sleep(1)
+    with socket.socket() as s:  # nothing listens on the port any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_tracking_helpers_over_http(server, tmp_path, monkeypatch):
+    from raykd import tracking as tr
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
+    tr.check_reachable(server["uri"])
+    uid = uuid.uuid4().hex
+    tracking = tr.open_study(tmp_path / "study", "server-check", uid, {"a.b": 1, "sweep.seeds": [0, 1]})
+    assert tracking.uri == server["uri"]
+    run_id = tr.child_run(tracking, role="trial", key="t1", run_name="t1", tags={"raykd.strategy": "forward"})
+    assert tr.child_run(tracking, role="trial", key="t1", run_name="t1") == run_id  # found again, not duplicated
+    client = tracking.client()
+    tr.log_metrics(client, run_id, {"train/total": 1.5}, 3, int(time.time() * 1000))
+    client.log_dict(run_id, {"x": 1}, "layer_map.json")
+    tr.finish(client, run_id, "finished")
+    run = client.get_run(run_id)
+    assert run.data.metrics["train.total"] == 1.5 and run.data.tags["raykd.status"] == "finished"
+    assert run.info.status == "FINISHED"
+    assert client.get_run(tracking.parent_run_id).data.params["sweep.seeds"] == "[0, 1]"
+    # artifacts went through the server into its artifact store (no client-side storage access)
+    stored = list((server["store"] / "mlartifacts").rglob("layer_map.json"))
+    assert len(stored) == 1 and json.loads(stored[0].read_text()) == {"x": 1}
+
+
+def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server["uri"]}
+    result = subprocess.run([sys.executable, str(ROOT / "studies" / "strategy_grid.py"), "--config",
+                             str(ROOT / "studies" / "configs" / "smoke.yaml"), "--output-dir", str(tmp_path),
+                             "--name", "smoke_http", "--set", "sweep.strategies=[forward,none]",
+                             "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]"],
+                            capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert f"mlflow ui --backend-store-uri {server['uri']}" in result.stdout
+    study_dir = tmp_path / "smoke_http"
+    assert not (study_dir / "mlflow.db").exists()  # nothing tracked locally
+    client = MlflowClient(server["uri"])
+    experiment = client.get_experiment_by_name("smoke_http")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"smoke_http", "teacher", "forward-random-w3-s0", "none-random-w0-s0"}
+    trial = runs["forward-random-w3-s0"]
+    assert trial.info.status == "FINISHED" and "test.accuracy" in trial.data.metrics
+    assert len(client.get_metric_history(trial.info.run_id, "train.total")) >= 1
+    parent = runs["smoke_http"]
+    assert {"report/summary.json", "report/report.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    again = subprocess.run([sys.executable, str(ROOT / "studies" / "analyze.py"), "--study", str(study_dir),
+                            "--tracking-uri", server["uri"], "--no-mlflow-log"], capture_output=True, text=True,
+                           timeout=300, cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((study_dir / "report" / "summary.json").read_text())
+    assert summary["setup"]["tracking"] == server["uri"]
+    assert [t["trial_id"] for t in summary["trials"]] == ["forward-random-w3-s0", "none-random-w0-s0"]
+
