@@ -294,7 +294,7 @@ class ComputeConfig(_Strict):
     num_workers: int = Field(default=1, ge=1)  # DDP workers per trial
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)  # < 1 packs several trials on one GPU
-    max_concurrent_trials: int | None = Field(default=None, ge=1)  # None: what the cluster fits
+    max_concurrent_trials: int | None = Field(default=None, ge=1)  # None: what the cluster fits now; set it on autoscaling clusters
     teacher_cpus: float | None = Field(default=None, gt=0)  # teacher stage; None: the cluster's CPUs, at most 8
     max_failures: int = Field(default=1, ge=0)  # worker-group restarts from the last checkpoint
     trial_retries: int = Field(default=0, ge=0)  # Tune-level retries of a failed trial

@@ -67,17 +67,24 @@ class Resources:
 
 
 def plan_resources(config: StudyConfig, cluster: dict[str, float], n_trials: int) -> Resources:
-    """Trial concurrency from the cluster's totals (or the config's cap)."""
+    """Trial concurrency from the cluster's totals, or `compute.max_concurrent_trials` when set.
+
+    An explicit cap is trusted as is: an autoscaling cluster (KubeRay with workers from 0) shows only
+    the nodes that are up now, and Tune queues trials until the autoscaler adds the rest.
+    """
     compute = config.compute
     per_trial_cpu = compute.num_workers * compute.cpus_per_worker
     fits = int(cluster.get("CPU", 1) // per_trial_cpu) if per_trial_cpu else n_trials
     if compute.gpus_per_worker:
         fits = min(fits, int(cluster.get("GPU", 0) // (compute.num_workers * compute.gpus_per_worker)))
+    driver = {"CPU": 0, DRIVER_RESOURCE: 1} if cluster.get(DRIVER_RESOURCE, 0) >= 1 else {"CPU": 0.01}
+    if compute.max_concurrent_trials:
+        return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker,
+                         max(1, min(compute.max_concurrent_trials, n_trials)), driver)
     if fits < 1:
         raise ValueError(f"one trial needs {per_trial_cpu:g} CPU and {compute.num_workers * compute.gpus_per_worker:g} GPU; "
                          f"the cluster has {cluster.get('CPU', 0):g} CPU and {cluster.get('GPU', 0):g} GPU")
-    concurrent = max(1, min(fits, compute.max_concurrent_trials or fits, n_trials))
-    driver = {"CPU": 0, DRIVER_RESOURCE: 1} if cluster.get(DRIVER_RESOURCE, 0) >= 1 else {"CPU": 0.01}
+    concurrent = max(1, min(fits, n_trials))
     return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker, concurrent, driver)
 
 

@@ -30,6 +30,10 @@ def test_plan_resources_fits_the_cluster():
     assert gpu.max_concurrent == 4  # four trials share one GPU
     with pytest.raises(ValueError, match="one trial needs 1 CPU and 1 GPU; the cluster has 8 CPU and 0 GPU"):
         plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=1"]), {"CPU": 8}, n_trials=1)
+    # an explicit cap is trusted: an autoscaling cluster shows no GPU worker yet, Tune queues until one comes
+    scaling = plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=0.5", "compute.max_concurrent_trials=8"]),
+                             {"CPU": 0, "tune_driver": 1000}, n_trials=30)
+    assert scaling.max_concurrent == 8 and scaling.driver == {"CPU": 0, "tune_driver": 1}
 
 
 def test_cellwise_optuna_round_robin_tell_and_restore(tmp_path):
