@@ -134,7 +134,10 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     grid = trial_grid(config, chosen)
     resources = plan_resources(config, ray.cluster_resources(), len(grid))
     print(f"[raykd] sweep: {len(grid)} trials; {resources.describe()}", flush=True)
-    progress = Progress(len(grid), metric, higher)
+    ended = _ended_trials(client, tracking, {t["trial_id"] for t in grid})
+    if ended:
+        print(f"[raykd] resuming: {ended} of {len(grid)} trials already ended", flush=True)
+    progress = Progress(len(grid), metric, higher, already_done=ended)
     outcome = _fit(root / "ray", "sweep", config, resources, progress,
                    param_space={"study": study_ctx, "trial": tune.grid_search(grid)})
     rows = results_table(outcome, metric)
@@ -143,11 +146,33 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
         client.log_artifact(tracking.parent_run_id, str(path), "results")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed")}
     tr.set_tags(client, tracking.parent_run_id, {f"raykd.trials_{k}": str(v) for k, v in counts.items()})
-    print(f"[raykd] {progress.summary()}", flush=True)
+    print(f"[raykd] {cell_means(rows, metric)}", flush=True)
     report = _analyse(config, root, tracking.uri, teacher_cpus) if config.analysis.enabled and counts["finished"] else None
     tr.finish(client, tracking.parent_run_id, "finished")
     return {"root": root, "tracking_uri": tracking.uri, "teacher": teacher_metrics, "metric": metric,
             "rows": rows, "counts": counts, "results": paths, "report": report}
+
+
+def _ended_trials(client, tracking, trial_ids: set[str]) -> int:
+    """How many of this grid's trials already ended (finished or diverged) in an earlier run of the study."""
+    from raykd import tracking as tr
+
+    runs = client.search_runs([tracking.experiment_id], max_results=5000,
+                              filter_string=f"tags.`{tr.STUDY_UID}` = '{tracking.study_uid}' and tags.`{tr.ROLE}` = 'trial'")
+    return sum(r.data.tags.get(tr.TRIAL_ID) in trial_ids and r.data.tags.get(tr.STATUS) in ("finished", "diverged")
+               for r in runs)
+
+
+def cell_means(rows: list[dict[str, Any]], metric: str) -> str:
+    """One line: the mean test metric per (strategy, init) over its finished trials."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        if r["status"] == "finished" and r["metric"] is not None:
+            cells.setdefault((r["strategy"], r["init"]), []).append(r["metric"])
+    if not cells:
+        return "no finished trial"
+    shown = ", ".join(f"{s}/{i} {sum(v) / len(v):.4g} (n={len(v)})" for (s, i), v in cells.items())
+    return f"mean test {metric} per cell: {shown}"
 
 
 def _analyse(config: StudyConfig, root: Path, tracking_uri: str, cpus: float) -> dict[str, Any] | None:

@@ -153,7 +153,7 @@ class Progress:
 
         self.callback = _Callback()
         self.n, self.metric, self.higher = n_trials, metric, higher
-        self.finished, self.failed, self.running = already_done, 0, set()
+        self.finished, self.failed, self.running = already_done, 0, set()  # earlier runs' trials count as done
         self.best: dict[tuple, float] = {}
         self.started = time.time()
         self.timed = 0

@@ -76,3 +76,13 @@ def test_weight_search_config_validated():
         load_config(SMOKE, ["sweep.weight_search.low=1.0", "sweep.weight_search.high=0.1"])
     with pytest.raises(ConfigError, match="sweep.weight_search.method: Input should be 'grid' or 'optuna'"):
         load_config(SMOKE, ["sweep.weight_search.method=random"])
+
+
+def test_cell_means_line_counts_finished_trials_only():
+    from raykd.study import cell_means
+
+    rows = [{"status": "finished", "metric": 0.5, "strategy": "forward", "init": "random"},
+            {"status": "finished", "metric": 0.7, "strategy": "forward", "init": "random"},
+            {"status": "diverged", "metric": None, "strategy": "reverse", "init": "random"}]
+    assert cell_means(rows, "accuracy") == "mean test accuracy per cell: forward/random 0.6 (n=2)"
+    assert cell_means(rows[2:], "accuracy") == "no finished trial"
