@@ -186,7 +186,7 @@ def test_rerun_resumes_without_new_runs(study):
             assert after[name].data.metrics == run_.data.metrics
     assert "teacher: test accuracy" in result.stdout  # the cached teacher, not retrained
     assert "[raykd] resuming: 12 of 12 trials already ended" in result.stdout
-    assert "mean test accuracy per cell: forward/random" in result.stdout
+    assert "mean test accuracy per cell: all_to_one/random" in result.stdout
     assert len(list((study["dir"] / "teacher").iterdir())) == 1
 
 
