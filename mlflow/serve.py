@@ -14,8 +14,10 @@ Cluster (k8s/base/mlflow.yaml runs this with no arguments): every setting from t
     MLFLOW_WORKERS                server worker processes (default 2)
     MLFLOW_BASIC_AUTH=1           MLflow's basic-auth app; admin credentials from MLFLOW_AUTH_ADMIN_USERNAME and
                                   MLFLOW_AUTH_ADMIN_PASSWORD (from a Secret), users kept in
-                                  MLFLOW_AUTH_DATABASE_URI (default: sqlite next to the artifacts); clients set
-                                  MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+                                  MLFLOW_AUTH_DATABASE_URI (default: sqlite next to the artifacts), CSRF key
+                                  MLFLOW_FLASK_SERVER_SECRET_KEY (default: a random one; set it when several
+                                  replicas serve); clients set MLFLOW_TRACKING_USERNAME / _PASSWORD. Needs the
+                                  `auth` extra (pip install "raykd[auth]", i.e. mlflow[auth])
 
 Command-line flags override the environment. ``--print`` shows the `mlflow server` command and exits.
 Artifacts are proxied by the server (``--serve-artifacts``), so Ray workers need no storage credentials.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shlex
 import sys
 import tempfile
@@ -58,6 +61,8 @@ def server_command(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[
         user, password = env.get("MLFLOW_AUTH_ADMIN_USERNAME"), env.get("MLFLOW_AUTH_ADMIN_PASSWORD")
         if not user or not password:
             raise SystemExit("error: basic auth needs MLFLOW_AUTH_ADMIN_USERNAME and MLFLOW_AUTH_ADMIN_PASSWORD")
+        if len(password) < 12:  # MLflow 3 refuses to start with a shorter admin password
+            raise SystemExit("error: MLFLOW_AUTH_ADMIN_PASSWORD must be at least 12 characters")
         database = env.get("MLFLOW_AUTH_DATABASE_URI") or f"sqlite:///{Path(artifacts).resolve().parent / 'auth.db'}"
         config = Path(tempfile.mkdtemp(prefix="raykd-mlflow-auth-")) / "basic_auth.ini"
         config.write_text("[mlflow]\ndefault_permission = READ\n"
@@ -65,6 +70,8 @@ def server_command(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[
                           "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
         config.chmod(0o600)
         extra["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
+        if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):  # CSRF key; replicas behind one Service must share it
+            extra["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)
         command += ["--app-name", "basic-auth"]
     return command, extra
 

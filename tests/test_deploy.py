@@ -246,8 +246,11 @@ def test_mlflow_launcher_command_from_environment():
     args.basic_auth = True
     with pytest.raises(SystemExit, match="MLFLOW_AUTH_ADMIN_USERNAME"):
         serve.server_command(args, env)
+    with pytest.raises(SystemExit, match="at least 12 characters"):
+        serve.server_command(args, {**env, "MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "pw"})
     command, extra = serve.server_command(args, {**env, "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-                                                 "MLFLOW_AUTH_ADMIN_PASSWORD": "pw"})
+                                                 "MLFLOW_AUTH_ADMIN_PASSWORD": "twelve-chars-or-more"})
+    assert len(extra["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == 64  # a CSRF key when none is given
     assert command[-2:] == ["--app-name", "basic-auth"]
     ini = Path(extra["MLFLOW_AUTH_CONFIG_PATH"])
     assert "admin_username = admin" in ini.read_text() and oct(ini.stat().st_mode & 0o777) == "0o600"

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -26,32 +27,38 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mlflow-server")
+    yield from serve(tmp_path_factory.mktemp("mlflow-server"))
+
+
+def serve(folder: Path, *flags: str, env: dict | None = None):
+    """Start mlflow/serve.py on a free loopback port, yield once it answers, then stop its process group."""
     port = free_port()
     log = open(folder / "server.log", "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
-                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=folder)
+                             "--port", str(port), "--workers", "1", *flags], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=folder, env={**os.environ, **(env or {})})
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
-        assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
-    else:
-        pytest.fail("the MLflow server did not answer /health in 120 s")
-    yield {"uri": uri, "store": folder / "store", "proc": proc}
-    os.killpg(proc.pid, signal.SIGTERM)  # exactly the process group this test started (server and its workers)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    log.close()
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+            assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
+        else:
+            pytest.fail("the MLflow server did not answer /health in 240 s")
+        yield {"uri": uri, "store": folder / "store", "proc": proc}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # exactly the process group this test started (server and its workers)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
     time.sleep(1)
     with socket.socket() as s:  # nothing listens on the port any more
         assert s.connect_ex(("127.0.0.1", port)) != 0
@@ -108,3 +115,23 @@ def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path):
     assert summary["setup"]["tracking"] == server["uri"]
     assert [t["trial_id"] for t in summary["trials"]] == ["forward-random-w3-s0", "none-random-w0-s0"]
 
+
+
+def test_basic_auth_server_refuses_anonymous_clients(tmp_path, monkeypatch):
+    from raykd import tracking as tr
+
+    credentials = {"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-test-password"}
+    running = serve(tmp_path, "--basic-auth", env=credentials)
+    server = next(running)
+    try:
+        url = server["uri"] + "/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 401
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", credentials["MLFLOW_AUTH_ADMIN_PASSWORD"])
+        tracking = tr.open_study(tmp_path / "study", "auth-check", uuid.uuid4().hex, {"x": 1})
+        assert MlflowClient(server["uri"]).get_run(tracking.parent_run_id).data.params == {"x": "1"}
+    finally:
+        next(running, None)  # teardown: stop the server's process group
