@@ -72,3 +72,5 @@ def test_study_runs_on_an_existing_cluster(cluster, tmp_path):
     assert "[raykd] done: 1 finished, 0 diverged, 0 failed" in result.stdout
     client, runs = runs_by_name(tmp_path / "smoke")
     assert runs["forward-teacher-w3-s0"].data.tags["raykd.status"] == "finished"
+    # the analysis actor ran on that cluster too (a partial report: one strategy, one seed)
+    assert (tmp_path / "smoke" / "report" / "summary.json").is_file() and "== verdict: smoke" in result.stdout

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "studies" / "strategy_grid.py"
 SMOKE = ROOT / "studies" / "configs" / "smoke.yaml"
 ANALYZE = ROOT / "studies" / "analyze.py"
-SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.seeds=[0]", "--set", "distill.train.eval_every=4"]
+SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.seeds=[0]", "--set", "distill.train.eval_every=4",
+         "--set", "analysis.enabled=false"]  # studies that do not look at the report skip the analysis stage
 FULL = ["--set", "distill.train.eval_every=4"]  # the whole smoke grid: 3 strategies x 2 inits x 2 seeds
 
 pytestmark = pytest.mark.slow
@@ -199,11 +200,11 @@ def test_changed_config_is_refused(study):
 
 def test_fresh_starts_over_with_a_changed_config(tmp_path):
     first = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]",
-                "--set", "sweep.seeds=[0]")
+                "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
     assert first.returncode == 0, first.stderr[-2000:]
     uid = (tmp_path / "smoke" / "study.json").read_text()
     changed = ["--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]",
-               "--set", "distill.train.lr=0.002"]
+               "--set", "analysis.enabled=false", "--set", "distill.train.lr=0.002"]
     assert run("--output-dir", str(tmp_path), *changed).returncode == 2
     fresh = run("--output-dir", str(tmp_path), *changed, "--fresh")
     assert fresh.returncode == 0, fresh.stderr[-2000:]
@@ -345,3 +346,5 @@ def test_optuna_weight_search_then_seeds(tmp_path):
         ("forward", best["weight"], 0), ("forward", best["weight"], 1), ("none", 0.0, 0), ("none", 0.0, 1)]
     client, runs = runs_by_name(study_dir)
     assert len([n for n in runs if n.startswith("tune-")]) == 2  # tuning trials are tracked too
+    summary = json.loads((study_dir / "report" / "summary.json").read_text())  # ... but not analysed
+    assert sorted(t["trial_id"] for t in summary["trials"]) == sorted(r["trial_id"] for r in rows)
