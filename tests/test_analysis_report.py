@@ -92,6 +92,9 @@ def test_partial_summary_without_angles_or_tests(tmp_path):
     paths = write_report(summary, tmp_path)
     text = paths["report"].read_text()
     assert "Not testable (see Notes)" in text and "Not measured (see Notes)" in text
+    (tmp_path / "angles_random_encoder.png").write_bytes(b"from an earlier report")
+    write_report(summary, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["metric_by_cell.png"]  # no stale figures
     assert "angles: no checkpoints" in text and "at least two matching strategies" in text
     assert json.loads(paths["summary"].read_text())["verdict"]["strategy_significant"] is None
     assert (tmp_path / "metric_by_cell.png").is_file()

@@ -315,7 +315,9 @@ def write_figures(summary: dict[str, Any], folder: Path) -> dict[str, str]:
 
 
 def write_report(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
-    """summary.json, figures and report.md in `folder`; returns their paths."""
+    """summary.json, figures and report.md in `folder` (figures of an earlier report removed); returns their paths."""
+    for stale in folder.glob("*.png"):
+        stale.unlink()
     paths = {"summary": write_summary(summary, folder)}
     figures = write_figures(summary, folder)
     paths.update({key: folder / name for key, name in figures.items()})
