@@ -13,6 +13,7 @@ whose embeddings are copied) has no direction t_i - s: such pairs are left out a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,7 +159,8 @@ def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
         for stack, layers in per_init.items():
             for k, whens in layers.items():
                 for when, slot in whens.items():
-                    with np.errstate(invalid="ignore"):
+                    with warnings.catch_warnings():  # all-None entries (degenerate pairs) stay None
+                        warnings.simplefilter("ignore", RuntimeWarning)
                         matrix = np.nanmean(np.stack(slot["matrices"]), axis=0) if slot["matrices"] else None
                     whens[when] = {
                         "matrix": None if matrix is None else [[None if np.isnan(v) else round(float(v), 6) for v in r]
