@@ -355,12 +355,19 @@ class StudyConfig(_Strict):
             from raykd.families import FAMILIES
 
             family = FAMILIES.get(self.teacher.model["model_type"])
+            for key in family.depth_keys.values():
+                raw = self.teacher.model.get(key, 1)  # a missing field is reported below
+                if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+                    raise ValueError(f"teacher.model.{key} must be a whole number >= 1, got {raw!r}")
             try:
                 teacher_depths = family.depths(_Attrs(self.teacher.model))
             except AttributeError as missing:
                 raise ValueError(f"teacher.model lacks the depth field {missing.name!r} of {family.name}") from None
             name = family.name
         elif self.teacher.depths:
+            bad = {s: d for s, d in self.teacher.depths.items() if d < 1}
+            if bad:
+                raise ValueError(f"teacher.depths must be >= 1 per stack, got {bad}")
             teacher_depths, name = self.teacher.depths, f"teacher.depths {self.teacher.depths}"
         else:
             return self
@@ -428,7 +435,10 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a mapping")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({str(error).splitlines()[0]})") from None
 
 
 def config_hash(data: Any) -> str:

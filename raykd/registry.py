@@ -42,7 +42,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         try:
             return self._entries[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: not even hashable (a list or mapping from a config)
             raise ValueError(
                 f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}"
             ) from None
@@ -55,7 +55,10 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        try:
+            return name in self._entries
+        except TypeError:
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

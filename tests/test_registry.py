@@ -31,3 +31,11 @@ def test_duplicate_registration_refused():
     reg.add("a", 1)
     with pytest.raises(ValueError, match="already registered"):
         reg.add("a", 2)
+
+
+def test_unhashable_names_get_the_same_clear_error():
+    from raykd.families import FAMILIES
+
+    with pytest.raises(ValueError, match=r"unknown model family \[\]; registered: bart"):
+        FAMILIES.get([])
+    assert [] not in FAMILIES
