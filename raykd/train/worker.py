@@ -19,6 +19,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,14 @@ def train_trial(loop_config: dict[str, Any]) -> None:
     state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best": None, "best_step": None, "evaluated_at": None}
     best_weights: dict[str, torch.Tensor] | None = None
     checkpoint = ray.train.get_checkpoint()
+    discarded = None
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state, best_weights = _restore(Path(folder), student, optimizer, scheduler)
+            restored = _restore(Path(folder), student, optimizer, scheduler)
+        if isinstance(restored, str):  # unreadable: the trial starts over rather than crash the study
+            discarded, checkpoint = restored, None
+        else:
+            state, best_weights = restored
 
     client = run_id = None
     if rank == 0 and loop_config.get("tracking"):
@@ -113,6 +119,8 @@ def train_trial(loop_config: dict[str, Any]) -> None:
             "trial.copied_layers": student_metadata(student).get("copied_layers", {}),
             "teacher.depths_loaded": teacher_depths, "world_size": world, **loop_config.get("versions", {}),
         })
+        if discarded is not None:
+            tr.set_tags(client, run_id, {"raykd.checkpoint_discarded": discarded[:5000]})
         if checkpoint is not None:
             tr.set_tags(client, run_id, {"raykd.resumed_from_step": str(state["step"])})
         else:
@@ -208,13 +216,28 @@ def _save(folder: Path, student, best_weights, optimizer, scheduler, state: dict
 
 
 def _restore(folder: Path, student, optimizer, scheduler):
-    """Load a checkpoint into the freshly built student and optimiser (weights-only loading)."""
+    """Load a checkpoint into the freshly built student and optimiser (weights-only loading).
+
+    Every file is read and checked before anything is applied, so a truncated or corrupt checkpoint
+    leaves the student untouched: it returns the reason (a string, also warned) and the trial starts over.
+    Otherwise it returns (state, best weights).
+    """
+    try:
+        load_file(str(folder / "student" / "model.safetensors"))  # readable and complete
+        optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True)
+        scheduler_state = torch.load(folder / "scheduler.pt", weights_only=True)
+        rng = torch.load(folder / "rng.pt", weights_only=True)["torch"]
+        state = json.loads((folder / "state.json").read_text())
+        best = None
+        if (folder / "best.safetensors").is_file():
+            loaded = load_file(str(folder / "best.safetensors"))
+            best = {k: loaded[k] for k in student.state_dict()}
+    except Exception as error:  # noqa: BLE001 - any unreadable file means the same: do not use this checkpoint
+        reason = f"checkpoint {folder.name} is unreadable ({type(error).__name__}: {str(error)[:300]}); starting over"
+        warnings.warn(reason, stacklevel=2)
+        return reason
     load_model(student, str(folder / "student" / "model.safetensors"), strict=True)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    torch.set_rng_state(torch.load(folder / "rng.pt", weights_only=True)["torch"])
-    best = None
-    if (folder / "best.safetensors").is_file():
-        loaded = load_file(str(folder / "best.safetensors"))
-        best = {k: loaded[k] for k in student.state_dict()}
-    return json.loads((folder / "state.json").read_text()), best
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(scheduler_state)
+    torch.set_rng_state(rng)
+    return state, best
