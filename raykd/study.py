@@ -157,8 +157,7 @@ def _ended_trials(client, tracking, trial_ids: set[str]) -> int:
     """How many of this grid's trials already ended (finished or diverged) in an earlier run of the study."""
     from raykd import tracking as tr
 
-    runs = client.search_runs([tracking.experiment_id], max_results=5000,
-                              filter_string=f"tags.`{tr.STUDY_UID}` = '{tracking.study_uid}' and tags.`{tr.ROLE}` = 'trial'")
+    runs = tr.study_runs(client, tracking.experiment_id, tracking.study_uid, "trial")
     return sum(r.data.tags.get(tr.TRIAL_ID) in trial_ids and r.data.tags.get(tr.STATUS) in ("finished", "diverged")
                for r in runs)
 

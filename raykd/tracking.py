@@ -94,8 +94,18 @@ def child_run(tracking: Tracking, *, role: str, key: str, run_name: str, tags: M
     return run_id
 
 
+def _tag_query(tags: Mapping[str, str]) -> str:
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+
+
+def study_runs(client: MlflowClient, experiment_id: str, study_uid: str, role: str) -> list:
+    """Every run of one role (trial, teacher) of a study."""
+    return client.search_runs([experiment_id], filter_string=_tag_query({STUDY_UID: study_uid, ROLE: role}),
+                              max_results=5000)
+
+
 def find_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> str | None:
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    query = _tag_query(tags)
     runs = client.search_runs([experiment_id], filter_string=query, max_results=2)
     if len(runs) > 1:
         raise TrackingError(f"more than one run has tags {dict(tags)}: {[r.info.run_id for r in runs]}")

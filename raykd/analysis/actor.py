@@ -64,12 +64,9 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
     parent = tr.find_run(client, experiment.experiment_id, {tr.STUDY_UID: uid, tr.ROLE: "study"})
     if parent is None:
         raise AnalysisError(f"experiment {config.name!r} has no parent run of study uid {uid}")
-    runs = client.search_runs([experiment.experiment_id], max_results=5000,
-                              filter_string=f"tags.`{tr.STUDY_UID}` = '{uid}' and tags.`{tr.ROLE}` = 'trial'")
-    teacher_runs = client.search_runs([experiment.experiment_id], max_results=10,
-                                      filter_string=f"tags.`{tr.STUDY_UID}` = '{uid}' and tags.`{tr.ROLE}` = 'teacher'")
+    runs = tr.study_runs(client, experiment.experiment_id, uid, "trial")
     teacher = {}
-    for run in teacher_runs:
+    for run in tr.study_runs(client, experiment.experiment_id, uid, "teacher"):
         teacher.update({k.removeprefix("teacher.").replace(".", "/", 1): v for k, v in run.data.metrics.items()
                         if k.startswith("teacher.")})
     trials = []
