@@ -98,3 +98,8 @@ def test_partial_summary_without_angles_or_tests(tmp_path):
     assert "angles: no checkpoints" in text and "at least two matching strategies" in text
     assert json.loads(paths["summary"].read_text())["verdict"]["strategy_significant"] is None
     assert (tmp_path / "metric_by_cell.png").is_file()
+
+
+def test_verdict_block_shows_a_zero_f_as_zero(summary):
+    summary["strategy_test"]["strategy"] = {**summary["strategy_test"]["strategy"], "F": 0.0, "partial_eta2": 0.0}
+    assert "F=0, " in verdict_block(summary) and "partial eta2=0.000" in verdict_block(summary)

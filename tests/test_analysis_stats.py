@@ -200,3 +200,14 @@ def test_result_is_json_ready():
     out = analyze_trials(make_trials())
     text = json.dumps(out, allow_nan=False)
     assert math.isfinite(json.loads(text)["strategy_test"]["strategy"]["F"])
+
+
+def test_angles_use_the_weight_the_tests_chose():
+    from raykd.analysis.actor import with_chosen_weights
+
+    rows = make_trials(strategies=("forward", "none"))
+    extra = [{**r, "weight": 1.0, "best_validation": r["best_validation"] + 0.01} for r in rows if r["strategy"] != "none"]
+    chosen = analyze_trials(rows + extra)["chosen_weights"]
+    kept = with_chosen_weights(rows + extra, chosen)
+    assert {t["weight"] for t in kept if t["strategy"] == "forward"} == {1.0}
+    assert len([t for t in kept if t["strategy"] == "none"]) == 6  # single-weight cells untouched

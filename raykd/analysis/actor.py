@@ -85,6 +85,12 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
     return {"client": client, "parent_run_id": parent, "teacher": teacher, "trials": trials}
 
 
+def with_chosen_weights(trials: list[dict], chosen: dict[str, float]) -> list[dict]:
+    """The trials of the weight the tests used in each cell (`stats.select_weights`; all when one weight)."""
+    weight_of = {tuple(cell.split("/")): w for cell, w in chosen.items()}
+    return [t for t in trials if weight_of.get((t["strategy"], t["init"]), t["weight"]) == t["weight"]]
+
+
 def latest_checkpoint(root: Path, trial_id: str) -> Path | None:
     """The newest complete checkpoint of a trial's Ray Train run, or None."""
     folder = root / "ray" / "train" / trial_id
@@ -208,7 +214,8 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
                            margin=analysis.margin_points / scale, alpha=analysis.alpha)
     angle_notes: list[str] = []
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    angles, _ = measure_angles(root, config, trials, device=device, notes=angle_notes)
+    angles, _ = measure_angles(root, config, with_chosen_weights(trials, stats["chosen_weights"]), device=device,
+                               notes=angle_notes)
     setup = {
         "task": f"{config.task.type} ({metric})",
         "teacher": f"{config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}",

@@ -67,6 +67,10 @@ def _ci(ci: list[float] | None, scale: float) -> str:
     return "n/a" if ci is None else f"[{ci[0] * scale:+.2f}, {ci[1] * scale:+.2f}]"
 
 
+def _num(value: float | None, spec: str = ".3g") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _p(p: float | None) -> str:
     return "n/a" if p is None else (f"{p:.3g}" if p >= 1e-4 else "<1e-4")
 
@@ -82,8 +86,8 @@ def verdict_block(summary: dict[str, Any]) -> str:
         lines.append(f"teacher: {_pts(teacher, scale, signed=False)}")
     effect = summary["strategy_test"].get("strategy")
     if effect:
-        lines.append(f"strategy factor ({summary['strategy_test']['formula']}): F={effect['F'] or float('nan'):.3g}, "
-                     f"p={_p(effect['p'])}, partial eta2={effect['partial_eta2'] or 0:.3f}")
+        lines.append(f"strategy factor ({summary['strategy_test']['formula']}): F={_num(effect['F'])}, "
+                     f"p={_p(effect['p'])}, partial eta2={_num(effect['partial_eta2'], '.3f')}")
     eq = summary["equivalence"]
     for init, per in eq["by_init"].items():
         shown = ", ".join(f"{s} {_pts(e['diff'], scale)} {_ci(e['ci90'], scale)} "
@@ -143,9 +147,7 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
         for term in ("strategy", "init", "interaction"):
             e = test.get(term)
             if e:
-                f_value = "n/a" if e["F"] is None else f"{e['F']:.3g}"
-                eta = "n/a" if e["partial_eta2"] is None else f"{e['partial_eta2']:.3f}"
-                out.append(f"| {term} | {f_value} | {e['df']} | {_p(e['p'])} | {eta} |")
+                out.append(f"| {term} | {_num(e['F'])} | {e['df']} | {_p(e['p'])} | {_num(e['partial_eta2'], '.3f')} |")
     else:
         out.append("Not testable (see Notes).")
     out += ["", "Non-parametric check per init:", ""]
