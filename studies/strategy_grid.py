@@ -2,7 +2,7 @@
 
     python studies/strategy_grid.py                                  # the embedded default study
     python studies/strategy_grid.py --config studies/configs/smoke.yaml --output-dir /tmp/raykd
-    RAY_ADDRESS=ray://head:10001 python studies/strategy_grid.py --config ...   # on a Ray cluster
+    RAY_ADDRESS=head:6379 python studies/strategy_grid.py --config ...          # on a Ray cluster
     MLFLOW_TRACKING_URI=http://mlflow:5000 python studies/strategy_grid.py ...  # to a tracking server
 
 Re-running the same command resumes the study; --fresh starts it over. Exit code 2: bad input.
