@@ -152,6 +152,7 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(default=1.0, gt=0)
     eval_every: int | None = Field(default=None, ge=1)  # steps between validations (None: every epoch end)
     log_every: int = Field(default=10, ge=1)  # steps between logged metrics
+    group_by_length: bool = False  # batches of similar lengths (less padding), randomised per epoch
 
 
 class TeacherConfig(_Strict):
@@ -288,6 +289,15 @@ class SweepConfig(_Strict):
         return _unique(value)
 
 
+class TeacherCacheConfig(_Strict):
+    """The shared teacher cache (raykd.train.teacher_cache): the teacher's outputs on the training split,
+    computed once per study; trials read them instead of running the teacher."""
+
+    enabled: bool = True
+    dtype: Literal["fp16", "bf16"] = "fp16"
+    budget_gb: float = Field(default=4.0, ge=0)  # larger caches fall back to live teacher forwards
+
+
 class ComputeConfig(_Strict):
     """Resources of one trial (a Ray Train run) and of the study."""
 
@@ -298,6 +308,10 @@ class ComputeConfig(_Strict):
     teacher_cpus: float | None = Field(default=None, gt=0)  # teacher stage; None: the cluster's CPUs, at most 8
     max_failures: int = Field(default=1, ge=0)  # worker-group restarts from the last checkpoint
     trial_retries: int = Field(default=0, ge=0)  # Tune-level retries of a failed trial
+    # Mixed precision of student steps, evaluation and the teacher stage (weights stay fp32). auto: bf16
+    # where the device computes it natively (Ampere+ GPUs; CPUs with AVX512-BF16 or AMX), else fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    teacher_cache: TeacherCacheConfig = Field(default_factory=lambda: TeacherCacheConfig())
 
     @model_validator(mode="after")
     def _gpu_fraction(self) -> ComputeConfig:

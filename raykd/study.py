@@ -123,7 +123,8 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     tr.log_metrics(client, tracking.parent_run_id, {f"teacher/{k}": v for k, v in teacher_metrics.items()}, 0,
                    int(time.time() * 1000))
 
-    study_ctx = {"config": config.model_dump(mode="json"), "teacher_dir": str(t_dir),
+    cache = _teacher_cache(config, t_dir, teacher_cpus, teacher_gpus, client, tracking.parent_run_id)
+    study_ctx = {"config": config.model_dump(mode="json"), "teacher_dir": str(t_dir), "teacher_cache": cache,
                  "train_storage": str(root / "ray" / "train"), "study_dir": str(root),
                  "tracking": asdict(tracking), "versions": versions()}
     higher = True
@@ -151,6 +152,25 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     tr.finish(client, tracking.parent_run_id, "finished")
     return {"root": root, "tracking_uri": tracking.uri, "teacher": teacher_metrics, "metric": metric,
             "rows": rows, "counts": counts, "results": paths, "report": report}
+
+
+def _teacher_cache(config: StudyConfig, t_dir: Path, cpus: float, gpus: int, client, parent_run_id: str) -> str | None:
+    """Stage 1b: the shared teacher cache (or None: trials run the teacher live)."""
+    import ray
+
+    from raykd import tracking as tr
+    from raykd.train.teacher import prepare_cache
+
+    if not config.compute.teacher_cache.enabled:
+        print("[raykd] teacher cache: off (compute.teacher_cache.enabled); trials run the teacher live", flush=True)
+        return None
+    started = time.time()
+    stage = ray.remote(num_cpus=cpus, num_gpus=gpus)(prepare_cache)
+    out = ray.get(stage.remote(config, str(t_dir), trial_grid(config)))
+    where = out["path"] or "not built"
+    print(f"[raykd] teacher cache: {out['plan']}; {out['reason']} ({time.time() - started:.0f} s) -> {where}", flush=True)
+    tr.set_tags(client, parent_run_id, {"raykd.teacher_cache": out["path"] or f"live: {out['reason']}"[:5000]})
+    return out["path"]
 
 
 def _ended_trials(client, tracking, trial_ids: set[str]) -> int:

@@ -74,8 +74,14 @@ class Task:
         return collate
 
     def dataloader(self, dataset: datasets.Dataset, tokenizer, *, batch_size: int, shuffle: bool = False,
-                   seed: int = 0) -> DataLoader:
+                   seed: int = 0, group_by_length: bool = False) -> DataLoader:
         generator = torch.Generator().manual_seed(seed) if shuffle else None
+        if group_by_length:  # similar lengths per batch (less padding), still randomised
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            sampler = LengthGroupedSampler(batch_size, lengths=[len(ids) for ids in dataset["input_ids"]],
+                                           generator=generator)
+            return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collator(tokenizer))
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=self.collator(tokenizer))
 

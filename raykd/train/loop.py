@@ -7,10 +7,12 @@ student is trained on w_ce*CE + w_kd*KD + w_hidden*hidden over the pairs of the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ from torch import nn
 from raykd.families import Family, family_of
 from raykd.losses import LossConfig, get_projections, hidden_loss, prediction_kd, total_loss
 from raykd.strategies import LayerMap
+from raykd.train.teacher_cache import CachedTeacher, model_inputs
 
 LayerMaps = Mapping[str, LayerMap]
 LayerMapsFn = Callable[[int], LayerMaps]  # epoch -> layer maps (RAIL re-draws them every epoch)
@@ -75,13 +78,12 @@ def distill_loss(
     need_teacher = loss.kd > 0 or (loss.hidden > 0 and has_pairs)
     if need_teacher and teacher is None:
         raise ValueError("this loss needs a teacher (kd > 0, or hidden > 0 with layer pairs), got teacher=None")
-    student_out, student_states = family.forward(student, batch, final_norm=final_norm)
+    student_out, student_states = family.forward(student, model_inputs(batch), final_norm=final_norm)
     zero = student_out.logits.new_zeros((), dtype=torch.float32)
     ce = student_out.loss if student_out.loss is not None else zero
     kd, hidden, per_stack = zero, zero, {}
     if need_teacher:
-        with torch.no_grad():
-            teacher_out, teacher_states = family.forward(teacher, batch, final_norm=final_norm)
+        teacher_out, teacher_states = teacher_outputs(teacher, batch, family, final_norm)
         if loss.kd > 0:
             kd = prediction_kd(
                 student_out.logits,
@@ -105,6 +107,46 @@ def distill_loss(
     return terms
 
 
+@torch.no_grad()
+def teacher_outputs(teacher, batch: Batch, family: Family, final_norm: str = "as_returned"):
+    """(outputs, hidden stacks) of the frozen teacher: a live forward, or a lookup in a `CachedTeacher`."""
+    if isinstance(teacher, CachedTeacher):
+        return teacher.outputs(batch)
+    return family.forward(teacher, model_inputs(batch), final_norm=final_norm)
+
+
+def native_bf16(device: torch.device | str | None = None) -> bool:
+    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or an x86 CPU with
+    AVX512-BF16 or AMX (elsewhere CPU bf16 is emulated and slower than fp32)."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(setting: str, device: torch.device | str | None = None) -> str:
+    """``auto`` -> ``bf16`` where the device computes it natively, else ``fp32``; others as given."""
+    if setting not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {setting!r}")
+    if setting == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return setting
+
+
+def autocast(precision: str, device: torch.device | str | None):
+    """The autocast context of a precision (``fp32``: none). Weights and optimiser state stay fp32."""
+    device_type = torch.device(device or "cpu").type
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
 def distill_steps(
     teacher: nn.Module | None,
     student: nn.Module,
@@ -118,6 +160,7 @@ def distill_steps(
     grad_clip: float | None = 1.0,
     final_norm: str = "as_returned",
     device: torch.device | str | None = None,
+    precision: str = "fp32",
 ) -> Iterator[StepResult]:
     """Train `student` over `batches` (one epoch), yielding a `StepResult` after every step.
 
@@ -125,7 +168,7 @@ def distill_steps(
     caller can stop the run as diverged with the last good weights intact.
     """
     family = family_of(unwrap(student))
-    if teacher is not None:
+    if isinstance(teacher, nn.Module):
         teacher.eval()
         teacher.requires_grad_(False)
     student.train()
@@ -135,7 +178,8 @@ def distill_steps(
         if device is not None:
             batch = {k: v.to(device) for k, v in batch.items()}
         optimizer.zero_grad(set_to_none=True)
-        terms = distill_loss(teacher, student, batch, layer_maps, loss, final_norm=final_norm, family=family)
+        with autocast(precision, device):
+            terms = distill_loss(teacher, student, batch, layer_maps, loss, final_norm=final_norm, family=family)
         total = terms["total"]
         finite = bool(torch.isfinite(total))
         if finite:
@@ -171,6 +215,7 @@ def distill(
     eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
     eval_every: int | None = None,
     on_step: Callable[[StepResult], None] | None = None,
+    precision: str = "fp32",
 ) -> DistillResult:
     """Run distillation for `epochs` (or `max_steps`); evaluate with `eval_fn` every `eval_every`
     steps and at the end. `layer_maps` may be a function of the epoch (RAIL). Stops at the first
@@ -189,7 +234,7 @@ def distill(
         maps = layer_maps(epoch) if callable(layer_maps) else layer_maps
         for step in distill_steps(
             teacher, student, batches, optimizer, layer_maps=maps, loss=loss, epoch=epoch,
-            scheduler=scheduler, grad_clip=grad_clip, final_norm=final_norm, device=device,
+            scheduler=scheduler, grad_clip=grad_clip, final_norm=final_norm, device=device, precision=precision,
         ):
             if on_step is not None:
                 on_step(step)

@@ -19,15 +19,16 @@ from typing import Any
 import torch
 
 from raykd.config import StudyConfig, config_hash
-from raykd.families import family_of
+from raykd.families import FAMILIES, family_of
 from raykd.models import load_teacher
 from raykd.tasks import build_task
-from raykd.train.loop import finetune
+from raykd.train.loop import autocast, finetune, resolve_precision
 from raykd.train.optim import make_optimizer, total_steps
 
 
 def teacher_key(config: StudyConfig) -> str:
-    return config_hash({"task": config.task.model_dump(mode="json"), "teacher": config.teacher.model_dump(mode="json")})
+    return config_hash({"task": config.task.model_dump(mode="json"), "teacher": config.teacher.model_dump(mode="json"),
+                        "precision": config.compute.precision})
 
 
 def teacher_dir(study_dir: Path, config: StudyConfig) -> Path:
@@ -66,9 +67,11 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
     started = time.time()
     train = config.teacher.train
     steps = 0
+    precision = resolve_precision(config.compute.precision, device)
     if not config.teacher.finetuned:
         torch.manual_seed(0)
-        loader = task.dataloader(data["train"], tokenizer, batch_size=train.batch_size, shuffle=True, seed=0)
+        loader = task.dataloader(data["train"], tokenizer, batch_size=train.batch_size, shuffle=True, seed=0,
+                                 group_by_length=train.group_by_length)
         steps = total_steps(train, len(loader))
         optimizer, scheduler = make_optimizer(model.parameters(), train, steps)
 
@@ -78,11 +81,12 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
                                step.step + step.epoch * len(loader), int(time.time() * 1000))
 
         result = finetune(model, loader, optimizer, scheduler=scheduler, epochs=math.ceil(train.epochs),
-                          max_steps=steps, grad_clip=train.grad_clip, device=device, on_step=log)
+                          max_steps=steps, grad_clip=train.grad_clip, device=device, on_step=log, precision=precision)
         if result.status != "finished":
             raise RuntimeError(f"teacher fine-tuning {result.status} after {result.steps} steps")
-    metrics = {f"validation/{k}": v for k, v in task.evaluate(model, tokenizer, data["validation"]).items()}
-    metrics.update({f"test/{k}": v for k, v in task.evaluate(model, tokenizer, data["test"]).items()})
+    with autocast(precision, device):
+        metrics = {f"validation/{k}": v for k, v in task.evaluate(model, tokenizer, data["validation"]).items()}
+        metrics.update({f"test/{k}": v for k, v in task.evaluate(model, tokenizer, data["test"]).items()})
     info = {
         **task.info,
         "family": family.name,
@@ -90,6 +94,7 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
         "width": family.width(model.config),
         "metric": task.metric,
         "train_steps": steps,
+        "precision": precision,
         "seconds": round(time.time() - started, 1),
     }
     tmp = directory.with_name(directory.name + ".tmp")
@@ -117,3 +122,67 @@ def _assigned_cpus() -> int:
     except Exception:  # not inside a Ray task
         pass
     return torch.get_num_threads()
+
+
+def prepare_cache(config: StudyConfig, directory: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stage 1b: size the shared teacher cache for `trials`, and build it when it fits the budget.
+
+    Returns ``{"path": folder or None, "plan": description, "reason": why not built}``. A cache that
+    is already built is reused; one over ``compute.teacher_cache.budget_gb`` is not built (trials then
+    run the teacher live).
+    """
+    import datasets
+    from transformers import AutoTokenizer
+
+    from raykd.models import auto_class
+    from raykd.strategies import is_per_epoch
+    from raykd.train import teacher_cache as tc
+    from raykd.train.worker import trial_layer_maps
+
+    settings = config.compute.teacher_cache
+    directory = Path(directory)
+    info = json.loads((directory / "info.json").read_text())
+    task = build_task(config.task)
+    task.restore(info)
+    depths = info["depths"]
+    student_depths = _student_depths(config, depths)
+    epochs = math.ceil(config.distill.train.epochs)
+    maps = [trial_layer_maps(config, trial, student_depths, depths, _kind(info), epoch)
+            for trial in trials
+            for epoch in range(epochs if is_per_epoch(trial["strategy"]) else 1)]
+    layers = tc.needed_layers(maps)
+    logits = config.distill.loss.kd > 0
+    if not layers and not logits:
+        return {"path": None, "plan": "nothing to cache", "reason": "no trial reads the teacher"}
+    data = datasets.load_from_disk(str(directory / "data"))["train"]
+    tokenizer = AutoTokenizer.from_pretrained(directory / "model")
+    collate = task.collator(tokenizer)
+    family = FAMILIES.get(info["family"])
+    sequence_level = config.task.type == "classification"
+    model = auto_class(task).from_pretrained(directory / "model").eval()
+    logit_width = len(info["label_names"]) if sequence_level else int(model.get_output_embeddings().weight.shape[0])
+    cache_plan = tc.plan(family, data, collate, layers, width=info["width"], logits=logits, logit_width=logit_width,
+                         sequence_level=sequence_level, dtype=settings.dtype, final_norm=config.distill.final_norm)
+    folder = directory / "cache" / cache_plan.key(teacher_key(config))
+    described = cache_plan.describe()
+    if (folder / "index.json").is_file():
+        return {"path": str(folder), "plan": described, "reason": "reused"}
+    if cache_plan.bytes > settings.budget_gb * 2**30:
+        return {"path": None, "plan": described,
+                "reason": f"over compute.teacher_cache.budget_gb ({settings.budget_gb:g} GiB): trials run the teacher live"}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(_assigned_cpus())
+    model.to(device)
+    started = time.time()
+    tc.build(model, family, data, collate, cache_plan, folder, device=device,
+             fingerprint=getattr(data, "_fingerprint", ""))
+    return {"path": str(folder), "plan": described, "reason": f"built in {time.time() - started:.0f} s"}
+
+
+def _kind(info: dict[str, Any]) -> str:
+    return FAMILIES.get(info["family"]).kind
+
+
+def _student_depths(config: StudyConfig, teacher_depths: dict[str, int]) -> dict[str, int]:
+    depth = config.student.depth
+    return dict(depth) if isinstance(depth, dict) else {stack: depth for stack in teacher_depths}

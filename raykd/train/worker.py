@@ -27,6 +27,7 @@ import datasets
 import torch
 from safetensors.torch import load_file, load_model, save_file
 from torch.utils.data import DataLoader, DistributedSampler
+from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 
 from raykd import tracking as tr
 from raykd.config import StudyConfig, flatten
@@ -36,7 +37,8 @@ from raykd.models import auto_class
 from raykd.strategies import is_per_epoch, layer_maps
 from raykd.student import build_student, save_student, student_metadata
 from raykd.tasks import build_task
-from raykd.train.loop import distill_steps, unwrap
+from raykd.train.loop import autocast, distill_steps, resolve_precision, unwrap
+from raykd.train.teacher_cache import INDEX, CachedTeacher, with_index
 from raykd.train.optim import make_optimizer, total_steps
 
 # Test-only fault injection: "<trial_id>:<step>" makes rank 0's process die at that step, once per
@@ -90,9 +92,19 @@ def train_trial(loop_config: dict[str, Any]) -> None:
     model = student if world == 1 else ray.train.torch.prepare_model(
         student, parallel_strategy_kwargs={"find_unused_parameters": True})
 
-    sampler = DistributedSampler(data["train"], num_replicas=world, rank=rank, shuffle=True, seed=trial["seed"])
-    loader = DataLoader(data["train"], batch_size=max(1, train.batch_size // world), sampler=sampler,
-                        collate_fn=task.collator(tokenizer))
+    precision = resolve_precision(config.compute.precision, device)
+    cached = _cached_teacher(loop_config.get("teacher_cache"), family, teacher_depths, maps_by_epoch, config, trial)
+    train_data, collate = data["train"], task.collator(tokenizer)
+    if cached is not None:  # trials read the teacher's outputs by example index instead of running it
+        teacher = cached
+        train_data = train_data.add_column(INDEX, list(range(len(train_data))))
+        collate = with_index(collate)
+    if train.group_by_length:
+        sampler = DistributedLengthGroupedSampler(train.batch_size, num_replicas=world, rank=rank, seed=trial["seed"],
+                                                  lengths=[len(ids) for ids in train_data["input_ids"]])
+    else:
+        sampler = DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True, seed=trial["seed"])
+    loader = DataLoader(train_data, batch_size=max(1, train.batch_size // world), sampler=sampler, collate_fn=collate)
     steps = total_steps(train, len(loader))
     optimizer, scheduler = make_optimizer(model.parameters(), train, steps)
     loss = LossConfig(hidden=trial["weight"], **config.distill.loss.model_dump())
@@ -118,6 +130,7 @@ def train_trial(loop_config: dict[str, Any]) -> None:
             "trial.weight": trial["weight"], "trial.seed": trial["seed"], "trial.layer_map": maps0,
             "trial.copied_layers": student_metadata(student).get("copied_layers", {}),
             "teacher.depths_loaded": teacher_depths, "world_size": world, **loop_config.get("versions", {}),
+            "trial.precision": precision, "trial.teacher": "cache" if cached is not None else "live",
         })
         if discarded is not None:
             tr.set_tags(client, run_id, {"raykd.checkpoint_discarded": discarded[:5000]})
@@ -141,14 +154,16 @@ def train_trial(loop_config: dict[str, Any]) -> None:
         report = {"epoch": state["epoch"], "step": state["step"], "status": status}
         if status != "diverged" and state["evaluated_at"] != state["step"]:
             state["evaluated_at"] = state["step"]
-            scores = task.evaluate(unwrap(model), tokenizer, data["validation"], device=device)
+            with autocast(precision, device):
+                scores = task.evaluate(unwrap(model), tokenizer, data["validation"], device=device)
             report.update({f"validation/{k}": v for k, v in scores.items()})
             if better(scores[metric]):
                 state["best"], state["best_step"] = scores[metric], state["step"]
                 best_weights = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
         if final and status == "finished" and best_weights is not None:
             unwrap(model).load_state_dict(best_weights)
-            scores = task.evaluate(unwrap(model), tokenizer, data["test"], device=device)
+            with autocast(precision, device):
+                scores = task.evaluate(unwrap(model), tokenizer, data["test"], device=device)
             report.update({f"test/{k}": v for k, v in scores.items()})
         report.update({"best_validation": state["best"], "best_step": state["best_step"], "final": final})
         if client is not None:
@@ -168,7 +183,7 @@ def train_trial(loop_config: dict[str, Any]) -> None:
         remaining = itertools.islice(loader, state["step_in_epoch"], None)
         for result in distill_steps(teacher, model, remaining, optimizer, layer_maps=maps, loss=loss, epoch=epoch,
                                     scheduler=scheduler, grad_clip=train.grad_clip,
-                                    final_norm=config.distill.final_norm, device=device):
+                                    final_norm=config.distill.final_norm, device=device, precision=precision):
             if rank == 0 and fail_at == f"{trial['trial_id']}:{state['step']}" and not fault_marker.exists():
                 fault_marker.parent.mkdir(parents=True, exist_ok=True)
                 fault_marker.touch()
@@ -197,6 +212,19 @@ def train_trial(loop_config: dict[str, Any]) -> None:
             break
         validate_and_report()
     validate_and_report(final=True, status="finished")
+
+
+def _cached_teacher(folder, family, teacher_depths, maps_by_epoch, config: StudyConfig, trial) -> CachedTeacher | None:
+    """The study's teacher cache when it holds everything this trial reads from the teacher, else None."""
+    if not folder:
+        return None
+    cache = CachedTeacher(folder, family, teacher_depths)
+    need_logits = config.distill.loss.kd > 0
+    if all(cache.covers(maps if trial["weight"] > 0 else {}, need_logits) for maps in maps_by_epoch.values()):
+        return cache
+    warnings.warn(f"teacher cache {folder} lacks layers or logits trial {trial['trial_id']} needs; "
+                  "running the teacher live", stacklevel=2)
+    return None
 
 
 def _tokenizer(teacher_path: Path):

@@ -1,0 +1,76 @@
+"""Benchmark 5: the embedded default study end to end (teacher + cache + 30 trials + analysis).
+
+    python benchmarks/default_study.py [--output-dir /tmp/raykd-bench] [--set key=value ...]
+
+Runs ``studies/strategy_grid.py --fresh`` as a child process, samples the PSS of its whole process tree
+(driver, Ray's GCS and raylet, every worker) once a second, and writes ``results/default_study.json``:
+wall time, peak memory, the time of each stage (from the study's own ``[raykd]`` lines) and the
+per-cell results. Targets (issue 7): <= 20 min wall, <= 8 GB peak on a 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procmem import run_sampled  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="/tmp/raykd-bench-default")
+    parser.add_argument("--set", action="append", default=[], help="config override, passed to the study")
+    parser.add_argument("--out", default=str(HERE / "results" / "default_study.json"))
+    args = parser.parse_args()
+    cmd = [sys.executable, str(HERE.parent / "studies" / "strategy_grid.py"), "--fresh", "--output-dir", args.output_dir]
+    for item in args.set:
+        cmd += ["--set", item]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = run_sampled(cmd, env=env)
+    stamps = {}
+    for seconds, line in run.lines:
+        for key, pattern in (("teacher_done", r"^\[raykd\] teacher: "), ("cache_done", r"^\[raykd\] teacher cache: "),
+                             ("sweep_start", r"^\[raykd\] sweep: "), ("sweep_done", r"^\[raykd\] mean test"),
+                             ("analysis_done", r"^\[raykd\] analysis: ")):
+            if re.match(pattern, line) and key not in stamps:
+                stamps[key] = round(seconds, 1)
+    text = "\n".join(line for _, line in run.lines)
+    cache = re.search(r"^\[raykd\] teacher cache: (.*)$", text, re.M)
+    result = {
+        "benchmark": "default_study",
+        "command": " ".join(["python", "benchmarks/default_study.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "returncode": run.returncode,
+        "wall_s": round(run.seconds, 1),
+        "peak_pss_gb": round(run.peak_pss_bytes / 1e9, 2),
+        "peak_processes": run.peak_processes,
+        "stages_s": stamps,
+        "teacher_cache": cache.group(1) if cache else None,
+        "cell_means": next((line for _, line in run.lines if line.startswith("[raykd] mean test")), None),
+        "done": next((line for _, line in run.lines if line.startswith("[raykd] done:")), None),
+        "targets": {"wall_s": 1200, "peak_pss_gb": 8.0},
+    }
+    result["met"] = {"wall": result["wall_s"] <= 1200, "memory": result["peak_pss_gb"] <= 8.0}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("wall_s", "peak_pss_gb", "stages_s", "met")}, indent=2))
+    sys.exit(run.returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The shared teacher cache: the frozen teacher's outputs on the training split, computed once per study.
+
+Every trial of a study feeds the same frozen, eval-mode (so deterministic) teacher the same training
+examples. The cache stores what trials read from it: the logits when a KD term needs them, and the
+union of teacher layers that any trial's layer map uses, at the valid positions only (the positions the
+hidden loss and the KD mask count, no padding). Trials then look examples up by index instead of running
+the teacher, so the lookup is correct under any shuffling, length grouping, DDP sharding or resume.
+
+Layout of ``<teacher dir>/cache/<key>/`` (key: teacher stage + layers + dtype + final-norm mode):
+``index.json`` (facts, written last), per stack ``<stack>.bin`` (``[tokens, layers, width]`` memmap) and
+``<stack>.offsets.npy``; ``logits.bin`` + ``logits.offsets.npy`` (one row per example for sequence-level
+logits, one per predicted position for token-level ones). Stored in fp16 by default (bf16 optional);
+built in a temporary folder and renamed, so a killed build leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from raykd.config import config_hash
+from raykd.families import Family
+
+INDEX = "raykd_index"  # the batch key that carries each example's row in the training split
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_NUMPY = {"fp16": np.float16, "bf16": np.uint16}  # numpy has no bfloat16: stored as its bits
+
+
+def with_index(collate):
+    """Wrap a collator so batches also carry ``raykd_index`` (examples need an ``raykd_index`` column)."""
+
+    def collate_indexed(features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = collate(features)
+        batch[INDEX] = torch.tensor([int(f[INDEX]) for f in features], dtype=torch.long)
+        return batch
+
+    return collate_indexed
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch without the cache's index column (what a model's forward takes)."""
+    return {k: v for k, v in batch.items() if k != INDEX}
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """What a study's cache would hold and how big it would be."""
+
+    layers: dict[str, list[int]]  # stack -> teacher layer indices (0 = embeddings)
+    logits: bool
+    dtype: str
+    final_norm: str
+    examples: int
+    tokens: dict[str, int]  # stack -> valid positions over the training split
+    width: int
+    logit_rows: int
+    logit_width: int
+    sequence_level: bool  # one logits row per example (classification), else one per predicted position
+
+    @property
+    def bytes(self) -> int:
+        item = 2
+        hidden = sum(self.tokens[s] * len(ls) * self.width * item for s, ls in self.layers.items())
+        return hidden + (self.logit_rows * self.logit_width * item if self.logits else 0)
+
+    def describe(self) -> str:
+        layers = ", ".join(f"{s} {ls}" for s, ls in self.layers.items()) or "none"
+        logits = f" + logits ({self.logit_rows} rows x {self.logit_width})" if self.logits else ""
+        return (f"{self.examples} examples, teacher layers {layers} at width {self.width}{logits}, "
+                f"{self.dtype}: {self.bytes / 2**20:,.0f} MiB")
+
+    def key(self, teacher_key: str) -> str:
+        return config_hash({"teacher": teacher_key, "layers": self.layers, "logits": self.logits, "width": self.width,
+                            "dtype": self.dtype, "final_norm": self.final_norm})
+
+
+def needed_layers(maps: Iterable[Mapping[str, list]]) -> dict[str, list[int]]:
+    """The union of teacher layers over layer maps (``{stack: [(s, t), ...]}``)."""
+    out: dict[str, set[int]] = {}
+    for layer_map in maps:
+        for stack, pairs in layer_map.items():
+            out.setdefault(stack, set()).update(int(t) for _, t in pairs)
+    return {stack: sorted(ts) for stack, ts in out.items() if ts}
+
+
+def plan(family: Family, data, collate, layers: dict[str, list[int]], *, width: int, logits: bool, logit_width: int,
+         sequence_level: bool, dtype: str, final_norm: str, batch_size: int = 64) -> CachePlan:
+    """Count the valid positions of the training split (tokenized, no model run) to size the cache."""
+    if dtype not in DTYPES:
+        raise ValueError(f"teacher cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    tokens = {stack: 0 for stack in layers}
+    logit_rows = 0
+    for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
+        masks = family.hidden_masks(batch)
+        for stack in layers:
+            tokens[stack] += int(masks[stack].sum())
+        if logits:
+            mask = _logit_mask(family, batch, sequence_level)
+            logit_rows += int(batch["input_ids"].shape[0]) if mask is None else int(mask.sum())
+    return CachePlan(layers=layers, logits=logits, dtype=dtype, final_norm=final_norm, examples=len(data),
+                     tokens=tokens, width=width, logit_rows=logit_rows, logit_width=logit_width,
+                     sequence_level=sequence_level)
+
+
+def _logit_mask(family: Family, batch, sequence_level: bool) -> torch.Tensor | None:
+    """Token-level tasks: the positions whose predictions KD counts; None for sequence-level logits."""
+    if sequence_level:
+        return None
+    ids = batch["labels"] if family.kind == "encoder_decoder" else batch["input_ids"]
+    return family.prediction_mask(batch, ids.new_empty(*ids.shape, 1))
+
+
+@torch.no_grad()
+def build(teacher, family: Family, data, collate, cache_plan: CachePlan, folder: Path, *,
+          device="cpu", batch_size: int = 64, fingerprint: str = "") -> Path:
+    """Run the teacher once over `data` (in order) and write the cache into `folder` (atomic rename)."""
+    from raykd.train.loop import teacher_outputs
+
+    if (folder / "index.json").is_file():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np_dtype, torch_dtype = _NUMPY[cache_plan.dtype], DTYPES[cache_plan.dtype]
+    width = cache_plan.width
+    stores = {stack: np.lib.format.open_memmap(tmp / f"{stack}.npy", mode="w+", dtype=np_dtype,
+                                               shape=(cache_plan.tokens[stack], len(ls), width))
+              for stack, ls in cache_plan.layers.items()}
+    offsets = {stack: np.zeros(len(data) + 1, dtype=np.int64) for stack in stores}
+    logit_store = logit_offsets = None
+    if cache_plan.logits:
+        logit_store = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np_dtype,
+                                                shape=(cache_plan.logit_rows, cache_plan.logit_width))
+        logit_offsets = np.zeros(len(data) + 1, dtype=np.int64)
+    cursor = {stack: 0 for stack in stores}
+    logit_cursor = row = 0
+    teacher.eval()
+    for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out, states = teacher_outputs(teacher, batch, family, cache_plan.final_norm)
+        masks = family.hidden_masks(batch)
+        n = int(batch["input_ids"].shape[0])
+        for stack, ls in cache_plan.layers.items():
+            mask = masks[stack]
+            picked = torch.stack([states[stack][t] for t in ls], dim=2)[mask]  # [valid tokens, layers, width]
+            _write(stores[stack], cursor[stack], picked, torch_dtype)
+            counts = mask.sum(1).cpu().numpy()
+            offsets[stack][row + 1: row + n + 1] = cursor[stack] + np.cumsum(counts)
+            cursor[stack] += int(counts.sum())
+        if logit_store is not None:
+            mask = _logit_mask(family, batch, cache_plan.sequence_level)
+            rows = out.logits if mask is None else out.logits[mask]
+            _write(logit_store, logit_cursor, rows, torch_dtype)
+            counts = np.ones(n, dtype=np.int64) if mask is None else mask.sum(1).cpu().numpy()
+            logit_offsets[row + 1: row + n + 1] = logit_cursor + np.cumsum(counts)
+            logit_cursor += int(counts.sum())
+        row += n
+    for stack, store in stores.items():
+        store.flush()
+        np.save(tmp / f"{stack}.offsets.npy", offsets[stack])
+    if logit_store is not None:
+        logit_store.flush()
+        np.save(tmp / "logits.offsets.npy", logit_offsets)
+    index = {"layers": cache_plan.layers, "logits": cache_plan.logits, "dtype": cache_plan.dtype,
+             "final_norm": cache_plan.final_norm, "examples": len(data), "width": width,
+             "sequence_level": cache_plan.sequence_level, "bytes": cache_plan.bytes, "fingerprint": fingerprint, "family": family.name}
+    (tmp / "index.json").write_text(json.dumps(index, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _write(store: np.ndarray, start: int, values: torch.Tensor, dtype: torch.dtype) -> None:
+    cast = values.detach().float().to(dtype).cpu()
+    if dtype == torch.bfloat16:
+        cast = cast.view(torch.int16)
+    store[start: start + cast.shape[0]] = cast.numpy().view(store.dtype)
+
+
+@dataclass
+class _Output:
+    logits: torch.Tensor | None
+
+
+class CachedTeacher:
+    """Reads a built cache: ``outputs(batch)`` returns what a live teacher forward would, for the cached
+    layers (others are None), as float32 tensors on the batch's device."""
+
+    def __init__(self, folder: Path | str, family: Family, depths: Mapping[str, int]) -> None:
+        self.folder = Path(folder)
+        self.index = json.loads((self.folder / "index.json").read_text())
+        self.family, self.depths = family, dict(depths)
+        self.layers = {s: list(ls) for s, ls in self.index["layers"].items()}
+        self.torch_dtype = DTYPES[self.index["dtype"]]
+        self.stores = {s: np.load(self.folder / f"{s}.npy", mmap_mode="r") for s in self.layers}
+        self.offsets = {s: np.load(self.folder / f"{s}.offsets.npy") for s in self.layers}
+        self.logits = np.load(self.folder / "logits.npy", mmap_mode="r") if self.index["logits"] else None
+        self.logit_offsets = np.load(self.folder / "logits.offsets.npy") if self.index["logits"] else None
+
+    def covers(self, layer_maps: Mapping[str, list], need_logits: bool) -> bool:
+        """True when every teacher layer in `layer_maps` (and the logits, if needed) are cached."""
+        if need_logits and self.logits is None:
+            return False
+        return all(int(t) in self.layers.get(stack, []) for stack, pairs in layer_maps.items() for _, t in pairs)
+
+    def _rows(self, store: np.ndarray, offsets: np.ndarray, index: list[int]) -> tuple[torch.Tensor, list[int]]:
+        chunks = [store[offsets[i]: offsets[i + 1]] for i in index]
+        flat = torch.from_numpy(np.ascontiguousarray(np.concatenate(chunks)))
+        if self.torch_dtype == torch.bfloat16:
+            flat = flat.view(torch.bfloat16)
+        return flat.float(), [len(c) for c in chunks]
+
+    def outputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[_Output, dict[str, list[torch.Tensor | None]]]:
+        if INDEX not in batch:
+            raise ValueError(f"a cached teacher needs batches with {INDEX!r} (wrap the collator with with_index)")
+        index = batch[INDEX].tolist()
+        masks = self.family.hidden_masks(batch)
+        states: dict[str, list[torch.Tensor | None]] = {}
+        for stack, layers in self.layers.items():
+            mask = masks[stack]
+            flat, lengths = self._rows(self.stores[stack], self.offsets[stack], index)
+            _check(lengths, mask.sum(1).tolist(), stack)
+            full = flat.new_zeros(*mask.shape, len(layers), flat.shape[-1])
+            full[mask.cpu()] = flat
+            full = full.to(mask.device)
+            states[stack] = [None] * (self.depths[stack] + 1)
+            for j, t in enumerate(layers):
+                states[stack][t] = full[:, :, j]
+        logits = None
+        if self.logits is not None:
+            flat, lengths = self._rows(self.logits, self.logit_offsets, index)
+            mask = _logit_mask(self.family, batch, self.index["sequence_level"])
+            if mask is None:
+                logits = flat.to(batch["input_ids"].device)
+            else:
+                _check(lengths, mask.sum(1).tolist(), "logits")
+                logits = flat.new_zeros(*mask.shape, flat.shape[-1])
+                logits[mask.cpu()] = flat
+                logits = logits.to(mask.device)
+        return _Output(logits=logits), states
+
+
+def _check(cached: list[int], batch: list[int], what: str) -> None:
+    if cached != batch:
+        raise RuntimeError(f"teacher cache does not match the batch ({what}: cached valid positions {cached[:4]}..., "
+                           f"batch has {batch[:4]}...): the cache was built from other data; delete it to rebuild")
