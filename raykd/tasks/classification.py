@@ -133,11 +133,18 @@ class Classification(Task):
     @torch.no_grad()
     def predict(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> list[int]:
         device = model_device(model, device)
-        predictions: list[int] = []
+        # batches of similar lengths pad less; predictions go back to the dataset's order
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        order = sorted(range(len(dataset)), key=lengths.__getitem__)
+        predictions = [0] * len(dataset)
         with eval_mode(model):
-            for batch in self.dataloader(dataset, tokenizer, batch_size=self.config.eval_batch_size):
+            loader = self.dataloader(dataset.select(order), tokenizer, batch_size=self.config.eval_batch_size)
+            position = 0
+            for batch in loader:
                 batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-                predictions.extend(model(**batch).logits.argmax(-1).tolist())
+                for label in model(**batch).logits.argmax(-1).tolist():
+                    predictions[order[position]] = label
+                    position += 1
         return predictions
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:

@@ -66,6 +66,7 @@ def train_trial(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    entered = time.perf_counter()
     config = StudyConfig.model_validate(loop_config["config"])
     trial, teacher_path = loop_config["trial"], Path(loop_config["teacher_dir"])
     context = ray.train.get_context()
@@ -145,6 +146,7 @@ def train_trial(loop_config: dict[str, Any]) -> None:
     fail_at = os.environ.get(FAULT_ENV, "")
     fault_marker = Path(loop_config["study_dir"]) / "faults" / trial["trial_id"]
     started, examples = time.perf_counter(), 0
+    setup_s = started - entered  # process start excluded: imports, model and data loading, restore
 
     def better(value: float) -> bool:
         return state["best"] is None or (value > state["best"] if higher else value < state["best"])
@@ -166,6 +168,8 @@ def train_trial(loop_config: dict[str, Any]) -> None:
                 scores = task.evaluate(unwrap(model), tokenizer, data["test"], device=device)
             report.update({f"test/{k}": v for k, v in scores.items()})
         report.update({"best_validation": state["best"], "best_step": state["best_step"], "final": final})
+        if final:  # where the worker's time went (orchestration overhead = trial wall time - worker_s)
+            report.update({"time/worker_s": time.perf_counter() - entered, "time/setup_s": setup_s})
         if client is not None:
             numbers = {k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None
                        and not isinstance(v, bool) and k not in ("epoch", "step")}

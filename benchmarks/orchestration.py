@@ -1,0 +1,89 @@
+"""Benchmarks 4 and 6: orchestration overhead per trial, and study wall time vs number of trials.
+
+Runs the smoke study (tiny from-config BERT on real tweets) as a child process, fresh, with one
+strategy and N seeds (= N trials) for each N in ``--trials``, and reads the MLflow store it wrote:
+
+- overhead per trial = the trial's MLflow run duration (the trial driver creates the run when Tune
+  starts it and ends it when its `TorchTrainer` returns) - ``time/worker_s`` (what the Train worker
+  spent from entering the training function to its final report). That leaves Train's controller and
+  worker-process start, backend setup, teardown, and the MLflow calls around them. Median over trials.
+- scaling: the sweep's wall time against N (least-squares line; a per-trial cost that grows with N
+  shows as a later trial costing more than an earlier one), and the teacher stage's share of the total.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procmem import run_sampled  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def study(n: int, output_dir: Path, steps: int) -> dict:
+    seeds = "[" + ",".join(str(i) for i in range(n)) + "]"
+    cmd = [sys.executable, str(ROOT / "studies" / "strategy_grid.py"), "--config", str(ROOT / "studies" / "configs" / "smoke.yaml"),
+           "--output-dir", str(output_dir), "--fresh", "--set", "sweep.strategies=[forward]", "--set", "sweep.inits=[random]",
+           "--set", f"sweep.seeds={seeds}", "--set", "analysis.enabled=false", "--set", f"distill.train.max_steps={steps}"]
+    run = run_sampled(cmd, echo=False)
+    if run.returncode != 0:
+        tail = "\n".join(line for _, line in run.lines[-30:])
+        raise RuntimeError(f"study with {n} trials failed ({run.returncode}):\n{tail}")
+    stamp = {}
+    for seconds, line in run.lines:
+        for key, pattern in (("teacher_done", r"^\[raykd\] teacher: "), ("sweep_start", r"^\[raykd\] sweep: "),
+                             ("sweep_done", r"^\[raykd\] mean test")):
+            if re.match(pattern, line) and key not in stamp:
+                stamp[key] = seconds
+    teacher_s = float(re.search(r"\[raykd\] teacher: .*\((\d+) s;", "\n".join(t for _, t in run.lines)).group(1))
+    trials = trial_times(output_dir / "smoke" / "mlflow.db")
+    return {"trials": n, "wall_s": round(run.seconds, 1), "sweep_s": round(stamp["sweep_done"] - stamp["sweep_start"], 1),
+            "teacher_stage_s": teacher_s, "teacher_share": round(teacher_s / run.seconds, 3),
+            "per_trial": trials, "peak_pss_gb": round(run.peak_pss_bytes / 1e9, 2)}
+
+
+def trial_times(db: Path) -> list[dict]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("smoke")
+    rows = []
+    for run in client.search_runs([experiment.experiment_id], filter_string="tags.`raykd.role` = 'trial'"):
+        wall = (run.info.end_time - run.info.start_time) / 1000
+        worker = run.data.metrics.get("time/worker_s")
+        rows.append({"trial": run.info.run_name, "start": run.info.start_time / 1000, "wall_s": round(wall, 2),
+                     "worker_s": None if worker is None else round(worker, 2),
+                     "overhead_s": None if worker is None else round(wall - worker, 2)})
+    return sorted(rows, key=lambda r: r["start"])
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return slope, my - slope * mx
+
+
+def run(*, trials: list[int], output_dir: str, steps: int) -> dict:
+    studies = [study(n, Path(output_dir) / f"n{n}", steps) for n in trials]
+    overheads = [t["overhead_s"] for s in studies for t in s["per_trial"] if t["overhead_s"] is not None]
+    largest = max(studies, key=lambda s: s["trials"])
+    half = len(largest["per_trial"]) // 2
+    early = [t["wall_s"] for t in largest["per_trial"][:half]]
+    late = [t["wall_s"] for t in largest["per_trial"][half:]]
+    slope, intercept = fit_line([s["trials"] for s in studies], [s["sweep_s"] for s in studies])
+    predicted = [intercept + slope * s["trials"] for s in studies]
+    worst = max(abs(p - s["sweep_s"]) / s["sweep_s"] for p, s in zip(predicted, studies))
+    return {
+        "overhead": {"median_s": round(statistics.median(overheads), 2), "min_s": min(overheads), "max_s": max(overheads),
+                     "trials": len(overheads), "target_median_s": 5.0, "met": statistics.median(overheads) <= 5.0,
+                     "median_worker_s": round(statistics.median(t["worker_s"] for s in studies for t in s["per_trial"]), 2)},
+        "scaling": {"sweep_s_per_trial": round(slope, 2), "sweep_intercept_s": round(intercept, 1),
+                    "worst_relative_deviation_from_line": round(worst, 3),
+                    "largest_study_early_vs_late_trial_wall_s": [round(statistics.median(early), 2), round(statistics.median(late), 2)],
+                    "teacher_share": {s["trials"]: s["teacher_share"] for s in studies}},
+        "studies": studies,
+    }
