@@ -4,7 +4,7 @@ Runs the smoke study (tiny from-config BERT on real tweets) as a child process, 
 strategy and N seeds (= N trials) for each N in ``--trials``, and reads the MLflow store it wrote:
 
 - overhead per trial = the trial's MLflow run duration (the trial driver creates the run when Tune
-  starts it and ends it when its `TorchTrainer` returns) - ``time/worker_s`` (what the Train worker
+  starts it and ends it when its `TorchTrainer` returns) - ``time.worker_s`` (MLflow names) (what the Train worker
   spent from entering the training function to its final report). That leaves Train's controller and
   worker-process start, backend setup, teardown, and the MLflow calls around them. Median over trials.
 - scaling: the sweep's wall time against N (least-squares line; a per-trial cost that grows with N
@@ -54,7 +54,7 @@ def trial_times(db: Path) -> list[dict]:
     rows = []
     for run in client.search_runs([experiment.experiment_id], filter_string="tags.`raykd.role` = 'trial'"):
         wall = (run.info.end_time - run.info.start_time) / 1000
-        worker = run.data.metrics.get("time/worker_s")
+        worker = run.data.metrics.get("time.worker_s")
         rows.append({"trial": run.info.run_name, "start": run.info.start_time / 1000, "wall_s": round(wall, 2),
                      "worker_s": None if worker is None else round(worker, 2),
                      "overhead_s": None if worker is None else round(wall - worker, 2)})

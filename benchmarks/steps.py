@@ -140,7 +140,7 @@ def bench_worker_vs_loop(s: Setup, warmup: int) -> dict:
                            scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": s.threads}),
                            run_config=ray.train.RunConfig(name="bench", storage_path=str(work / "ray")))
     trainer.fit()
-    history = tracking.client().get_metric_history(run_id, "train/examples_per_s")
+    history = tracking.client().get_metric_history(run_id, "train.examples_per_s")
     windows = [m.value for m in sorted(history, key=lambda m: m.step)]
     worker = statistics.median(windows[1:]) if len(windows) > 1 else windows[0]  # first window: warm-up
     loop = examples_per_s(loop_seconds, batch, warmup)

@@ -92,6 +92,22 @@ def start_ray(address: str | None = None) -> None:
                  log_to_driver=False, configure_logging=False)
 
 
+def preflight(config: StudyConfig) -> None:
+    """Checks that need the file system, before Ray or anything expensive starts (ConfigError)."""
+    import codecs
+
+    files = config.task.data.files
+    if files is not None:
+        try:
+            codecs.lookup(files.encoding)
+        except LookupError:
+            raise ConfigError(f"task.data.files.encoding: unknown encoding {files.encoding!r}") from None
+        for split in ("train", "validation", "test"):
+            path = getattr(files, split)
+            if path is not None and not Path(path).expanduser().is_file():
+                raise ConfigError(f"task.data.files.{split}: local file {path!r} does not exist")
+
+
 def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> dict[str, Any]:
     """Run (or resume) the study; return a summary with paths and the results rows."""
     import ray
@@ -100,6 +116,7 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     from raykd import tracking as tr
 
     root = (output_dir / config.name).resolve()
+    preflight(config)
     tr.check_reachable(tr.tracking_uri(root))
     uid = prepare_study_dir(config, root, fresh=fresh)
     start_ray()

@@ -103,6 +103,12 @@ def run_trial(params: dict[str, Any]) -> None:
     tracking = tr.Tracking(**study["tracking"]) if study.get("tracking") else None
     run_id = None
     if tracking is not None:
+        ended = tr.ended_result(tracking, trial["trial_id"])
+        if ended is not None:  # ended in an earlier run of the study: report it, do not train again
+            from ray import tune
+
+            tune.report(ended)
+            return
         run_id = tr.child_run(tracking, role="trial", key=trial["trial_id"], run_name=trial["trial_id"],
                               tags={"raykd.strategy": trial["strategy"], "raykd.init": trial["init"],
                                     "raykd.weight": f"{trial['weight']:g}", "raykd.seed": str(trial["seed"])})

@@ -62,6 +62,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f"MLflow tracking server {uri} is unreachable: {error}") from None
 
 
+def tracking_lost(error: BaseException) -> str | None:
+    """If `error` happened because the remote tracking server went away (it does not answer now), the
+    message to show; else None. Local stores (sqlite) never go away this way."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        check_reachable(uri)
+    except TrackingError:
+        return (f"the MLflow tracking server {uri} went away during the study ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200] if str(error) else ''}). Finished trials, checkpoints and "
+                f"everything logged so far are kept; re-run the same command once the server is back and the "
+                f"study resumes where it stopped")
+    return None
+
+
 def open_study(study_dir: Path, name: str, study_uid: str, config_params: Mapping[str, Any]) -> Tracking:
     """Create (or find) the study's experiment and parent run."""
     uri = tracking_uri(study_dir)
@@ -79,6 +95,26 @@ def open_study(study_dir: Path, name: str, study_uid: str, config_params: Mappin
     else:
         client.update_run(parent, status="RUNNING")
     return Tracking(uri=uri, experiment_id=experiment_id, study_uid=study_uid, parent_run_id=parent)
+
+
+def ended_result(tracking: Tracking, key: str) -> dict[str, Any] | None:
+    """The final result of a trial whose run already ended (finished or diverged), as its worker reported
+    it (metric names with '/'); None when it has not ended. Lets a re-run study skip ended trials even when
+    Tune's own state missed their end (a driver killed right after a trial ended)."""
+    client = tracking.client()
+    run_id = find_run(client, tracking.experiment_id, {STUDY_UID: tracking.study_uid, ROLE: "trial", TRIAL_ID: key})
+    if run_id is None:
+        return None
+    run = client.get_run(run_id)
+    status = run.data.tags.get(STATUS)
+    if status not in ("finished", "diverged"):
+        return None
+    history = client.get_metric_history(run_id, "best_validation")
+    result = {k.replace(".", "/", 1) if k.startswith(("test.", "validation.")) else k: v
+              for k, v in run.data.metrics.items()}
+    result.update({"status": status, "step": max((m.step for m in history), default=0), "final": True,
+                   "already_ended": True})
+    return result
 
 
 def child_run(tracking: Tracking, *, role: str, key: str, run_name: str, tags: Mapping[str, str] = ()) -> str:

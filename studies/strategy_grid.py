@@ -43,13 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from raykd.study import mlflow_ui_command, run_study
-    from raykd.tracking import TrackingError
+    from raykd.tracking import TrackingError, tracking_lost
 
     try:
         summary = run_study(config, Path(args.output_dir), fresh=args.fresh)
     except (ConfigError, TrackingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        lost = tracking_lost(error)
+        if lost is None:
+            raise
+        print(f"error: {lost}", file=sys.stderr)
+        return 3
     counts = summary["counts"]
     print(f"[raykd] done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed")
     print(f"[raykd] results: {summary['results']['md']}")

@@ -42,7 +42,8 @@ from raykd.train.teacher_cache import INDEX, CachedTeacher, with_index
 from raykd.train.optim import make_optimizer, total_steps
 
 # Test-only fault injection: "<trial_id>:<step>" makes rank 0's process die at that step, once per
-# study (a marker file in the study folder remembers it fired), so retries and resumes can be tested.
+# study (a marker file in the study folder remembers it fired), so retries and resumes can be tested;
+# "<trial_id>:<step>:always" makes it die there on every attempt (marker files <trial_id>.1, .2, ...).
 # It waits a few seconds first: Ray Train registers a reported checkpoint when its controller polls
 # the workers, and a death within a second of the report (tiny models take ~30 ms a step) would test
 # that race rather than recovery from the last checkpoint.
@@ -188,9 +189,7 @@ def train_trial(loop_config: dict[str, Any]) -> None:
         for result in distill_steps(teacher, model, remaining, optimizer, layer_maps=maps, loss=loss, epoch=epoch,
                                     scheduler=scheduler, grad_clip=train.grad_clip,
                                     final_norm=config.distill.final_norm, device=device, precision=precision):
-            if rank == 0 and fail_at == f"{trial['trial_id']}:{state['step']}" and not fault_marker.exists():
-                fault_marker.parent.mkdir(parents=True, exist_ok=True)
-                fault_marker.touch()
+            if rank == 0 and _fault_fires(fail_at, trial["trial_id"], state["step"], fault_marker):
                 time.sleep(FAULT_DELAY_S)
                 os._exit(1)  # fault injection (tests): the worker process dies mid-trial
             state["step"] += 1
@@ -216,6 +215,21 @@ def train_trial(loop_config: dict[str, Any]) -> None:
             break
         validate_and_report()
     validate_and_report(final=True, status="finished")
+
+
+def _fault_fires(setting: str, trial_id: str, step: int, marker: Path) -> bool:
+    """Whether the test-only fault (`FAULT_ENV`) fires now; records each firing in a marker file."""
+    if setting not in (f"{trial_id}:{step}", f"{trial_id}:{step}:always"):
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    if setting.endswith(":always"):
+        n = len(list(marker.parent.glob(f"{trial_id}.*"))) + 1
+        (marker.parent / f"{trial_id}.{n}").touch()
+        return True
+    if marker.exists():
+        return False
+    marker.touch()
+    return True
 
 
 def _cached_teacher(folder, family, teacher_depths, maps_by_epoch, config: StudyConfig, trial) -> CachedTeacher | None:

@@ -1,0 +1,280 @@
+"""Faults a study survives, on the smoke config through the real entry script, real Ray and real MLflow.
+
+Every kill is a SIGKILL of the study's whole process group (driver, Ray's GCS and raylet): what a
+node loss or an OOM kill does. No `ray stop`: it would stop every Ray on the machine.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "studies" / "strategy_grid.py"
+SMOKE = ROOT / "studies" / "configs" / "smoke.yaml"
+# 4 trials (2 strategies x 2 seeds), checkpoints every 4 steps, a small angle measurement
+SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0,1]",
+         "--set", "distill.train.eval_every=4", "--set", "compute.max_concurrent_trials=1",
+         "--set", "analysis.angles.examples=32"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
+
+
+def command(out: Path, *args: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(out), *args]
+
+
+def start(out: Path, *args: str, env=None) -> subprocess.Popen:
+    return subprocess.Popen(command(out, *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, **(env or {})})
+
+
+def kill_when(proc: subprocess.Popen, marker: str, *, then=None, timeout: float = 300) -> list[str]:
+    """Read the study's output until a line contains `marker`, run `then()`, SIGKILL the process group."""
+    lines, deadline = [], time.time() + timeout
+    try:
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                raise AssertionError(f"the study ended before {marker!r}:\n" + "".join(lines[-40:]))
+            lines.append(line)
+            if marker in line:
+                if then is not None:
+                    then()
+                return lines
+        raise AssertionError(f"no {marker!r} within {timeout} s:\n" + "".join(lines[-40:]))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(5)  # its Ray workers notice that their raylet is gone and exit
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def trial_runs(uri: str, name: str) -> dict:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    names = [r.info.run_name for r in runs]
+    assert len(names) == len(set(names)), f"duplicate MLflow runs: {sorted(names)}"
+    return {r.info.run_name: r for r in runs}
+
+
+def shape(value):
+    """The structure of a summary: keys, list lengths and value kinds, not the numbers."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return type(value).__name__
+    return "number"
+
+
+def counted(summary: dict) -> dict:
+    return {"trials": sorted((t["trial_id"], t["status"]) for t in summary["trials"]),
+            "excluded": summary["excluded"],
+            "cells": sorted((c["strategy"], c["init"], c["n"], tuple(c["seeds"])) for c in summary["cells"])}
+
+
+def test_killed_at_every_stage_resumes_to_the_uninterrupted_result_beside_another_study(tmp_path):
+    """SIGKILL during the teacher stage, between trials, mid-trial (then its checkpoint is truncated too), and
+    during the analysis; each time the same command goes on. Meanwhile a second study with another name runs
+    uninterrupted in the same output folder against the same tracking store: it is the reference, and the
+    two must not interfere."""
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri}
+    chain = ["--name", "chain", *SMALL]
+    reference = start(tmp_path, "--name", "reference", *SMALL, env=env)
+    try:
+        _kill_chain(tmp_path, chain, env, uri, reference)
+    finally:
+        if reference.poll() is None:
+            os.killpg(reference.pid, signal.SIGKILL)
+            reference.wait()
+
+
+def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference: subprocess.Popen) -> None:
+    chain_dir = tmp_path / "chain"
+
+    # 1. during the teacher stage
+    kill_when(start(tmp_path, *chain, env=env), "[raykd] study chain", then=lambda: time.sleep(2))
+    teacher_dirs = list((chain_dir / "teacher").glob("*"))
+    assert not any((d / "metrics.json").is_file() for d in teacher_dirs), "the teacher stage had already finished"
+
+    # 2. between trials: as soon as the first trial has ended
+    kill_when(start(tmp_path, *chain, env=env), "[1/4 done")
+    runs = trial_runs(uri, "chain")
+    ended_first = {n: r.info.end_time for n, r in runs.items()
+                   if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"}
+    assert len(ended_first) == 1
+
+    # 3. mid-trial: once the third trial has written a checkpoint
+    def third_trial_checkpointed():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            started = [d for d in (chain_dir / "ray" / "train").iterdir() if any(d.glob("checkpoint_*"))]
+            if len(started) >= 3:
+                return
+            time.sleep(0.3)
+        raise AssertionError("the third trial wrote no checkpoint")
+
+    lines = kill_when(start(tmp_path, *chain, env=env), "[2/4 done", then=third_trial_checkpointed)
+    assert any("resuming: 1 of 4 trials already ended" in line for line in lines)
+    runs = trial_runs(uri, "chain")
+    finished = {n for n, r in runs.items()
+                if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"}
+    train_dirs = {d.name: d for d in (chain_dir / "ray" / "train").iterdir() if any(d.glob("checkpoint_*"))}
+    interrupted = sorted(set(train_dirs) - finished)
+    assert len(interrupted) == 1, (train_dirs, finished)
+    # ... and its checkpoint is truncated, as a node dying mid-write would leave it
+    for model_file in train_dirs[interrupted[0]].glob("checkpoint_*/student/model.safetensors"):
+        data = model_file.read_bytes()
+        model_file.write_bytes(data[: len(data) // 3])
+
+    # 4. during the analysis
+    lines = kill_when(start(tmp_path, *chain, env=env), "[raykd] mean test", then=lambda: time.sleep(0.5))
+    assert not (chain_dir / "report" / "summary.json").exists(), "the analysis had already finished"
+
+    out = finish(start(tmp_path, *chain, env=env))
+    assert "[raykd] resuming: 4 of 4 trials already ended" in out and "[raykd] done: 4 finished, 0 diverged, 0 failed" in out
+    reference_out = finish(reference)
+    assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in reference_out
+
+    runs = trial_runs(uri, "chain")  # exactly one run per trial, no duplicates
+    trials = {n: r for n, r in runs.items() if r.data.tags.get("raykd.role") == "trial"}
+    assert len(trials) == 4 and all(r.data.tags["raykd.status"] == "finished" for r in trials.values())
+    for name, end_time in ended_first.items():
+        assert trials[name].info.end_time == end_time  # finished trials were not re-run
+    assert "raykd.checkpoint_discarded" in trials[interrupted[0]].data.tags  # the truncated checkpoint: detected
+    assert runs["chain"].info.status == "FINISHED"
+    assert len([r for r in runs.values() if r.data.tags.get("raykd.role") == "teacher"]) == 1
+
+    other = trial_runs(uri, "reference")  # the other study: its own experiment, untouched by the kills
+    assert sum(r.data.tags.get("raykd.role") == "trial" for r in other.values()) == 4
+    assert other["reference"].info.status == "FINISHED"
+
+    chain_summary = json.loads((chain_dir / "report" / "summary.json").read_text())
+    reference_summary = json.loads((tmp_path / "reference" / "report" / "summary.json").read_text())
+    assert shape(chain_summary) == shape(reference_summary)
+    assert counted(chain_summary) == counted(reference_summary)
+
+
+def test_worker_death_beyond_its_retries_fails_the_trial_and_the_study_goes_on(tmp_path):
+    env = {"RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:2:always"}  # dies at step 2 on every attempt
+    proc = start(tmp_path, "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
+                 "--set", "sweep.seeds=[0]", "--set", "compute.max_failures=1", "--set", "analysis.enabled=false", env=env)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]  # one trial finished: the study is done, with one failure
+    assert "[raykd] done: 1 finished, 0 diverged, 1 failed" in out
+    rows = {r["trial_id"]: r for r in json.loads((tmp_path / "smoke" / "results" / "trials.json").read_text())["trials"]}
+    assert rows["forward-random-w3-s0"]["status"] == "failed" and rows["forward-random-w3-s0"]["error"]
+    assert rows["none-random-w0-s0"]["status"] == "finished"
+    runs = trial_runs(f"sqlite:///{tmp_path / 'smoke' / 'mlflow.db'}", "smoke")
+    assert runs["forward-random-w3-s0"].data.tags["raykd.status"] == "failed"
+    assert runs["smoke"].info.status == "FINISHED"
+    deaths = list((tmp_path / "smoke" / "faults").glob("forward-random-w3-s0*"))
+    assert len(deaths) == 2  # the first attempt and its one retry (compute.max_failures=1) both died
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    """mlflow/serve.py on `port` over the store in `folder`; returns once /health answers."""
+    import urllib.request
+
+    log = open(folder / f"server-{time.time():.0f}.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
+                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=folder)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+        assert proc.poll() is None, "the MLflow server exited"
+    raise AssertionError("the MLflow server did not answer /health")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the server goes away without a goodbye
+    proc.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resumes(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_TRACKING_URI": uri}
+    longer = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]",
+              "--set", "distill.train.epochs=3", "--set", "distill.train.log_every=2", "--set", "analysis.enabled=false",
+              "--set", "compute.max_concurrent_trials=1"]
+    server = start_server(tmp_path, port)
+    try:
+        # A short outage while the first trial trains: MLflow's client retries, nothing is lost, nothing fails.
+        proc = start(tmp_path / "a", *longer, env=env)
+        lines, deadline = [], time.time() + 300
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "[raykd] sweep:" in line or not line:
+                break
+        time.sleep(4)
+        stop_server(server)
+        time.sleep(8)
+        server = start_server(tmp_path, port)
+        out = "".join(lines) + finish(proc)
+        assert "[raykd] done: 2 finished, 0 diverged, 0 failed" in out
+        client = MlflowClient(uri)
+        runs = trial_runs(uri, "smoke")
+        for name in ("forward-random-w3-s0", "none-random-w0-s0"):
+            steps = sorted(m.step for m in client.get_metric_history(runs[name].info.run_id, "train.ce"))
+            assert steps == list(range(2, 39 + 1, 2)), (name, steps)  # 39 steps (3 epochs x 13), every 2nd logged
+            assert runs[name].data.tags["raykd.status"] == "finished"
+            assert "test.accuracy" in runs[name].data.metrics
+
+        # A server that stays away: the study stops with one clear message ...
+        stop_server(server)
+        quick = {**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+        server = start_server(tmp_path, port)
+        proc = start(tmp_path / "b", "--name", "smoke_b", *longer, env=quick)
+        lines = []
+        while True:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "[raykd] sweep:" in line or not line:
+                break
+        stop_server(server)
+        out = "".join(lines) + proc.communicate(timeout=600)[0]
+        assert proc.returncode == 3, out[-4000:]
+        assert f"error: the MLflow tracking server {uri} went away" in out and "re-run the same command" in out
+        assert out.count("error:") == 1
+        # ... and the same command completes the study once the server is back
+        server = start_server(tmp_path, port)
+        out = finish(start(tmp_path / "b", "--name", "smoke_b", *longer, env=env))
+        assert "[raykd] done: 2 finished, 0 diverged, 0 failed" in out
+        runs = trial_runs(uri, "smoke_b")  # asserts: one run per trial, no duplicates
+        trials = [r for r in runs.values() if r.data.tags.get("raykd.role") == "trial"]
+        assert len(trials) == 2 and all(r.data.tags["raykd.status"] == "finished" for r in trials)
+        assert runs["smoke_b"].info.status == "FINISHED"
+    finally:
+        stop_server(server)
