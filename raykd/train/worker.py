@@ -178,11 +178,13 @@ def train_trial(loop_config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             saved = None
             if rank == 0:
-                _save(Path(folder), unwrap(model), best_weights, optimizer, scheduler, state)
+                _save(Path(folder), unwrap(model), best_weights, optimizer, scheduler, {**state, "final": final})
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(report, checkpoint=saved)
 
     for epoch in range(state["epoch"], epochs):
+        if state["step"] >= steps:  # restored from a trial's final checkpoint: nothing left to train
+            break
         sampler.set_epoch(epoch)
         maps = maps_by_epoch.get(epoch, maps_by_epoch[0])
         remaining = itertools.islice(loader, state["step_in_epoch"], None)
@@ -255,9 +257,10 @@ def _save(folder: Path, student, best_weights, optimizer, scheduler, state: dict
     save_student(student, folder / "student")
     if best_weights is not None:
         save_file({k: v.contiguous() for k, v in best_weights.items()}, str(folder / "best.safetensors"))
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-    torch.save({"torch": torch.get_rng_state()}, folder / "rng.pt")
+    if not state.get("final"):  # a final checkpoint resumes nothing: no optimiser state to write and copy
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, folder / "rng.pt")
     (folder / "state.json").write_text(json.dumps(state))
 
 
@@ -270,10 +273,12 @@ def _restore(folder: Path, student, optimizer, scheduler):
     """
     try:
         load_file(str(folder / "student" / "model.safetensors"))  # readable and complete
-        optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True)
-        scheduler_state = torch.load(folder / "scheduler.pt", weights_only=True)
-        rng = torch.load(folder / "rng.pt", weights_only=True)["torch"]
         state = json.loads((folder / "state.json").read_text())
+        optimizer_state = scheduler_state = rng = None
+        if not state.get("final"):  # a final checkpoint (trial ended) holds weights only
+            optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True)
+            scheduler_state = torch.load(folder / "scheduler.pt", weights_only=True)
+            rng = torch.load(folder / "rng.pt", weights_only=True)["torch"]
         best = None
         if (folder / "best.safetensors").is_file():
             loaded = load_file(str(folder / "best.safetensors"))
@@ -283,7 +288,8 @@ def _restore(folder: Path, student, optimizer, scheduler):
         warnings.warn(reason, stacklevel=2)
         return reason
     load_model(student, str(folder / "student" / "model.safetensors"), strict=True)
-    optimizer.load_state_dict(optimizer_state)
-    scheduler.load_state_dict(scheduler_state)
-    torch.set_rng_state(rng)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(scheduler_state)
+        torch.set_rng_state(rng)
     return state, best
