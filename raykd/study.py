@@ -22,7 +22,7 @@ import yaml
 
 from raykd.config import ConfigError, StudyConfig, config_hash, flatten
 from raykd.sweep import Progress, plan_resources, results_table, run_trial, trial_grid, write_results
-from raykd.train.teacher import prepare_teacher, teacher_dir
+from raykd.train.teacher import inputs_at_max_length_line, prepare_teacher, teacher_dir
 
 
 def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False) -> str:
@@ -134,9 +134,13 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     stage = ray.remote(num_cpus=teacher_cpus, num_gpus=teacher_gpus)(prepare_teacher)
     started = time.time()
     teacher_metrics = ray.get(stage.remote(config, str(t_dir), tracking))
-    metric = json.loads((t_dir / "info.json").read_text())["metric"]
+    info = json.loads((t_dir / "info.json").read_text())
+    metric = info["metric"]
     print(f"[raykd] teacher: test {metric} {teacher_metrics[f'test/{metric}']:.4f} "
           f"({time.time() - started:.0f} s; cached in {t_dir})", flush=True)
+    if any((info.get("inputs_at_max_length") or {}).values()):
+        print(f"[raykd] inputs truncated to the length limit (or exactly that long): "
+              f"{inputs_at_max_length_line(info)}", flush=True)
     tr.log_metrics(client, tracking.parent_run_id, {f"teacher/{k}": v for k, v in teacher_metrics.items()}, 0,
                    int(time.time() * 1000))
 

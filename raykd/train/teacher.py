@@ -58,6 +58,7 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
     if config.teacher.depths and family.depths(model.config) != config.teacher.depths:
         raise ValueError(f"teacher.depths says {config.teacher.depths}, the loaded teacher has {family.depths(model.config)}")
     data = task.tokenize(raw, tokenizer)
+    at_limit = inputs_at_limit(config, data)
     model.to(device)
     run_id = client = None
     if tracking is not None:
@@ -94,6 +95,7 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
         "width": family.width(model.config),
         "metric": task.metric,
         "train_steps": steps,
+        "inputs_at_max_length": at_limit,
         "precision": precision,
         "seconds": round(time.time() - started, 1),
     }
@@ -177,6 +179,21 @@ def prepare_cache(config: StudyConfig, directory: str, trials: list[dict[str, An
     tc.build(model, family, data, collate, cache_plan, folder, device=device,
              fingerprint=getattr(data, "_fingerprint", ""))
     return {"path": str(folder), "plan": described, "reason": f"built in {time.time() - started:.0f} s"}
+
+
+def inputs_at_max_length_line(info: dict[str, Any]) -> str:
+    counts = info.get("inputs_at_max_length") or {}
+    return ", ".join(f"{split} {n}" for split, n in counts.items())
+
+
+def inputs_at_limit(config: StudyConfig, data) -> dict[str, int]:
+    """Per split, how many inputs reached the input length limit (truncated, or exactly that long): longer
+    texts are truncated to the limit, as usual, and counted here so it is never silent."""
+    task = config.task
+    limit = task.max_length if task.type == "classification" else task.max_source_length
+    if task.type == "causal_lm":
+        limit = task.max_source_length + task.max_target_length
+    return {split: sum(len(ids) >= limit for ids in data[split]["input_ids"]) for split in data}
 
 
 def _kind(info: dict[str, Any]) -> str:

@@ -44,6 +44,7 @@ from raykd.train.optim import make_optimizer, total_steps
 # Test-only fault injection: "<trial_id>:<step>" makes rank 0's process die at that step, once per
 # study (a marker file in the study folder remembers it fired), so retries and resumes can be tested;
 # "<trial_id>:<step>:always" makes it die there on every attempt (marker files <trial_id>.1, .2, ...).
+# Several, comma-separated, for several trials.
 # It waits a few seconds first: Ray Train registers a reported checkpoint when its controller polls
 # the workers, and a death within a second of the report (tiny models take ~30 ms a step) would test
 # that race rather than recovery from the last checkpoint.
@@ -221,10 +222,11 @@ def train_trial(loop_config: dict[str, Any]) -> None:
 
 def _fault_fires(setting: str, trial_id: str, step: int, marker: Path) -> bool:
     """Whether the test-only fault (`FAULT_ENV`) fires now; records each firing in a marker file."""
-    if setting not in (f"{trial_id}:{step}", f"{trial_id}:{step}:always"):
+    wanted = {f"{trial_id}:{step}", f"{trial_id}:{step}:always"} & set(setting.split(","))
+    if not wanted:
         return False
     marker.parent.mkdir(parents=True, exist_ok=True)
-    if setting.endswith(":always"):
+    if wanted.pop().endswith(":always"):
         n = len(list(marker.parent.glob(f"{trial_id}.*"))) + 1
         (marker.parent / f"{trial_id}.{n}").touch()
         return True

@@ -88,8 +88,7 @@ def counted(summary: dict) -> dict:
 
 
 def test_killed_at_every_stage_resumes_to_the_uninterrupted_result_beside_another_study(tmp_path):
-    """SIGKILL during the teacher stage, between trials, mid-trial (then its checkpoint is truncated too), and
-    during the analysis; each time the same command goes on. Meanwhile a second study with another name runs
+    """SIGKILL during the teacher stage, between trials, mid-trial and during the analysis; each time the same command goes on. Meanwhile a second study with another name runs
     uninterrupted in the same output folder against the same tracking store: it is the reference, and the
     two must not interfere."""
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
@@ -134,13 +133,9 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     runs = trial_runs(uri, "chain")
     finished = {n for n, r in runs.items()
                 if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"}
-    train_dirs = {d.name: d for d in (chain_dir / "ray" / "train").iterdir() if any(d.glob("checkpoint_*"))}
-    interrupted = sorted(set(train_dirs) - finished)
+    train_dirs = {d.name for d in (chain_dir / "ray" / "train").iterdir() if any(d.glob("checkpoint_*"))}
+    interrupted = sorted(train_dirs - finished)
     assert len(interrupted) == 1, (train_dirs, finished)
-    # ... and its checkpoint is truncated, as a node dying mid-write would leave it
-    for model_file in train_dirs[interrupted[0]].glob("checkpoint_*/student/model.safetensors"):
-        data = model_file.read_bytes()
-        model_file.write_bytes(data[: len(data) // 3])
 
     # 4. during the analysis
     lines = kill_when(start(tmp_path, *chain, env=env), "[raykd] mean test", then=lambda: time.sleep(0.5))
@@ -156,7 +151,7 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     assert len(trials) == 4 and all(r.data.tags["raykd.status"] == "finished" for r in trials.values())
     for name, end_time in ended_first.items():
         assert trials[name].info.end_time == end_time  # finished trials were not re-run
-    assert "raykd.checkpoint_discarded" in trials[interrupted[0]].data.tags  # the truncated checkpoint: detected
+    assert int(trials[interrupted[0]].data.tags["raykd.resumed_from_step"]) >= 4  # from its last checkpoint
     assert runs["chain"].info.status == "FINISHED"
     assert len([r for r in runs.values() if r.data.tags.get("raykd.role") == "teacher"]) == 1
 
@@ -170,21 +165,46 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     assert counted(chain_summary) == counted(reference_summary)
 
 
-def test_worker_death_beyond_its_retries_fails_the_trial_and_the_study_goes_on(tmp_path):
-    env = {"RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:2:always"}  # dies at step 2 on every attempt
+def test_worker_deaths_beyond_retries_fail_the_trial_and_a_truncated_checkpoint_restarts_it(tmp_path):
+    """forward-random dies at step 2 on every attempt: retried once (compute.max_failures=1), then failed, and
+    the study goes on. none-random dies once at step 6, and while it dies its step-4 checkpoint is truncated:
+    the restarted worker detects it, warns, and trains that trial from the start instead of crashing."""
+    import threading
+
+    env = {"RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:2:always,none-random-w0-s0:6"}
     proc = start(tmp_path, "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
-                 "--set", "sweep.seeds=[0]", "--set", "compute.max_failures=1", "--set", "analysis.enabled=false", env=env)
+                 "--set", "sweep.seeds=[0]", "--set", "compute.max_failures=1", "--set", "distill.train.eval_every=4",
+                 "--set", "analysis.enabled=false", env=env)
+    study = tmp_path / "smoke"
+    truncated = []
+
+    def truncate_while_it_dies():  # the worker sleeps a few seconds between its marker and its death
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None:
+            if (study / "faults" / "none-random-w0-s0").exists():
+                for model_file in (study / "ray" / "train" / "none-random-w0-s0").glob("checkpoint_*/student/model.safetensors"):
+                    data = model_file.read_bytes()
+                    model_file.write_bytes(data[: len(data) // 3])
+                    truncated.append(model_file)
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=truncate_while_it_dies)
+    watcher.start()
     out, _ = proc.communicate(timeout=600)
+    watcher.join()
     assert proc.returncode == 0, out[-4000:]  # one trial finished: the study is done, with one failure
+    assert truncated, "the checkpoint to truncate was not there"
     assert "[raykd] done: 1 finished, 0 diverged, 1 failed" in out
-    rows = {r["trial_id"]: r for r in json.loads((tmp_path / "smoke" / "results" / "trials.json").read_text())["trials"]}
+    rows = {r["trial_id"]: r for r in json.loads((study / "results" / "trials.json").read_text())["trials"]}
     assert rows["forward-random-w3-s0"]["status"] == "failed" and rows["forward-random-w3-s0"]["error"]
     assert rows["none-random-w0-s0"]["status"] == "finished"
-    runs = trial_runs(f"sqlite:///{tmp_path / 'smoke' / 'mlflow.db'}", "smoke")
+    runs = trial_runs(f"sqlite:///{study / 'mlflow.db'}", "smoke")
     assert runs["forward-random-w3-s0"].data.tags["raykd.status"] == "failed"
+    restarted = runs["none-random-w0-s0"].data.tags
+    assert restarted["raykd.status"] == "finished" and "is unreadable" in restarted["raykd.checkpoint_discarded"]
     assert runs["smoke"].info.status == "FINISHED"
-    deaths = list((tmp_path / "smoke" / "faults").glob("forward-random-w3-s0*"))
-    assert len(deaths) == 2  # the first attempt and its one retry (compute.max_failures=1) both died
+    assert len(list((study / "faults").glob("forward-random-w3-s0.*"))) == 2  # the attempt and its one retry died
 
 
 def start_server(folder: Path, port: int) -> subprocess.Popen:
