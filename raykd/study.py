@@ -131,7 +131,8 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     # one thread through OMP_NUM_THREADS=1); a GPU when trials use one.
     teacher_cpus = config.compute.teacher_cpus or max(1.0, min(8.0, ray.cluster_resources().get("CPU", 1.0)))
     teacher_gpus = math.ceil(config.compute.gpus_per_worker)
-    stage = ray.remote(num_cpus=teacher_cpus, num_gpus=teacher_gpus)(prepare_teacher)
+    # max_calls=1: the stage's worker process exits afterwards instead of idling with a model in memory
+    stage = ray.remote(num_cpus=teacher_cpus, num_gpus=teacher_gpus, max_calls=1)(prepare_teacher)
     started = time.time()
     teacher_metrics = ray.get(stage.remote(config, str(t_dir), tracking))
     info = json.loads((t_dir / "info.json").read_text())
@@ -186,7 +187,7 @@ def _teacher_cache(config: StudyConfig, t_dir: Path, cpus: float, gpus: int, cli
         print("[raykd] teacher cache: off (compute.teacher_cache.enabled); trials run the teacher live", flush=True)
         return None
     started = time.time()
-    stage = ray.remote(num_cpus=cpus, num_gpus=gpus)(prepare_cache)
+    stage = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(prepare_cache)
     out = ray.get(stage.remote(config, str(t_dir), trial_grid(config)))
     where = out["path"] or "not built"
     print(f"[raykd] teacher cache: {out['plan']}; {out['reason']} ({time.time() - started:.0f} s) -> {where}", flush=True)
