@@ -74,7 +74,7 @@ def main() -> None:
     tokens = args.batch * args.seq
     step_flops = 3 * forward_flops(student, tokens, args.seq) + forward_flops(teacher, tokens, args.seq)
     student_flops = 3 * forward_flops(student, tokens, args.seq)
-    mean_live = statistics.fmean(live[args.warmup:])
+    mean_live = statistics.fmean(live[min(args.warmup, len(live) - 1):])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     result = {
