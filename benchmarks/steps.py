@@ -244,12 +244,8 @@ def bench_teacher_cache(s: Setup, warmup: int) -> dict:
             "first_step_terms_live_vs_cached": first, "first_step_max_rel_diff": rel,
             "final_terms_live": {k: round(v, 4) for k, v in live_terms[-1].items()},
             "final_terms_cached": {k: round(v, 4) for k, v in cached_terms[-1].items()},
-            "validation_accuracy_live": live_acc_round(acc_live), "validation_accuracy_cached": live_acc_round(acc_cached),
+            "validation_accuracy_live": round(acc_live, 4), "validation_accuracy_cached": round(acc_cached, 4),
             "cache": {"dtype": index["dtype"], "layers": index["layers"], "mib": round(index["bytes"] / 2**20, 1)}}
-
-
-def live_acc_round(value: float) -> float:
-    return round(value, 4)
 
 
 BENCHES = {"worker_vs_loop": bench_worker_vs_loop, "vs_hf_trainer": bench_vs_hf_trainer, "teacher_cache": bench_teacher_cache}

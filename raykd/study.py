@@ -22,7 +22,7 @@ import yaml
 
 from raykd.config import ConfigError, StudyConfig, config_hash, flatten
 from raykd.sweep import Progress, plan_resources, results_table, run_trial, trial_grid, write_results
-from raykd.train.teacher import inputs_at_max_length_line, prepare_teacher, teacher_dir
+from raykd.train.teacher import inputs_at_max_length_line, prepare_teacher, student_depths, teacher_dir
 
 
 def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False) -> str:
@@ -306,20 +306,19 @@ def dry_run(config: StudyConfig) -> str:
         kind = "decoder" if list(teacher_depths) == ["decoder"] else ("encoder_decoder" if len(teacher_depths) == 2 else "encoder")
     else:
         teacher_depths = kind = None
-    depth = config.student.depth
     lines.append(f"{len(grid)} trials ({len(config.sweep.strategies)} strategies x {len(config.sweep.inits)} inits x "
                  f"{len(config.sweep.seeds)} seeds, weights {config.sweep.weights}; 'none' runs once per weight-free cell)")
     if teacher_depths is None:
         lines.append("layer maps: known once the teacher loads (set teacher.depths to see them here)")
     else:
-        student_depths = dict(depth) if isinstance(depth, dict) else {s: depth for s in teacher_depths}
-        lines.append(f"teacher depths {teacher_depths}, student depths {student_depths}")
+        students = student_depths(config, teacher_depths)
+        lines.append(f"teacher depths {teacher_depths}, student depths {students}")
         for strategy in config.sweep.strategies:
-            maps = trial_layer_maps(config, {"strategy": strategy, "seed": config.sweep.seeds[0]}, student_depths,
+            maps = trial_layer_maps(config, {"strategy": strategy, "seed": config.sweep.seeds[0]}, students,
                                     teacher_depths, kind)
             lines.append(f"  {strategy:>10} (seed {config.sweep.seeds[0]}): {maps}")
         if "teacher" in config.sweep.inits:
-            copies = {s: copied_layers(config.student.copy_rule, student_depths[s], teacher_depths[s], stack=s)
+            copies = {s: copied_layers(config.student.copy_rule, students[s], teacher_depths[s], stack=s)
                       for s in teacher_depths}
             lines.append(f"teacher init copies blocks {copies} (copy_rule {config.student.copy_rule})")
     compute = config.compute

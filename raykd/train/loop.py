@@ -144,7 +144,7 @@ def autocast(precision: str, device: torch.device | str | None):
     device_type = torch.device(device or "cpu").type
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    return torch.autocast(device_type, dtype=torch.bfloat16)  # resolve_precision allows fp32 and bf16 only
 
 
 def distill_steps(

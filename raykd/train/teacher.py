@@ -134,7 +134,7 @@ def prepare_cache(config: StudyConfig, directory: str, trials: list[dict[str, An
     run the teacher live).
     """
     import datasets
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from raykd.models import auto_class
     from raykd.strategies import is_per_epoch
@@ -147,9 +147,10 @@ def prepare_cache(config: StudyConfig, directory: str, trials: list[dict[str, An
     task = build_task(config.task)
     task.restore(info)
     depths = info["depths"]
-    student_depths = _student_depths(config, depths)
+    family = FAMILIES.get(info["family"])
+    students = student_depths(config, depths)
     epochs = math.ceil(config.distill.train.epochs)
-    maps = [trial_layer_maps(config, trial, student_depths, depths, _kind(info), epoch)
+    maps = [trial_layer_maps(config, trial, students, depths, family.kind, epoch)
             for trial in trials
             for epoch in range(epochs if is_per_epoch(trial["strategy"]) else 1)]
     layers = tc.needed_layers(maps)
@@ -159,10 +160,9 @@ def prepare_cache(config: StudyConfig, directory: str, trials: list[dict[str, An
     data = datasets.load_from_disk(str(directory / "data"))["train"]
     tokenizer = AutoTokenizer.from_pretrained(directory / "model")
     collate = task.collator(tokenizer)
-    family = FAMILIES.get(info["family"])
     sequence_level = config.task.type == "classification"
-    model = auto_class(task).from_pretrained(directory / "model").eval()
-    logit_width = len(info["label_names"]) if sequence_level else int(model.get_output_embeddings().weight.shape[0])
+    logit_width = (len(info["label_names"]) if sequence_level
+                   else int(AutoConfig.from_pretrained(directory / "model").vocab_size))
     cache_plan = tc.plan(family, data, collate, layers, width=info["width"], logits=logits, logit_width=logit_width,
                          sequence_level=sequence_level, dtype=settings.dtype, final_norm=config.distill.final_norm)
     folder = directory / "cache" / cache_plan.key(teacher_key(config))
@@ -174,7 +174,7 @@ def prepare_cache(config: StudyConfig, directory: str, trials: list[dict[str, An
                 "reason": f"over compute.teacher_cache.budget_gb ({settings.budget_gb:g} GiB): trials run the teacher live"}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(_assigned_cpus())
-    model.to(device)
+    model = auto_class(task).from_pretrained(directory / "model").to(device).eval()
     started = time.time()
     tc.build(model, family, data, collate, cache_plan, folder, device=device,
              fingerprint=getattr(data, "_fingerprint", ""))
@@ -196,10 +196,7 @@ def inputs_at_limit(config: StudyConfig, data) -> dict[str, int]:
     return {split: sum(len(ids) >= limit for ids in data[split]["input_ids"]) for split in data}
 
 
-def _kind(info: dict[str, Any]) -> str:
-    return FAMILIES.get(info["family"]).kind
-
-
-def _student_depths(config: StudyConfig, teacher_depths: dict[str, int]) -> dict[str, int]:
+def student_depths(config: StudyConfig, teacher_depths: dict[str, int]) -> dict[str, int]:
+    """Student blocks per stack: `student.depth` as given per stack, or the one number for every stack."""
     depth = config.student.depth
     return dict(depth) if isinstance(depth, dict) else {stack: depth for stack in teacher_depths}

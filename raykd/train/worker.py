@@ -96,7 +96,8 @@ def train_trial(loop_config: dict[str, Any]) -> None:
         student, parallel_strategy_kwargs={"find_unused_parameters": True})
 
     precision = resolve_precision(config.compute.precision, device)
-    cached = _cached_teacher(loop_config.get("teacher_cache"), family, teacher_depths, maps_by_epoch, config, trial)
+    cached = _cached_teacher(loop_config.get("teacher_cache"), family, teacher_depths, maps_by_epoch, config, trial,
+                             data["train"])
     train_data, collate = data["train"], task.collator(tokenizer)
     if cached is not None:  # trials read the teacher's outputs by example index instead of running it
         teacher = cached
@@ -236,11 +237,18 @@ def _fault_fires(setting: str, trial_id: str, step: int, marker: Path) -> bool:
     return True
 
 
-def _cached_teacher(folder, family, teacher_depths, maps_by_epoch, config: StudyConfig, trial) -> CachedTeacher | None:
-    """The study's teacher cache when it holds everything this trial reads from the teacher, else None."""
+def _cached_teacher(folder, family, teacher_depths, maps_by_epoch, config: StudyConfig, trial,
+                    train_data) -> CachedTeacher | None:
+    """The study's teacher cache when it was built from this training split and holds everything this
+    trial reads from the teacher, else None (the trial runs the teacher live)."""
     if not folder:
         return None
     cache = CachedTeacher(folder, family, teacher_depths)
+    built_from = cache.index.get("fingerprint")
+    if built_from and built_from != getattr(train_data, "_fingerprint", built_from):
+        warnings.warn(f"teacher cache {folder} was built from other training data; running the teacher live",
+                      stacklevel=2)
+        return None
     need_logits = config.distill.loss.kd > 0
     if all(cache.covers(maps if trial["weight"] > 0 else {}, need_logits) for maps in maps_by_epoch.values()):
         return cache
