@@ -1,8 +1,10 @@
-"""Typed study configuration: one YAML file -> `StudyConfig`, validated before anything starts.
+"""Typed study configuration: one YAML file -> `StudyConfig`, the schema of every study.
 
-Errors name the field and what is allowed (`ConfigError`, a `ValueError`). Unknown keys are
-refused. Registry-backed fields (strategies, tasks, model families, built-in datasets) are
-checked against their registries, so a user's registered additions validate too.
+This module is a leaf (pydantic and yaml only): it checks types, ranges and shapes that need nothing
+else. Names that refer to registries (strategies, tasks, metrics, model families, corpora, packaged
+models, losses) and files on disk are checked by `raykd.validate.validate`, which the entry scripts run
+before Ray starts. Errors name the field and what is allowed (`ConfigError`, a `ValueError`); unknown
+keys are refused.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from raykd.losses import HIDDEN_KINDS, HIDDEN_NORMS, PAIR_REDUCTIONS
-from raykd.student import INITS
-
 SPLITS = ("train", "validation", "test")
+INITS = ("random", "teacher")  # student initialisations (raykd.student)
+PAIR_REDUCTIONS = ("mean", "sum")
 
 
 class ConfigError(ValueError):
@@ -81,10 +82,6 @@ class DataConfig(_Strict):
         given = [k for k in ("hub", "files", "builtin") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one data source of hub / files / builtin, got {given or 'none'}")
-        if self.builtin is not None:
-            from raykd.corpora import BUILTIN_DATASETS
-
-            BUILTIN_DATASETS.get(self.builtin)
         for split, n in self.max_examples.items():
             if n < 1:
                 raise ValueError(f"max_examples.{split} must be >= 1, got {n}")
@@ -109,23 +106,6 @@ class TaskConfig(_Strict):
     num_beams: int = Field(default=4, ge=1)
     max_new_tokens: int = Field(default=64, ge=1)
     eval_batch_size: int = Field(default=64, ge=1)
-
-    @field_validator("type")
-    @classmethod
-    def _known_task(cls, value: str) -> str:
-        from raykd.tasks import TASKS
-
-        TASKS.get(value)
-        return value
-
-    @model_validator(mode="after")
-    def _known_metric(self) -> TaskConfig:
-        from raykd.tasks import TASKS
-
-        task_cls = TASKS.get(self.type)
-        if self.metric is not None and self.metric not in task_cls.metrics:
-            raise ValueError(f"metric {self.metric!r} is not one of {self.type}'s metrics {list(task_cls.metrics)}")
-        return self
 
 
 # --- models ----------------------------------------------------------------------------------------
@@ -168,25 +148,28 @@ class TeacherConfig(_Strict):
     depths: dict[str, int] | None = None
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # Every random draw of the teacher stage (a new task head, from-config weights, data order, dropout)
+    # comes from this seed: two fresh runs of a study get the same teacher.
+    seed: int = Field(default=0, ge=0)
+    # A teacher must beat its task's trivial baseline (majority class; copying the source or an empty output
+    # for generation) by this many metric points, else the study stops before the sweep: there is nothing
+    # to distil. `allow_weak: true` runs it anyway (the report then says so).
+    min_gain_points: float = Field(default=2.0, ge=0)
+    allow_weak: bool = False
 
     @model_validator(mode="after")
     def _source_fields(self) -> TeacherConfig:
         if self.source == "config":
             if not self.model or "model_type" not in self.model:
                 raise ValueError("source 'config' needs model: {model_type: <family>, ...config fields}")
-            from raykd.families import FAMILIES
-
-            FAMILIES.get(self.model["model_type"])
         elif not self.name:
             raise ValueError(f"source {self.source!r} needs a name (hub id, folder or package)")
-        if self.source == "path" and not Path(self.name).exists():
-            raise ValueError(f"teacher folder {self.name!r} does not exist")
-        if self.source == "package":
-            from raykd.models import PACKAGED_MODELS
-
-            PACKAGED_MODELS.get(self.name)
         if self.tokenizer.source == "train" and self.source != "config":
             raise ValueError("tokenizer.source 'train' is only for teachers built from config")
+        if self.depths is not None:
+            bad = {s: d for s, d in self.depths.items() if d < 1}
+            if bad:
+                raise ValueError(f"teacher.depths must be >= 1 per stack, got {bad}")
         return self
 
 
@@ -194,6 +177,10 @@ class StudentConfig(_Strict):
     depth: int | dict[str, int] = 3
     width: int | None = Field(default=None, ge=8)
     copy_rule: Literal["matched", "spread"] | list[int] | dict[str, Any] = "matched"
+    # Teacher init: copy the teacher's task head too? None follows the paper per head type: a sequence
+    # classifier's head (fine-tuned on the task) is drawn fresh from the trial seed, as the released BERT
+    # code does (a copied head starts the student at the teacher's accuracy); LM heads are copied.
+    copy_head: bool | None = None
 
     @field_validator("depth")
     @classmethod
@@ -205,20 +192,30 @@ class StudentConfig(_Strict):
 
 
 class LossSettings(_Strict):
+    """How the distillation objective is computed (raykd.losses documents each option's formula).
+
+    The hidden-loss names are registry entries, checked by `raykd.validate`."""
+
     ce: float = Field(default=1.0, ge=0)
     kd: float = Field(default=1.0, ge=0)
     temperature: float = Field(default=1.0, gt=0)
     hidden_kind: str = "mse"
     hidden_norm: str = "none"
-    pair_reduction: str = "mean"
+    hidden_reduction: str = "element_mean"  # bert_released: the released BERT code's scale
+    pair_reduction: Literal["mean", "sum"] = "mean"
 
-    @model_validator(mode="after")
-    def _allowed(self) -> LossSettings:
-        for name, allowed in (("hidden_kind", HIDDEN_KINDS), ("hidden_norm", HIDDEN_NORMS),
-                              ("pair_reduction", PAIR_REDUCTIONS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        return self
+
+class LossConfig(LossSettings):
+    """The loss of one trial: the study's settings plus the trial's hidden-loss weight."""
+
+    hidden: float = Field(default=3.0, ge=0)
+
+    @field_validator("ce", "kd", "hidden", mode="before")
+    @classmethod
+    def _number(cls, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"loss weights must be numbers >= 0, got {value!r}")
+        return value
 
 
 class DistillConfig(_Strict):
@@ -257,13 +254,9 @@ class SweepConfig(_Strict):
 
     @field_validator("strategies")
     @classmethod
-    def _known_strategies(cls, value: list[str]) -> list[str]:
-        from raykd.strategies import STRATEGIES
-
+    def _some_strategies(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("needs at least one strategy")
-        for name in value:
-            STRATEGIES.get(name)
         return _unique(value)
 
     @field_validator("inits")
@@ -352,8 +345,14 @@ class StudyConfig(_Strict):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
     def identity(self) -> dict[str, Any]:
-        """The config fields that define the study's trials (everything but `analysis`)."""
-        return self.model_dump(mode="json", exclude={"analysis"})
+        """The config fields that define what a finished trial means: a change here invalidates the study.
+
+        Left out: the analysis (re-run it with other settings at will), the grid's lists (strategies,
+        inits, seeds, weights: a study can grow, running only its new trials) and operational settings
+        (concurrency, retries, the cache's size budget) that change how trials run, not what they compute.
+        """
+        return self.model_dump(mode="json", exclude={"analysis": True, "sweep": set(GRID_FIELDS),
+                                                     "compute": set(OPERATIONAL_COMPUTE)})
 
     @field_validator("name")
     @classmethod
@@ -363,47 +362,17 @@ class StudyConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _shapes(self) -> StudyConfig:
-        """Shapes checkable without downloads: depths and widths of a teacher built from config."""
-        if self.teacher.source == "config":
-            from raykd.families import FAMILIES
-
-            family = FAMILIES.get(self.teacher.model["model_type"])
-            for key in family.depth_keys.values():
-                raw = self.teacher.model.get(key, 1)  # a missing field is reported below
-                if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
-                    raise ValueError(f"teacher.model.{key} must be a whole number >= 1, got {raw!r}")
-            try:
-                teacher_depths = family.depths(_Attrs(self.teacher.model))
-            except AttributeError as missing:
-                raise ValueError(f"teacher.model lacks the depth field {missing.name!r} of {family.name}") from None
-            name = family.name
-        elif self.teacher.depths:
-            bad = {s: d for s, d in self.teacher.depths.items() if d < 1}
-            if bad:
-                raise ValueError(f"teacher.depths must be >= 1 per stack, got {bad}")
-            teacher_depths, name = self.teacher.depths, f"teacher.depths {self.teacher.depths}"
-        else:
-            return self
-        depth = self.student.depth
-        student_depths = depth if isinstance(depth, dict) else {s: depth for s in teacher_depths}
-        if set(student_depths) != set(teacher_depths):
-            raise ValueError(f"student.depth names stacks {sorted(student_depths)}; {name} has {sorted(teacher_depths)}")
-        for stack, d in student_depths.items():
-            if d > teacher_depths[stack] and (set(self.sweep.strategies) - {"all_to_one", "none", "custom"}
-                                              or "teacher" in self.sweep.inits):
-                raise ValueError(f"student.depth ({stack}) {d} exceeds the teacher's {teacher_depths[stack]} blocks")
+    def _student_stacks(self) -> StudyConfig:
+        """Student stacks against the declared teacher depths (the model family's are checked in validate)."""
+        if self.teacher.depths and isinstance(self.student.depth, dict):
+            if set(self.student.depth) != set(self.teacher.depths):
+                raise ValueError(f"student.depth names stacks {sorted(self.student.depth)}; teacher.depths has "
+                                 f"{sorted(self.teacher.depths)}")
         return self
 
 
-class _Attrs:
-    def __init__(self, mapping: dict[str, Any]) -> None:
-        self.__dict__.update(mapping)
-
-    def __getattr__(self, name: str) -> Any:
-        error = AttributeError(name)
-        error.name = name
-        raise error
+GRID_FIELDS = ("strategies", "inits", "seeds", "weights")
+OPERATIONAL_COMPUTE = ("max_concurrent_trials", "max_failures", "trial_retries", "teacher_cpus")
 
 
 def _unique(values: list) -> list:

@@ -65,6 +65,17 @@ class Family:
         """Blocks per stack, read from a model config."""
         return {stack: int(getattr(config, key)) for stack, key in self.depth_keys.items()}
 
+    def depths_from_fields(self, fields: Mapping[str, Any]) -> dict[str, int]:
+        """Blocks per stack from config fields given as a mapping (a from-config teacher in a study config);
+        a missing or non-integer field raises a ValueError naming it."""
+        out = {}
+        for stack, key in self.depth_keys.items():
+            raw = fields.get(key)
+            if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+                raise ValueError(f"teacher.model.{key} must be a whole number >= 1, got {raw!r}")
+            out[stack] = raw
+        return out
+
     def width(self, config: Any) -> int:
         return int(getattr(config, self.width_keys.width))
 

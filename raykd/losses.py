@@ -2,62 +2,121 @@
 
 total = w_ce * CE + w_kd * KD + w_hidden * hidden  (the paper uses 1, 1, 3).
 
-Hidden-state matching (per stack, over the pairs of its layer map; stacks summed, as the paper
-sums encoder and decoder losses):
-- ``mse``: squared error, mean over valid (non-pad) tokens and width, then over pairs
-  (``pair_reduction="mean"``, the released BERT code) or summed (``"sum"``, the released T5 code);
-- ``cosine``: 1 - cos(student, teacher) per valid token, mean over tokens;
-- normalisation before either: ``none`` (released BERT/BART), ``layer_zscore`` (each matched
-  state z-scored over its valid tokens and width, released T5), ``token_l2`` (each token vector
-  L2-normalised, released Qwen3).
-When widths differ, a trained `nn.Linear` per matched student state maps student states to the
-teacher width (`Projections`, registered on the student so it is optimised and saved: the
-released BERT code kept it unregistered, a bug not copied here).
+Hidden-state matching, per stack over the pairs ``(s, t)`` of its layer map, each step a registered
+function (users add their own the same way they add a strategy):
+
+1. normalisation of both states (`HIDDEN_NORMS`): ``none`` (released BERT/BART code), ``layer_zscore``
+   (each matched state z-scored over its valid tokens and width, released T5), ``token_l2`` (each token
+   vector L2-normalised, released Qwen3);
+2. a per-position loss (`HIDDEN_KINDS`): ``mse`` gives the elementwise squared error ``e[b, i, d] =
+   (s - t)^2``, ``cosine`` gives ``e[b, i] = 1 - cos(s, t)`` per token;
+3. a reduction of ``e`` over the valid (non-pad) positions (`HIDDEN_REDUCTIONS`), with N the number of
+   valid positions in the batch, B the batch size and D the width (1 for cosine):
+   - ``element_mean``: sum(e over valid positions and width) / (N * D), the per-element mean, which is
+     PyTorch's ``MSELoss`` as the released T5, BART and Qwen3 code uses it;
+   - ``bert_released``: sum(e over valid positions and width) / (B * N), the released BERT code's scale
+     (per token summed over the width, summed over tokens, divided by batch size x valid tokens) =
+     ``element_mean * D / B``: at width 384 and batch 32 its weight 3 is about weight 36 of ``element_mean``;
+4. pairs: ``pair_reduction`` ``mean`` (released BERT) or ``sum`` (released T5/BART); stacks are summed
+   (encoder + decoder, as the paper does).
+
+When widths differ, a trained `nn.Linear` per matched student state maps student states to the teacher
+width (`Projections`, registered on the student so it is optimised and saved: the released BERT code
+kept it unregistered, a bug not copied here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raykd.config import LossConfig, LossSettings
+from raykd.registry import Registry
 from raykd.strategies import LayerMap
 
-HIDDEN_NORMS = ("none", "layer_zscore", "token_l2")
-HIDDEN_KINDS = ("mse", "cosine")
+HIDDEN_NORMS: Registry = Registry("hidden-state normalisation")
+HIDDEN_KINDS: Registry = Registry("hidden-state loss")
+HIDDEN_REDUCTIONS: Registry = Registry("hidden-loss reduction")
 PAIR_REDUCTIONS = ("mean", "sum")
 PROJECTION_ATTR = "raykd_projections"
 
+__all__ = ["LossConfig", "hidden_loss", "prediction_kd", "total_loss", "check_loss_settings", "Projections"]
 
-@dataclass(frozen=True)
-class LossConfig:
-    """Weights and options of the distillation objective."""
 
-    ce: float = 1.0
-    kd: float = 1.0
-    hidden: float = 3.0
-    temperature: float = 1.0
-    hidden_kind: str = "mse"
-    hidden_norm: str = "none"
-    pair_reduction: str = "mean"
+def check_loss_settings(settings: LossSettings, where: str = "distill.loss") -> None:
+    """Raise a ValueError naming the field when a registry-backed name is unknown."""
+    for field, registry in (("hidden_kind", HIDDEN_KINDS), ("hidden_norm", HIDDEN_NORMS),
+                            ("hidden_reduction", HIDDEN_REDUCTIONS)):
+        name = getattr(settings, field)
+        if name not in registry:
+            raise ValueError(f"{where}.{field} must be one of {registry.names()}, got {name!r}")
 
-    def __post_init__(self) -> None:
-        for name in ("ce", "kd", "hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-                raise ValueError(f"loss weight {name} must be a number >= 0, got {value!r}")
-        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
-        for name, allowed in (
-            ("hidden_kind", HIDDEN_KINDS),
-            ("hidden_norm", HIDDEN_NORMS),
-            ("pair_reduction", PAIR_REDUCTIONS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+# --- normalisations: fn(hidden [batch, seq, width], mask [batch, seq]) -> same shape ----------------
+
+@HIDDEN_NORMS.register("none")
+def _no_norm(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return hidden
+
+
+@HIDDEN_NORMS.register("token_l2")
+def _token_l2(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return F.normalize(hidden, dim=-1)
+
+
+@HIDDEN_NORMS.register("layer_zscore")
+def _layer_zscore(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mean = masked_mean(hidden, mask)
+    var = masked_mean((hidden - mean) ** 2, mask)
+    return (hidden - mean) / (var + 1e-6).sqrt()
+
+
+# --- per-position losses: fn(student, teacher) -> [batch, seq, width] or [batch, seq] ---------------
+
+@HIDDEN_KINDS.register("mse")
+def _squared_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return (student - teacher) ** 2
+
+
+@HIDDEN_KINDS.register("cosine")
+def _cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return 1.0 - F.cosine_similarity(student, teacher, dim=-1)
+
+
+# --- reductions over valid positions: fn(values, mask [batch, seq]) -> scalar ------------------------
+
+@HIDDEN_REDUCTIONS.register("element_mean")
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values [batch, seq, ...]`` over the positions where ``mask [batch, seq]`` is true (and
+    every trailing element): sum / (N * D). 0 when no position is valid."""
+    mask = mask.to(values.dtype)
+    while mask.dim() < values.dim():
+        mask = mask.unsqueeze(-1)
+    per_position = values[0, 0].numel() if values.dim() > 2 else 1
+    return (values * mask).sum() / (mask.sum() * per_position).clamp_min(1.0)
+
+
+@HIDDEN_REDUCTIONS.register("bert_released")
+def _bert_released(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum over valid positions and width / (batch size * valid positions), the released BERT code."""
+    weights = mask.to(values.dtype)
+    while weights.dim() < values.dim():
+        weights = weights.unsqueeze(-1)
+    return (values * weights).sum() / (mask.shape[0] * mask.sum()).clamp_min(1).to(values.dtype)
+
+
+def normalise_hidden(hidden: torch.Tensor, mask: torch.Tensor, norm: str) -> torch.Tensor:
+    """Apply a registered normalisation (`HIDDEN_NORMS`) to ``hidden [batch, seq, width]``."""
+    return HIDDEN_NORMS.get(norm)(hidden, mask)
+
+
+def pair_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, *, kind: str = "mse",
+              reduction: str = "element_mean") -> torch.Tensor:
+    """Loss between two ``[batch, seq, width]`` states over the valid positions of ``mask``."""
+    return HIDDEN_REDUCTIONS.get(reduction)(HIDDEN_KINDS.get(kind)(student, teacher), mask)
 
 
 class Projections(nn.Module):
@@ -88,8 +147,9 @@ def projection_keys(layer_maps: Mapping[str, LayerMap] | Iterable[Mapping[str, L
 def attach_projections(student: nn.Module, keys: Sequence[str], teacher_width: int) -> Projections | None:
     """Register projections on `student` (as ``student.raykd_projections``) when widths differ.
 
-    Returns None (and registers nothing) when the student already has the teacher's width.
-    The keys are recorded in ``student.config.raykd["projections"]`` so `load_student` rebuilds them.
+    Returns None (and registers nothing) when the student already has the teacher's width. Their initial
+    weights come from torch's global RNG (seed it first). The keys are recorded in
+    ``student.config.raykd["projections"]`` so `load_student` rebuilds them.
     """
     student_width = student.get_input_embeddings().embedding_dim
     if student_width == teacher_width or not keys:
@@ -106,37 +166,6 @@ def get_projections(student: nn.Module) -> Projections | None:
     return getattr(student, PROJECTION_ATTR, None)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values [batch, seq, ...]`` over the positions where ``mask [batch, seq]`` is true."""
-    mask = mask.to(values.dtype)
-    while mask.dim() < values.dim():
-        mask = mask.unsqueeze(-1)
-    per_position = values[0, 0].numel() if values.dim() > 2 else 1
-    return (values * mask).sum() / (mask.sum() * per_position).clamp_min(1.0)
-
-
-def normalise_hidden(hidden: torch.Tensor, mask: torch.Tensor, norm: str) -> torch.Tensor:
-    """Apply a `HIDDEN_NORMS` normalisation to ``hidden [batch, seq, width]``."""
-    if norm == "none":
-        return hidden
-    if norm == "token_l2":
-        return F.normalize(hidden, dim=-1)
-    if norm == "layer_zscore":
-        mean = masked_mean(hidden, mask)
-        var = masked_mean((hidden - mean) ** 2, mask)
-        return (hidden - mean) / (var + 1e-6).sqrt()
-    raise ValueError(f"hidden_norm must be one of {HIDDEN_NORMS}, got {norm!r}")
-
-
-def pair_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, *, kind: str = "mse") -> torch.Tensor:
-    """Loss between two ``[batch, seq, width]`` states over the valid positions of ``mask``."""
-    if kind == "mse":
-        return masked_mean((student - teacher) ** 2, mask)
-    if kind == "cosine":
-        return masked_mean(1.0 - F.cosine_similarity(student, teacher, dim=-1), mask)
-    raise ValueError(f"hidden_kind must be one of {HIDDEN_KINDS}, got {kind!r}")
-
-
 def hidden_loss(
     student_states: Mapping[str, Sequence[torch.Tensor]],
     teacher_states: Mapping[str, Sequence[torch.Tensor]],
@@ -145,14 +174,19 @@ def hidden_loss(
     *,
     kind: str = "mse",
     norm: str = "none",
+    reduction: str = "element_mean",
     pair_reduction: str = "mean",
     projections: Projections | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Hidden-state matching loss summed over stacks; also returns each stack's term.
 
     `student_states[stack][k]` is ``[batch, seq, student_width]`` (k = 0 embeddings, k = block k);
-    teacher likewise. A stack with no pairs contributes 0.
+    teacher likewise. A stack with no pairs contributes 0. The steps are described in this module's
+    docstring.
     """
+    if pair_reduction not in PAIR_REDUCTIONS:
+        raise ValueError(f"pair_reduction must be one of {PAIR_REDUCTIONS}, got {pair_reduction!r}")
+    normalise, per_position, reduce = HIDDEN_NORMS.get(norm), HIDDEN_KINDS.get(kind), HIDDEN_REDUCTIONS.get(reduction)
     per_stack: dict[str, torch.Tensor] = {}
     for stack, pairs in layer_maps.items():
         if not pairs:
@@ -164,18 +198,12 @@ def hidden_loss(
             if projections is not None:
                 student_hidden = projections(stack, s, student_hidden)
             teacher_hidden = teacher_states[stack][t].to(student_hidden.dtype)
-            terms.append(
-                pair_loss(
-                    normalise_hidden(student_hidden, mask, norm),
-                    normalise_hidden(teacher_hidden, mask, norm),
-                    mask,
-                    kind=kind,
-                )
-            )
+            terms.append(reduce(per_position(normalise(student_hidden, mask), normalise(teacher_hidden, mask)), mask))
         stacked = torch.stack(terms)
         per_stack[stack] = stacked.mean() if pair_reduction == "mean" else stacked.sum()
     if not per_stack:
-        return _zero_like(student_states), {}
+        first = next(iter(student_states.values()))[0]
+        return first.new_zeros(()), {}
     return torch.stack(list(per_stack.values())).sum(), per_stack
 
 
@@ -199,13 +227,6 @@ def prediction_kd(
     return kl * temperature**2
 
 
-def total_loss(
-    ce: torch.Tensor, kd: torch.Tensor, hidden: torch.Tensor, config: LossConfig
-) -> torch.Tensor:
+def total_loss(ce: torch.Tensor, kd: torch.Tensor, hidden: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """w_ce * CE + w_kd * KD + w_hidden * hidden."""
     return config.ce * ce + config.kd * kd + config.hidden * hidden
-
-
-def _zero_like(states: Mapping[str, Sequence[torch.Tensor]]) -> torch.Tensor:
-    first = next(iter(states.values()))[0]
-    return first.new_zeros(())

@@ -8,7 +8,6 @@ train split (seconds with `tokenizers`), since no registry ships T5/BART/Qwen we
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +17,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from raykd.config import TeacherConfig
+from raykd.devices import hub_offline
 from raykd.registry import Registry
 
 PACKAGED_MODELS: Registry = Registry("packaged model")
@@ -57,9 +57,8 @@ def load_teacher(config: TeacherConfig, task, train_texts: Iterable[str] | None 
         model = auto_class(task).from_pretrained(location, trust_remote_code=config.trust_remote_code,
                                                  **task.model_kwargs())
     except OSError as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         hint = (" The hub is offline (HF_HUB_OFFLINE=1) and the model is not in the local cache; use a local "
-                "folder (source: path), a packaged model (source: package) or a config.") if offline else ""
+                "folder (source: path), a packaged model (source: package) or a config.") if hub_offline() else ""
         raise ValueError(f"teacher {config.name!r} ({config.source}) could not be loaded: "
                          f"{str(error).splitlines()[0]}.{hint}") from None
     if tokenizer.pad_token is None:  # decoder-only tokenizers often have none
@@ -84,6 +83,13 @@ def train_tokenizer(texts: Iterable[str], *, kind: str = "unigram", vocab_size: 
     """Train a fast tokenizer on `texts`: ``unigram`` (SentencePiece-like, T5), ``bpe`` (byte-level,
     GPT-2/Qwen-like) or ``wordpiece`` (BERT-like). Specials: <pad>=0, </s>=1, <unk>=2, <s>=3; single
     sequences end in </s>.
+
+    Reproducibility: ``bpe`` (byte-level) gives the same tokenizer in every process. The `tokenizers`
+    library's WordPiece and Unigram trainers do not: they break ties (equally frequent merges; the order of
+    single characters) in hash order, which changes from one process to the next, so their vocabularies
+    and ids can differ between two fresh runs. Use ``bpe`` where a from-config teacher must be
+    bit-reproducible (the smoke study does); a study's teacher stage is cached, so this only matters
+    between fresh studies.
     """
     if kind == "unigram":
         tok = Tokenizer(models.Unigram())

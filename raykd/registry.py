@@ -39,6 +39,11 @@ class Registry(Generic[T]):
         self._entries[name] = obj
         self._meta[name] = meta
 
+    def remove(self, name: str) -> None:
+        """Unregister `name` (tests that register their own entries clean up with this)."""
+        self.get(name)
+        del self._entries[name], self._meta[name]
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -7,7 +7,10 @@ output of block k, k = 1..L. A strategy returns a *layer map*: a list of
 losses take them as arguments, MLflow logs them, the analysis reads them back.
 
 A strategy is a pure function ``fn(n_student, n_teacher, *, seed, match_embeddings, **options)``
-registered in `STRATEGIES`; ``seed`` is a tuple of ints (entropy for NumPy's generator).
+registered in `STRATEGIES`; ``seed`` is a tuple of ints (entropy for NumPy's generator). Its registration
+says what it needs: ``needs_s_le_t`` (student depth <= teacher depth), ``per_epoch`` (re-drawn every
+epoch), ``constraint`` (a function ``(n_student, n_teacher, **options) -> message or None``). Configs are
+checked against these before a study starts (`strategy_problem`).
 """
 
 from __future__ import annotations
@@ -46,10 +49,9 @@ def layer_map(
     for label, depth in (("n_student", n_student), ("n_teacher", n_teacher)):
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"{label} must be an integer >= 1, got {depth!r}")
-    if STRATEGIES.meta(name).get("needs_s_le_t") and n_student > n_teacher:
-        raise ValueError(
-            f"strategy {name!r} needs student depth <= teacher depth, got {n_student} > {n_teacher}"
-        )
+    problem = strategy_problem(name, n_student, n_teacher, **options)
+    if problem:
+        raise ValueError(problem)
     seed_tuple = _seed_tuple(seed)
     pairs = fn(n_student, n_teacher, seed=seed_tuple, match_embeddings=match_embeddings, **options)
     pairs = [(int(s), int(t)) for s, t in pairs]
@@ -95,6 +97,15 @@ def layer_maps(
     return maps
 
 
+def strategy_problem(name: str, n_student: int, n_teacher: int, **options: Any) -> str | None:
+    """Why strategy `name` cannot map a student of `n_student` blocks onto `n_teacher`, or None."""
+    meta = STRATEGIES.meta(name)
+    if meta.get("needs_s_le_t") and n_student > n_teacher:
+        return f"strategy {name!r} needs student depth <= teacher depth, got {n_student} > {n_teacher}"
+    constraint = meta.get("constraint")
+    return constraint(n_student, n_teacher, **options) if constraint else None
+
+
 def is_per_epoch(name: str) -> bool:
     """True for strategies that re-draw their map every epoch (they take an `epoch` option)."""
     return bool(STRATEGIES.meta(name).get("per_epoch"))
@@ -134,12 +145,50 @@ def reverse(n_student, n_teacher, *, seed, match_embeddings, **_):
     return _with_embedding(forward_targets(n_student, n_teacher)[::-1], match_embeddings)
 
 
-@STRATEGIES.register("random", needs_s_le_t=True)
-def random_permutation(n_student, n_teacher, *, seed, match_embeddings, **_):
-    """A seeded permutation of the forward targets, fixed for the whole run; embeddings 0 -> 0."""
+def _dealt_permutations(n_student: int, n_teacher: int, *, deal: str = "distinct", **_) -> str | None:
+    if deal not in RANDOM_DEALS:
+        return f"random: option deal must be one of {RANDOM_DEALS}, got {deal!r}"
+    if deal == "distinct" and math.factorial(n_student) <= 2:
+        return (f"strategy 'random' (deal: distinct) needs at least 3 matched student blocks: with {n_student} "
+                "every permutation of the forward targets is the forward or the reverse map")
+    return None
+
+
+RANDOM_DEALS = ("distinct", "independent")
+
+
+@STRATEGIES.register("random", needs_s_le_t=True, constraint=_dealt_permutations)
+def random_permutation(n_student, n_teacher, *, seed, match_embeddings, deal="distinct", **_):
+    """A permutation of the forward targets, fixed for the whole run; embeddings 0 -> 0.
+
+    ``deal: distinct`` (default, a deliberate departure from the paper's independent draws): the
+    permutations other than forward and reverse are dealt to seeds so that seeds 0..M-1 get M distinct
+    ones (M = S! - 2), in a scrambled order, and further seeds cycle through them evenly; a random arm
+    is then never a copy of another arm, and with 3 blocks (4 such permutations) 4 seeds use each once.
+    The deal depends on the seed alone, so growing a study keeps every earlier trial's map.
+    ``deal: independent``: a uniformly random permutation per seed (the paper's), which for small S
+    often repeats or equals the forward or reverse map.
+    """
     targets = forward_targets(n_student, n_teacher)
-    order = np.random.default_rng(list(seed)).permutation(len(targets))
+    if deal == "independent":
+        order = np.random.default_rng(list(seed)).permutation(len(targets)).tolist()
+    else:
+        order = _permutation_for(seed, len(targets))
     return _with_embedding([targets[i] for i in order], match_embeddings)
+
+
+def _permutation_for(seed: tuple[int, ...], n: int) -> list[int]:
+    """The permutation of range(n) dealt to `seed` (``(trial seed, stack...)``): lexicographic ranks
+    1..n!-2 (rank 0 is the identity, n!-1 the reversal) visited by an affine bijection of the seed."""
+    count = math.factorial(n) - 2
+    step = next(a for a in range(max(1, round(0.618 * count)), 2 * count + 2) if math.gcd(a, count) == 1)
+    offset = sum((i + 1) * 7919 * v for i, v in enumerate(seed[1:]))  # other stacks: another deal
+    rank = 1 + (step * seed[0] + offset) % count
+    items, order = list(range(n)), []
+    for position in range(n, 0, -1):
+        index, rank = divmod(rank, math.factorial(position - 1))
+        order.append(items.pop(index))
+    return order
 
 
 @STRATEGIES.register("all_to_one")

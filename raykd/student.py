@@ -3,10 +3,13 @@
 Initialisations (PAPER.md):
 - ``random``: fresh weights from the teacher's config with S blocks per stack (and optionally
   another width), drawn from `seed`;
-- ``teacher``: the teacher's non-block weights (embeddings, pooler, final norm, LM or
-  classification head) plus S teacher blocks chosen by a copy rule: ``matched`` (the forward set,
-  12->3 = [4, 8, 12], as the released BERT and BART code), ``spread`` (first..last evenly,
-  12->3 = [1, 7, 12], as the released T5 code) or an explicit list of teacher block indices.
+- ``teacher``: the teacher's non-block weights (embeddings, pooler, final norm) plus S teacher blocks
+  chosen by a copy rule: ``matched`` (the forward set, 12->3 = [4, 8, 12], as the released BERT and
+  BART code), ``spread`` (first..last evenly, 12->3 = [1, 7, 12], as the released T5 code) or an
+  explicit list of teacher block indices. The task head (weights outside the base model) is copied or
+  drawn fresh from `seed` (`copy_head`); by default a sequence classifier's head is drawn fresh, as the
+  released BERT code does (a copied fine-tuned head starts the student at the teacher's accuracy and
+  leaves nothing to distil), and LM heads are copied.
 The copied set is independent of the matching strategy; both are recorded. What was built is
 written to ``student.config.raykd`` (it travels with the config to MLflow and to checkpoints).
 """
@@ -24,10 +27,10 @@ import transformers
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from raykd.config import INITS
 from raykd.families import Family, family_of
 from raykd.strategies import forward_targets, spread_targets
 
-INITS = ("random", "teacher")
 COPY_RULES = ("matched", "spread")
 CopyRule = str | Sequence[int] | Mapping[str, Any]
 
@@ -40,6 +43,7 @@ def build_student(
     init: str = "random",
     copy_rule: CopyRule = "matched",
     seed: int = 0,
+    copy_head: bool | None = None,
 ) -> nn.Module:
     """A student of the teacher's class with `depth` blocks per stack.
 
@@ -69,8 +73,10 @@ def build_student(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         student = type(teacher)(config)
+    head_copied = None
     if init == "teacher":
-        _copy_from_teacher(student, teacher, family, copied)
+        head_copied = default_copy_head(teacher) if copy_head is None else copy_head
+        _copy_from_teacher(student, teacher, family, copied, copy_head=head_copied)
     student.config.raykd = {
         "init": init,
         "seed": seed,
@@ -80,6 +86,8 @@ def build_student(
         "teacher_width": teacher_width,
         "copy_rule": (copy_rule if isinstance(copy_rule, str) else "explicit") if init == "teacher" else None,
         "copied_layers": copied,
+        "copied_head": head_copied,
+        "head": head_keys(student),
         "teacher": getattr(teacher.config, "name_or_path", "") or teacher.config.model_type,
     }
     return student
@@ -125,6 +133,20 @@ def copied_layers(rule: CopyRule, n_student: int, n_teacher: int, *, stack: str 
             f"explicit copy list for {stack} must hold {n_student} teacher blocks in 1..{n_teacher}, got {layers}"
         )
     return layers
+
+
+def default_copy_head(model: nn.Module) -> bool:
+    """The paper's choice per head type: a sequence classifier's head is not copied, LM heads are."""
+    return "ForSequenceClassification" not in type(model).__name__
+
+
+def head_keys(model: nn.Module) -> list[str]:
+    """State-dict prefixes of the task head: the weights outside the base model (e.g. ``classifier``)."""
+    base = model.base_model
+    if base is model:
+        return []
+    base_names = {f"{n}." for n, m in model.named_children() if m is base}
+    return sorted({k.split(".")[0] for k in model.state_dict() if not any(k.startswith(b) for b in base_names)})
 
 
 def save_student(student: nn.Module, directory: str | Path) -> Path:
@@ -197,17 +219,22 @@ def _resize_width(config: Any, family: Family, width: int) -> None:
 
 
 def _copy_from_teacher(
-    student: nn.Module, teacher: nn.Module, family: Family, copied: Mapping[str, list[int]]
+    student: nn.Module, teacher: nn.Module, family: Family, copied: Mapping[str, list[int]], *, copy_head: bool = True
 ) -> None:
-    """Load teacher weights into `student`: non-block weights as they are, block k <- copied[k-1].
+    """Load teacher weights into `student`: non-block weights as they are, block k <- copied[k-1]; the task
+    head too when `copy_head`, else the student keeps its own freshly drawn head.
 
     A block parameter that exists only in some blocks (T5's relative attention bias, held by
     block 1 and shared by all) is taken from the teacher block at the student's own index.
     """
     teacher_state = teacher.state_dict()
     prefixes = family.block_prefixes(student)
+    fresh = tuple(f"{h}." for h in head_keys(student)) if not copy_head else ()
     new_state = {}
     for key, value in student.state_dict().items():
+        if fresh and key.startswith(fresh):
+            new_state[key] = value
+            continue
         source = key
         for stack, prefix in prefixes.items():
             if key.startswith(prefix):

@@ -1,10 +1,18 @@
-"""The sweep: Ray Tune over strategy x init x hidden-loss weight x seed, one Ray Train run per trial.
+"""The sweep: Ray Tune over strategy x init x hidden-loss weight x seed, one trial per Tune trial.
 
-Each trial is a Tune function trainable (the trial driver) that finds or creates the trial's MLflow
-run and fits a `TorchTrainer` over `raykd.train.worker.train_trial` (Ray 2.60's supported pattern:
-Tune cannot take a Train V2 trainer directly). Trial and Train run names are deterministic, under one
-storage path, so a restored study finds every trial's checkpoints. Drivers hold no CPU (they sit on a
-custom ``tune_driver`` resource when the cluster has one), so small machines do not deadlock.
+Each trial is a Tune function trainable (`run_trial`, the trial driver) that finds or creates the trial's
+MLflow run and fits a `TorchTrainer` over `raykd.train.worker.train_trial`:
+
+- one worker (the default, and small trials packed on a GPU): Ray Train's local mode
+  (``ScalingConfig(num_workers=0)``) runs the trial inside the Tune actor, which holds the trial's CPUs
+  and GPU share; Tune reuses actors across trials (``reuse_actors=True``), so imports, the teacher's
+  outputs and data are loaded once per actor, not once per trial;
+- several workers (DDP): a worker group of that size; the driver itself holds no CPU (a custom
+  ``tune_driver`` resource), so small clusters do not deadlock.
+
+Trials checkpoint into their own `CheckpointStore`, and MLflow is the record of which trials ended: a
+study run again (resumed, or grown to more seeds, strategies or inits) fits only the trials that have not
+ended, each from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -18,36 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from raykd.config import StudyConfig
+from raykd.trial import StudyContext, TrialSpec
 
 DRIVER_RESOURCE = "tune_driver"
-TUNE_PREFIX = "tune-"  # trial ids of the Optuna weight-search phase
 CELL_KEYS = ("strategy", "init")
 
 
-def trial_id(strategy: str, init: str, weight: float, seed: int) -> str:
-    return f"{strategy}-{init}-w{weight:g}-s{seed}"
-
-
-def trial_grid(config: StudyConfig, chosen: dict[tuple[str, str], float | None] | None = None) -> list[dict[str, Any]]:
-    """Every trial of the study. `none` has no hidden loss, so it runs once per (init, seed), weight 0.
-
-    `chosen` (from the Optuna phase) replaces the weight grid by one tuned weight per (strategy, init)
-    cell; a cell whose tuning found no weight (every tuning trial failed) is left out.
-    """
-    trials = []
-    for strategy in config.sweep.strategies:
-        for init in config.sweep.inits:
-            if strategy == "none":
-                weights = [0.0]
-            elif chosen is not None:
-                weights = [] if chosen.get((strategy, init)) is None else [chosen[(strategy, init)]]
-            else:
-                weights = config.sweep.weights
-            for weight in weights:
-                for seed in config.sweep.seeds:
-                    trials.append({"trial_id": trial_id(strategy, init, weight, seed), "strategy": strategy,
-                                   "init": init, "weight": weight, "seed": seed})
-    return trials
+class ResourceError(ValueError):
+    """A trial asks for more than any node of the cluster has: it could never be scheduled."""
 
 
 @dataclass(frozen=True)
@@ -60,83 +46,133 @@ class Resources:
     max_concurrent: int
     driver: dict[str, float]
 
+    @property
+    def local(self) -> bool:
+        """One worker: the trial runs inside its Tune actor (Ray Train local mode)."""
+        return self.num_workers == 1
+
+    @property
+    def trial(self) -> dict[str, float]:
+        """What the Tune actor of one trial holds."""
+        if not self.local:
+            return self.driver
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+
     def describe(self) -> str:
         gpu = f", {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
-        return (f"{self.num_workers} worker(s) x ({self.cpus_per_worker:g} CPU{gpu}) per trial, "
+        how = "in-process (local mode, reused actors)" if self.local else "DDP worker group"
+        return (f"{self.num_workers} worker(s) x ({self.cpus_per_worker:g} CPU{gpu}) per trial, {how}, "
                 f"{self.max_concurrent} trial(s) at once")
 
 
-def plan_resources(config: StudyConfig, cluster: dict[str, float], n_trials: int) -> Resources:
-    """Trial concurrency from the cluster's totals, or `compute.max_concurrent_trials` when set.
+def plan_resources(config: StudyConfig, cluster: dict[str, float], n_trials: int,
+                   nodes: list[dict[str, float]] | None = None) -> Resources:
+    """Trial concurrency from the cluster (or `compute.max_concurrent_trials` when set).
 
-    An explicit cap is trusted as is: an autoscaling cluster (KubeRay with workers from 0) shows only
-    the nodes that are up now, and Tune queues trials until the autoscaler adds the rest.
+    A worker must fit on one node: a request no node can hold would wait forever, so it fails here,
+    saying what was asked and what the nodes have. An explicit cap is trusted as is: an autoscaling
+    cluster (KubeRay with workers from 0) shows only the nodes that are up now.
     """
     compute = config.compute
-    per_trial_cpu = compute.num_workers * compute.cpus_per_worker
-    fits = int(cluster.get("CPU", 1) // per_trial_cpu) if per_trial_cpu else n_trials
-    if compute.gpus_per_worker:
-        fits = min(fits, int(cluster.get("GPU", 0) // (compute.num_workers * compute.gpus_per_worker)))
+    nodes = nodes if nodes is not None else [cluster]
+    per_worker = {"CPU": compute.cpus_per_worker, **({"GPU": compute.gpus_per_worker} if compute.gpus_per_worker else {})}
+    fits_per_node = [min(int(node.get(k, 0) // v) for k, v in per_worker.items()) for node in nodes]
     driver = {"CPU": 0, DRIVER_RESOURCE: 1} if cluster.get(DRIVER_RESOURCE, 0) >= 1 else {"CPU": 0.01}
     if compute.max_concurrent_trials:
         return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker,
                          max(1, min(compute.max_concurrent_trials, n_trials)), driver)
-    if fits < 1:
-        raise ValueError(f"one trial needs {per_trial_cpu:g} CPU and {compute.num_workers * compute.gpus_per_worker:g} GPU; "
-                         f"the cluster has {cluster.get('CPU', 0):g} CPU and {cluster.get('GPU', 0):g} GPU")
-    concurrent = max(1, min(fits, n_trials))
+    workers = sum(fits_per_node)
+    if max(fits_per_node, default=0) < 1 or workers < compute.num_workers:
+        have = "; ".join(f"node {i}: {node.get('CPU', 0):g} CPU, {node.get('GPU', 0):g} GPU" for i, node in enumerate(nodes))
+        raise ResourceError(f"a trial needs {compute.num_workers} worker(s) of {compute.cpus_per_worker:g} CPU"
+                            f"{f' and {compute.gpus_per_worker:g} GPU' if compute.gpus_per_worker else ''} each, "
+                            f"each on one node; the cluster has {have} (set compute.cpus_per_worker / "
+                            "gpus_per_worker / num_workers to fit, or compute.max_concurrent_trials on an "
+                            "autoscaling cluster)")
+    concurrent = max(1, min(workers // compute.num_workers, n_trials))
     return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker, concurrent, driver)
 
 
-def run_trial(params: dict[str, Any]) -> None:
-    """Tune function trainable: one trial = one Ray Train run, tracked in one MLflow run."""
+def run_trial(params: dict[str, Any], context: StudyContext, resources: Resources) -> None:
+    """Tune function trainable: one trial = one Ray Train run (local mode or a worker group), one MLflow run."""
     import ray.train
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray import tune
     from ray.train.torch import TorchTrainer
 
     from raykd import tracking as tr
     from raykd.train.worker import train_trial
 
-    study, trial = params["study"], params["trial"]
-    config = StudyConfig.model_validate(study["config"])
-    compute = config.compute
-    tracking = tr.Tracking(**study["tracking"]) if study.get("tracking") else None
-    run_id = None
+    spec = TrialSpec(**params["trial"])
+    tracking, run_id = context.tracking, None
     if tracking is not None:
-        ended = tr.ended_result(tracking, trial["trial_id"])
+        ended = tr.ended_result(tracking, spec.trial_id)
         if ended is not None:  # ended in an earlier run of the study: report it, do not train again
-            from ray import tune
-
             tune.report(ended)
             return
-        run_id = tr.child_run(tracking, role="trial", key=trial["trial_id"], run_name=trial["trial_id"],
-                              tags={"raykd.strategy": trial["strategy"], "raykd.init": trial["init"],
-                                    "raykd.weight": f"{trial['weight']:g}", "raykd.seed": str(trial["seed"])})
-    resources = {"CPU": compute.cpus_per_worker}
-    if compute.gpus_per_worker:
-        resources["GPU"] = compute.gpus_per_worker
-    trainer = TorchTrainer(
-        train_trial,
-        train_loop_config={**study, "trial": trial, "run_id": run_id},
-        scaling_config=ray.train.ScalingConfig(num_workers=compute.num_workers, use_gpu=bool(compute.gpus_per_worker),
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
-            name=trial["trial_id"],
-            storage_path=study["train_storage"],
-            failure_config=ray.train.FailureConfig(max_failures=compute.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()],
-        ),
-    )
+        run_id = tr.child_run(tracking, role="trial", key=spec.trial_id, run_name=spec.trial_id,
+                              tags={"raykd.strategy": spec.strategy, "raykd.init": spec.init,
+                                    "raykd.weight": f"{spec.weight:g}", "raykd.seed": str(spec.seed)})
+    loop_config = {"context": context, "trial": spec.as_dict(), "run_id": run_id, "local": resources.local}
+    if resources.local:
+        trainer = TorchTrainer(train_trial, train_loop_config=loop_config,
+                               scaling_config=ray.train.ScalingConfig(num_workers=0))
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        compute = context.config.compute
+        per_worker = {"CPU": compute.cpus_per_worker, **({"GPU": compute.gpus_per_worker} if compute.gpus_per_worker else {})}
+        trainer = TorchTrainer(
+            train_trial, train_loop_config=loop_config,
+            scaling_config=ray.train.ScalingConfig(num_workers=compute.num_workers,
+                                                   use_gpu=bool(compute.gpus_per_worker),
+                                                   resources_per_worker=per_worker),
+            run_config=ray.train.RunConfig(name=spec.trial_id, storage_path=str(Path(context.study_dir) / "ray" / "train"),
+                                           failure_config=ray.train.FailureConfig(max_failures=compute.max_failures),
+                                           callbacks=[TuneReportCallback()]))
     try:
         result = trainer.fit()
-    except Exception:
+    except Exception as error:
         if tracking is not None:
-            tr.finish(tracking.client(), run_id, "failed")
+            tr.finish(tracking.client(), run_id, "failed", error=error)
         raise
+    final = result.return_value if resources.local else result.metrics
     if tracking is not None:
-        status = result.metrics.get("status", "failed") if result.metrics else "failed"
-        tr.finish(tracking.client(), run_id, status)
+        tr.finish(tracking.client(), run_id, (final or {}).get("status", "failed"))
+
+
+def fit(storage: Path, name: str, config: StudyConfig, context: StudyContext, resources: Resources, callbacks: list,
+        *, trials: list[TrialSpec] | None = None, search_alg=None, num_samples: int = 1, restore: bool = False):
+    """One Tune run of trial drivers over `trials` (or what `search_alg` suggests).
+
+    A grid run starts afresh each time (its trials resume from their own checkpoints); `restore` continues
+    an interrupted searcher-driven run (the Optuna phase, whose state lives in Tune's experiment).
+    """
+    import shutil
+
+    from ray import tune
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context, resources=resources),
+                                    resources.trial)
+    path = storage / name
+    if restore and tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True).fit()
+    shutil.rmtree(path, ignore_errors=True)
+    compute = config.compute
+    retries = compute.trial_retries + (compute.max_failures if resources.local else 0)
+    param_space = {"trial": tune.grid_search([t.as_dict() for t in trials])} if trials is not None else {}
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, search_alg=search_alg,
+                                    num_samples=num_samples, reuse_actors=resources.local,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=retries)),
+    ).fit()
+
+
+def _trial_name(trial) -> str:
+    return trial.config["trial"]["trial_id"]
 
 
 class Progress:
@@ -163,6 +199,7 @@ class Progress:
         self.best: dict[tuple, float] = {}
         self.started = time.time()
         self.timed = 0
+        self.errors: dict[str, str] = {}
 
     def done(self, trial, *, failed: bool) -> None:
         self.running.discard(trial.trial_id)
@@ -170,6 +207,8 @@ class Progress:
         result = trial.last_result or {}
         value = result.get(f"test/{self.metric}")
         status = "failed" if failed else result.get("status", "failed")
+        if failed:
+            self.errors[spec["trial_id"]] = str(getattr(trial, "error_msg", None) or "the trial's process failed")
         if failed or status != "finished":
             self.failed += 1
         else:
@@ -192,19 +231,23 @@ class Progress:
         return f"best test {self.metric} per cell: {cells}" if cells else "no finished trial"
 
 
-def results_table(grid, metric: str) -> list[dict[str, Any]]:
-    """One row per trial from a Tune ResultGrid: the trial spec, status, test and validation metric."""
+def results_table(runs: dict[str, Any], grid: list[TrialSpec], metric: str,
+                  errors: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per grid trial from its MLflow run (``runs``: trial id -> run): status, test and validation metric."""
+    from raykd import tracking as tr
+
+    errors = errors or {}
     rows = []
-    for result in grid:
-        spec = result.config["trial"]
-        metrics = result.metrics or {}
-        status = "failed" if result.error is not None else metrics.get("status", "failed")
-        rows.append({**{k: spec[k] for k in ("trial_id", "strategy", "init", "weight", "seed")},
-                     "status": status,
-                     "metric": metrics.get(f"test/{metric}") if status == "finished" else None,
-                     "best_validation": metrics.get("best_validation"),
-                     "steps": metrics.get("step"),
-                     "error": (str(result.error).splitlines()[0][:300] if result.error is not None else None)})
+    for spec in grid:
+        run = runs.get(spec.trial_id)
+        tags = run.data.tags if run is not None else {}
+        metrics = run.data.metrics if run is not None else {}
+        status = tags.get(tr.STATUS) or ("failed" if spec.trial_id in errors else "unfinished")
+        rows.append({"trial_id": spec.trial_id, "strategy": spec.strategy, "init": spec.init, "weight": spec.weight,
+                     "seed": spec.seed, "status": status,
+                     "metric": metrics.get(f"test.{metric}") if status == "finished" else None,
+                     "best_validation": metrics.get("best_validation"), "steps": metrics.get("steps"),
+                     "error": errors.get(spec.trial_id) or tags.get(tr.ERROR)})
     return sorted(rows, key=lambda r: (r["strategy"], r["init"], r["weight"], r["seed"]))
 
 

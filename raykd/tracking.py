@@ -25,6 +25,7 @@ STUDY_UID = "raykd.study_uid"
 ROLE = "raykd.role"  # study | teacher | trial
 TRIAL_ID = "raykd.trial_id"
 STATUS = "raykd.status"  # finished | diverged | failed
+ERROR = "raykd.error"  # why a trial failed (first line)
 PARENT = "mlflow.parentRunId"
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
@@ -171,7 +172,48 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def finish(client: MlflowClient, run_id: str, status: str) -> None:
+def finish(client: MlflowClient, run_id: str, status: str, error: BaseException | str | None = None) -> None:
     """Tag the raykd status and close the run (diverged trials end FINISHED with status=diverged)."""
-    set_tags(client, run_id, {STATUS: status})
+    tags = {STATUS: status}
+    if error is not None:
+        tags[ERROR] = (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+    set_tags(client, run_id, tags)
     client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+
+
+class TrialLog:
+    """What rank 0 of a trial logs to the trial's MLflow run (found or created by the trial driver)."""
+
+    def __init__(self, tracking: Tracking, run_id: str) -> None:
+        self.client, self.run_id = tracking.client(), run_id
+
+    def start(self, context, trial, *, resumed_from: int | None, discarded: str | None) -> None:
+        """Params (every config field flattened, the trial's arm and maps, versions) and resume tags."""
+        from raykd.config import flatten
+        from raykd.student import student_metadata
+
+        log_params(self.client, self.run_id, {**flatten(context.config), **trial.params(), **context.versions})
+        if discarded is not None:
+            set_tags(self.client, self.run_id, {"raykd.checkpoint_discarded": discarded[:5000]})
+        if resumed_from is not None:
+            set_tags(self.client, self.run_id, {"raykd.resumed_from_step": str(resumed_from)})
+        else:
+            self.client.log_dict(self.run_id, {"layer_maps": {str(e): m for e, m in trial.maps.items()},
+                                               "student": student_metadata(trial.student),
+                                               "trial": trial.spec.as_dict()}, "layer_map.json")
+
+    def step(self, step: int, terms: Mapping[str, float], lr: float, examples_per_s: float) -> None:
+        log_metrics(self.client, self.run_id, {**{f"train/{k}": v for k, v in terms.items()}, "train/lr": lr,
+                                               "train/examples_per_s": examples_per_s}, step, _now_ms())
+
+    def metrics(self, step: int, report: Mapping[str, Any]) -> None:
+        """The numbers of a report (validation, test, best, timings)."""
+        numbers = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and k not in ("epoch", "step")}
+        log_metrics(self.client, self.run_id, numbers, step, _now_ms())
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

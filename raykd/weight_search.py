@@ -15,25 +15,22 @@ import optuna
 from ray.tune.search import Searcher
 
 from raykd.config import StudyConfig
-from raykd.sweep import TUNE_PREFIX
-
+from raykd.trial import NONE, TUNE_PREFIX, TrialSpec
 
 
 def tuning_cells(config: StudyConfig) -> list[tuple[str, str]]:
-    return [(s, i) for s in config.sweep.strategies if s != "none" for i in config.sweep.inits]
+    return [(s, i) for s in config.sweep.strategies if s != NONE for i in config.sweep.inits]
 
 
 class CellwiseOptuna(Searcher):
     """One TPE study per (strategy, init) cell; `trials_per_cell` trials each, then FINISHED."""
 
-    def __init__(self, config: StudyConfig, study_ctx: dict[str, Any], *, metric: str = "best_validation",
-                 mode: str = "max") -> None:
+    def __init__(self, config: StudyConfig, *, metric: str = "best_validation", mode: str = "max") -> None:
         super().__init__(metric=metric, mode=mode)
         search = config.sweep.weight_search
         self.search = search.model_dump()
         self.tune_seed = search.seed if search.seed is not None else config.sweep.seeds[0]
         self.cells = tuning_cells(config)
-        self.study_ctx = study_ctx
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.studies = {
             cell: optuna.create_study(direction="maximize" if mode == "max" else "minimize",
@@ -54,9 +51,9 @@ class CellwiseOptuna(Searcher):
         self.asked[cell] += 1
         self.live[trial_id] = (cell, trial.number)
         strategy, init = cell
-        return {"study": self.study_ctx, "trial": {
-            "trial_id": f"{TUNE_PREFIX}{strategy}-{init}-n{n}", "strategy": strategy, "init": init,
-            "weight": round(weight, 6), "seed": self.tune_seed, "phase": "tune"}}
+        spec = TrialSpec(f"{TUNE_PREFIX}{strategy}-{init}-n{n}", strategy, init, round(weight, 6), self.tune_seed,
+                         phase="tune")
+        return {"trial": spec.as_dict()}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.live:

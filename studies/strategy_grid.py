@@ -28,26 +28,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config field, e.g. --set sweep.seeds=[0,1] (repeatable)")
     args = parser.parse_args(argv)
 
-    from raykd.config import ConfigError, load_config
+    from raykd.config import ConfigError
+    from raykd.validate import load_study_config
 
     overrides = list(args.set) + ([f"name={args.name}"] if args.name else [])
     try:
-        config = load_config(args.config, overrides)
+        config = load_study_config(args.config, overrides)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from raykd.study import dry_run
+        from raykd.plan import dry_run
 
         print(dry_run(config))
         return 0
 
     from raykd.study import mlflow_ui_command, run_study
+    from raykd.sweep import ResourceError
     from raykd.tracking import TrackingError, tracking_lost
 
     try:
         summary = run_study(config, Path(args.output_dir), fresh=args.fresh)
-    except (ConfigError, TrackingError) as error:
+    except (ConfigError, TrackingError, ResourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:

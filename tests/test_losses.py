@@ -3,10 +3,13 @@ import math
 import pytest
 import torch
 
+from raykd.config import LossSettings
 from raykd.losses import (
     HIDDEN_KINDS,
     HIDDEN_NORMS,
+    HIDDEN_REDUCTIONS,
     LossConfig,
+    check_loss_settings,
     Projections,
     attach_projections,
     hidden_loss,
@@ -59,9 +62,37 @@ def test_layer_zscore_golden_and_scale_invariant():
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("norm", HIDDEN_NORMS)
-@pytest.mark.parametrize("kind", HIDDEN_KINDS)
-def test_pads_never_count(norm, kind):
+def test_bert_released_reduction_golden_is_element_mean_times_width_over_batch():
+    # per token sum over width: 1+4 = 5 and 9+16 = 25; summed over valid tokens 30; / (batch 1 * 2 valid tokens)
+    assert pair_loss(S, ZERO, MASK, reduction="bert_released").item() == pytest.approx(15.0)
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(4, 6, 8, generator=g), torch.randn(4, 6, 8, generator=g)
+    mask = torch.rand(4, 6, generator=g) > 0.3
+    element = pair_loss(s, t, mask, reduction="element_mean")
+    released = pair_loss(s, t, mask, reduction="bert_released")
+    assert released.item() == pytest.approx(element.item() * 8 / 4, rel=1e-6)  # x width / batch
+    # the paper's scale note: at width 384 and batch 32 the released weight 3 is weight 36 of the element mean
+    assert 3 * 384 / 32 == 36
+
+
+def test_a_user_registered_hidden_loss_is_used_like_the_built_ins():
+    @HIDDEN_KINDS.register("absolute")
+    def absolute(student, teacher):
+        return (student - teacher).abs()
+
+    try:
+        assert pair_loss(S, ZERO, MASK, kind="absolute").item() == pytest.approx((1 + 2 + 3 + 4) / 4)
+        check_loss_settings(LossSettings(hidden_kind="absolute"))  # a registered name validates
+    finally:
+        HIDDEN_KINDS.remove("absolute")
+    with pytest.raises(ValueError, match=r"distill.loss.hidden_kind must be one of \['cosine', 'mse'\], got 'absolute'"):
+        check_loss_settings(LossSettings(hidden_kind="absolute"))
+
+
+@pytest.mark.parametrize("reduction", HIDDEN_REDUCTIONS.names())
+@pytest.mark.parametrize("norm", HIDDEN_NORMS.names())
+@pytest.mark.parametrize("kind", HIDDEN_KINDS.names())
+def test_pads_never_count(norm, kind, reduction):
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(2, 5, 4, generator=g), torch.randn(2, 5, 4, generator=g)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).bool()
@@ -69,8 +100,10 @@ def test_pads_never_count(norm, kind):
     s2[1, 3:] = 1e3
     t2[1, 3:] = -7.0
     maps = {"encoder": [(0, 0), (1, 1)]}
-    a, _ = hidden_loss({"encoder": [s, s]}, {"encoder": [t, t]}, maps, {"encoder": mask}, kind=kind, norm=norm)
-    b, _ = hidden_loss({"encoder": [s2, s2]}, {"encoder": [t2, t2]}, maps, {"encoder": mask}, kind=kind, norm=norm)
+    a, _ = hidden_loss({"encoder": [s, s]}, {"encoder": [t, t]}, maps, {"encoder": mask}, kind=kind, norm=norm,
+                       reduction=reduction)
+    b, _ = hidden_loss({"encoder": [s2, s2]}, {"encoder": [t2, t2]}, maps, {"encoder": mask}, kind=kind, norm=norm,
+                       reduction=reduction)
     torch.testing.assert_close(a, b)
 
 
@@ -127,18 +160,25 @@ def test_total_loss_weights():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(hidden=-1.0), "loss weight hidden must be a number >= 0"),
-        (dict(kd=float("nan")), "loss weight kd"),
-        (dict(ce="1"), "loss weight ce"),
-        (dict(temperature=0), "temperature must be > 0"),
-        (dict(hidden_norm="zscore"), "hidden_norm must be one of"),
-        (dict(hidden_kind="l1"), "hidden_kind must be one of"),
-        (dict(pair_reduction="max"), "pair_reduction must be one of"),
+        (dict(hidden=-1.0), "hidden\n.*loss weights must be numbers >= 0, got -1.0"),
+        (dict(kd=float("nan")), "kd\n.*loss weights must be numbers >= 0, got nan"),
+        (dict(ce="1"), "ce\n.*loss weights must be numbers >= 0, got '1'"),
+        (dict(temperature=0), "temperature\n.*greater than 0"),
+        (dict(pair_reduction="max"), "pair_reduction\n.*'mean' or 'sum'"),
     ],
 )
 def test_loss_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LossConfig(**kwargs)
+
+
+@pytest.mark.parametrize("field, value", [("hidden_norm", "zscore"), ("hidden_kind", "l1"), ("hidden_reduction", "sum")])
+def test_unknown_registered_names_are_refused_listing_the_registry(field, value):
+    with pytest.raises(ValueError, match=f"distill.loss.{field} must be one of .*got '{value}'"):
+        check_loss_settings(LossConfig(**{field: value}))
+    with pytest.raises(ValueError, match="unknown hidden"):  # and at use
+        hidden_loss({"encoder": [S]}, {"encoder": [S]}, {"encoder": [(0, 0)]}, {"encoder": MASK},
+                    **{"kind" if field == "hidden_kind" else "norm" if field == "hidden_norm" else "reduction": value})
 
 
 def test_projection_keys_union_over_maps():

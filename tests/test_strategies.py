@@ -1,3 +1,6 @@
+import math
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -74,7 +77,33 @@ def test_random_is_a_seeded_permutation_of_forward_targets():
 
 def test_random_differs_across_seeds():
     maps = {tuple(layer_map("random", 6, 12, seed=s)) for s in range(10)}
-    assert len(maps) > 5
+    assert len(maps) == 10  # dealt: distinct for seeds 0..M-1
+
+
+@pytest.mark.parametrize("blocks, teacher", [(3, 6), (3, 12), (4, 12), (5, 20)])
+def test_random_deals_distinct_permutations_that_are_neither_forward_nor_reverse(blocks, teacher):
+    """The audit's case (3 blocks, 6 permutations): seeds 1, 4, 6 drew forward and seeds 0 and 2 the same map.
+    Now seeds 0..M-1 get the M = S! - 2 other permutations once each, and more seeds cycle through them evenly."""
+    forward = layer_map("forward", blocks, teacher)
+    reverse = layer_map("reverse", blocks, teacher)
+    available = math.factorial(blocks) - 2
+    seeds = range(min(available, 40))
+    maps = [tuple(layer_map("random", blocks, teacher, seed=s)) for s in seeds]
+    assert len(set(maps)) == len(maps)
+    assert tuple(forward) not in maps and tuple(reverse) not in maps
+    if available <= 40:  # more seeds than permutations: balanced (each used 2 or 3 times over 2.5 rounds)
+        counts = Counter(tuple(layer_map("random", blocks, teacher, seed=s)) for s in range(5 * available // 2))
+        assert len(counts) == available and set(counts.values()) <= {2, 3}
+
+
+def test_random_deal_depends_on_the_seed_alone_and_independent_draws_stay_available():
+    assert layer_map("random", 3, 6, seed=5) == layer_map("random", 3, 6, seed=5)  # growing a study keeps maps
+    independent = {tuple(layer_map("random", 3, 6, seed=s, deal="independent")) for s in range(40)}
+    assert tuple(layer_map("forward", 3, 6)) in independent  # the paper's draws may equal forward
+    with pytest.raises(ValueError, match="at least 3 matched student blocks: with 2"):
+        layer_map("random", 2, 6, seed=0)
+    with pytest.raises(ValueError, match=r"option deal must be one of \('distinct', 'independent'\)"):
+        layer_map("random", 3, 6, seed=0, deal="fresh")
 
 
 def test_rail_is_ordered_subset_redrawn_per_epoch():
@@ -126,7 +155,9 @@ ONE_PER_STATE = ("forward", "reverse", "random", "all_to_one", "last", "rail", "
     embeddings=st.booleans(),
 )
 def test_properties(name, teacher, data, seed, embeddings):
-    student = data.draw(st.integers(1, teacher))
+    student = data.draw(st.integers(3 if name == "random" and teacher >= 3 else 1, teacher))
+    if name == "random" and student < 3:
+        return  # no permutation other than forward and reverse exists (tested above)
     pairs = layer_map(name, student, teacher, seed=seed, match_embeddings=embeddings, epoch=seed % 5)
     first = 0 if embeddings else 1
     assert [s for s, _ in pairs] == list(range(first, student + 1))  # one pair per student state
@@ -200,5 +231,9 @@ def test_user_registered_strategy_is_validated():
     def broken(n_student, n_teacher, *, seed, match_embeddings, **_):
         return [(1, n_teacher + 1)]
 
-    with pytest.raises(ValueError, match="strategy 'test_out_of_range': pair"):
-        layer_map("test_out_of_range", 3, 12)
+    try:
+        with pytest.raises(ValueError, match="strategy 'test_out_of_range': pair"):
+            layer_map("test_out_of_range", 3, 12)
+    finally:
+        STRATEGIES.remove("test_out_of_range")  # tests leave no global state behind
+    assert "test_out_of_range" not in STRATEGIES

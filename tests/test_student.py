@@ -3,7 +3,7 @@ import torch
 
 from raykd.families import family_of
 from raykd.losses import attach_projections
-from raykd.student import build_student, copied_layers, load_student, save_student, student_metadata
+from raykd.student import build_student, copied_layers, head_keys, load_student, save_student, student_metadata
 from tests.tiny import PAPER_TYPES, TINY_TYPES, tiny_batch, tiny_model
 
 
@@ -31,10 +31,36 @@ def test_teacher_init_copies_blocks_and_everything_else(model_type, rule):
                 torch.testing.assert_close(value, source, rtol=0, atol=0)
     teacher_state = teacher.state_dict()
     prefixes = tuple(family.block_prefixes(student).values())
-    non_block = [k for k in student.state_dict() if not k.startswith(prefixes)]
-    assert non_block, "embeddings/heads should be copied"
+    head = tuple(f"{h}." for h in head_keys(student))
+    non_block = [k for k in student.state_dict() if not k.startswith(prefixes) and not k.startswith(head)]
+    assert non_block, "embeddings (and pooler, final norms) should be copied"
     for key in non_block:
         torch.testing.assert_close(student.state_dict()[key], teacher_state[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_type", TINY_TYPES)
+def test_teacher_init_copies_the_head_by_head_type_as_the_paper(model_type):
+    """A sequence classifier's fine-tuned head is drawn fresh from the seed (a copied one starts the student at
+    the teacher's accuracy), LM heads are copied; `copy_head` overrides either way; the choice is recorded."""
+    teacher = tiny_model(model_type, depth=4)
+    classifier = "ForSequenceClassification" in type(teacher).__name__
+    head = tuple(f"{h}." for h in head_keys(teacher))
+    a = build_student(teacher, depth=2, init="teacher", seed=1)
+    assert student_metadata(a)["copied_head"] is (not classifier)
+    for key, value in a.state_dict().items():
+        if key.startswith(head) and classifier:
+            assert not torch.equal(value, teacher.state_dict()[key]) or value.abs().sum() == 0, key  # fresh
+        elif key.startswith(head):
+            assert torch.equal(value, teacher.state_dict()[key]), key
+    if classifier:
+        again = build_student(teacher, depth=2, init="teacher", seed=1)
+        other = build_student(teacher, depth=2, init="teacher", seed=2)
+        weight = [k for k in a.state_dict() if k.startswith(head) and k.endswith("weight")][0]
+        assert torch.equal(a.state_dict()[weight], again.state_dict()[weight])  # drawn from the seed
+        assert not torch.equal(a.state_dict()[weight], other.state_dict()[weight])
+        copied = build_student(teacher, depth=2, init="teacher", copy_head=True)
+        assert torch.equal(copied.state_dict()[weight], teacher.state_dict()[weight])
+        assert student_metadata(copied)["copied_head"] is True
 
 
 @pytest.mark.parametrize("model_type", PAPER_TYPES)

@@ -1,7 +1,8 @@
 import pytest
 
 from raykd.config import load_config
-from raykd.sweep import chosen_weights, plan_resources, trial_grid
+from raykd.sweep import ResourceError, chosen_weights, plan_resources
+from raykd.trial import trial_grid
 from raykd.weight_search import CellwiseOptuna, tuning_cells
 
 SMOKE = "studies/configs/smoke.yaml"
@@ -10,26 +11,34 @@ SMOKE = "studies/configs/smoke.yaml"
 def test_trial_grid_pairs_seeds_and_runs_none_once_per_cell():
     config = load_config(SMOKE, ["sweep.seeds=[0,1]", "sweep.weights=[1,3]"])
     grid = trial_grid(config)
-    ids = [t["trial_id"] for t in grid]
+    ids = [t.trial_id for t in grid]
     assert len(ids) == len(set(ids)) == (2 * 2 * 2 * 2) + 2 * 2  # forward, all_to_one x inits x weights x seeds; none
     assert "none-random-w0-s1" in ids and "forward-teacher-w1-s0" in ids
-    assert {t["seed"] for t in grid} == {0, 1}
+    assert {t.seed for t in grid} == {0, 1}
     tuned = trial_grid(config, {("forward", "random"): 2.5, ("forward", "teacher"): None,
                                 ("all_to_one", "random"): 0.7, ("all_to_one", "teacher"): 1.0})
-    assert "forward-random-w2.5-s1" in [t["trial_id"] for t in tuned]
-    assert not [t for t in tuned if (t["strategy"], t["init"]) == ("forward", "teacher")]  # no weight found
+    assert "forward-random-w2.5-s1" in [t.trial_id for t in tuned]
+    assert not [t for t in tuned if (t.strategy, t.init) == ("forward", "teacher")]  # no weight found
 
 
 def test_plan_resources_fits_the_cluster():
     config = load_config(SMOKE)
     two_cores = plan_resources(config, {"CPU": 2, "tune_driver": 1000}, n_trials=6)
     assert two_cores.max_concurrent == 2 and two_cores.driver == {"CPU": 0, "tune_driver": 1}
+    assert two_cores.local and two_cores.trial == {"CPU": 1.0}  # the trial runs inside its Tune actor
     capped = plan_resources(load_config(SMOKE, ["compute.max_concurrent_trials=1"]), {"CPU": 16}, n_trials=6)
     assert capped.max_concurrent == 1 and capped.driver == {"CPU": 0.01}  # no tune_driver resource
     gpu = plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=0.25"]), {"CPU": 16, "GPU": 1}, n_trials=10)
     assert gpu.max_concurrent == 4  # four trials share one GPU
-    with pytest.raises(ValueError, match="one trial needs 1 CPU and 1 GPU; the cluster has 8 CPU and 0 GPU"):
+    with pytest.raises(ResourceError, match=r"a trial needs 1 worker\(s\) of 1 CPU and 1 GPU each, each on one node; "
+                                            "the cluster has node 0: 8 CPU, 0 GPU"):
         plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=1"]), {"CPU": 8}, n_trials=1)
+    # every worker must fit on one node: two 1-CPU nodes hold two 1-CPU workers, never one 2-CPU worker
+    nodes = [{"CPU": 1}, {"CPU": 1}]
+    ddp = plan_resources(load_config(SMOKE, ["compute.num_workers=2"]), {"CPU": 2, "tune_driver": 1000}, 4, nodes=nodes)
+    assert ddp.max_concurrent == 1 and not ddp.local and ddp.trial == {"CPU": 0, "tune_driver": 1}
+    with pytest.raises(ResourceError, match="2 CPU each, each on one node; the cluster has node 0: 1 CPU, 0 GPU; node 1"):
+        plan_resources(load_config(SMOKE, ["compute.cpus_per_worker=2"]), {"CPU": 2}, 4, nodes=nodes)
     # an explicit cap is trusted: an autoscaling cluster shows no GPU worker yet, Tune queues until one comes
     scaling = plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=0.5", "compute.max_concurrent_trials=8"]),
                              {"CPU": 0, "tune_driver": 1000}, n_trials=30)
@@ -39,7 +48,7 @@ def test_plan_resources_fits_the_cluster():
 def test_cellwise_optuna_round_robin_tell_and_restore(tmp_path):
     config = load_config(SMOKE, ["sweep.weight_search.method=optuna", "sweep.weight_search.trials_per_cell=4",
                                  "sweep.weight_search.low=0.5", "sweep.weight_search.high=8"])
-    searcher = CellwiseOptuna(config, {"ctx": 1})
+    searcher = CellwiseOptuna(config)
     assert tuning_cells(config) == [("forward", "random"), ("forward", "teacher"),
                                     ("all_to_one", "random"), ("all_to_one", "teacher")]
     suggested = []
@@ -56,7 +65,7 @@ def test_cellwise_optuna_round_robin_tell_and_restore(tmp_path):
         done = [t for _, t in suggested[:-1] if (t["strategy"], t["init"]) == cell]
         assert weight == min(done, key=lambda t: abs(t["weight"] - 2))["weight"]
     searcher.save(str(tmp_path / "s.pkl"))
-    restored = CellwiseOptuna(config, {"ctx": 1})
+    restored = CellwiseOptuna(config)
     restored.restore(str(tmp_path / "s.pkl"))
     assert restored.chosen_weights() == chosen and restored.suggest("x") == CellwiseOptuna.FINISHED
 

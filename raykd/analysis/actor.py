@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
-from raykd.config import ConfigError, StudyConfig, apply_override, parse_config
-from raykd.sweep import TUNE_PREFIX
+from raykd.config import ConfigError, StudyConfig, apply_override
+from raykd.devices import default_device
+from raykd.trial import TUNE_PREFIX
 
 REPORT_DIR = "report"
 
@@ -43,8 +44,11 @@ def load_study(study_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
     data = yaml.safe_load(saved.read_text()) or {}
     for override in overrides:
         apply_override(data, override)
+    from raykd.config import parse_config
+    from raykd.validate import validate
+
     try:
-        config = parse_config(data, source=str(saved))
+        config = validate(parse_config(data, source=str(saved)), source=str(saved), files=False)
     except ConfigError as error:
         raise AnalysisError(str(error)) from None
     return root, config, json.loads(state.read_text())["uid"]
@@ -92,38 +96,34 @@ def with_chosen_weights(trials: list[dict], chosen: dict[str, float]) -> list[di
 
 
 def latest_checkpoint(root: Path, trial_id: str) -> Path | None:
-    """The newest complete checkpoint of a trial's Ray Train run, or None."""
-    folder = root / "ray" / "train" / trial_id
-    found = sorted(p for p in folder.glob("checkpoint_*") if (p / "state.json").is_file()
-                   and (p / "student" / "model.safetensors").is_file())
-    return found[-1] if found else None
+    """The newest complete checkpoint of a trial, or None."""
+    from raykd.train.checkpoint import CheckpointStore
+
+    return CheckpointStore(root / "checkpoints", trial_id).latest()
 
 
 def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, device: str = "cpu",
                    notes: list[str]) -> tuple[dict | None, list[dict]]:
-    """Angle statistics at init and trained for one trial per (strategy, init) cell per chosen seed."""
-    import datasets
-    import torch
-    from safetensors.torch import load_file
+    """Angle statistics at init and trained for one trial per (strategy, init) cell per chosen seed.
+
+    "At init" is the exact student the trial started from (rebuilt by the trial's own setup from its seed,
+    projections included); "trained" is its best-on-validation weights.
+    """
     from torch.utils.data import DataLoader
-    from transformers import AutoTokenizer
 
     from raykd.analysis.angles import student_angles, summarise, teacher_states
-    from raykd.families import family_of
-    from raykd.losses import attach_projections, projection_keys
-    from raykd.models import auto_class
-    from raykd.student import build_student, load_student
-    from raykd.tasks import build_task
-    from raykd.train.teacher import teacher_dir
-    from raykd.train.worker import trial_layer_maps
+    from raykd.teacher_folder import TeacherFolder
+    from raykd.train.checkpoint import read_checkpoint
+    from raykd.train.trial import TeacherArtifacts, TrialRun
+    from raykd.trial import StudyContext, TrialSpec
 
     settings = config.analysis.angles
     if not settings.enabled:
         notes.append("angles: disabled (analysis.angles.enabled: false)")
         return None, []
-    t_dir = teacher_dir(root, config)
-    if not (t_dir / "metrics.json").is_file():
-        notes.append(f"angles: the teacher stage's cache {t_dir} is missing; angles not measured")
+    folder = TeacherFolder.of(root, config)
+    if not folder.complete:
+        notes.append(f"angles: the teacher stage's folder {folder.path} is missing; angles not measured")
         return None, []
     seeds = settings.seeds if settings.seeds is not None else config.sweep.seeds[:1]
     chosen: dict[tuple[str, str, int], dict] = {}
@@ -136,60 +136,44 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
         notes.append(f"angles: no finished trial at seeds {seeds}; angles not measured")
         return None, []
 
-    info = json.loads((t_dir / "info.json").read_text())
-    task = build_task(config.task)
-    task.restore(info)
-    tokenizer = AutoTokenizer.from_pretrained(t_dir / "model")
-    teacher = auto_class(task).from_pretrained(t_dir / "model").to(device).eval()
-    family = family_of(teacher)
-    validation = datasets.load_from_disk(str(t_dir / "data"))["validation"]
+    context = StudyContext(config=config, study_dir=str(root), teacher_dir=str(folder.path),
+                           checkpoints=str(root / "checkpoints"))
+    artifacts = TeacherArtifacts.load(context, device)
+    validation = artifacts.data["validation"]
     examples = validation.select(range(min(settings.examples, len(validation))))
-    loader = DataLoader(examples, batch_size=settings.batch_size, collate_fn=task.collator(tokenizer))
+    loader = DataLoader(examples, batch_size=settings.batch_size, collate_fn=artifacts.task.collator(artifacts.tokenizer))
     final_norm = config.distill.final_norm
-    cached = teacher_states(teacher, loader, final_norm=final_norm, device=device)
-    teacher_depths = family.depths(teacher.config)
-    width = family.width(teacher.config)
+    cached = teacher_states(artifacts.model, loader, final_norm=final_norm, device=device)
 
-    at_init_cache: dict[tuple, dict] = {}
     measurements = []
     for (strategy, init, seed), t in sorted(chosen.items()):
         checkpoint = latest_checkpoint(root, t["trial_id"])
         if checkpoint is None:
-            notes.append(f"angles: no checkpoint for trial {t['trial_id']} under {root / 'ray' / 'train'}; skipped")
+            notes.append(f"angles: no checkpoint for trial {t['trial_id']} under {root / 'checkpoints'}; skipped")
             continue
-        trained = load_student(checkpoint / "student")
-        if (checkpoint / "best.safetensors").is_file():  # the weights that were tested
-            best = load_file(str(checkpoint / "best.safetensors"))
-            trained.load_state_dict(best, strict=True)
-        trained.to(device)
-        keys = sorted(trained.raykd_projections.layers) if hasattr(trained, "raykd_projections") else []
-        init_key = (init, seed, tuple(keys))
-        if init_key not in at_init_cache:
-            student = build_student(teacher, depth=config.student.depth, width=config.student.width, init=init,
-                                    copy_rule=config.student.copy_rule, seed=seed)
-            if keys:
-                maps = trial_layer_maps(config, {"strategy": strategy, "seed": seed}, family.depths(student.config),
-                                        teacher_depths, family.kind)
-                with torch.random.fork_rng():
-                    torch.manual_seed(seed)
-                    attach_projections(student, projection_keys(maps), width)
-            at_init_cache[init_key] = student_angles(student.to(device), cached, final_norm=final_norm, device=device)
+        run = TrialRun(context, TrialSpec(t["trial_id"], strategy, init, float(t["weight"]), int(seed)), artifacts)
+        run.setup()
+        at_init = student_angles(run.student, cached, final_norm=final_norm, device=device)
+        restored = read_checkpoint(checkpoint, run.student)
+        if isinstance(restored, str):
+            notes.append(f"angles: trial {t['trial_id']}: {restored}; skipped")
+            continue
+        if restored.best_weights is not None:  # the weights that were tested
+            run.student.load_state_dict(restored.best_weights, strict=True)
         measurements.append({"strategy": strategy, "init": init, "seed": seed, "trial_id": t["trial_id"],
-                             "at_init": at_init_cache[init_key],
-                             "trained": student_angles(trained, cached, final_norm=final_norm, device=device)})
+                             "at_init": at_init,
+                             "trained": student_angles(run.student, cached, final_norm=final_norm, device=device)})
     if not measurements:
         return None, []
     notes.append(f"angles: {len(measurements)} trained students (one per strategy x init at seeds {seeds}), "
-                 f"{len(examples)} validation examples; at init = the same student before its first step "
-                 "(projections, when widths differ, freshly drawn)")
+                 f"{len(examples)} validation examples; at init = the exact student each trial started from "
+                 "(rebuilt from its seed, projections included)")
     return summarise(measurements), measurements
 
 
 def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ...] = (), tracking_uri: str | None = None,
                   device: str | None = None, log_to_mlflow: bool = True, quiet: bool = False) -> dict[str, Any]:
     """The whole analysis of a study folder; writes ``<study>/report/`` and returns the summary."""
-    import torch
-
     from raykd import tracking as tr
     from raykd.analysis.report import build_summary, verdict_block, write_report
     from raykd.analysis.stats import analyze_trials, points_per_unit
@@ -213,7 +197,7 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     stats = analyze_trials(trials, metric=metric, higher_is_better=higher, reference=analysis.reference,
                            margin=analysis.margin_points / scale, alpha=analysis.alpha)
     angle_notes: list[str] = []
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     angles, _ = measure_angles(root, config, with_chosen_weights(trials, stats["chosen_weights"]), device=device,
                                notes=angle_notes)
     setup = {
@@ -257,8 +241,11 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
                 metrics[f"analysis/acute_share_{init}_{when}"] = value
     tr.log_metrics(client, run_id, metrics, 0, int(time.time() * 1000))
     verdict = summary["verdict"]
-    tr.set_tags(client, run_id, {f"raykd.verdict.{k}": str(v) for k, v in verdict.items() if k != "text"}
-                | {"raykd.verdict": verdict["text"][:5000]})
+    tags = {f"raykd.verdict.{k}": str(v) for k, v in verdict.items() if k not in ("text", "by_init")}
+    for init, answers in (verdict.get("by_init") or {}).items():
+        tags.update({f"raykd.verdict.{init}.{question}": f"{answer['answer']} ({answer['claim_status']})"
+                     for question, answer in answers.items()})
+    tr.set_tags(client, run_id, tags | {"raykd.verdict": verdict["text"][:5000]})
 
 
 def analysis_actor_class():
@@ -269,11 +256,9 @@ def analysis_actor_class():
     class AnalysisActor:
         def run(self, study_dir: str, overrides: list[str] | None = None, tracking_uri: str | None = None,
                 quiet: bool = True) -> dict[str, Any]:
-            import torch
+            from raykd.devices import use_assigned_cpus
 
-            from raykd.train.teacher import _assigned_cpus
-
-            torch.set_num_threads(_assigned_cpus())
+            use_assigned_cpus()
             return analyze_study(study_dir, overrides=overrides or (), tracking_uri=tracking_uri, quiet=quiet)
 
     return AnalysisActor

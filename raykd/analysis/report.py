@@ -45,6 +45,7 @@ def build_summary(*, study: str, metric: str, higher_is_better: bool, teacher: d
         "acute_share": acute_share_overall(angles) if angles else None,
         "notes": stats["notes"] + angle_notes,
         "verdict": stats["verdict"],
+        "plan": stats.get("plan"),
     }
 
 
@@ -75,10 +76,38 @@ def _p(p: float | None) -> str:
     return "n/a" if p is None else (f"{p:.3g}" if p >= 1e-4 else "<1e-4")
 
 
+def _level(summary: dict[str, Any]) -> str:
+    """The TOST interval's level as text ('90%' at alpha 0.05, '98%' at 0.01)."""
+    eq = summary.get("equivalence") or {}
+    level = eq.get("ci_level")
+    if level is None:
+        level = round(1 - 2 * summary.get("alpha", 0.05), 10)
+    return f"{100 * level:.10g}%"
+
+
+_ANSWER_WORDS = {"differ": "the strategies differ", "differ_within_margin": "the strategies differ, within the margin",
+                 "equivalent": "equivalent within the margin", "undecided": "undecided", "untestable": "not testable",
+                 "better": "matching is better", "worse": "matching is worse",
+                 "better_within_margin": "matching is better, within the margin",
+                 "worse_within_margin": "matching is worse, within the margin"}
+
+
+def _answer_line(init: str, answers: dict[str, Any]) -> str:
+    q1, q2 = answers["strategies_differ"], answers["matching_beats_none"]
+
+    def one(q: dict) -> str:
+        return (f"{_ANSWER_WORDS.get(q['answer'], q['answer'])} -> claim '{q['claim']}' {q['claim_status']}")
+
+    return f"{init} init: do the strategies differ? {one(q1)}; does matching beat none? {one(q2)}"
+
+
 def verdict_block(summary: dict[str, Any]) -> str:
     """The few lines printed at the end of a study."""
+    from raykd.analysis.power import plan_lines
+
     scale = summary["points_per_unit"]
     unit = "points"
+    level = _level(summary)
     lines = [f"== verdict: {summary['study']} (test {summary['metric']}, {len(summary['trials'])} trials, "
              f"{len(summary['trials']) - len(summary['excluded'])} used) =="]
     teacher = summary["teacher"].get("metric")
@@ -91,15 +120,28 @@ def verdict_block(summary: dict[str, Any]) -> str:
     eq = summary["equivalence"]
     for init, per in eq["by_init"].items():
         shown = ", ".join(f"{s} {_pts(e['diff'], scale)} {_ci(e['ci90'], scale)} "
-                          f"{'equivalent' if e['equivalent'] else 'not shown equivalent' if e['equivalent'] is False else 'n/a'}"
+                          + ("equivalent" if e["equivalent"] else
+                             "not shown equivalent" if e["equivalent"] is False else "not testable")
                           for s, e in per.items())
-        lines.append(f"vs {eq['reference']} ({init} init, 90% CI, margin +-{eq['margin_points']:g} {unit}): {shown}")
+        lines.append(f"vs {eq['reference']} ({init} init, {level} CI, margin +-{eq['margin_points']:g} {unit}): "
+                     f"{shown}")
     for init, v in summary["matching_vs_none"].items():
+        tost = ""
+        if v.get("ci_tost") is not None:
+            tost = (f"; {_level(summary)} CI {_ci(v['ci_tost'], scale)}, TOST p={_p(v.get('tost_p'))} "
+                    f"({'equivalent' if v.get('equivalent') else 'not shown equivalent'} within "
+                    f"+-{eq['margin_points']:g} {unit})")
         lines.append(f"matching - none ({init} init): {_pts(v['diff'], scale)} {unit} 95% CI {_ci(v['ci95'], scale)}, "
-                     f"p={_p(v['p'])}")
+                     f"p={_p(v['p'])}{tost}")
+    for init, answers in (summary["verdict"].get("by_init") or {}).items():
+        lines.append(_answer_line(init, answers))
     for init, shares in (summary.get("acute_share") or {}).items():
         at_init, trained = shares.get("at_init"), shares.get("trained")
         lines.append(f"acute angles ({init} init): at init {_share(at_init)}, trained {_share(trained)}")
+    open_lines = plan_lines(summary, scale, open_only=True)
+    if open_lines:
+        lines.append("what this design could decide (open questions):")
+        lines += ["  " + line for line in open_lines]
     lines.append(summary["verdict"]["text"])
     return "\n".join(lines)
 
@@ -159,12 +201,16 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
 
     pairwise = summary["pairwise"]
     eq = summary["equivalence"]
+    level = _level(summary)
+    alpha = summary.get("alpha", 0.05)
     out += [f"## Each strategy against {pairwise['reference']}", "",
             f"Paired by seed. Difference tests: paired t, Holm-corrected within each init (alpha "
-            f"{summary.get('alpha', 0.05)}). Equivalence: TOST within +-{eq['margin_points']:g} points "
-            "(equivalent when the 90% CI lies inside the margin). Not significant is not equivalent: a "
-            "strategy is only called equivalent when TOST says so.", "",
-            "| init | strategy | diff | 95% CI | p (Holm) | 90% CI | TOST p | reading |", "|---|---|---|---|---|---|---|---|"]
+            f"{alpha}). Equivalence: TOST within +-{eq['margin_points']:g} points at alpha {alpha} "
+            f"(equivalent when the {level} CI lies inside the margin). Not significant is not equivalent: a "
+            "strategy is only called equivalent when TOST says so. The reading of each pair is shown "
+            "(differs / equivalent), both, or undecided.", "",
+            f"| init | strategy | diff | 95% CI | p (Holm) | {level} CI | TOST p | reading |",
+            "|---|---|---|---|---|---|---|---|"]
     for init, per in pairwise["by_init"].items():
         for strategy, c in per.items():
             e = eq["by_init"].get(init, {}).get(strategy, {})
@@ -172,12 +218,47 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
                        f"{_ci(e.get('ci90'), scale)} | {_p(e.get('p'))} | {_reading(c, e)} |")
     out.append("")
 
+    verdicts = summary["verdict"].get("by_init") or {}
     out += ["## Matching vs no matching", "",
-            "Mean over the matching strategies minus `none`, paired by seed (95% t interval).", "",
-            "| init | diff | 95% CI | p | per strategy |", "|---|---|---|---|---|"]
+            "Mean over the matching strategies minus `none`, paired by seed: paired t (95% t interval) and "
+            f"TOST within +-{eq['margin_points']:g} points ({level} interval).", "",
+            f"| init | diff | 95% CI | p | {level} CI | TOST p | answer | per strategy |",
+            "|---|---|---|---|---|---|---|---|"]
     for init, v in summary["matching_vs_none"].items():
         per = ", ".join(f"{s} {_pts(d['diff'], scale)} (p={_p(d['p'])})" for s, d in v["by_strategy"].items())
-        out.append(f"| {init} | {_pts(v['diff'], scale)} | {_ci(v['ci95'], scale)} | {_p(v['p'])} | {per} |")
+        answer = ((verdicts.get(init) or {}).get("matching_beats_none") or {}).get("answer", "")
+        out.append(f"| {init} | {_pts(v['diff'], scale)} | {_ci(v['ci95'], scale)} | {_p(v['p'])} | "
+                   f"{_ci(v.get('ci_tost'), scale)} | {_p(v.get('tost_p'))} | {answer.replace('_', ' ')} | {per} |")
+    out.append("")
+
+    out += ["## Verdict per init", "",
+            "Each question is answered shown, refuted or undecided against the paper's claims. A difference is "
+            "shown when a test of that init is significant after Holm correction over all of its difference tests "
+            "(ANOVA within the init, Friedman, paired t against the reference); equivalence when TOST shows it "
+            "within the margin. A difference smaller than the margin counts as no difference that matters.", "",
+            "| init | question | answer | claim | claim status | basis |", "|---|---|---|---|---|---|"]
+    for init, answers in verdicts.items():
+        for q in (answers["strategies_differ"], answers["matching_beats_none"]):
+            basis = "; ".join(f"{b['test']}: p={_p(b['p'])}"
+                              + (f" (Holm {_p(b['p_adjusted'])})" if "p_adjusted" in b else "")
+                              for b in q["basis"]) or "no test ran"
+            out.append(f"| {init} | {q['question']} | {q['answer'].replace('_', ' ')} | {q['claim']} | "
+                       f"{q['claim_status']} | {basis} |")
+    out.append("")
+
+    out += ["## What this design could decide", ""]
+    plan = summary.get("plan")
+    if plan:
+        from raykd.analysis.power import plan_lines
+
+        out += [f"From the observed paired differences ({100 * plan['power']:g}% power, alpha {plan['alpha']:g}, "
+                f"margin +-{eq['margin_points']:g} points): the margin the data show equivalence within, the margin "
+                "and the difference this number of seeds could decide, and for each undecided question the seeds "
+                f"that would decide it (capped at {plan['max_seeds']}).", ""]
+        out += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}"
+                for line in plan_lines(summary, scale)]
+    else:
+        out.append("No plan in this summary.")
     out.append("")
 
     out += ["## Angles: teacher layers seen from the student", ""]
@@ -205,13 +286,16 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
 
 
 def _reading(c: dict, e: dict) -> str:
-    if c.get("significant"):
-        return "differs"
-    if e.get("equivalent"):
-        return "equivalent"
-    if c.get("p") is None:
+    """One pair against the reference: a difference shown, equivalence shown, both, or undecided."""
+    if c.get("p") is None and e.get("p") is None:
         return "not testable"
-    return "inconclusive"
+    if c.get("significant") and e.get("equivalent"):
+        return "differs, within the margin (shown)"
+    if c.get("significant"):
+        return "differs (shown)"
+    if e.get("equivalent"):
+        return "equivalent (shown)"
+    return "undecided (neither shown)"
 
 
 # --- figures --------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ class Task:
     metrics: ClassVar[tuple[str, ...]]  # every metric `evaluate` reports
     default_metric: ClassVar[str]
     auto_model: ClassVar[str]  # the transformers Auto class for models of this task
+    sequence_level_logits: ClassVar[bool] = False  # one logits row per example (else one per target token)
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config
@@ -75,15 +76,21 @@ class Task:
 
     def dataloader(self, dataset: datasets.Dataset, tokenizer, *, batch_size: int, shuffle: bool = False,
                    seed: int = 0, group_by_length: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        # always its own generator: iterating must not draw from the global RNG (dropout streams, checkpoints)
+        generator = torch.Generator().manual_seed(seed)
         if group_by_length:  # similar lengths per batch (less padding), still randomised
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
             sampler = LengthGroupedSampler(batch_size, lengths=[len(ids) for ids in dataset["input_ids"]],
                                            generator=generator)
-            return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collator(tokenizer))
+            return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collator(tokenizer),
+                              generator=torch.Generator().manual_seed(seed))
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=self.collator(tokenizer))
+
+    def input_length_limit(self) -> int:
+        """The longest input (in tokens) the tokenized data can hold; longer texts are truncated to it."""
+        return self.config.max_source_length
 
     # --- models and metrics ---------------------------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
@@ -91,6 +98,11 @@ class Task:
         return {}
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def trivial_baseline(self, data: datasets.DatasetDict, tokenizer, split: str = "test") -> dict[str, Any]:
+        """The best trivial predictor's metrics on `split` (a teacher must beat it to be worth distilling):
+        ``{"name": what it predicts, <metric>: value, ...}``."""
         raise NotImplementedError
 
     def compute(self, name: str, **kwargs) -> dict[str, Any]:

@@ -63,9 +63,17 @@ class CausalLM(TextPairTask):
                 outputs.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return outputs
 
+    def input_length_limit(self) -> int:
+        return self.config.max_source_length + self.config.max_target_length
+
+    def sources(self, dataset: datasets.Dataset, tokenizer) -> list[str]:
+        return [t.strip() for t in tokenizer.batch_decode(dataset["prompt_ids"], skip_special_tokens=True)]
+
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
-        predictions = self.generate(model, tokenizer, dataset, device=device)
-        references = [r.strip() for r in dataset["reference"]]
+        return self.scores(self.generate(model, tokenizer, dataset, device=device), dataset["reference"])
+
+    def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+        references = [r.strip() for r in references]
         return {
             "exact_match": self.compute("exact_match", predictions=predictions, references=references)["exact_match"],
             "sacrebleu": self.compute("sacrebleu", predictions=predictions,

@@ -27,6 +27,7 @@ class Classification(Task):
     metrics = ("accuracy", "f1_macro", "f1")
     default_metric = "accuracy"
     auto_model = "AutoModelForSequenceClassification"
+    sequence_level_logits = True
 
     def stratify_column(self) -> str | None:
         return self.config.data.columns.get("label", "label")
@@ -147,9 +148,21 @@ class Classification(Task):
                     position += 1
         return predictions
 
+    def input_length_limit(self) -> int:
+        return self.config.max_length
+
+    def trivial_baseline(self, data: datasets.DatasetDict, tokenizer, split: str = "test") -> dict:
+        """Always the training split's most frequent class."""
+        train = data["train"]["labels"]
+        majority = max(set(train), key=train.count)
+        predictions = [majority] * len(data[split])
+        return {"name": f"majority class ({self.label_names[majority]})",
+                **self.scores(predictions, data[split]["labels"])}
+
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
-        predictions = self.predict(model, tokenizer, dataset, device=device)
-        references = dataset["labels"]
+        return self.scores(self.predict(model, tokenizer, dataset, device=device), dataset["labels"])
+
+    def scores(self, predictions: list[int], references: list[int]) -> dict[str, float]:
         out = {
             "accuracy": self.compute("accuracy", predictions=predictions, references=references)["accuracy"],
             "f1_macro": self.compute("f1", predictions=predictions, references=references, average="macro")["f1"],

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from raykd.config import SPLITS, DataConfig
+from raykd.devices import hub_offline
 
 log = logging.getLogger(__name__)
 FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -33,7 +34,7 @@ def describe(data: DataConfig) -> str:
 
 
 def offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    return hub_offline()
 
 
 def load_splits(data: DataConfig, *, stratify_column: str | None = None) -> datasets.DatasetDict:

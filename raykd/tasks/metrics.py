@@ -10,10 +10,11 @@ exact_match -> exact_match (0..1).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import evaluate
+
+from raykd.devices import hub_offline
 
 log = logging.getLogger(__name__)
 LOCAL_MODULES = Path(__file__).resolve().parent / "metric_modules"
@@ -23,15 +24,10 @@ def local_metric_names() -> list[str]:
     return sorted(p.name for p in LOCAL_MODULES.iterdir() if (p / f"{p.name}.py").is_file())
 
 
-def _offline() -> bool:
-    flags = ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE")
-    return any(os.environ.get(f, "").lower() in ("1", "true", "yes") for f in flags)
-
-
 def load_metric(name: str) -> evaluate.EvaluationModule:
     """An `evaluate` module by hub name, falling back to raykd's local module of the same name."""
     local = LOCAL_MODULES / name
-    if not _offline():
+    if not hub_offline():
         try:
             return evaluate.load(name)
         except Exception as error:  # no network, hub down, renamed module...

@@ -52,8 +52,10 @@ class Seq2Seq(TextPairTask):
         return outputs
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
-        predictions = self.generate(model, tokenizer, dataset, device=device)
-        references = [[r] for r in dataset["reference"]]
+        return self.scores(self.generate(model, tokenizer, dataset, device=device), dataset["reference"])
+
+    def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+        references = [[r] for r in references]
         return {
             "sacrebleu": self.compute("sacrebleu", predictions=predictions, references=references)["score"],
             "chrf": self.compute("chrf", predictions=predictions, references=references)["score"],

@@ -23,6 +23,24 @@ from raykd.tasks.data import DataError, describe
 class TextPairTask(Task):
     """Columns after `load`: ``source`` and ``target`` (strings, templates applied)."""
 
+    def sources(self, dataset: datasets.Dataset, tokenizer) -> list[str]:
+        """The source (prompt) texts of a tokenized split, decoded."""
+        return [t.strip() for t in tokenizer.batch_decode(dataset["input_ids"], skip_special_tokens=True)]
+
+    def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def trivial_baseline(self, data: datasets.DatasetDict, tokenizer, split: str = "test") -> dict:
+        """The best of: an empty output, a copy of the source, the training split's most frequent target."""
+        references = [r.strip() for r in data[split]["reference"]]
+        train_targets = [r.strip() for r in data["train"]["reference"]]
+        frequent = max(set(train_targets), key=train_targets.count)
+        candidates = {"empty output": [""] * len(references), "copy of the source": self.sources(data[split], tokenizer),
+                      f"most frequent training target ({frequent[:40]!r})": [frequent] * len(references)}
+        scored = {name: self.scores(predictions, references) for name, predictions in candidates.items()}
+        best = max(scored, key=lambda name: scored[name][self.metric])
+        return {"name": best, **scored[best]}
+
     def standardise(self, splits: datasets.DatasetDict, split: str) -> datasets.Dataset:
         dataset = splits[split]
         config = self.config

@@ -1,31 +1,37 @@
-"""The plain PyTorch distillation loop. No Ray, no MLflow: tests and benchmarks call it directly,
-and the Ray Train worker wraps it (checkpointing, reporting) without living inside it.
+"""The plain PyTorch distillation loop. No Ray, no MLflow: tests and benchmarks call it directly, the
+teacher stage fine-tunes with it, and a study's trial (`raykd.train.trial`) runs through it with hooks.
 
-One step: the frozen teacher and the student run on the same batch with hidden states; the
-student is trained on w_ce*CE + w_kd*KD + w_hidden*hidden over the pairs of the layer maps.
+One step: the frozen teacher (live or cached, `raykd.train.frozen`) and the student see the same batch;
+the student is trained on w_ce*CE + w_kd*KD + w_hidden*hidden over the pairs of the layer maps.
+
+`distill` owns the epoch/step bookkeeping (`LoopState`), so resuming is handing it the state a
+checkpoint saved: it skips the batches of the current epoch already trained on and goes on exactly.
+What differs between jobs (logging, validation, checkpoints, fault injection in tests) comes in as hooks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from raykd.devices import native_bf16
 from raykd.families import Family, family_of
 from raykd.losses import LossConfig, get_projections, hidden_loss, prediction_kd, total_loss
 from raykd.strategies import LayerMap
-from raykd.train.teacher_cache import CachedTeacher, model_inputs
+from raykd.train.batches import Batch, model_inputs, to_device
+from raykd.train.frozen import FrozenTeacher, as_teacher
 
 LayerMaps = Mapping[str, LayerMap]
 LayerMapsFn = Callable[[int], LayerMaps]  # epoch -> layer maps (RAIL re-draws them every epoch)
-Batch = Mapping[str, torch.Tensor]
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -37,10 +43,19 @@ class StepResult:
     terms: dict[str, float]
     examples: int
     seconds: float
+    finite: bool = True  # agreed across ranks: a non-finite loss on any rank makes every rank skip the step
 
-    @property
-    def finite(self) -> bool:
-        return all(math.isfinite(v) for v in self.terms.values())
+
+@dataclass
+class LoopState:
+    """Where a run is: what a checkpoint saves and a resumed run starts from."""
+
+    epoch: int = 0
+    step: int = 0  # optimisation steps done
+    step_in_epoch: int = 0  # batches of the current epoch already trained on
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
 
 
 @dataclass
@@ -59,7 +74,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def distill_loss(
-    teacher: nn.Module | None,
+    teacher: nn.Module | FrozenTeacher | None,
     student: nn.Module,
     batch: Batch,
     layer_maps: LayerMaps,
@@ -70,12 +85,13 @@ def distill_loss(
 ) -> dict[str, torch.Tensor]:
     """Loss terms of one batch: ``total``, ``ce``, ``kd``, ``hidden`` and ``hidden/<stack>``.
 
-    The teacher runs under `torch.no_grad` and only when a term needs it (KD weight > 0, or a
-    hidden weight > 0 with pairs to match).
+    The teacher is asked for its outputs only when a term needs them (KD weight > 0, or a hidden
+    weight > 0 with pairs to match).
     """
     family = family or family_of(unwrap(student))
     has_pairs = any(layer_maps.values())
     need_teacher = loss.kd > 0 or (loss.hidden > 0 and has_pairs)
+    teacher = as_teacher(teacher, final_norm)
     if need_teacher and teacher is None:
         raise ValueError("this loss needs a teacher (kd > 0, or hidden > 0 with layer pairs), got teacher=None")
     student_out, student_states = family.forward(student, model_inputs(batch), final_norm=final_norm)
@@ -83,57 +99,29 @@ def distill_loss(
     ce = student_out.loss if student_out.loss is not None else zero
     kd, hidden, per_stack = zero, zero, {}
     if need_teacher:
-        teacher_out, teacher_states = teacher_outputs(teacher, batch, family, final_norm)
+        teacher_out, teacher_states = teacher.outputs(batch)
         if loss.kd > 0:
-            kd = prediction_kd(
-                student_out.logits,
-                teacher_out.logits,
-                temperature=loss.temperature,
-                mask=family.prediction_mask(batch, student_out.logits),
-            )
+            kd = prediction_kd(student_out.logits, teacher_out.logits, temperature=loss.temperature,
+                               mask=family.prediction_mask(batch, student_out.logits))
         if loss.hidden > 0 and has_pairs:
-            hidden, per_stack = hidden_loss(
-                student_states,
-                teacher_states,
-                layer_maps,
-                family.hidden_masks(batch),
-                kind=loss.hidden_kind,
-                norm=loss.hidden_norm,
-                pair_reduction=loss.pair_reduction,
-                projections=get_projections(unwrap(student)),
-            )
+            hidden, per_stack = hidden_loss(student_states, teacher_states, layer_maps, family.hidden_masks(batch),
+                                            kind=loss.hidden_kind, norm=loss.hidden_norm,
+                                            reduction=loss.hidden_reduction, pair_reduction=loss.pair_reduction,
+                                            projections=get_projections(unwrap(student)))
     terms = {"total": total_loss(ce, kd, hidden, loss), "ce": ce, "kd": kd, "hidden": hidden}
     terms.update({f"hidden/{stack}": value for stack, value in per_stack.items()})
     return terms
 
 
-@torch.no_grad()
-def teacher_outputs(teacher, batch: Batch, family: Family, final_norm: str = "as_returned"):
-    """(outputs, hidden stacks) of the frozen teacher: a live forward, or a lookup in a `CachedTeacher`."""
-    if isinstance(teacher, CachedTeacher):
-        return teacher.outputs(batch)
-    return family.forward(teacher, model_inputs(batch), final_norm=final_norm)
-
-
-def native_bf16(device: torch.device | str | None = None) -> bool:
-    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or an x86 CPU with
-    AVX512-BF16 or AMX (elsewhere CPU bf16 is emulated and slower than fp32)."""
-    device = torch.device(device or "cpu")
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+def teacher_outputs(teacher, batch: Batch, family: Family | None = None, final_norm: str = "as_returned"):
+    """(outputs, hidden stacks) of the frozen teacher, live or cached."""
+    return as_teacher(teacher, final_norm).outputs(batch)
 
 
 def resolve_precision(setting: str, device: torch.device | str | None = None) -> str:
     """``auto`` -> ``bf16`` where the device computes it natively, else ``fp32``; others as given."""
-    if setting not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {setting!r}")
+    if setting not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {setting!r}")
     if setting == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return setting
@@ -141,14 +129,25 @@ def resolve_precision(setting: str, device: torch.device | str | None = None) ->
 
 def autocast(precision: str, device: torch.device | str | None):
     """The autocast context of a precision (``fp32``: none). Weights and optimiser state stay fp32."""
-    device_type = torch.device(device or "cpu").type
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=torch.bfloat16)  # resolve_precision allows fp32 and bf16 only
+    return torch.autocast(torch.device(device or "cpu").type, dtype=torch.bfloat16)
+
+
+def agree_finite(finite: bool, device: torch.device | str | None) -> bool:
+    """True only if the loss is finite on every rank (one all-reduce when torch.distributed runs with more
+    than one rank), so that all ranks skip a bad step together instead of one waiting in DDP's all-reduce."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return finite
+    flag = torch.tensor([1.0 if finite else 0.0], device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
 
 
 def distill_steps(
-    teacher: nn.Module | None,
+    teacher: nn.Module | FrozenTeacher | None,
     student: nn.Module,
     batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
@@ -162,26 +161,23 @@ def distill_steps(
     device: torch.device | str | None = None,
     precision: str = "fp32",
 ) -> Iterator[StepResult]:
-    """Train `student` over `batches` (one epoch), yielding a `StepResult` after every step.
+    """Train `student` over `batches`, yielding a `StepResult` after every step.
 
-    A step whose loss is not finite yields its terms without updating the weights, so the
+    A step whose loss is not finite (on any rank) yields its terms without updating the weights, so the
     caller can stop the run as diverged with the last good weights intact.
     """
     family = family_of(unwrap(student))
-    if isinstance(teacher, nn.Module):
-        teacher.eval()
-        teacher.requires_grad_(False)
+    teacher = as_teacher(teacher, final_norm)
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     for step, batch in enumerate(batches):
         started = time.perf_counter()
-        if device is not None:
-            batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device)
         optimizer.zero_grad(set_to_none=True)
         with autocast(precision, device):
             terms = distill_loss(teacher, student, batch, layer_maps, loss, final_norm=final_norm, family=family)
         total = terms["total"]
-        finite = bool(torch.isfinite(total))
+        finite = agree_finite(bool(torch.isfinite(total)), device)
         if finite:
             total.backward()
             if grad_clip:
@@ -189,17 +185,13 @@ def distill_steps(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-        yield StepResult(
-            epoch=epoch,
-            step=step,
-            terms={k: float(v.detach()) for k, v in terms.items()},
-            examples=int(batch["input_ids"].shape[0]),
-            seconds=time.perf_counter() - started,
-        )
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        yield StepResult(epoch=epoch, step=step, terms=values, examples=int(batch["input_ids"].shape[0]),
+                         seconds=time.perf_counter() - started, finite=finite and all(map(math.isfinite, values.values())))
 
 
 def distill(
-    teacher: nn.Module | None,
+    teacher: nn.Module | FrozenTeacher | None,
     student: nn.Module,
     batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
@@ -212,51 +204,78 @@ def distill(
     grad_clip: float | None = 1.0,
     final_norm: str = "as_returned",
     device: torch.device | str | None = None,
+    precision: str = "fp32",
     eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
     eval_every: int | None = None,
+    eval_each_epoch: bool = False,
+    state: LoopState | None = None,
     on_step: Callable[[StepResult], None] | None = None,
-    precision: str = "fp32",
+    on_eval: Callable[[LoopState], None] | None = None,
+    keep_history: bool = True,
 ) -> DistillResult:
-    """Run distillation for `epochs` (or `max_steps`); evaluate with `eval_fn` every `eval_every`
-    steps and at the end. `layer_maps` may be a function of the epoch (RAIL). Stops at the first
-    non-finite loss with ``status="diverged"``.
+    """Train for `epochs` (or `max_steps`), from `state` (a resumed run) or the start.
+
+    Evaluation points: every `eval_every` steps and, with `eval_each_epoch`, every epoch end, except
+    after the last step (the caller evaluates the end itself). At each point `on_eval(state)` runs and
+    `eval_fn(student)` is recorded in ``evals``; `eval_fn` also runs once after the last step. `batches`
+    may be a DataLoader (its sampler's ``set_epoch`` is called per epoch) and `layer_maps` a function of
+    the epoch (RAIL). Stops at the first non-finite loss with ``status="diverged"``. `on_step` sees
+    every step (a hook may raise to stop the run).
     """
-    result = DistillResult(status="finished", steps=0)
+    state = state or LoopState()
+    result = DistillResult(status="finished", steps=state.step)
+    limit = max_steps if max_steps is not None else math.inf
 
-    def evaluate() -> None:
-        student.eval()
-        with torch.no_grad():
-            metrics = dict(eval_fn(student))
-        student.train()
-        result.evals.append({"step": result.steps, **metrics})
+    def evaluate(point: bool = True) -> None:
+        if point and on_eval is not None:
+            on_eval(state)
+        if eval_fn is not None:
+            student.eval()
+            with torch.no_grad():
+                metrics = dict(eval_fn(student))
+            student.train()
+            result.evals.append({"step": state.step, **metrics})
 
-    for epoch in range(epochs):
+    for epoch in range(state.epoch, epochs):
+        if state.step >= limit:
+            break
+        sampler = getattr(batches, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         maps = layer_maps(epoch) if callable(layer_maps) else layer_maps
-        for step in distill_steps(
-            teacher, student, batches, optimizer, layer_maps=maps, loss=loss, epoch=epoch,
-            scheduler=scheduler, grad_clip=grad_clip, final_norm=final_norm, device=device, precision=precision,
-        ):
+        remaining = itertools.islice(batches, state.step_in_epoch, None)
+        for step in distill_steps(teacher, student, remaining, optimizer, layer_maps=maps, loss=loss, epoch=epoch,
+                                  scheduler=scheduler, grad_clip=grad_clip, final_norm=final_norm, device=device,
+                                  precision=precision):
+            state.step += 1
+            state.step_in_epoch += 1
+            result.steps = state.step
+            if keep_history:
+                result.history.append({"epoch": epoch, "step": state.step - 1, **step.terms})
             if on_step is not None:
                 on_step(step)
-            result.history.append({"epoch": epoch, "step": result.steps, **step.terms})
             if not step.finite:
                 result.status = "diverged"
+                result.steps = state.step - 1
                 return result
-            result.steps += 1
-            if eval_fn is not None and eval_every and result.steps % eval_every == 0:
-                evaluate()
-            if max_steps is not None and result.steps >= max_steps:
+            if state.step >= limit:
                 break
-        if max_steps is not None and result.steps >= max_steps:
-            break
-    if eval_fn is not None and (not result.evals or result.evals[-1]["step"] != result.steps):
-        evaluate()
+            if eval_every and state.step % eval_every == 0:
+                evaluate()
+        else:  # the epoch ran out of batches
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+            if eval_each_epoch and state.step < limit and state.epoch < epochs:
+                evaluate()
+            continue
+        break
+    if eval_fn is not None and (not result.evals or result.evals[-1]["step"] != state.step):
+        evaluate(point=False)  # the end is the caller's to handle; only record eval_fn here
     return result
 
 
 @torch.no_grad()
 def evaluate_loss(
-    teacher: nn.Module | None,
+    teacher: nn.Module | FrozenTeacher | None,
     student: nn.Module,
     batches: Iterable[Batch],
     *,
@@ -268,13 +287,10 @@ def evaluate_loss(
     """Example-weighted mean of every loss term over `batches` (an evaluation hook for `distill`)."""
     was_training = student.training
     student.eval()
-    if teacher is not None:
-        teacher.eval()
     sums: dict[str, float] = {}
     count = 0
     for batch in batches:
-        if device is not None:
-            batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device)
         n = int(batch["input_ids"].shape[0])
         for key, value in distill_loss(teacher, student, batch, layer_maps, loss, final_norm=final_norm).items():
             sums[key] = sums.get(key, 0.0) + float(value) * n
@@ -283,12 +299,7 @@ def evaluate_loss(
     return {key: value / max(count, 1) for key, value in sums.items()}
 
 
-def finetune(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    optimizer: torch.optim.Optimizer,
-    **kwargs: Any,
-) -> DistillResult:
+def finetune(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, **kwargs: Any) -> DistillResult:
     """Plain supervised training (CE only, no teacher): the same loop as `distill`.
 
     Used to fine-tune teachers and to train no-KD student baselines.

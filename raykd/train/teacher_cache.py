@@ -7,8 +7,8 @@ hidden loss and the KD mask count, no padding). Trials then look examples up by 
 the teacher, so the lookup is correct under any shuffling, length grouping, DDP sharding or resume.
 
 Layout of ``<teacher dir>/cache/<key>/`` (key: teacher stage + layers + dtype + final-norm mode):
-``index.json`` (facts, written last), per stack ``<stack>.bin`` (``[tokens, layers, width]`` memmap) and
-``<stack>.offsets.npy``; ``logits.bin`` + ``logits.offsets.npy`` (one row per example for sequence-level
+``index.json`` (facts, written last), per stack ``<stack>.npy`` (``[tokens, layers, width]``, memory-mapped) and
+``<stack>.offsets.npy``; ``logits.npy`` + ``logits.offsets.npy`` (one row per example for sequence-level
 logits, one per predicted position for token-level ones). Stored in fp16 by default (bf16 optional);
 built in a temporary folder and renamed, so a killed build leaves nothing half-written.
 """
@@ -28,26 +28,11 @@ from torch.utils.data import DataLoader
 
 from raykd.config import config_hash
 from raykd.families import Family
+from raykd.train.batches import INDEX, with_index  # noqa: F401  (with_index: the collator wrapper trials use)
+from raykd.train.frozen import LiveTeacher
 
-INDEX = "raykd_index"  # the batch key that carries each example's row in the training split
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _NUMPY = {"fp16": np.float16, "bf16": np.uint16}  # numpy has no bfloat16: stored as its bits
-
-
-def with_index(collate):
-    """Wrap a collator so batches also carry ``raykd_index`` (examples need an ``raykd_index`` column)."""
-
-    def collate_indexed(features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = collate(features)
-        batch[INDEX] = torch.tensor([int(f[INDEX]) for f in features], dtype=torch.long)
-        return batch
-
-    return collate_indexed
-
-
-def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch without the cache's index column (what a model's forward takes)."""
-    return {k: v for k, v in batch.items() if k != INDEX}
 
 
 @dataclass(frozen=True)
@@ -122,8 +107,6 @@ def _logit_mask(family: Family, batch, sequence_level: bool) -> torch.Tensor | N
 def build(teacher, family: Family, data, collate, cache_plan: CachePlan, folder: Path, *,
           device="cpu", batch_size: int = 64, fingerprint: str = "") -> Path:
     """Run the teacher once over `data` (in order) and write the cache into `folder` (atomic rename)."""
-    from raykd.train.loop import teacher_outputs
-
     if (folder / "index.json").is_file():
         return folder
     tmp = folder.with_name(folder.name + ".tmp")
@@ -142,10 +125,10 @@ def build(teacher, family: Family, data, collate, cache_plan: CachePlan, folder:
         logit_offsets = np.zeros(len(data) + 1, dtype=np.int64)
     cursor = {stack: 0 for stack in stores}
     logit_cursor = row = 0
-    teacher.eval()
+    live = LiveTeacher(teacher, final_norm=cache_plan.final_norm, family=family)
     for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
         batch = {k: v.to(device) for k, v in batch.items()}
-        out, states = teacher_outputs(teacher, batch, family, cache_plan.final_norm)
+        out, states = live.outputs(batch)
         masks = family.hidden_masks(batch)
         n = int(batch["input_ids"].shape[0])
         for stack, ls in cache_plan.layers.items():
@@ -246,6 +229,18 @@ class CachedTeacher:
                 logits[mask.cpu()] = flat
                 logits = logits.to(mask.device)
         return _Output(logits=logits), states
+
+
+def why_not_served(cache: CachedTeacher, train_data, maps_by_epoch: Mapping[int, Mapping[str, list]], *,
+                   matches: bool, needs_logits: bool) -> str | None:
+    """Why `cache` cannot stand in for the live teacher for a trial (None when it can): it was built from
+    other training data, or it lacks a layer the trial's maps use (when it `matches` at all) or the logits."""
+    built_from = cache.index.get("fingerprint")
+    if built_from and built_from != getattr(train_data, "_fingerprint", built_from):
+        return f"teacher cache {cache.folder} was built from other training data"
+    if not all(cache.covers(maps if matches else {}, needs_logits) for maps in maps_by_epoch.values()):
+        return f"teacher cache {cache.folder} lacks layers or logits this trial needs"
+    return None
 
 
 def _check(cached: list[int], batch: list[int], what: str) -> None:

@@ -17,7 +17,7 @@ SMOKE = ROOT / "studies" / "configs" / "smoke.yaml"
 ANALYZE = ROOT / "studies" / "analyze.py"
 SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.seeds=[0]", "--set", "distill.train.eval_every=4",
          "--set", "analysis.enabled=false"]  # studies that do not look at the report skip the analysis stage
-FULL = ["--set", "distill.train.eval_every=4"]  # the whole smoke grid: 3 strategies x 2 inits x 2 seeds
+FULL = ["--set", "distill.train.eval_every=4", "--set", "distill.train.log_every=2"]  # the whole smoke grid: 3 x 2 x 2
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +48,54 @@ def runs_by_name(study_dir: Path, name="smoke"):
     return client, {r.info.run_name: r for r in runs}
 
 
+def trial_metrics(study_dir: Path, name="smoke") -> dict:
+    """Per trial run: its test metrics and its logged training-loss curve (read from the sqlite file)."""
+    client, runs = runs_by_name(study_dir, name)
+    return {n: {"test": {k: v for k, v in r.data.metrics.items() if k.startswith("test.")},
+                "curve": [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "train.total")],
+                "end": r.info.end_time}
+            for n, r in runs.items() if r.data.tags.get("raykd.role") == "trial"}
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
+    """The smoke study grown the way a researcher grows one: seed 0 first, then the config's seeds [0, 1]."""
     out = tmp_path_factory.mktemp("smoke")
+    first = run("--output-dir", str(out), *FULL, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = trial_metrics(out / "smoke")
     started = time.time()
     result = run("--output-dir", str(out), *FULL)
-    return {"out": out, "dir": out / "smoke", "result": result, "seconds": time.time() - started}
+    return {"out": out, "dir": out / "smoke", "result": result, "seconds": time.time() - started, "first": first,
+            "before": before}
+
+
+def test_growing_the_study_runs_only_the_new_trials(study):
+    first, grown = study["first"].stdout, study["result"].stdout
+    assert "[raykd] done: 6 finished, 0 diverged, 0 failed" in first
+    assert study["result"].returncode == 0, study["result"].stderr[-3000:]
+    assert "[raykd] resuming: 6 of 12 trials already ended; running 6" in grown
+    assert "[raykd] done: 12 finished, 0 diverged, 0 failed" in grown
+    assert "teacher cache:" in grown and "reused" in grown.split("teacher cache:")[1].splitlines()[0]
+    after = trial_metrics(study["dir"])
+    assert sorted(study["before"]) == sorted(n for n in after if n.endswith("-s0"))
+    for name, seen in study["before"].items():  # the first run's trials were kept, not re-run
+        assert after[name] == seen, name
+    _, runs = runs_by_name(study["dir"])
+    assert sum(r.data.tags.get("raykd.role") == "teacher" for r in runs.values()) == 1
+
+
+def test_two_fresh_studies_give_identical_teachers_and_trials(study, tmp_path):
+    """Every random draw comes from the teacher seed and each trial's seed: a second fresh study (other
+    processes, other packing of trials into reused actors) reproduces the first one exactly."""
+    again = run("--output-dir", str(tmp_path), *FULL, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
+    assert again.returncode == 0, again.stderr[-3000:]
+    teacher_line = [line for line in again.stdout.splitlines() if line.startswith("[raykd] teacher: test")][0]
+    assert teacher_line.split(" (")[0] in study["first"].stdout
+    repeated = trial_metrics(tmp_path / "smoke")
+    for name, seen in study["before"].items():
+        assert repeated[name]["test"] == seen["test"], name
+        assert repeated[name]["curve"] == seen["curve"] and len(seen["curve"]) >= 5, name
 
 
 def test_smoke_study_end_to_end(study):
@@ -116,7 +158,7 @@ def test_smoke_study_report(study):
     assert len(summary["trials"]) == 12 and len(summary["cells"]) == 6
     assert all(c["n"] == 2 and c["ci95"] is not None for c in summary["cells"])
     test = summary["strategy_test"]
-    assert test["formula"] == "metric ~ C(strategy) * C(init) + C(seed)" and test["df_resid"] == 3
+    assert test["formula"] == "metric ~ C(strategy) * C(init) + C(init):C(seed)" and test["df_resid"] == 2
     for term in ("strategy", "init", "interaction"):
         assert 0 <= test[term]["p"] <= 1 and 0 <= test[term]["partial_eta2"] <= 1
     assert set(test["nonparametric"]) == {"random", "teacher"}
@@ -137,8 +179,13 @@ def test_smoke_study_report(study):
                 assert 0 <= entry["acute_share"] <= 1 and len(entry["matrix"]) == 5  # teacher states 0..4
                 assert entry["n"] == 3  # forward, all_to_one, none at seed 0
     verdict = summary["verdict"]
-    assert set(verdict) == {"strategy_significant", "strategies_equivalent", "matching_beats_none", "text"}
-    assert all(verdict[k] in (True, False) for k in ("strategy_significant", "strategies_equivalent", "matching_beats_none"))
+    assert set(verdict) >= {"strategy_significant", "strategies_equivalent", "matching_beats_none", "text", "by_init"}
+    assert all(verdict[k] in (True, False, None) for k in ("strategy_significant", "strategies_equivalent",
+                                                           "matching_beats_none"))
+    for init in ("random", "teacher"):  # per init, each question is shown, refuted or undecided
+        for answer in verdict["by_init"][init].values():
+            assert answer["claim_status"] in ("shown", "refuted", "undecided")
+    assert summary["plan"]["by_init"]["random"]["n_seeds"] == 2
     text = (report / "report.md").read_text()
     for heading in ("## Verdict", "## Setup", "## Strategy x init", "## Is the strategy a significant factor?",
                     "## Each strategy against forward", "## Matching vs no matching",
@@ -209,8 +256,12 @@ def test_bad_input_exits_2_before_ray_starts(tmp_path, args, env, message):
 def test_dry_run_prints_grid_and_maps(tmp_path):
     result = run("--output-dir", str(tmp_path), "--dry-run", timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "12 trials" in result.stdout and "all_to_one (seed 0): {'encoder': [(0, 2), (1, 2), (2, 2)]}" in result.stdout
-    assert "teacher init copies blocks {'encoder': [2, 4]}" in result.stdout
+    assert "12 trials" in result.stdout and "all_to_one (every seed): {'encoder': [(0, 2), (1, 2), (2, 2)]}" in result.stdout
+    assert "teacher init copies blocks {'encoder': [2, 4]} (copy_rule matched); task head by head type" in result.stdout
+    seeds = run("--output-dir", str(tmp_path), "--dry-run", "--set", "sweep.strategies=[random]", "--set",
+                "student.depth=3", "--set", "sweep.seeds=[0,1,2,3,4]", timeout=120)
+    assert "random (per seed):" in seeds.stdout and "seed 4: {'encoder'" in seeds.stdout  # every seed's map
+    assert "random: 5 seeds share the 4 permutations other than forward and reverse, each used 1-2 times" in seeds.stdout
     assert "12 trials x 13 steps = 156 student steps" in result.stdout
     assert not (tmp_path / "smoke").exists()
 

@@ -40,7 +40,7 @@ BAD = [
     ("sweep.strategies=[forward,fwd]", "unknown layer strategy 'fwd'"),
     ("sweep.strategies=[]", "sweep.strategies: needs at least one strategy"),
     ("task.type=regression", "unknown task type 'regression'"),
-    ("task.metric=bleu", "metric 'bleu' is not one of classification's metrics"),
+    ("task.metric=bleu", "task.metric: 'bleu' is not one of classification's metrics"),
     ("distill.final_norm=post", "distill.final_norm: Input should be 'as_returned' or 'pre_norm'"),
     ("name=../escape", "name: study name must be"),
     # paths and encodings

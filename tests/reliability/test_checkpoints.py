@@ -1,13 +1,18 @@
-"""Corrupt or partial trial checkpoints: detected before anything is applied; the trial starts over."""
+"""Trial checkpoints: complete ones restore everything; corrupt or partial ones are detected before anything
+is applied (the trial starts over); the store commits atomically and keeps only the newest."""
+
+import json
 
 import pytest
 import torch
 
 from raykd.config import TrainConfig
 from raykd.student import build_student
+from raykd.train.checkpoint import CheckpointStore, read_checkpoint, write_checkpoint
 from raykd.train.optim import make_optimizer
-from raykd.train.worker import _restore, _save
 from tests.tiny import tiny_model
+
+STATE = {"epoch": 0, "step": 1, "step_in_epoch": 1, "best": 0.5, "best_step": 1, "evaluated_at": 1, "final": False}
 
 
 def trained_pair():
@@ -26,39 +31,82 @@ def fresh(teacher):
     return student, optimizer, scheduler
 
 
+def save(folder, student, optimizer, scheduler, state=STATE, best=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.clone() for k, v in student.state_dict().items()} if best else None
+    write_checkpoint(folder, student=student, best_weights=weights, optimizer=optimizer, scheduler=scheduler,
+                     state=state)
+
+
 def test_intact_checkpoint_restores_everything(tmp_path):
     teacher, student, optimizer, scheduler = trained_pair()
-    state = {"epoch": 0, "step": 1, "step_in_epoch": 1, "best": 0.5, "best_step": 1, "evaluated_at": 1}
-    _save(tmp_path, student, {k: v.clone() for k, v in student.state_dict().items()}, optimizer, scheduler, state)
+    torch.manual_seed(123)
+    save(tmp_path, student, optimizer, scheduler)
+    expected_draw = torch.rand(3)
     other, other_opt, other_sched = fresh(teacher)
-    restored_state, best = _restore(tmp_path, other, other_opt, other_sched)
-    assert restored_state == state and set(best) == set(student.state_dict())
+    restored = read_checkpoint(tmp_path, other)
+    assert restored.state == STATE and set(restored.best_weights) == set(student.state_dict())
     for (name, a), b in zip(student.state_dict().items(), other.state_dict().values()):
         assert torch.equal(a, b), name
+    other_opt.load_state_dict(restored.optimizer)
+    other_sched.load_state_dict(restored.scheduler)
     assert other_sched.state_dict()["last_epoch"] == 1 and other_opt.state_dict()["state"]
+    torch.manual_seed(999)
+    torch.set_rng_state(restored.rng["torch"])  # the random streams continue where they were saved
+    assert torch.equal(torch.rand(3), expected_draw)
 
 
-@pytest.mark.parametrize("victim", ["student/model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt",
+@pytest.mark.parametrize("victim", ["student/model.safetensors", "optimizer.pt", "scheduler.pt", "rng.0.pt",
                                     "state.json", "best.safetensors"])
 def test_truncated_file_is_detected_and_nothing_is_applied(tmp_path, victim):
     teacher, student, optimizer, scheduler = trained_pair()
-    _save(tmp_path, student, {k: v.clone() for k, v in student.state_dict().items()}, optimizer, scheduler,
-          {"epoch": 0, "step": 1, "step_in_epoch": 1, "best": None, "best_step": None, "evaluated_at": None})
+    save(tmp_path, student, optimizer, scheduler)
     path = tmp_path / victim
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a partial write
-    other, other_opt, other_sched = fresh(teacher)
+    other, _, _ = fresh(teacher)
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.warns(UserWarning, match="is unreadable .*starting over"):
-        result = _restore(tmp_path, other, other_opt, other_sched)
+        result = read_checkpoint(tmp_path, other)
     assert isinstance(result, str) and "unreadable" in result
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())  # the fresh student is untouched
-    assert other_sched.state_dict()["last_epoch"] == 0
 
 
 def test_missing_file_is_detected(tmp_path):
     teacher, student, optimizer, scheduler = trained_pair()
-    _save(tmp_path, student, None, optimizer, scheduler, {"epoch": 0, "step": 1})
+    save(tmp_path, student, optimizer, scheduler, best=False)
     (tmp_path / "optimizer.pt").unlink()
-    other, other_opt, other_sched = fresh(teacher)
+    other, _, _ = fresh(teacher)
     with pytest.warns(UserWarning, match="FileNotFoundError"):
-        assert isinstance(_restore(tmp_path, other, other_opt, other_sched), str)
+        assert isinstance(read_checkpoint(tmp_path, other), str)
+
+
+def test_final_checkpoint_holds_weights_only(tmp_path):
+    teacher, student, optimizer, scheduler = trained_pair()
+    save(tmp_path, student, optimizer, scheduler, state={**STATE, "final": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors", "state.json", "student"]
+    restored = read_checkpoint(tmp_path, fresh(teacher)[0])
+    assert restored.optimizer is None and restored.rng is None and restored.state["final"]
+
+
+def test_store_commits_whole_checkpoints_and_keeps_the_newest(tmp_path):
+    store = CheckpointStore(tmp_path, "trial-a")
+    assert store.latest() is None
+
+    def writer(step):
+        def write(folder):
+            (folder / "state.json").write_text(json.dumps({"step": step}))
+        return write
+
+    store.save(4, writer(4))
+    store.save(8, writer(8))
+    assert store.latest().name == "step-8" and [p.name for p in store.folder.iterdir()] == ["step-8"]
+
+    def dies(folder):  # a kill mid-write leaves the staging folder, never a half checkpoint
+        (folder / "state.json").write_text("{")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.save(12, dies)
+    assert store.latest().name == "step-8"
+    store.save(12, writer(12))
+    assert store.latest().name == "step-12" and json.loads((store.latest() / "state.json").read_text()) == {"step": 12}

@@ -8,7 +8,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raykd.config import ConfigError, StudyConfig, load_config, parse_config
+from raykd.config import ConfigError, StudyConfig
+from raykd.validate import load_study_config, parse_study_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BASES = {name: yaml.safe_load((ROOT / "studies" / "configs" / f"{name}.yaml").read_text())
@@ -45,7 +46,7 @@ def set_path(node, path, value):
 def check(data) -> None:
     """The loader either returns a StudyConfig or raises ConfigError with a message; nothing else escapes."""
     try:
-        config = parse_config(data)
+        config = parse_study_config(data)  # the schema, then registries and files (what the entry script runs)
     except ConfigError as error:
         assert str(error).strip(), "an empty error message"
         return
@@ -92,7 +93,7 @@ KNOWN_KEYS = sorted({".".join(str(p) for p in path) for path in paths(BASES["smo
        raw=st.one_of(st.text(max_size=20), st.sampled_from(["[", "{a: 1}", "[0, -1]", "1e400", "null", "!!python/object:os.system ls"])))
 def test_arbitrary_command_line_overrides(key, raw):
     try:
-        config = load_config(ROOT / "studies" / "configs" / "smoke.yaml", [f"{key}={raw}"])
+        config = load_study_config(ROOT / "studies" / "configs" / "smoke.yaml", [f"{key}={raw}"])
     except ConfigError as error:
         assert str(error).strip()
         return

@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "studies" / "strategy_grid.py"
 SMOKE = ROOT / "studies" / "configs" / "smoke.yaml"
-# 4 trials (2 strategies x 2 seeds), checkpoints every 4 steps, a small angle measurement
+# 4 trials (2 strategies x 2 seeds) of 39 steps, checkpoints every 4 steps, a small angle measurement
 SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0,1]",
-         "--set", "distill.train.eval_every=4", "--set", "compute.max_concurrent_trials=1",
+         "--set", "distill.train.eval_every=4", "--set", "distill.train.epochs=3", "--set", "compute.max_concurrent_trials=1",
          "--set", "analysis.angles.examples=32"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
@@ -122,18 +122,19 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     def third_trial_checkpointed():
         deadline = time.time() + 120
         while time.time() < deadline:
-            started = [d for d in (chain_dir / "ray" / "train").iterdir() if any(d.glob("checkpoint_*"))]
+            folder = chain_dir / "checkpoints"
+            started = [d for d in folder.iterdir() if any(d.glob("step-*"))] if folder.is_dir() else []
             if len(started) >= 3:
                 return
             time.sleep(0.3)
         raise AssertionError("the third trial wrote no checkpoint")
 
     lines = kill_when(start(tmp_path, *chain, env=env), "[2/4 done", then=third_trial_checkpointed)
-    assert any("resuming: 1 of 4 trials already ended" in line for line in lines)
+    assert any("resuming: 1 of 4 trials already ended; running 3" in line for line in lines)
     runs = trial_runs(uri, "chain")
     finished = {n for n, r in runs.items()
                 if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"}
-    train_dirs = {d.name for d in (chain_dir / "ray" / "train").iterdir() if any(d.glob("checkpoint_*"))}
+    train_dirs = {d.name for d in (chain_dir / "checkpoints").iterdir() if any(d.glob("step-*"))}
     interrupted = sorted(train_dirs - finished)
     assert len(interrupted) == 1, (train_dirs, finished)
 
@@ -142,7 +143,7 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     assert not (chain_dir / "report" / "summary.json").exists(), "the analysis had already finished"
 
     out = finish(start(tmp_path, *chain, env=env))
-    assert "[raykd] resuming: 4 of 4 trials already ended" in out and "[raykd] done: 4 finished, 0 diverged, 0 failed" in out
+    assert "[raykd] resuming: 4 of 4 trials already ended; running 0" in out and "[raykd] done: 4 finished, 0 diverged, 0 failed" in out
     reference_out = finish(reference)
     assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in reference_out
 
@@ -187,7 +188,7 @@ def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_trunc
         deadline = time.time() + 400
         while time.time() < deadline and proc.poll() is None:
             if (study / "faults" / "none-random-w0-s0").exists():
-                for model_file in (study / "ray" / "train" / "none-random-w0-s0").glob("checkpoint_*/student/model.safetensors"):
+                for model_file in (study / "checkpoints" / "none-random-w0-s0").glob("step-*/student/model.safetensors"):
                     data = model_file.read_bytes()
                     model_file.write_bytes(data[: len(data) // 3])
                     truncated.append(model_file)

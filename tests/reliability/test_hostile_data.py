@@ -34,7 +34,7 @@ def test_over_long_texts_are_truncated_and_counted(tmp_path):
     task = build_task(study.task)
     data = task.tokenize(task.load(), minilm_tokenizer())
     assert max(len(ids) for ids in data["train"]["input_ids"]) == 16  # cut at max_length
-    assert inputs_at_limit(study, data) == {"train": 10, "validation": 10, "test": 10}  # and counted
+    assert inputs_at_limit(task, data) == {"train": 10, "validation": 10, "test": 10}  # and counted
 
 
 @pytest.mark.parametrize("raw, message", [

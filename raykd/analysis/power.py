@@ -1,0 +1,439 @@
+"""What a design could decide: power and sample sizes for the paired tests of `raykd.analysis.stats`.
+
+A study with a handful of seeds often ends "not significant, not shown equivalent". That sentence is
+only useful next to what the design could have decided, so for every paired comparison (each
+strategy against the reference, matching against ``none``, per init) the plan reports, in the
+metric's units:
+
+- ``equivalence_shown_within``: the smallest margin the current data show equivalence for (the
+  larger absolute bound of the 1 - 2 alpha interval; any margin strictly above it is shown);
+- ``equivalence_margin_80``: the smallest margin this design (n seeds, the observed sd of the paired
+  differences) shows equivalence for with 80% power if the true difference were 0 (TOST);
+- ``detectable_difference_80``: the smallest true difference the paired t-test detects with 80%
+  power (two-sided; at alpha / m for the m Holm-corrected comparisons against the reference, the
+  level of Holm's first step, so slightly conservative);
+- ``seeds_to_detect_observed``: seeds that detect the observed difference with 80% power;
+- ``seeds_for_equivalence``: seeds that show equivalence within the configured margin with 80%
+  power if the true difference were the observed one (only when it lies inside the margin).
+
+Both seed counts are capped at ``MAX_SEEDS``; beyond it, or where no number of seeds can do it (an
+observed difference of exactly 0 cannot be detected; one outside the margin cannot be shown
+equivalent), they are ``None`` with the reason in the matching ``*_note``.
+
+Power of the paired t-test: the noncentral t (the same numbers as statsmodels ``TTestPower``),
+computed as the normal probability of the mean given the sample sd, integrated over the sd's chi
+distribution by Gauss-Legendre quadrature (scipy's noncentral t returns nan or wrong values far in
+its tails, which the searches over effects and seeds reach). Power of TOST: the two one-sided tests
+reject together when the (1 - 2 alpha) interval lies inside the margin, i.e. when
+``|mean| < margin - t * s / sqrt(n)``; the same integral makes it exact, where the usual noncentral-t
+shortcut (the sum of the two one-sided powers minus one) is only a lower bound that falls to 0 with
+few seeds. tests/test_analysis_power.py checks both against simulation.
+
+The non-parametric per-init test also has a floor: with n seeds a Friedman test (Wilcoxon for two
+strategies) cannot return a p below the one of perfectly concordant ranks, computed here by running
+the same scipy test on such ranks (Friedman with 4 strategies and 3 seeds: 0.029).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+POWER = 0.8
+MAX_SEEDS = 1000
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(24)
+
+
+# --- power of the paired tests -----------------------------------------------------------------------
+
+def _chi_logpdf(x: np.ndarray, df: int) -> np.ndarray:
+    from scipy import special
+
+    return (df - 1) * np.log(x) - x * x / 2 - (df / 2 - 1) * math.log(2) - special.gammaln(df / 2)
+
+
+_QUANTILES = (1e-12, 1e-8, 1e-5, 1e-3, 0.02, 0.2, 0.5, 0.8, 0.98, 1 - 1e-3, 1 - 1e-5, 1 - 1e-8, 1 - 1e-12)
+
+
+def _over_sd(fn, sd: float, df: int, s_max: float = math.inf, breaks: tuple[float, ...] = ()) -> float:
+    """E[fn(s) ; s < s_max] for the sample sd s of df + 1 normal draws with sd `sd`.
+
+    Composite Gauss-Legendre over the chi distribution of s * sqrt(df) / sd, with panels between
+    quantiles of that distribution and at `breaks` (values of s where fn changes fast).
+    """
+    from scipy import special
+
+    to_chi = math.sqrt(df) / sd
+    points = [math.sqrt(float(special.chdtri(df, 1 - q))) for q in _QUANTILES]
+    lo, hi = points[0], min(points[-1], s_max * to_chi)
+    points += [b * to_chi for b in breaks]
+    points = sorted({lo, hi, *(x for x in points if lo < x < hi)})
+    if hi <= lo:
+        return 0.0
+    a, b = np.array(points[:-1])[:, None], np.array(points[1:])[:, None]
+    chi = (0.5 * (b - a) * _NODES + 0.5 * (b + a)).ravel()
+    weights = (0.5 * (b - a) * _WEIGHTS).ravel() * np.exp(_chi_logpdf(chi, df))
+    return float(np.sum(weights * fn(chi / to_chi)))
+
+
+def t_power(diff: float, sd: float, n: int, alpha: float) -> float:
+    """Power of the two-sided one-sample (paired) t-test at level alpha for a true mean difference `diff`.
+
+    The noncentral t tail probabilities (what statsmodels ``TTestPower`` computes), written as the normal
+    probability of the mean given the sample sd, integrated over the sd's chi distribution: scipy's
+    noncentral t returns nan or wrong values far in its tails, which a search over effects or seeds hits.
+    """
+    from scipy import special
+
+    if n < 2:
+        return 0.0
+    if sd == 0:
+        return 1.0 if diff != 0 else 0.0
+    df, root = n - 1, math.sqrt(n)
+    crit = float(special.stdtrit(df, 1 - alpha / 2))
+    se = sd / root
+
+    def reject(s: np.ndarray) -> np.ndarray:  # |mean| > crit * s / sqrt(n)
+        bound = crit * s / root
+        return special.ndtr((diff - bound) / se) + special.ndtr((-bound - diff) / se)
+
+    edge = abs(diff) * root / crit  # where the mean's rejection probability turns over
+    return min(1.0, max(0.0, _over_sd(reject, sd, df, breaks=(edge / 2, edge, 2 * edge) if edge > 0 else ())))
+
+
+def tost_power(diff: float, sd: float, n: int, margin: float, alpha: float) -> float:
+    """Power of the paired TOST within +-margin at level alpha (equivalent iff the 1 - 2 alpha CI is inside).
+
+    Exact: P(|mean| < margin - t s / sqrt(n)) integrated over the chi distribution of the sample sd s.
+    """
+    from scipy import special
+
+    if n < 2 or margin <= 0:
+        return 0.0
+    if sd == 0:
+        return 1.0 if abs(diff) < margin else 0.0
+    df, root = n - 1, math.sqrt(n)
+    crit = float(special.stdtrit(df, 1 - alpha))
+    se = sd / root
+
+    def inside(s: np.ndarray) -> np.ndarray:
+        half = margin - crit * s / root  # |mean| must stay below this
+        return np.clip(special.ndtr((half - diff) / se) - special.ndtr((-half - diff) / se), 0.0, 1.0)
+
+    # the interval only fits inside the margin for s below margin * sqrt(n) / crit
+    s_max = margin * root / crit
+    edge = max(0.0, margin - abs(diff)) * root / crit  # where |mean| starts to leave the shrinking window
+    return min(1.0, max(0.0, _over_sd(inside, sd, df, s_max, breaks=(edge / 2, edge) if edge > 0 else ())))
+
+
+def tost_power_nct_bound(diff: float, sd: float, n: int, margin: float, alpha: float) -> float:
+    """The noncentral-t shortcut for TOST power: P(lower test rejects) + P(upper test rejects) - 1.
+
+    A lower bound of `tost_power` (tight when power is high, 0 with few seeds); kept to cross-check.
+    """
+    from scipy import stats
+
+    if n < 2 or sd == 0:
+        return tost_power(diff, sd, n, margin, alpha)
+    df, root = n - 1, math.sqrt(n)
+    crit = float(stats.t.isf(alpha, df))
+    lower = stats.nct.sf(crit, df, (diff + margin) * root / sd)
+    upper = stats.nct.cdf(-crit, df, (diff - margin) * root / sd)
+    return float(max(0.0, lower + upper - 1.0))
+
+
+# --- what a design can reach -------------------------------------------------------------------------
+
+def _solve_increasing(fn, target: float, start: float) -> float | None:
+    """The x > 0 with fn(x) = target for an increasing fn (None if it cannot be bracketed)."""
+    from scipy.optimize import brentq
+
+    lo, hi = 0.0, start
+    for _ in range(200):
+        if fn(hi) >= target:
+            break
+        lo, hi = hi, hi * 2
+    else:
+        return None
+    return float(brentq(lambda x: fn(x) - target, lo, hi, xtol=1e-9 * hi, rtol=1e-9))
+
+
+def detectable_difference(sd: float, n: int, alpha: float, power: float = POWER) -> float | None:
+    """Smallest true difference the two-sided paired t-test detects with `power` (None below 2 seeds)."""
+    if n < 2 or sd is None:
+        return None
+    if sd == 0:
+        return 0.0
+    return _solve_increasing(lambda d: t_power(d, sd, n, alpha), power, sd)
+
+
+def equivalence_margin(sd: float, n: int, alpha: float, power: float = POWER, diff: float = 0.0) -> float | None:
+    """Smallest margin TOST shows equivalence within, with `power`, if the true difference is `diff`."""
+    if n < 2 or sd is None:
+        return None
+    if sd == 0:
+        return abs(diff)
+    extra = _solve_increasing(lambda m: tost_power(diff, sd, n, abs(diff) + m, alpha), power, sd)
+    return None if extra is None else extra + abs(diff)
+
+
+def _smallest_n(fn, power: float, max_seeds: int) -> int | None:
+    """Smallest n in [2, max_seeds] with fn(n) >= power, for fn increasing in n (None if max_seeds is not enough)."""
+    if fn(max_seeds) < power:
+        return None
+    lo, hi = 1, max_seeds  # fn(lo) < power (n = 1 decides nothing), fn(hi) >= power
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fn(mid) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def seeds_to_detect(diff: float, sd: float, alpha: float, power: float = POWER,
+                    max_seeds: int = MAX_SEEDS) -> tuple[int | None, str | None]:
+    """(seeds, note): paired seeds that detect a true difference `diff` with `power` (two-sided t at alpha)."""
+    if sd is None or diff is None:
+        return None, "no estimate of the spread (fewer than two paired seeds)"
+    if diff == 0:
+        return None, "not reachable: the observed difference is 0"
+    if sd == 0:
+        return 2, None
+    n = _smallest_n(lambda k: t_power(diff, sd, k, alpha), power, max_seeds)
+    return (n, None) if n is not None else (None, f"> {max_seeds}")
+
+
+def seeds_for_equivalence(diff: float, sd: float, margin: float, alpha: float, power: float = POWER,
+                          max_seeds: int = MAX_SEEDS) -> tuple[int | None, str | None]:
+    """(seeds, note): paired seeds that show equivalence within +-margin with `power` if the true difference is
+    `diff`."""
+    if sd is None or diff is None:
+        return None, "no estimate of the spread (fewer than two paired seeds)"
+    if abs(diff) >= margin:
+        return None, "not reachable: the observed difference is outside the margin"
+    if sd == 0:
+        return 2, None
+    n = _smallest_n(lambda k: tost_power(diff, sd, k, margin, alpha), power, max_seeds)
+    return (n, None) if n is not None else (None, f"> {max_seeds}")
+
+
+def nonparametric_min_p(strategies: int, seeds: int) -> float | None:
+    """Smallest p the per-init non-parametric test can return: Friedman (Wilcoxon for two strategies) on
+    perfectly concordant ranks, computed by the same scipy call `raykd.analysis.stats` makes."""
+    from scipy import stats
+
+    if strategies < 2 or seeds < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if strategies == 2:
+            p = stats.wilcoxon(np.arange(1.0, seeds + 1), np.zeros(seeds), zero_method="zsplit").pvalue
+        else:
+            p = stats.friedmanchisquare(*[np.full(seeds, float(j)) for j in range(strategies)]).pvalue
+    return float(p)
+
+
+def nonparametric_seeds_needed(strategies: int, alpha: float, max_seeds: int = 100) -> int | None:
+    """Fewest seeds with which the per-init non-parametric test can reach p < alpha at all."""
+    for n in range(2, max_seeds + 1):
+        p = nonparametric_min_p(strategies, n)
+        if p is not None and p < alpha:
+            return n
+    return None
+
+
+# --- the plan of a study ------------------------------------------------------------------------------
+
+def comparison_plan(label: str, diff: float | None, sd: float | None, n: int, ci: list[float] | None,
+                    answer: str, margin: float, alpha: float, test_alpha: float, power: float = POWER,
+                    max_seeds: int = MAX_SEEDS) -> dict[str, Any]:
+    """Everything the plan says about one paired comparison (numbers in the metric's units)."""
+    out: dict[str, Any] = {"comparison": label, "answer": answer, "n": n, "diff": diff, "sd": sd,
+                           "test_alpha": test_alpha,
+                           "equivalence_shown_within": None if ci is None else max(abs(ci[0]), abs(ci[1])),
+                           "equivalence_margin_80": None, "detectable_difference_80": None,
+                           "seeds_to_detect_observed": None, "seeds_to_detect_observed_note": None,
+                           "seeds_for_equivalence": None, "seeds_for_equivalence_note": None}
+    if n < 2 or sd is None or diff is None:
+        reason = "fewer than two paired seeds"
+        out["seeds_to_detect_observed_note"] = out["seeds_for_equivalence_note"] = reason
+        return out
+    out["equivalence_margin_80"] = equivalence_margin(sd, n, alpha, power)
+    out["detectable_difference_80"] = detectable_difference(sd, n, test_alpha, power)
+    seeds, note = seeds_to_detect(diff, sd, test_alpha, power, max_seeds)
+    out["seeds_to_detect_observed"], out["seeds_to_detect_observed_note"] = seeds, note
+    seeds, note = seeds_for_equivalence(diff, sd, margin, alpha, power, max_seeds)
+    out["seeds_for_equivalence"], out["seeds_for_equivalence_note"] = seeds, note
+    return out
+
+
+def pair_answer(significant: bool | None, equivalent: bool | None) -> str:
+    """differ / equivalent / differ_within_margin / undecided / untestable for one strategy vs the reference."""
+    if significant is None and equivalent is None:
+        return "untestable"
+    if significant and equivalent:
+        return "differ_within_margin"
+    if significant:
+        return "differ"
+    if equivalent:
+        return "equivalent"
+    return "undecided"
+
+
+def design_plan(result: dict[str, Any], power: float = POWER, max_seeds: int = MAX_SEEDS) -> dict[str, Any]:
+    """The ``plan`` of an `analyze_trials` result: what this design (seeds, observed spread) could decide."""
+    alpha = result["alpha"]
+    margin = result["equivalence"]["margin"]
+    reference = result["equivalence"]["reference"]
+    by_verdict = (result.get("verdict") or {}).get("by_init") or {}
+    inits = sorted(set(result["equivalence"]["by_init"]) | set(result["matching_vs_none"])
+                   | set((result["strategy_test"] or {}).get("nonparametric") or {}))
+    out: dict[str, Any] = {"power": power, "alpha": alpha, "margin": margin, "reference": reference,
+                           "max_seeds": max_seeds, "by_init": {}}
+    for init in inits:
+        entry: dict[str, Any] = {}
+        npar = ((result["strategy_test"] or {}).get("nonparametric") or {}).get(init)
+        if npar:
+            k, n = len(npar["strategies"]), len(npar["seeds"])
+            floor = nonparametric_min_p(k, n)
+            entry["nonparametric"] = {"test": npar["test"], "strategies": k, "seeds": n, "min_p": floor,
+                                      "can_reach_alpha": floor is not None and floor < alpha,
+                                      "seeds_needed": nonparametric_seeds_needed(k, alpha)}
+        eq = result["equivalence"]["by_init"].get(init) or {}
+        pw = (result["pairwise"]["by_init"].get(init) or {})
+        m = max(1, len(eq))
+        vs_ref = {}
+        for strategy, e in eq.items():
+            c = pw.get(strategy, {})
+            vs_ref[strategy] = comparison_plan(f"{strategy} vs {reference}", e.get("diff"), e.get("sd"),
+                                               e.get("n") or 0, e.get("ci90"),
+                                               pair_answer(c.get("significant"), e.get("equivalent")),
+                                               margin, alpha, alpha / m, power, max_seeds)
+        if vs_ref:
+            entry["vs_reference"] = vs_ref
+        mv = result["matching_vs_none"].get(init)
+        if mv:
+            answer = ((by_verdict.get(init) or {}).get("matching_beats_none") or {}).get("answer", "undecided")
+            entry["matching_vs_none"] = comparison_plan("matching vs none", mv.get("diff"), mv.get("sd"),
+                                                        mv.get("n") or 0, mv.get("ci_tost"), answer, margin, alpha,
+                                                        alpha, power, max_seeds)
+        entry["n_seeds"] = max([c["n"] for c in vs_ref.values()] + ([entry["matching_vs_none"]["n"]]
+                                                                    if "matching_vs_none" in entry else []), default=0)
+        out["by_init"][init] = entry
+    return out
+
+
+# --- the plan as text ---------------------------------------------------------------------------------
+
+_WORDS = {"differ": "differs (shown)", "differ_within_margin": "differs, but within the margin (shown)",
+          "equivalent": "equivalent within the margin (shown)", "undecided": "undecided",
+          "untestable": "not testable", "better": "better (shown)", "worse": "worse (shown)",
+          "better_within_margin": "better, but within the margin (shown)",
+          "worse_within_margin": "worse, but within the margin (shown)"}
+
+
+def _pts(value: float | None, scale: float, signed: bool = False) -> str:
+    if value is None:
+        return "?"
+    return f"{value * scale:+.2f}" if signed else f"{value * scale:.2f}"
+
+
+def _needs(seeds: int | None, note: str | None) -> str:
+    if seeds is not None:
+        return f"needs {seeds} seeds"
+    note = note or "not reachable"
+    return f"needs {note} seeds" if note.startswith(">") else note
+
+
+def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_only: bool = False) -> list[str]:
+    """Human-readable lines of the ``plan`` (differences in metric points); [] when there is no plan.
+
+    `open_only`: the short form printed at the end of a study -- the non-parametric floors that keep the
+    test from reaching alpha at all, one line per undecided comparison, and per init one line with what
+    the design could reach (ranges over the comparisons).
+    """
+    plan = summary_or_result.get("plan")
+    if not plan:
+        return []
+    scale = points_per_unit
+    pct = f"{100 * plan['power']:g}% power"
+    margin = plan["margin"] * scale
+    lines: list[str] = []
+    for init, entry in plan["by_init"].items():
+        npar = entry.get("nonparametric")
+        if npar and npar["min_p"] is not None and (not open_only or not npar["can_reach_alpha"]):
+            line = (f"{init} init: {npar['test'].split(' ')[0]} with {npar['seeds']} seeds and {npar['strategies']} "
+                    f"strategies cannot return p below {npar['min_p']:.3g}")
+            if not npar["can_reach_alpha"]:
+                line += f", so it cannot be significant at alpha {plan['alpha']:g}"
+                if npar["seeds_needed"]:
+                    line += f" (that takes {npar['seeds_needed']} seeds)"
+            lines.append(line)
+        comparisons = list((entry.get("vs_reference") or {}).values())
+        if entry.get("matching_vs_none"):
+            comparisons.append(entry["matching_vs_none"])
+        if open_only:
+            open_ = [c for c in comparisons if c["answer"] == "undecided"]
+            lines += [_open_line(c, init, scale, margin, pct) for c in open_]
+            if open_:
+                lines.append(_design_summary(entry, init, scale, pct, plan["reference"]))
+            continue
+        for c in comparisons:
+            label = f"{c['comparison']} ({init} init): {_WORDS.get(c['answer'], c['answer'])}"
+            if c["sd"] is None:
+                lines.append(f"{label}; fewer than two paired seeds, nothing to plan from")
+                continue
+            lines.append(_open_line(c, init, scale, margin, pct) if c["answer"] == "undecided" else label)
+            design = [f"  with {c['n']} seeds and the observed sd ({_pts(c['sd'], scale)} points) this study could "
+                      f"show equivalence only within +-{_pts(c['equivalence_margin_80'], scale)} points ({pct} if the "
+                      "true difference were 0)"]
+            if c["detectable_difference_80"] is not None:
+                level = ("" if c["test_alpha"] == plan["alpha"] else
+                         f" at alpha {c['test_alpha']:.3g} (Holm's first step)")
+                design.append(f"it could detect differences of {_pts(c['detectable_difference_80'], scale)} points "
+                              f"with {pct}{level}")
+            lines.append("; ".join(design))
+    return lines
+
+
+def _open_line(c: dict[str, Any], init: str, scale: float, margin: float, pct: str) -> str:
+    """One undecided comparison: what it would take to decide it."""
+    label = f"{c['comparison']} ({init} init): {_WORDS.get(c['answer'], c['answer'])}"
+    if c["sd"] is None:
+        return f"{label}; fewer than two paired seeds, nothing to plan from"
+    parts = [label,
+             f"detecting the observed {_pts(c['diff'], scale, True)} points "
+             f"{_needs(c['seeds_to_detect_observed'], c['seeds_to_detect_observed_note'])} ({pct})",
+             f"equivalence within +-{margin:g} points "
+             + (f"would need {c['seeds_for_equivalence']} seeds ({pct} if the true difference is the observed one)"
+                if c["seeds_for_equivalence"] is not None else _needs(None, c["seeds_for_equivalence_note"]))]
+    if c["equivalence_shown_within"] is not None:
+        parts.append(f"the data show equivalence only within +-{_pts(c['equivalence_shown_within'], scale)} points")
+    return "; ".join(parts)
+
+
+def _span(values: list[float], scale: float) -> str:
+    lo, hi = min(values) * scale, max(values) * scale
+    return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f} to {hi:.2f}"
+
+
+def _design_summary(entry: dict[str, Any], init: str, scale: float, pct: str, reference: str) -> str:
+    """Per init, in one line: the equivalence margins and differences this design reaches with `pct`."""
+    parts = []
+    for label, group in ((f"each strategy vs {reference}", list((entry.get("vs_reference") or {}).values())),
+                         ("matching vs none", [entry["matching_vs_none"]] if entry.get("matching_vs_none") else [])):
+        margins = [c["equivalence_margin_80"] for c in group if c["equivalence_margin_80"] is not None]
+        effects = [c["detectable_difference_80"] for c in group if c["detectable_difference_80"] is not None]
+        if margins and effects:
+            parts.append(f"{label}: equivalence only within +-{_span(margins, scale)} points, differences of "
+                         f"{_span(effects, scale)} points")
+    if not parts:
+        return f"  {init} init: too few paired seeds to say what this design could reach"
+    ns = sorted({c["n"] for c in list((entry.get("vs_reference") or {}).values()) + [entry.get("matching_vs_none")]
+                 if c and c["n"] >= 2})
+    seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    return f"  {init} init, with {seeds} seeds and the observed sd, this study could show ({pct}) " + "; ".join(parts)

@@ -1,0 +1,49 @@
+"""Test-only fault injection: make a trial's process die at a given step, to test retries and resumes.
+
+``RAYKD_TEST_FAIL_AT_STEP="<trial id>:<step>"`` makes rank 0's process die once per study when that trial
+reaches that step (a marker file in ``<study>/faults/`` remembers it fired); ``<trial id>:<step>:always``
+makes it die there on every attempt (markers ``<trial id>.1``, ``.2``, ...). Several, comma-separated.
+The Ray worker installs `fault_hook` as a step hook; nothing is compiled into the loop. Before dying the
+process sleeps `DELAY_S`, so a test can act on the marker (e.g. damage the last checkpoint) first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ENV = "RAYKD_TEST_FAIL_AT_STEP"
+DELAY_S = 2.0
+
+
+def fault_hook(study_dir: str | Path, trial_id: str, rank: int) -> Callable[[int], None] | None:
+    """A hook ``(step) -> None`` that kills the process when the test switch says so; None when unset."""
+    setting = os.environ.get(ENV, "")
+    if not setting or rank != 0 or not any(item.startswith(f"{trial_id}:") for item in setting.split(",")):
+        return None
+    marker = Path(study_dir) / "faults" / trial_id
+
+    def maybe_die(step: int) -> None:
+        if fires(setting, trial_id, step, marker):
+            time.sleep(DELAY_S)
+            os._exit(1)  # the process dies mid-trial, as a node loss or an OOM kill would
+
+    return maybe_die
+
+
+def fires(setting: str, trial_id: str, step: int, marker: Path) -> bool:
+    """Whether the fault fires now; records each firing in a marker file."""
+    wanted = {f"{trial_id}:{step}", f"{trial_id}:{step}:always"} & set(setting.split(","))
+    if not wanted:
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    if wanted.pop().endswith(":always"):
+        n = len(list(marker.parent.glob(f"{trial_id}.*"))) + 1
+        (marker.parent / f"{trial_id}.{n}").touch()
+        return True
+    if marker.exists():
+        return False
+    marker.touch()
+    return True

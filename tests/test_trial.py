@@ -1,0 +1,135 @@
+"""One trial in-process (no Ray): golden loss values, exact resume from a checkpoint, seeds that pair arms, and a
+process that ran another trial first computing what a fresh process computes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from raykd.config import load_config
+from raykd.train.checkpoint import CheckpointStore
+from raykd.train.teacher import prepare_teacher
+from raykd.train.trial import TeacherArtifacts, TrialRun
+from raykd.trial import StudyContext, TrialSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERRIDES = ["task.data.max_examples={train: 96, validation: 32, test: 32}", "teacher.train.epochs=1",
+             "compute.precision=fp32", "compute.teacher_cache.enabled=false", "distill.train.epochs=2",
+             "distill.train.eval_every=2"]
+# fp32, one thread: the first three total losses of forward-random-w3-s0 on the tiny teacher below (golden: any change
+# to the loss, the data order, the seeding or the student build shows up here)
+GOLDEN = [7.341847896575928, 7.067557334899902, 6.7701826095581055]
+
+
+def make_context(tmp: Path) -> StudyContext:
+    config = load_config(ROOT / "studies" / "configs" / "smoke.yaml", OVERRIDES)
+    teacher = tmp / "teacher"
+    prepare_teacher(config, str(teacher))
+    return StudyContext(config=config, study_dir=str(tmp), teacher_dir=str(teacher), checkpoints=str(tmp / "ckpt"))
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    torch.set_num_threads(1)
+    return make_context(tmp_path_factory.mktemp("trial"))
+
+
+def run_trial(context, spec, artifacts=None):
+    """Train `spec` to the end, validating at every evaluation point as a study does; returns the per-step total
+    losses and the test metrics of the best-on-validation weights."""
+    run = TrialRun(context, spec, artifacts or TeacherArtifacts.load(context, "cpu")).setup()
+    losses = []
+    run.train(on_step=lambda r: losses.append(r.terms["total"]), on_eval=lambda state: run.validate())
+    run.validate()
+    return losses, run.test()
+
+
+def test_golden_first_steps(context):
+    run = TrialRun(context, TrialSpec.of("forward", "random", 3.0, 0), TeacherArtifacts.load(context, "cpu")).setup()
+    losses = []
+    run.train(on_step=lambda r: losses.append(r.terms["total"]))
+    assert losses[:3] == pytest.approx(GOLDEN, rel=1e-6)
+    assert run.steps == 6 and run.state.step == 6  # 96 examples / batch 32 x 2 epochs
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_from_a_checkpoint_continues_exactly(context, tmp_path):
+    """Stop after step 3 (checkpoint at step 2), restore into a new trial object, continue: the same losses,
+    weights and test metrics as a run that was never interrupted."""
+    spec = TrialSpec.of("all_to_one", "random", 3.0, 1)
+    artifacts = TeacherArtifacts.load(context, "cpu")
+    uninterrupted, test = run_trial(context, spec, artifacts)
+
+    store = CheckpointStore(tmp_path, spec.trial_id)
+    first = TrialRun(context, spec, artifacts).setup()
+    seen = []
+
+    def on_step(result):
+        seen.append(result.terms["total"])
+        if first.state.step == 3:
+            raise Stop
+
+    def on_eval(state):
+        first.validate()
+        store.save(state.step, first.save_checkpoint)
+
+    with pytest.raises(Stop):
+        first.train(on_step=on_step, on_eval=on_eval)
+    assert store.latest().name == "step-2"
+
+    second = TrialRun(context, spec, artifacts).setup()
+    torch.manual_seed(12345)  # whatever happened to the global RNG since, the checkpoint restores it
+    assert second.load_checkpoint(store.latest()) is None
+    assert second.state.step == 2 and second.state.step_in_epoch == 2 and second.best is not None
+    rest = []
+    second.train(on_step=lambda r: rest.append(r.terms["total"]), on_eval=lambda state: second.validate())
+    second.validate()
+    assert seen[:2] + rest == uninterrupted
+    assert second.test() == test
+
+
+def test_arms_at_one_seed_share_data_order_init_and_dropout(context):
+    """Same seed, other strategy: the same student weights at the start and the same batches; `none` differs only
+    in what it matches, so with the hidden weight at 0 a forward trial is the none trial."""
+    artifacts = TeacherArtifacts.load(context, "cpu")
+    a = TrialRun(context, TrialSpec.of("forward", "random", 0.0, 2), artifacts).setup()
+    b = TrialRun(context, TrialSpec.of("none", "random", 0.0, 2), artifacts).setup()
+    assert all(torch.equal(x, y) for x, y in zip(a.student.state_dict().values(), b.student.state_dict().values()))
+    assert [batch["input_ids"].tolist() for batch in a.loader] == [batch["input_ids"].tolist() for batch in b.loader]
+    losses_a, test_a = run_trial(context, TrialSpec.of("forward", "random", 0.0, 2), artifacts)
+    losses_b, test_b = run_trial(context, TrialSpec.of("none", "random", 0.0, 2), artifacts)
+    assert losses_a == losses_b and test_a == test_b  # dropout masks too: nothing else is random
+
+
+FRESH = """
+import json, sys, torch
+torch.set_num_threads(1)
+from raykd.train.trial import TeacherArtifacts, TrialRun
+from tests.test_trial import run_trial
+from raykd.trial import StudyContext, TrialSpec
+import pickle
+context = pickle.loads(bytes.fromhex(sys.argv[1]))
+losses, test = run_trial(context, TrialSpec.of("forward", "teacher", 3.0, 3))
+print(json.dumps({"losses": losses, "test": test}))
+"""
+
+
+def test_a_reused_process_computes_what_a_fresh_process_computes(context):
+    """A Tune actor runs trial after trial: nothing of one (RNG state, optimizer, model, metrics) may leak into
+    the next. Trial B after trial A in this process == trial B alone in a fresh Python process."""
+    import pickle
+
+    artifacts = TeacherArtifacts.load(context, "cpu")
+    run_trial(context, TrialSpec.of("reverse", "random", 3.0, 7), artifacts)  # trial A: another arm and seed
+    torch.rand(5)  # and some stray use of the global RNG
+    losses, test = run_trial(context, TrialSpec.of("forward", "teacher", 3.0, 3), artifacts)
+    out = subprocess.run([sys.executable, "-c", FRESH, pickle.dumps(context).hex()], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    fresh = json.loads(out.stdout.strip().splitlines()[-1])
+    assert losses == fresh["losses"] and test == fresh["test"]
