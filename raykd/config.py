@@ -295,6 +295,9 @@ class ComputeConfig(_Strict):
     """Resources of one trial (a Ray Train run) and of the study."""
 
     num_workers: int = Field(default=1, ge=1)  # DDP workers per trial
+    # One-worker trials run in-process in reused Tune actors (Ray Train local mode). `isolate_trials` gives each
+    # its own Ray Train worker group instead: fresh processes per trial, ~14 s of start-up and teardown each.
+    isolate_trials: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)  # < 1 packs several trials on one GPU
     max_concurrent_trials: int | None = Field(default=None, ge=1)  # None: what the cluster fits now; set it on autoscaling clusters
@@ -322,6 +325,7 @@ class AngleConfig(_Strict):
     examples: int = Field(default=256, ge=1)  # validation examples (all their valid tokens)
     batch_size: int = Field(default=32, ge=1)
     seeds: list[int] | None = None  # one trial per (strategy, init) cell at each of these seeds; None: the first seed
+    null_seeds: int = Field(default=5, ge=0)  # seeds of each null baseline (random point, other token); 0: none
 
 
 class AnalysisConfig(_Strict):
@@ -331,6 +335,9 @@ class AnalysisConfig(_Strict):
     reference: str = "forward"  # pairwise and equivalence tests compare every strategy with this one
     margin_points: float = Field(default=1.0, gt=0)  # equivalence margin in metric points (accuracy 1.0 = 1%)
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    # An equivalence is a finding only when the arms had room to differ: teacher minus the `none` arm at least
+    # this many margins (else equivalence-based answers are reported as undecided, with the reason).
+    min_room_margins: float = Field(default=2.0, ge=0)
     angles: AngleConfig = Field(default_factory=AngleConfig)
 
 
@@ -372,7 +379,7 @@ class StudyConfig(_Strict):
 
 
 GRID_FIELDS = ("strategies", "inits", "seeds", "weights")
-OPERATIONAL_COMPUTE = ("max_concurrent_trials", "max_failures", "trial_retries", "teacher_cpus")
+OPERATIONAL_COMPUTE = ("max_concurrent_trials", "max_failures", "trial_retries", "teacher_cpus", "isolate_trials")
 
 
 def _unique(values: list) -> list:

@@ -69,7 +69,7 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     root = (output_dir / config.name).resolve()
     tr.check_reachable(tr.tracking_uri(root))
     uid = prepare_study_dir(config, root, fresh=fresh)
-    start_ray(dashboard=config.compute.num_workers > 1)
+    start_ray(dashboard=config.compute.num_workers > 1 or config.compute.isolate_trials)
     tracking = tr.open_study(root, config.name, uid, flatten(config))
     client = tracking.client()
     tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config.identity())})
@@ -79,14 +79,14 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
     cpus = stage_cpus(config.compute.teacher_cpus)
     gpus = math.ceil(config.compute.gpus_per_worker)
     teacher = _teacher_stage(config, root, tracking, cpus, gpus)
-    cache = _cache_stage(config, teacher["dir"], cpus, gpus, client, tracking.parent_run_id)
     context = StudyContext(config=config, study_dir=str(root), teacher_dir=str(teacher["dir"]),
-                           checkpoints=str(root / "checkpoints"), teacher_cache=cache, tracking=tracking,
+                           checkpoints=str(root / "checkpoints"), teacher_cache=teacher["cache"], tracking=tracking,
                            versions=versions())
     metric = teacher["metric"]
     chosen = _tune_weights(config, root, context, metric) if config.sweep.weight_search.method == "optuna" else None
+    analyst = _analyst(root) if config.analysis.enabled else None  # starts (and loads) while the trials run
     rows, counts, paths = _sweep(config, root, context, metric, chosen)
-    report = _analyse(config, root, tracking.uri, cpus) if config.analysis.enabled and counts["finished"] else None
+    report = _analyse(analyst, root, tracking.uri, cpus) if analyst is not None and counts["finished"] else None
     tr.finish(client, tracking.parent_run_id, "finished")
     ray.shutdown()
     return {"root": root, "tracking_uri": tracking.uri, "teacher": teacher["metrics"], "metric": metric,
@@ -94,26 +94,26 @@ def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> 
 
 
 def _teacher_stage(config: StudyConfig, root: Path, tracking, cpus: float, gpus: int) -> dict[str, Any]:
-    """Stage 1: the teacher (a Ray task); stops the study when the teacher has nothing to teach."""
+    """Stages 1 and 1b (one Ray task): the teacher and the shared cache for the whole grid. Stops the study
+    when the teacher has nothing to teach."""
     import ray
 
     from raykd import tracking as tr
     from raykd.analysis.stats import points_per_unit
-    from raykd.teacher_folder import TeacherFolder
-    from raykd.train.teacher import inputs_at_max_length_line, prepare_teacher, teacher_gain
+    from raykd.teacher_folder import TeacherFolder, inputs_at_max_length_line, teacher_gain
+    from raykd.trial import trial_grid
 
     folder = TeacherFolder.of(root, config)
     started = time.time()
     # max_calls=1: the stage's worker process exits afterwards instead of idling with a model in memory
-    stage = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(prepare_teacher)
-    metrics = ray.get(stage.remote(config, str(folder.path), tracking))
-    info = folder.info
+    stage = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(_run_teacher_stage)
+    out = ray.get(stage.remote(config, str(folder.path), trial_grid(config), tracking))
+    metrics, info = out["metrics"], folder.info
     metric = info["metric"]
     scale = points_per_unit(metric)
     baseline = info.get("baseline") or {}
-    gain = teacher_gain(info, metrics, scale)
-    print(f"[raykd] teacher: test {metric} {metrics[f'test/{metric}']:.4f} ({time.time() - started:.0f} s; cached in "
-          f"{folder.path}); trivial baseline ({baseline.get('name', '?')}) {baseline.get(metric, float('nan')):.4f}",
+    print(f"[raykd] teacher: test {metric} {metrics[f'test/{metric}']:.4f} ({time.time() - started:.0f} s with its cache; "
+          f"in {folder.path}); trivial baseline ({baseline.get('name', '?')}) {baseline.get(metric, float('nan')):.4f}",
           flush=True)
     if any((info.get("inputs_at_max_length") or {}).values()):
         print(f"[raykd] inputs truncated to the length limit (or exactly that long): "
@@ -121,6 +121,7 @@ def _teacher_stage(config: StudyConfig, root: Path, tracking, cpus: float, gpus:
     client = tracking.client()
     tr.log_metrics(client, tracking.parent_run_id, {f"teacher/{k}": v for k, v in metrics.items()}, 0,
                    int(time.time() * 1000))
+    gain = teacher_gain(info, metrics, scale)
     if gain is not None and gain < config.teacher.min_gain_points:
         message = (f"the teacher scores {metrics[f'test/{metric}'] * scale:.2f} test {metric} points, the trivial "
                    f"baseline ({baseline.get('name')}) {baseline[metric] * scale:.2f}: a gain of {gain:.2f} points, "
@@ -132,27 +133,22 @@ def _teacher_stage(config: StudyConfig, root: Path, tracking, cpus: float, gpus:
             tr.finish(client, tracking.parent_run_id, "failed", error="weak teacher")
             raise WeakTeacher(message)
         print(f"[raykd] warning: {message} (teacher.allow_weak is set: going on)", flush=True)
-    return {"dir": folder.path, "metrics": metrics, "metric": metric}
-
-
-def _cache_stage(config: StudyConfig, t_dir: Path, cpus: float, gpus: int, client, parent_run_id: str) -> str | None:
-    """Stage 1b: the shared teacher cache for the whole grid (or None: trials run the teacher live)."""
-    import ray
-
-    from raykd import tracking as tr
-    from raykd.train.teacher import prepare_cache
-    from raykd.trial import trial_grid
-
-    if not config.compute.teacher_cache.enabled:
+    cache = out["cache"]
+    if cache is None:
         print("[raykd] teacher cache: off (compute.teacher_cache.enabled); trials run the teacher live", flush=True)
-        return None
-    started = time.time()
-    stage = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(prepare_cache)
-    out = ray.get(stage.remote(config, str(t_dir), trial_grid(config)))
-    where = out["path"] or "not built"
-    print(f"[raykd] teacher cache: {out['plan']}; {out['reason']} ({time.time() - started:.0f} s) -> {where}", flush=True)
-    tr.set_tags(client, parent_run_id, {"raykd.teacher_cache": out["path"] or f"live: {out['reason']}"[:5000]})
-    return out["path"]
+    else:
+        print(f"[raykd] teacher cache: {cache['plan']}; {cache['reason']} -> {cache['path'] or 'not built'}", flush=True)
+        tr.set_tags(client, tracking.parent_run_id,
+                    {"raykd.teacher_cache": cache["path"] or f"live: {cache['reason']}"[:5000]})
+    return {"dir": folder.path, "metrics": metrics, "metric": metric, "cache": cache and cache["path"]}
+
+
+def _run_teacher_stage(*args: Any) -> dict[str, Any]:
+    """`raykd.train.teacher.teacher_stage`, imported in the Ray worker: the driver never loads the training
+    stack (torch models, transformers, datasets), which keeps it small and quick to start."""
+    from raykd.train.teacher import teacher_stage
+
+    return teacher_stage(*args)
 
 
 def _sweep(config: StudyConfig, root: Path, context, metric: str, chosen) -> tuple[list, dict, dict]:
@@ -212,24 +208,30 @@ def cell_means(rows: list[dict[str, Any]], metric: str) -> str:
     return f"mean test {metric} per cell: {shown}"
 
 
-def _analyse(config: StudyConfig, root: Path, tracking_uri: str, cpus: float) -> dict[str, Any] | None:
+def _analyst(root: Path):
+    """The analysis actor, started now so that its process start, imports and teacher loading overlap the sweep
+    (it holds no CPU while it waits; it is given the stage's threads when it runs)."""
+    from raykd.analysis.actor import analysis_actor_class
+
+    actor = analysis_actor_class().options(num_cpus=0).remote()
+    actor.warm.remote(str(root))
+    return actor
+
+
+def _analyse(actor, root: Path, tracking_uri: str, cpus: float) -> dict[str, Any] | None:
     """Stage 3: the analysis actor. A failure here is reported and leaves every trial result in place."""
     import ray
 
-    from raykd.analysis.actor import analysis_actor_class
-    from raykd.analysis.report import verdict_block
-
     started = time.time()
-    actor = analysis_actor_class().options(num_cpus=cpus).remote()
     try:
-        out = ray.get(actor.run.remote(str(root), tracking_uri=tracking_uri))
+        out = ray.get(actor.run.remote(str(root), tracking_uri=tracking_uri, threads=int(cpus)))
     except Exception as error:  # noqa: BLE001 - the trials are done; say what broke and carry on
         print(f"[raykd] analysis failed ({type(error).__name__}: {str(error).splitlines()[0][:300]}); the trial "
               f"results are in {root / 'results'}; retry with: python studies/analyze.py --study {root}", flush=True)
         return None
     finally:
         ray.kill(actor)
-    print(verdict_block(out["summary"]), flush=True)
+    print(out["verdict_block"], flush=True)
     print(f"[raykd] analysis: {time.time() - started:.0f} s; report {out['paths']['report']}", flush=True)
     return out
 

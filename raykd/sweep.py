@@ -45,11 +45,12 @@ class Resources:
     gpus_per_worker: float
     max_concurrent: int
     driver: dict[str, float]
+    isolate: bool = False
 
     @property
     def local(self) -> bool:
-        """One worker: the trial runs inside its Tune actor (Ray Train local mode)."""
-        return self.num_workers == 1
+        """One worker: the trial runs inside its Tune actor (Ray Train local mode), unless trials are isolated."""
+        return self.num_workers == 1 and not self.isolate
 
     @property
     def trial(self) -> dict[str, float]:
@@ -60,7 +61,7 @@ class Resources:
 
     def describe(self) -> str:
         gpu = f", {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
-        how = "in-process (local mode, reused actors)" if self.local else "DDP worker group"
+        how = "in-process (local mode, reused actors)" if self.local else "a Ray Train worker group each"
         return (f"{self.num_workers} worker(s) x ({self.cpus_per_worker:g} CPU{gpu}) per trial, {how}, "
                 f"{self.max_concurrent} trial(s) at once")
 
@@ -80,7 +81,7 @@ def plan_resources(config: StudyConfig, cluster: dict[str, float], n_trials: int
     driver = {"CPU": 0, DRIVER_RESOURCE: 1} if cluster.get(DRIVER_RESOURCE, 0) >= 1 else {"CPU": 0.01}
     if compute.max_concurrent_trials:
         return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker,
-                         max(1, min(compute.max_concurrent_trials, n_trials)), driver)
+                         max(1, min(compute.max_concurrent_trials, n_trials)), driver, compute.isolate_trials)
     workers = sum(fits_per_node)
     if max(fits_per_node, default=0) < 1 or workers < compute.num_workers:
         have = "; ".join(f"node {i}: {node.get('CPU', 0):g} CPU, {node.get('GPU', 0):g} GPU" for i, node in enumerate(nodes))
@@ -90,7 +91,8 @@ def plan_resources(config: StudyConfig, cluster: dict[str, float], n_trials: int
                             "gpus_per_worker / num_workers to fit, or compute.max_concurrent_trials on an "
                             "autoscaling cluster)")
     concurrent = max(1, min(workers // compute.num_workers, n_trials))
-    return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker, concurrent, driver)
+    return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker, concurrent, driver,
+                     compute.isolate_trials)
 
 
 def run_trial(params: dict[str, Any], context: StudyContext, resources: Resources) -> None:

@@ -77,3 +77,16 @@ class TeacherFolder:
         import datasets
 
         return datasets.load_from_disk(str(self.path / "data"))
+
+
+def teacher_gain(info: dict[str, Any], metrics: dict[str, float], points_per_unit: float) -> float | None:
+    """How far the teacher beats its task's trivial baseline on test, in metric points (None if unknown)."""
+    metric, baseline = info.get("metric"), info.get("baseline") or {}
+    if metric is None or metric not in baseline or f"test/{metric}" not in metrics:
+        return None
+    return (metrics[f"test/{metric}"] - baseline[metric]) * points_per_unit
+
+
+def inputs_at_max_length_line(info: dict[str, Any]) -> str:
+    counts = info.get("inputs_at_max_length") or {}
+    return ", ".join(f"{split} {n}" for split, n in counts.items())

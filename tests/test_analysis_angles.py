@@ -122,3 +122,74 @@ def test_summary_averages_per_init():
     assert out["trained"]["matrix"][0][1] == pytest.approx(0.4)
     assert out["trained"]["acute_share_by_strategy"] == {"forward": 0.8, "reverse": 0.6}
     assert out["at_init"]["histogram"]["counts"] == [2] * 40 and out["trained"]["n"] == 2
+
+
+def test_null_states_keep_norms_and_move_every_token():
+    from raykd.analysis.angles import null_state
+
+    student = torch.randn(50, 16, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    random_point = null_state("random_point", student, g)
+    torch.testing.assert_close(random_point.norm(dim=-1), student.norm(dim=-1))
+    assert not torch.allclose(random_point, student)
+    other = null_state("other_token", student, g)
+    rows = {tuple(r.tolist()) for r in student}
+    assert all(tuple(r.tolist()) in rows for r in other)  # another token's state ...
+    assert all(not torch.equal(a, b) for a, b in zip(other, student))  # ... never its own
+    with pytest.raises(ValueError, match="null baseline must be one of"):
+        null_state("shuffled", student, g)
+
+
+def _stats(teacher: np.ndarray, student: np.ndarray, null_seeds: int = 5):
+    """student_angles' per-state statistics for hand-made states, through a stand-in "model"."""
+    from raykd.analysis.angles import NULLS, AngleAccumulator, interval, null_state
+
+    t, s = torch.as_tensor(teacher).float(), torch.as_tensor(student).float()
+    actual = AngleAccumulator(t.shape[1])
+    actual.add(t, s)
+    nulls = {}
+    for i, kind in enumerate(NULLS):
+        shares = []
+        for j in range(null_seeds):
+            acc = AngleAccumulator(t.shape[1])
+            acc.add(t, null_state(kind, s, torch.Generator().manual_seed(1000 * i + j)))
+            shares.append(acc.result()["acute_share"])
+        nulls[kind] = interval(shares)
+    return actual.result()["acute_share"], nulls
+
+
+def test_random_geometry_looks_acute_and_the_null_says_so():
+    """Random points in width 384: nearly every angle is acute for the student and for its null baselines alike,
+    so a high acute share alone says nothing; the baseline is what makes it readable."""
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(size=(200, 7, 384)), rng.normal(size=(200, 384))
+    share, nulls = _stats(teacher, student)
+    assert share > 0.99
+    for kind in ("random_point", "other_token"):
+        assert nulls[kind]["mean"] > 0.99 and abs(nulls[kind]["mean"] - share) < 0.01
+
+
+def test_a_student_inside_the_teacher_cloud_falls_below_its_null():
+    """Each token's student state at the centroid of that token's teacher states: the teacher layers surround it
+    (far fewer acute angles), while the null baselines (a random point of the same norm, another token's state)
+    stay near the far-away reading."""
+    rng = np.random.default_rng(1)
+    teacher = rng.normal(size=(200, 7, 64)) + rng.normal(size=(200, 1, 64)) * 3
+    student = teacher.mean(axis=1)
+    share, nulls = _stats(teacher, student)
+    for kind in ("random_point", "other_token"):
+        assert share < nulls[kind]["ci95"][0] - 0.2, (share, nulls[kind])
+
+
+def test_student_angles_reports_nulls_per_seed_and_summarise_gives_intervals():
+    teacher = tiny_model("bert", depth=4)
+    student = build_student(teacher, depth=2, init="random", seed=0)
+    cached = teacher_states(teacher, [tiny_batch(teacher, batch=4)])
+    out = student_angles(student, cached, null_seeds=3)
+    entry = out["encoder"]["1"]
+    assert set(entry["null"]) == {"random_point", "other_token"} and len(entry["null"]["random_point"]) == 3
+    rows = [{"init": "random", "strategy": "forward", "seed": 0, "at_init": out, "trained": out}]
+    summary = summarise(rows)["random"]["encoder"]["1"]["trained"]
+    null = summary["null"]["random_point"]["acute_share"]
+    assert null["n"] == 3 and null["ci95"][0] <= null["mean"] <= null["ci95"][1]
+    assert summary["mean_cos"] is not None and summary["null"]["other_token"]["matrix"] is not None

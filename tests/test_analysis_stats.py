@@ -696,3 +696,29 @@ def test_seeds_missing_under_one_init_keep_the_nested_block(recwarn):
     resid = smf.ols("metric ~ C(strategy) * C(init) + C(block)", frame).fit().ssr
     assert out["strategy"]["partial_eta2"] == pytest.approx(ss / (ss + resid))
     assert not [w for w in recwarn if "statsmodels" in str(w.filename)]
+
+
+def test_an_equivalence_without_room_to_differ_is_not_a_finding():
+    """Copied init whose `none` arm already sits at the teacher: the strategies look equivalent within the margin,
+    but the arms had no room to differ, so the claim stays undecided (with the reason); under random init, 6
+    points below the teacher, the same equivalence is a finding."""
+    rng = np.random.default_rng(3)
+    trials = []
+    for init, floor in (("random", 0.70), ("teacher", 0.757)):
+        for seed in range(6):
+            block = rng.normal(0, 0.002)
+            for strategy in ("forward", "reverse", "all_to_one", "none"):
+                value = floor + (0.0 if strategy == "none" else 0.01 if init == "random" else 0.0)
+                trials.append({"strategy": strategy, "init": init, "weight": 0.0 if strategy == "none" else 3.0,
+                               "seed": seed, "status": "finished",
+                               "metric": value + block + rng.normal(0, 0.0007)})
+    result = analyze_trials(trials, metric="accuracy", margin=0.01, teacher_metric=0.76, min_room_margins=2.0)
+    assert result["room"]["random"]["enough"] and not result["room"]["teacher"]["enough"]
+    assert result["room"]["teacher"]["room"] == pytest.approx(0.003, abs=0.002)
+    q_random = result["verdict"]["by_init"]["random"]["strategies_differ"]
+    q_teacher = result["verdict"]["by_init"]["teacher"]["strategies_differ"]
+    assert q_random["answer"] == q_teacher["answer"] == "equivalent"
+    assert q_random["claim_status"] == "shown" and "no_room" not in q_random
+    assert q_teacher["claim_status"] == "undecided" and "is not a finding" in q_teacher["no_room"]
+    assert "not a finding: the arms had 0.3" in result["verdict"]["text"] or "not a finding" in result["verdict"]["text"]
+    assert result["verdict"]["strategies_equivalent"] is None  # shown under one init, undecided under the other

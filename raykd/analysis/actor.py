@@ -80,13 +80,40 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
             continue  # weight-search trials chose the weights; the study's answer is the seeded grid after them
         status = tags.get(tr.STATUS) or ("running" if run.info.status == "RUNNING" else "unfinished")
         value = metrics.get(f"test.{metric}")
+        layer_map = run.data.params.get("trial.layer_map")
         trials.append({"trial_id": tags.get(tr.TRIAL_ID), "strategy": tags.get("raykd.strategy"),
                        "init": tags.get("raykd.init"), "weight": float(tags.get("raykd.weight", "nan")),
                        "seed": int(tags.get("raykd.seed", -1)), "status": status,
                        "metric": value if status == "finished" else None,
-                       "best_validation": metrics.get("best_validation"), "run_id": run.info.run_id})
+                       "best_validation": metrics.get("best_validation"), "run_id": run.info.run_id,
+                       "layer_map": json.loads(layer_map) if layer_map else None})
     trials.sort(key=lambda t: (t["strategy"] or "", t["init"] or "", t["weight"], t["seed"]))
     return {"client": client, "parent_run_id": parent, "teacher": teacher, "trials": trials}
+
+
+def in_grid(config: StudyConfig, trial: dict) -> bool:
+    """Whether a trial belongs to the study's current grid (a study may have been run with a larger one)."""
+    from raykd.trial import NONE
+
+    sweep = config.sweep
+    weight_ok = (trial["strategy"] == NONE or sweep.weight_search.method == "optuna"
+                 or any(abs(trial["weight"] - w) < 1e-12 for w in sweep.weights))
+    return (trial["strategy"] in sweep.strategies and trial["init"] in sweep.inits and trial["seed"] in sweep.seeds
+            and weight_ok)
+
+
+def coinciding_maps(trials: list[dict]) -> list[dict[str, Any]]:
+    """Arms whose trials matched the very same layer pairs at the same (init, seed): they are not different
+    treatments there (e.g. a random draw equal to forward), which the comparison between them should know."""
+    groups: dict[tuple, dict[str, list[str]]] = {}
+    for t in trials:
+        if t.get("layer_map") is None or not any(t["layer_map"].values()):
+            continue
+        key = (t["init"], t["seed"], json.dumps(t["layer_map"], sort_keys=True))
+        groups.setdefault(key, {}).setdefault(t["strategy"], []).append(t["trial_id"])
+    return [{"init": init, "seed": seed, "layer_map": json.loads(maps), "strategies": sorted(by_strategy),
+             "trials": sorted(i for ids in by_strategy.values() for i in ids)}
+            for (init, seed, maps), by_strategy in sorted(groups.items()) if len(by_strategy) > 1]
 
 
 def with_chosen_weights(trials: list[dict], chosen: dict[str, float]) -> list[dict]:
@@ -114,7 +141,7 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
     from raykd.analysis.angles import student_angles, summarise, teacher_states
     from raykd.teacher_folder import TeacherFolder
     from raykd.train.checkpoint import read_checkpoint
-    from raykd.train.trial import TeacherArtifacts, TrialRun
+    from raykd.train.trial import TrialRun, teacher_artifacts
     from raykd.trial import StudyContext, TrialSpec
 
     settings = config.analysis.angles
@@ -138,7 +165,7 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
 
     context = StudyContext(config=config, study_dir=str(root), teacher_dir=str(folder.path),
                            checkpoints=str(root / "checkpoints"))
-    artifacts = TeacherArtifacts.load(context, device)
+    artifacts = teacher_artifacts(context, device)
     validation = artifacts.data["validation"]
     examples = validation.select(range(min(settings.examples, len(validation))))
     loader = DataLoader(examples, batch_size=settings.batch_size, collate_fn=artifacts.task.collator(artifacts.tokenizer))
@@ -153,7 +180,7 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
             continue
         run = TrialRun(context, TrialSpec(t["trial_id"], strategy, init, float(t["weight"]), int(seed)), artifacts)
         run.setup()
-        at_init = student_angles(run.student, cached, final_norm=final_norm, device=device)
+        at_init = student_angles(run.student, cached, final_norm=final_norm, device=device, null_seeds=settings.null_seeds)
         restored = read_checkpoint(checkpoint, run.student)
         if isinstance(restored, str):
             notes.append(f"angles: trial {t['trial_id']}: {restored}; skipped")
@@ -162,18 +189,21 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
             run.student.load_state_dict(restored.best_weights, strict=True)
         measurements.append({"strategy": strategy, "init": init, "seed": seed, "trial_id": t["trial_id"],
                              "at_init": at_init,
-                             "trained": student_angles(run.student, cached, final_norm=final_norm, device=device)})
+                             "trained": student_angles(run.student, cached, final_norm=final_norm, device=device,
+                                                       null_seeds=settings.null_seeds)})
     if not measurements:
         return None, []
     notes.append(f"angles: {len(measurements)} trained students (one per strategy x init at seeds {seeds}), "
                  f"{len(examples)} validation examples; at init = the exact student each trial started from "
-                 "(rebuilt from its seed, projections included)")
+                 f"(rebuilt from its seed, projections included); null baselines over {settings.null_seeds} seeds")
     return summarise(measurements), measurements
 
 
 def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ...] = (), tracking_uri: str | None = None,
-                  device: str | None = None, log_to_mlflow: bool = True, quiet: bool = False) -> dict[str, Any]:
-    """The whole analysis of a study folder; writes ``<study>/report/`` and returns the summary."""
+                  device: str | None = None, log_to_mlflow: bool = True, quiet: bool = False,
+                  write: bool = True) -> dict[str, Any]:
+    """The whole analysis of a study folder; writes ``<study>/report/`` (unless not `write`) and returns the
+    summary."""
     from raykd import tracking as tr
     from raykd.analysis.report import build_summary, verdict_block, write_report
     from raykd.analysis.stats import analyze_trials, points_per_unit
@@ -194,8 +224,19 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
                             f"({', '.join(sorted({t['status'] for t in trials}))}): nothing to analyse yet")
     analysis = config.analysis
     scale = points_per_unit(metric)
+    outside = [t["trial_id"] for t in trials if not in_grid(config, t)]
+    trials = [t for t in trials if in_grid(config, t)]
+    teacher_metric = fetched["teacher"].get(f"test/{metric}")
     stats = analyze_trials(trials, metric=metric, higher_is_better=higher, reference=analysis.reference,
-                           margin=analysis.margin_points / scale, alpha=analysis.alpha)
+                           margin=analysis.margin_points / scale, alpha=analysis.alpha, teacher_metric=teacher_metric,
+                           min_room_margins=analysis.min_room_margins)
+    if outside:
+        stats["notes"].append(f"{len(outside)} trial run(s) outside the study's current grid are not analysed: "
+                              f"{', '.join(sorted(outside)[:6])}{' ...' if len(outside) > 6 else ''}")
+    same = coinciding_maps(trials)
+    for group in same:
+        stats["notes"].append(f"arms {', '.join(group['strategies'])} matched the same layer pairs at {group['init']} "
+                              f"init, seed {group['seed']} ({group['layer_map']}): not different treatments there")
     angle_notes: list[str] = []
     device = device or default_device()
     angles, _ = measure_angles(root, config, with_chosen_weights(trials, stats["chosen_weights"]), device=device,
@@ -213,7 +254,14 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     summary = build_summary(study=config.name, metric=metric, higher_is_better=higher, teacher=fetched["teacher"],
                             trials=trials, stats=stats, angles=angles, angle_notes=angle_notes,
                             margin_points=analysis.margin_points, setup=setup)
+    summary["coinciding_maps"] = same
+    summary["teacher"].update(_teacher_quality(root, config, fetched["teacher"], metric, scale))
+    if summary["teacher"].get("weak"):
+        summary["verdict"]["finding"] = False
+        summary["verdict"]["text"] = (f"NOT A FINDING: {summary['teacher']['weak']}. " + summary["verdict"]["text"])
     summary["seconds"] = round(time.time() - started, 1)
+    if not write:
+        return {"summary": summary, "paths": {}}
     paths = write_report(summary, root / REPORT_DIR)
     if log_to_mlflow:
         _log(fetched["client"], fetched["parent_run_id"], summary, root / REPORT_DIR)
@@ -221,6 +269,26 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
         print(verdict_block(summary), flush=True)
         print(f"[raykd] report: {paths['report']}", flush=True)
     return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _teacher_quality(root: Path, config: StudyConfig, teacher: dict[str, float], metric: str,
+                     scale: float) -> dict[str, Any]:
+    """The teacher against its task's trivial baseline (from the teacher stage): name, value, gain in points,
+    and ``weak`` (why nothing here is a finding) when the gain is below ``teacher.min_gain_points``."""
+    from raykd.teacher_folder import TeacherFolder
+
+    folder = TeacherFolder.of(root, config)
+    baseline = (folder.info.get("baseline") or {}) if folder.complete else {}
+    value, mine = baseline.get(metric), teacher.get(f"test/{metric}")
+    out: dict[str, Any] = {"baseline": baseline or None}
+    if value is None or mine is None:
+        return out
+    out["gain_points"] = (mine - value) * scale
+    if out["gain_points"] < config.teacher.min_gain_points:
+        out["weak"] = (f"the teacher beats the trivial baseline ({baseline.get('name')}) by only "
+                       f"{out['gain_points']:.2f} points (teacher.min_gain_points {config.teacher.min_gain_points:g}); "
+                       "there was nothing to distil")
+    return out
 
 
 def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
@@ -236,9 +304,11 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
         if v["diff"] is not None:
             metrics[f"analysis/matching_minus_none_{init}"] = v["diff"]
     for init, shares in (summary.get("acute_share") or {}).items():
-        for when, value in shares.items():
-            if value is not None:
-                metrics[f"analysis/acute_share_{init}_{when}"] = value
+        for when in ("at_init", "trained"):
+            if shares.get(when) is not None:
+                metrics[f"analysis/acute_share_{init}_{when}"] = shares[when]
+            for kind, null in ((shares.get("null") or {}).get(when) or {}).items():
+                metrics[f"analysis/acute_share_{init}_{when}_null_{kind}"] = null["mean"]
     tr.log_metrics(client, run_id, metrics, 0, int(time.time() * 1000))
     verdict = summary["verdict"]
     tags = {f"raykd.verdict.{k}": str(v) for k, v in verdict.items() if k not in ("text", "by_init")}
@@ -252,13 +322,37 @@ def analysis_actor_class():
     """`AnalysisActor`: the analysis as a Ray actor (defined lazily so importing this needs no Ray)."""
     import ray
 
+    from raykd.teacher_folder import TeacherFolder
+    from raykd.trial import StudyContext
+
     @ray.remote
     class AnalysisActor:
+        def warm(self, study_dir: str | None = None) -> None:
+            """Import what the analysis needs and load the study's teacher (a study starts the actor early, so
+            this overlaps its sweep)."""
+            import matplotlib.pyplot  # noqa: F401
+            import scipy.stats  # noqa: F401
+            import statsmodels.formula.api  # noqa: F401
+
+            import raykd.analysis.report  # noqa: F401
+            import raykd.tracking  # noqa: F401  (mlflow)
+            from raykd.train.trial import teacher_artifacts
+
+            if study_dir is not None:
+                root, config, _ = load_study(study_dir)
+                folder = TeacherFolder.of(root, config)
+                if config.analysis.angles.enabled and folder.complete:
+                    teacher_artifacts(StudyContext(config=config, study_dir=str(root), teacher_dir=str(folder.path),
+                                                   checkpoints=str(root / "checkpoints")), default_device())
+
         def run(self, study_dir: str, overrides: list[str] | None = None, tracking_uri: str | None = None,
-                quiet: bool = True) -> dict[str, Any]:
+                quiet: bool = True, threads: int | None = None) -> dict[str, Any]:
             from raykd.devices import use_assigned_cpus
 
-            use_assigned_cpus()
-            return analyze_study(study_dir, overrides=overrides or (), tracking_uri=tracking_uri, quiet=quiet)
+            from raykd.analysis.report import verdict_block
+
+            use_assigned_cpus(threads)
+            out = analyze_study(study_dir, overrides=overrides or (), tracking_uri=tracking_uri, quiet=quiet)
+            return {**out, "verdict_block": verdict_block(out["summary"])}
 
     return AnalysisActor

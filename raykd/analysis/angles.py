@@ -9,6 +9,14 @@ a histogram of the per-token cosines over the pairs i < j, and the share of them
 A token where t_i equals s exactly (e.g. the embedding output of a teacher-initialised student,
 whose embeddings are copied) has no direction t_i - s: such pairs are left out and counted as
 ``degenerate``.
+
+Null baselines. Seen from almost any point, high-dimensional teacher states can look "in the same
+direction" (for random points in width 384 the mean cosine is about 0.5 and nearly every angle is
+acute), so each statistic comes with the same statistic for student states that carry no information
+about the teacher, computed the same way over several seeds (`NULLS`):
+- ``random_point``: each token's student state replaced by a random direction of the same norm;
+- ``other_token``: each token's student state replaced by another token's state of the same student
+  (a seeded derangement of the batch's valid tokens): the student's geometry, unmatched to the token.
 """
 
 from __future__ import annotations
@@ -23,6 +31,24 @@ import torch
 
 HIST_EDGES = np.linspace(-1.0, 1.0, 41)
 EPS = 1e-6
+NULLS = ("random_point", "other_token")
+
+
+def null_state(kind: str, student: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A null replacement for student states ``[tokens, width]`` (see the module docstring)."""
+    if kind == "random_point":
+        direction = torch.randn(student.shape, generator=generator, dtype=student.dtype)
+        return direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12) * student.norm(dim=-1, keepdim=True)
+    if kind == "other_token":
+        n = student.shape[0]
+        if n < 2:
+            return student.clone()
+        shift = int(torch.randint(1, n, (1,), generator=generator))
+        order = torch.randperm(n, generator=generator)
+        moved = torch.empty_like(order)
+        moved[order] = order[(torch.arange(n) + shift) % n]  # every token takes another token's state
+        return student[moved]
+    raise ValueError(f"null baseline must be one of {NULLS}, got {kind!r}")
 
 
 @dataclass
@@ -43,13 +69,23 @@ class AngleAccumulator:
         self.count = np.zeros((self.n_teacher, self.n_teacher), dtype=np.int64)
         self.hist = np.zeros(len(HIST_EDGES) - 1, dtype=np.int64)
 
-    def add(self, teacher: torch.Tensor, student: torch.Tensor) -> None:
-        """teacher ``[tokens, T+1, width]`` and student ``[tokens, width]``, valid tokens only."""
-        diff = (teacher.double() - student.double()[:, None, :])
-        norm = diff.norm(dim=-1)  # [tokens, T+1]
-        valid = norm > EPS * teacher.double().norm(dim=-1).clamp_min(1.0)
-        unit = diff / norm.clamp_min(1e-30)[..., None]
-        cos = (unit @ unit.transpose(1, 2)).clamp(-1.0, 1.0)  # [tokens, T+1, T+1]
+    def add(self, teacher: torch.Tensor, student: torch.Tensor, gram: torch.Tensor | None = None) -> None:
+        """teacher ``[tokens, T+1, width]`` and student ``[tokens, width]``, valid tokens only; `gram` (optional)
+        is the teacher's ``[tokens, T+1, T+1]`` float64 Gram matrix, shared by every student state measured
+        against the same teacher states.
+
+        <t_i - s, t_j - s> = <t_i, t_j> - <t_i, s> - <t_j, s> + <s, s>: with the teacher's Gram matrix
+        computed once, each student state costs one [tokens, T+1] product instead of T+1 differences and a
+        [tokens, T+1, T+1] product over the width (float64 keeps the subtraction exact enough to tell
+        t_i == s apart)."""
+        t, st = teacher.double(), student.double()
+        gram = t @ t.transpose(1, 2) if gram is None else gram
+        ts = (t @ st[:, :, None])[..., 0]  # [tokens, T+1]
+        inner = gram - ts[:, :, None] - ts[:, None, :] + (st * st).sum(-1)[:, None, None]
+        sq = torch.diagonal(inner, dim1=1, dim2=2).clamp_min(0.0)  # |t_i - s|^2
+        norm = sq.sqrt()
+        valid = norm > EPS * torch.diagonal(gram, dim1=1, dim2=2).sqrt().clamp_min(1.0)
+        cos = (inner / (norm[:, :, None] * norm[:, None, :]).clamp_min(1e-300)).clamp(-1.0, 1.0)
         both = valid[:, :, None] & valid[:, None, :]
         self.total += torch.where(both, cos, torch.zeros_like(cos)).sum(0).numpy()
         self.count += both.sum(0).numpy()
@@ -89,15 +125,17 @@ def teacher_states(teacher, batches: Iterable[Mapping[str, torch.Tensor]], *, fi
         batch = {k: v.to(device) for k, v in batch.items()}
         _, stacks = family.forward(teacher, batch, final_norm=final_norm)
         masks = family.hidden_masks(batch)
-        out.append({"batch": {k: v.cpu() for k, v in batch.items()},
-                    "states": {s: torch.stack(states, dim=2)[masks[s]].float().cpu() for s, states in stacks.items()}})
+        states = {s: torch.stack(states, dim=2)[masks[s]].float().cpu() for s, states in stacks.items()}
+        out.append({"batch": {k: v.cpu() for k, v in batch.items()}, "states": states,
+                    "gram": {s: t.double() @ t.double().transpose(1, 2) for s, t in states.items()}})
     return out
 
 
 @torch.no_grad()
 def student_angles(student, cached_teacher: list[dict[str, Any]], *, final_norm: str = "as_returned",
-                   device: torch.device | str = "cpu") -> dict[str, dict[str, dict[str, Any]]]:
-    """Angle statistics of every state of every stack of `student`: ``{stack: {k: stats}}``.
+                   device: torch.device | str = "cpu", null_seeds: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+    """Angle statistics of every state of every stack of `student`: ``{stack: {k: stats}}``; with
+    `null_seeds`, each stats entry also has ``null: {kind: [stats per seed]}`` (`NULLS`).
 
     States whose width differs from the teacher's and that have no projection (not matched in this
     trial) are reported with ``skipped`` and the reason.
@@ -109,6 +147,9 @@ def student_angles(student, cached_teacher: list[dict[str, Any]], *, final_norm:
     projections = get_projections(student)
     student.eval()
     accs: dict[str, dict[int, AngleAccumulator]] = {}
+    nulls: dict[tuple[str, int], dict[str, list[AngleAccumulator]]] = {}
+    generators = {(kind, j): torch.Generator().manual_seed(1000 * i + j) for i, kind in enumerate(NULLS)
+                  for j in range(null_seeds)}
     skipped: dict[str, dict[int, str]] = {}
     for item in cached_teacher:
         batch = {k: v.to(device) for k, v in item["batch"].items()}
@@ -125,13 +166,37 @@ def student_angles(student, cached_teacher: list[dict[str, Any]], *, final_norm:
                                                             "and no trained projection for this state")
                         continue
                     tokens = projections(stack, k, tokens)
-                accs.setdefault(stack, {}).setdefault(k, AngleAccumulator(teacher.shape[1])).add(teacher, tokens.cpu())
+                tokens = tokens.cpu()
+                gram = item.get("gram", {}).get(stack)
+                accs.setdefault(stack, {}).setdefault(k, AngleAccumulator(teacher.shape[1])).add(teacher, tokens, gram)
+                per_kind = nulls.setdefault((stack, k), {kind: [AngleAccumulator(teacher.shape[1]) for _ in
+                                                                 range(null_seeds)] for kind in NULLS})
+                for (kind, j), generator in generators.items():
+                    per_kind[kind][j].add(teacher, null_state(kind, tokens, generator), gram)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for stack in sorted(set(accs) | set(skipped)):
-        out[stack] = {str(k): a.result() for k, a in sorted(accs.get(stack, {}).items())}
+        out[stack] = {}
+        for k, acc in sorted(accs.get(stack, {}).items()):
+            out[stack][str(k)] = acc.result()
+            if null_seeds:
+                out[stack][str(k)]["null"] = {kind: [a.result() for a in runs]
+                                              for kind, runs in nulls[(stack, k)].items()}
         for k, reason in skipped.get(stack, {}).items():
             out[stack][str(k)] = {"skipped": reason}
     return out
+
+
+def interval(values: list[float]) -> dict[str, Any]:
+    """Mean and 95% t interval of values (None below two)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    if x.size < 2 or float(x.std(ddof=1)) == 0.0:
+        return {"mean": float(x.mean()), "ci95": [float(x.mean())] * 2 if x.size > 1 else None, "n": int(x.size)}
+    half = float(stats.t.ppf(0.975, x.size - 1)) * float(x.std(ddof=1)) / np.sqrt(x.size)
+    return {"mean": float(x.mean()), "ci95": [float(x.mean()) - half, float(x.mean()) + half], "n": int(x.size)}
 
 
 def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -150,8 +215,16 @@ def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
                         if "skipped" in stats or stats["acute_share"] is None:
                             continue
                         slot = per_init.setdefault(stack, {}).setdefault(k, {}).setdefault(when, {
-                            "matrices": [], "acute": [], "by_strategy": {}, "hist": None})
+                            "matrices": [], "acute": [], "by_strategy": {}, "hist": None, "null": {}})
+                        for kind, runs in (stats.get("null") or {}).items():
+                            null = slot["null"].setdefault(kind, {"acute": [], "matrices": [], "mean_cos": []})
+                            for run in runs:
+                                if run["acute_share"] is not None:
+                                    null["acute"].append(run["acute_share"])
+                                    null["matrices"].append(np.array(run["matrix"], dtype=float))
+                                    null["mean_cos"].append(_mean_cos(run))
                         slot["matrices"].append(np.array(stats["matrix"], dtype=float))
+                        slot.setdefault("mean_cos", []).append(_mean_cos(stats))
                         slot["acute"].append(stats["acute_share"])
                         slot["by_strategy"].setdefault(m["strategy"], []).append(stats["acute_share"])
                         counts = np.array(stats["histogram"]["counts"])
@@ -166,6 +239,11 @@ def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
                         "matrix": None if matrix is None else [[None if np.isnan(v) else round(float(v), 6) for v in r]
                                                                for r in matrix],
                         "acute_share": float(np.mean(slot["acute"])),
+                        "acute_share_ci95": interval(slot["acute"])["ci95"],
+                        "mean_cos": float(np.nanmean(slot["mean_cos"])) if slot.get("mean_cos") else None,
+                        "null": {kind: {"acute_share": interval(null["acute"]), "mean_cos": interval(null["mean_cos"]),
+                                        "matrix": _mean_matrix(null["matrices"])}
+                                 for kind, null in slot["null"].items() if null["acute"]},
                         "acute_share_by_strategy": {s: float(np.mean(v)) for s, v in sorted(slot["by_strategy"].items())},
                         "histogram": {"edges": HIST_EDGES.round(4).tolist(), "counts": slot["hist"].tolist()},
                         "n": len(slot["acute"]),
@@ -174,15 +252,38 @@ def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def acute_share_overall(summary: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
-    """Per init: the acute share averaged over stacks and student states, at init and trained."""
+def _mean_cos(stats: Mapping[str, Any]) -> float:
+    """The mean cosine over teacher layer pairs i < j (diagonal excluded) of one stats entry."""
+    matrix = np.array([[np.nan if v is None else v for v in row] for row in stats["matrix"]], dtype=float)
+    upper = matrix[np.triu_indices(len(matrix), k=1)]
+    return float(np.nanmean(upper)) if np.isfinite(upper).any() else float("nan")
+
+
+def _mean_matrix(matrices: list[np.ndarray]) -> list[list[float | None]] | None:
+    if not matrices:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        matrix = np.nanmean(np.stack(matrices), axis=0)
+    return [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in matrix]
+
+
+def acute_share_overall(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per init: the acute share averaged over stacks and student states, at init and trained, and under
+    ``null`` the same average of each null baseline's mean (with the range over states)."""
     out = {}
     for init, stacks in summary.items():
         shares: dict[str, list[float]] = {"at_init": [], "trained": []}
+        nulls: dict[str, dict[str, list[float]]] = {"at_init": {}, "trained": {}}
         for layers in stacks.values():
             for whens in layers.values():
                 for when, values in shares.items():
                     if when in whens:
                         values.append(whens[when]["acute_share"])
+                        for kind, null in (whens[when].get("null") or {}).items():
+                            if null["acute_share"]["mean"] is not None:
+                                nulls[when].setdefault(kind, []).append(null["acute_share"]["mean"])
         out[init] = {when: (float(np.mean(v)) if v else None) for when, v in shares.items()}
+        out[init]["null"] = {when: {kind: {"mean": float(np.mean(v)), "range": [float(min(v)), float(max(v))]}
+                                    for kind, v in per_kind.items()} for when, per_kind in nulls.items()}
     return out

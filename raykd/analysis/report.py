@@ -46,6 +46,7 @@ def build_summary(*, study: str, metric: str, higher_is_better: bool, teacher: d
         "notes": stats["notes"] + angle_notes,
         "verdict": stats["verdict"],
         "plan": stats.get("plan"),
+        "room": stats.get("room"),
     }
 
 
@@ -112,7 +113,11 @@ def verdict_block(summary: dict[str, Any]) -> str:
              f"{len(summary['trials']) - len(summary['excluded'])} used) =="]
     teacher = summary["teacher"].get("metric")
     if teacher is not None:
-        lines.append(f"teacher: {_pts(teacher, scale, signed=False)}")
+        lines.append(f"teacher: {_pts(teacher, scale, signed=False)}" + _baseline_text(summary, scale))
+    for init, space in (summary.get("room") or {}).items():
+        lines.append(f"room ({init} init): teacher - {space['against']} = {_pts(space['room'], scale)} points "
+                     + ("(enough for the margin)" if space["enough"] else
+                        f"(< {space['min_room'] * scale:g}: equivalence under this init is not a finding)"))
     effect = summary["strategy_test"].get("strategy")
     if effect:
         lines.append(f"strategy factor ({summary['strategy_test']['formula']}): F={_num(effect['F'])}, "
@@ -137,13 +142,31 @@ def verdict_block(summary: dict[str, Any]) -> str:
         lines.append(_answer_line(init, answers))
     for init, shares in (summary.get("acute_share") or {}).items():
         at_init, trained = shares.get("at_init"), shares.get("trained")
-        lines.append(f"acute angles ({init} init): at init {_share(at_init)}, trained {_share(trained)}")
+        lines.append(f"acute angles ({init} init): at init {_share(at_init)}{_null_text(shares, 'at_init')}, "
+                     f"trained {_share(trained)}{_null_text(shares, 'trained')}")
     open_lines = plan_lines(summary, scale, open_only=True)
     if open_lines:
         lines.append("what this design could decide (open questions):")
         lines += ["  " + line for line in open_lines]
     lines.append(summary["verdict"]["text"])
     return "\n".join(lines)
+
+
+def _baseline_text(summary: dict[str, Any], scale: float) -> str:
+    teacher = summary["teacher"]
+    baseline = teacher.get("baseline") or {}
+    if teacher.get("gain_points") is None:
+        return ""
+    return (f" (trivial baseline, {baseline.get('name')}: {_pts(baseline.get(summary['metric']), scale, signed=False)}; "
+            f"gain {teacher['gain_points']:+.2f} points)")
+
+
+def _null_text(shares: dict[str, Any], when: str) -> str:
+    nulls = (shares.get("null") or {}).get(when) or {}
+    if not nulls:
+        return ""
+    shown = ", ".join(f"{kind.replace('_', ' ')} {_share(v['mean'])}" for kind, v in nulls.items())
+    return f" (null: {shown})"
 
 
 def _share(value: float | None) -> str:
@@ -163,6 +186,16 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
     out.append(f"- teacher test {metric}: {_pts(teacher.get('metric'), scale, signed=False)}"
                + (f" (validation {_pts(teacher.get(f'validation/{metric}'), scale, signed=False)})"
                   if teacher.get(f"validation/{metric}") is not None else ""))
+    if teacher.get("gain_points") is not None:
+        out.append(f"- teacher against its task's trivial baseline:{_baseline_text(summary, scale)}"
+                   + (f"; **{teacher['weak']}: nothing in this report is a finding**" if teacher.get("weak") else ""))
+    for init, space in (summary.get("room") or {}).items():
+        out.append(f"- room the arms had to differ ({init} init): teacher minus {space['against']} = "
+                   f"{_pts(space['room'], scale)} points; a finding needs at least {space['min_room'] * scale:g} "
+                   f"({'met' if space['enough'] else 'not met: equivalence under this init is not a finding'})")
+    for group in summary.get("coinciding_maps") or []:
+        out.append(f"- arms {', '.join(group['strategies'])} matched the same layer pairs at {group['init']} init, "
+                   f"seed {group['seed']}: not different treatments there")
     out.append(f"- differences are in {metric} points ({scale:g} points per unit); positive = better")
     out.append("")
 
@@ -267,15 +300,20 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
         out.append("Not measured (see Notes).")
     else:
         out += ["Share of acute angles cos(t_i - s, t_j - s) > 0 over token-level teacher layer pairs i < j, "
-                "averaged over the measured trials of each init.", "",
-                "| init | stack | student state | at init | trained | trained, per strategy |", "|---|---|---|---|---|---|"]
+                "averaged over the measured trials of each init, beside two null baselines computed the same way "
+                "(the student state replaced by a random point of the same norm, or by another token's state; "
+                "mean and 95% interval over null seeds x trials). A share is informative only where it departs "
+                "from its null: far from every teacher state, almost any point sees them at acute angles.", "",
+                "| init | stack | student state | at init | null (random point / other token) | trained | "
+                "null (random point / other token) | trained, per strategy |", "|---|---|---|---|---|---|---|---|"]
         for init, stacks in angles.items():
             for stack, layers in stacks.items():
                 for k, whens in sorted(layers.items(), key=lambda kv: int(kv[0])):
                     per = ", ".join(f"{s} {_share(v)}" for s, v in
                                     (whens.get("trained") or {}).get("acute_share_by_strategy", {}).items())
-                    out.append(f"| {init} | {stack} | {k} | {_share((whens.get('at_init') or {}).get('acute_share'))} | "
-                               f"{_share((whens.get('trained') or {}).get('acute_share'))} | {per} |")
+                    start, end = whens.get("at_init") or {}, whens.get("trained") or {}
+                    out.append(f"| {init} | {stack} | {k} | {_share(start.get('acute_share'))} | {_nulls(start)} | "
+                               f"{_share(end.get('acute_share'))} | {_nulls(end)} | {per} |")
         for key, path in figures.items():
             if key.startswith(("angles", "hist")):
                 out += ["", f"![{key}]({path})"]
@@ -283,6 +321,19 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
     if summary["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
     return "\n".join(out)
+
+
+def _nulls(entry: dict[str, Any]) -> str:
+    parts = []
+    for kind in ("random_point", "other_token"):
+        null = (entry.get("null") or {}).get(kind)
+        if null is None:
+            parts.append("n/a")
+            continue
+        share = null["acute_share"]
+        ci = share.get("ci95")
+        parts.append(_share(share["mean"]) + (f" [{_share(ci[0])}, {_share(ci[1])}]" if ci else ""))
+    return " / ".join(parts)
 
 
 def _reading(c: dict, e: dict) -> str:

@@ -408,8 +408,35 @@ def matching_vs_none(trials: list[dict], sign: float, notes: list[str], margin: 
     return out
 
 
+def room(trials: list[dict], teacher_metric: float | None, margin: float, min_room_margins: float,
+         sign: float) -> dict[str, Any]:
+    """Per init: how much room the arms had to differ, the teacher's metric minus the `none` arm's mean (the gap
+    matching could close; the worst matching cell's mean when there is no `none` arm), in metric units. An
+    equivalence margin says something only against that room: below `min_room_margins` x the margin,
+    equivalence-based answers are not findings (`verdict` marks them undecided)."""
+    out: dict[str, Any] = {}
+    if teacher_metric is None:
+        return out
+    for init in sorted({t["init"] for t in trials}):
+        cells: dict[str, list[float]] = {}
+        for t in trials:
+            if t["init"] == init:
+                cells.setdefault(t["strategy"], []).append(t["metric"])
+        means = {strategy: float(np.mean(v)) for strategy, v in cells.items()}
+        if NONE in means:
+            against, floor = NONE, means[NONE]
+        else:
+            against = min(means, key=lambda k: sign * means[k])
+            floor = means[against]
+        gap = sign * (teacher_metric - floor)
+        out[init] = {"teacher": teacher_metric, "against": against, "floor": floor, "room": gap,
+                     "min_room": min_room_margins * margin, "enough": bool(gap >= min_room_margins * margin)}
+    return out
+
+
 def analyze_trials(trials: Iterable[Mapping[str, Any]], *, metric: str = "metric", higher_is_better: bool = True,
-                   reference: str = "forward", margin: float = 0.01, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
+                   reference: str = "forward", margin: float = 0.01, alpha: float = DEFAULT_ALPHA,
+                   teacher_metric: float | None = None, min_room_margins: float = 2.0) -> dict[str, Any]:
     """Every test above on a study's trial rows; JSON-ready (the statistical half of ``summary.json``)."""
     from raykd.analysis.power import design_plan
 
@@ -446,6 +473,7 @@ def analyze_trials(trials: Iterable[Mapping[str, Any]], *, metric: str = "metric
         "equivalence": {"reference": reference, "margin": margin, "alpha": alpha, "ci_level": level,
                         "test": f"TOST (paired t, {level_label(level)} CI)", "by_init": equivalence},
         "matching_vs_none": versus_none,
+        "room": room(usable, teacher_metric, margin, min_room_margins, sign),
         "notes": notes,
     }
     result["verdict"] = verdict(result, alpha)
@@ -571,6 +599,7 @@ def verdict(result: dict[str, Any], alpha: float) -> dict[str, Any]:
                    | set(result["matching_vs_none"]))
     by_init = {init: {"strategies_differ": strategies_answer(result, init, alpha),
                       "matching_beats_none": matching_answer(result, init, alpha)} for init in inits}
+    _gate_by_room(result, by_init)
 
     def statuses(key: str) -> dict[str, str]:
         return {i: a[key]["claim_status"] for i, a in by_init.items() if a[key]["answer"] != "untestable"}
@@ -590,6 +619,26 @@ def verdict(result: dict[str, Any], alpha: float) -> dict[str, Any]:
     out["text"] = verdict_text(result, by_init, out, alpha)
     out["by_init"] = by_init
     return out
+
+
+EQUIVALENCE_ANSWERS = {"equivalent", "differ_within_margin", "better_within_margin", "worse_within_margin"}
+
+
+def _gate_by_room(result: dict[str, Any], by_init: dict[str, dict]) -> None:
+    """An equivalence within a margin that is not small next to the room the arms had is no finding: such
+    answers keep their test results but their claim status becomes undecided, with the reason."""
+    scale = points_per_unit(result["metric"])
+    for init, answers in by_init.items():
+        space = (result.get("room") or {}).get(init)
+        if not space or space["enough"]:
+            continue
+        reason = (f"the arms had {space['room'] * scale:.2f} points of room (teacher minus {space['against']}), "
+                  f"less than {space['min_room'] * scale:g} points ({space['min_room'] / result['equivalence']['margin']:g}"
+                  f" x the +-{result['equivalence']['margin'] * scale:g} margin): equivalence here is not a finding")
+        for answer in answers.values():
+            if answer["answer"] in EQUIVALENCE_ANSWERS:
+                answer["claim_status"] = "undecided"
+                answer["no_room"] = reason
 
 
 def _basis(items: list[dict]) -> str:
@@ -659,6 +708,9 @@ def verdict_text(result: dict[str, Any], by_init: dict[str, dict], flags: dict[s
                      f"{tost}: {claim2}")
         else:
             part2 = "matching vs none was not tested (needs a 'none' arm and two paired seeds)"
+        no_room = q1.get("no_room") or q2.get("no_room")
+        if no_room:
+            part2 += f" (not a finding: {no_room})"
         sentences.append(f"{init} init: {part1}; {part2}")
     overall = []
     s1 = {i: a["strategies_differ"]["claim_status"] for i, a in by_init.items()

@@ -22,9 +22,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import datasets
+from raykd.lazy import lazy_module
 
 from raykd.corpora import BUILTIN_DATASETS
+
+datasets = lazy_module("datasets")
 
 MODULES = {"en": "engKJV2006eb", "es": "spaRV1909eb"}
 PACKAGES = "diatheke sword-text-kjv sword-text-sparv"

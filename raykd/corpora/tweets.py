@@ -8,9 +8,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import datasets
+from raykd.lazy import lazy_module
 
 from raykd.corpora import BUILTIN_DATASETS
+
+datasets = lazy_module("datasets")
 
 LABEL_NAMES = ["negative", "neutral", "positive"]
 

@@ -11,14 +11,16 @@ from contextlib import contextmanager
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import datasets
 import torch
 from torch.utils.data import DataLoader
-from transformers import DataCollatorForSeq2Seq
+
+from raykd.lazy import lazy_module
 
 from raykd.config import SPLITS, TaskConfig
 from raykd.tasks.data import DataError, describe, load_splits
 from raykd.tasks.metrics import load_metric
+
+datasets = lazy_module("datasets")
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -63,6 +65,8 @@ class Task:
 
     def padder(self, tokenizer):
         """The transformers collator that pads this task's features (sequence labels with -100)."""
+        from transformers import DataCollatorForSeq2Seq
+
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
 
     def collator(self, tokenizer):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import datasets
 import torch
+
+from raykd.lazy import lazy_module
 
 from raykd.tasks import TASKS
 from raykd.tasks.base import eval_mode, model_device
 from raykd.tasks.text_pairs import TextPairTask
+
+datasets = lazy_module("datasets")
 
 
 @TASKS.register("causal_lm")

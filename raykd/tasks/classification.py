@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import datasets
 import torch
-from transformers import DataCollatorWithPadding
+
+from raykd.lazy import lazy_module
 
 from raykd.tasks import TASKS
 from raykd.tasks.base import Task, eval_mode, model_device
 from raykd.tasks.data import DataError, describe
+
+datasets = lazy_module("datasets")
 
 # Column pairs tried in order when task.data.columns does not name them (GLUE conventions).
 TEXT_COLUMNS = [("premise", "hypothesis"), ("question1", "question2"), ("question", "sentence"),
@@ -129,6 +131,8 @@ class Classification(Task):
         return splits.map(encode, batched=True, remove_columns=splits["train"].column_names)
 
     def padder(self, tokenizer):
+        from transformers import DataCollatorWithPadding
+
         return DataCollatorWithPadding(tokenizer, return_tensors="pt")  # class labels are scalars
 
     @torch.no_grad()

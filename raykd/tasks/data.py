@@ -10,12 +10,14 @@ import logging
 import os
 from pathlib import Path
 
-import datasets
 import numpy as np
-from sklearn.model_selection import train_test_split
+
+from raykd.lazy import lazy_module
 
 from raykd.config import SPLITS, DataConfig
 from raykd.devices import hub_offline
+
+datasets = lazy_module("datasets")
 
 log = logging.getLogger(__name__)
 FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -128,6 +130,8 @@ def _carve(splits, data: DataConfig, name: str, stratify_column: str | None) -> 
         if not 0 < n < len(train):
             raise DataError(f"{name}: cannot carve {n} {split} examples from a train split of {len(train)}")
         labels = _labels_for_stratify(train, stratify_column) if carve.stratify else None
+        from sklearn.model_selection import train_test_split
+
         keep, held = train_test_split(np.arange(len(train)), test_size=n, random_state=carve.seed, stratify=labels)
         splits[split] = train.select(np.sort(held))
         train = train.select(np.sort(keep))
@@ -137,6 +141,8 @@ def _carve(splits, data: DataConfig, name: str, stratify_column: str | None) -> 
 
 def _subset(dataset: datasets.Dataset, n: int, *, seed: int, stratify_column: str | None) -> datasets.Dataset:
     labels = _labels_for_stratify(dataset, stratify_column)
+    from sklearn.model_selection import train_test_split
+
     keep, _ = train_test_split(np.arange(len(dataset)), train_size=n, random_state=seed, stratify=labels)
     return dataset.select(np.sort(keep))
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import evaluate
-
 from raykd.devices import hub_offline
+from raykd.lazy import lazy_module
+
+evaluate = lazy_module("evaluate")  # importing it loads transformers' pipelines: ~3-10 s
 
 log = logging.getLogger(__name__)
 LOCAL_MODULES = Path(__file__).resolve().parent / "metric_modules"
@@ -24,7 +25,7 @@ def local_metric_names() -> list[str]:
     return sorted(p.name for p in LOCAL_MODULES.iterdir() if (p / f"{p.name}.py").is_file())
 
 
-def load_metric(name: str) -> evaluate.EvaluationModule:
+def load_metric(name: str):
     """An `evaluate` module by hub name, falling back to raykd's local module of the same name."""
     local = LOCAL_MODULES / name
     if not hub_offline():

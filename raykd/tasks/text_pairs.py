@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import datasets
+from raykd.lazy import lazy_module
 
 from raykd.tasks.base import Task
 from raykd.tasks.data import DataError, describe
+
+datasets = lazy_module("datasets")
 
 
 class TextPairTask(Task):

@@ -223,54 +223,69 @@ def distill(
     every step (a hook may raise to stop the run).
     """
     state = state or LoopState()
-    result = DistillResult(status="finished", steps=state.step)
+    run = _Run(student, state, eval_fn, on_eval, on_step, keep_history)
     limit = max_steps if max_steps is not None else math.inf
-
-    def evaluate(point: bool = True) -> None:
-        if point and on_eval is not None:
-            on_eval(state)
-        if eval_fn is not None:
-            student.eval()
-            with torch.no_grad():
-                metrics = dict(eval_fn(student))
-            student.train()
-            result.evals.append({"step": state.step, **metrics})
-
     for epoch in range(state.epoch, epochs):
         if state.step >= limit:
             break
         sampler = getattr(batches, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        maps = layer_maps(epoch) if callable(layer_maps) else layer_maps
-        remaining = itertools.islice(batches, state.step_in_epoch, None)
-        for step in distill_steps(teacher, student, remaining, optimizer, layer_maps=maps, loss=loss, epoch=epoch,
-                                  scheduler=scheduler, grad_clip=grad_clip, final_norm=final_norm, device=device,
-                                  precision=precision):
+        steps = distill_steps(teacher, student, itertools.islice(batches, state.step_in_epoch, None), optimizer,
+                              layer_maps=layer_maps(epoch) if callable(layer_maps) else layer_maps, loss=loss,
+                              epoch=epoch, scheduler=scheduler, grad_clip=grad_clip, final_norm=final_norm,
+                              device=device, precision=precision)
+        outcome = run.epoch(steps, limit, eval_every)
+        if outcome == "diverged":
+            return run.result
+        if outcome == "limit":
+            break
+        state.epoch, state.step_in_epoch = epoch + 1, 0
+        if eval_each_epoch and state.step < limit and state.epoch < epochs:
+            run.evaluate()
+    if eval_fn is not None and (not run.result.evals or run.result.evals[-1]["step"] != state.step):
+        run.evaluate(point=False)  # the end is the caller's to handle; only record eval_fn here
+    return run.result
+
+
+class _Run:
+    """`distill`'s bookkeeping: the state, the result, and the hooks at each step and evaluation point."""
+
+    def __init__(self, student, state: LoopState, eval_fn, on_eval, on_step, keep_history: bool) -> None:
+        self.student, self.state, self.eval_fn, self.on_eval, self.on_step = student, state, eval_fn, on_eval, on_step
+        self.keep_history = keep_history
+        self.result = DistillResult(status="finished", steps=state.step)
+
+    def epoch(self, steps: Iterator[StepResult], limit: float, eval_every: int | None) -> str:
+        """Run one epoch's steps: ``diverged``, ``limit`` (the step limit reached) or ``exhausted``."""
+        state, result = self.state, self.result
+        for step in steps:
             state.step += 1
             state.step_in_epoch += 1
             result.steps = state.step
-            if keep_history:
-                result.history.append({"epoch": epoch, "step": state.step - 1, **step.terms})
-            if on_step is not None:
-                on_step(step)
+            if self.keep_history:
+                result.history.append({"epoch": step.epoch, "step": state.step - 1, **step.terms})
+            if self.on_step is not None:
+                self.on_step(step)
             if not step.finite:
-                result.status = "diverged"
-                result.steps = state.step - 1
-                return result
+                result.status, result.steps = "diverged", state.step - 1
+                return "diverged"
             if state.step >= limit:
-                break
+                return "limit"
             if eval_every and state.step % eval_every == 0:
-                evaluate()
-        else:  # the epoch ran out of batches
-            state.epoch, state.step_in_epoch = epoch + 1, 0
-            if eval_each_epoch and state.step < limit and state.epoch < epochs:
-                evaluate()
-            continue
-        break
-    if eval_fn is not None and (not result.evals or result.evals[-1]["step"] != state.step):
-        evaluate(point=False)  # the end is the caller's to handle; only record eval_fn here
-    return result
+                self.evaluate()
+        return "exhausted"
+
+    def evaluate(self, point: bool = True) -> None:
+        """An evaluation point (`on_eval`), and `eval_fn` recorded in the result."""
+        if point and self.on_eval is not None:
+            self.on_eval(self.state)
+        if self.eval_fn is not None:
+            self.student.eval()
+            with torch.no_grad():
+                metrics = dict(self.eval_fn(self.student))
+            self.student.train()
+            self.result.evals.append({"step": self.state.step, **metrics})
 
 
 @torch.no_grad()

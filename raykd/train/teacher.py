@@ -24,7 +24,7 @@ from raykd.devices import default_device, use_assigned_cpus
 from raykd.families import FAMILIES, family_of
 from raykd.models import load_teacher
 from raykd.tasks import build_task
-from raykd.teacher_folder import TeacherFolder, teacher_key
+from raykd.teacher_folder import TeacherFolder, teacher_gain, teacher_key
 from raykd.train.loop import autocast, finetune, resolve_precision
 from raykd.train.optim import make_optimizer, total_steps
 from raykd.trial import TrialSpec, maps_by_epoch, student_depths
@@ -122,12 +122,22 @@ def _write(directory: Path, model, tokenizer, data, info: dict[str, Any], metric
     tmp.rename(directory)
 
 
-def teacher_gain(info: dict[str, Any], metrics: dict[str, float], points_per_unit: float) -> float | None:
-    """How far the teacher beats its task's trivial baseline on test, in metric points (None if unknown)."""
-    metric, baseline = info.get("metric"), info.get("baseline") or {}
-    if metric is None or metric not in baseline or f"test/{metric}" not in metrics:
-        return None
-    return (metrics[f"test/{metric}"] - baseline[metric]) * points_per_unit
+def teacher_stage(config: StudyConfig, directory: str, trials: list[TrialSpec], tracking=None) -> dict[str, Any]:
+    """Stages 1 and 1b in one process (one start-up, one import of torch and transformers): the teacher, then
+    the shared cache, unless the teacher is too weak to go on (`teacher_gain` below ``min_gain_points``
+    without ``allow_weak``) or the cache is off. Returns ``{"metrics", "cache"}`` (cache: `prepare_cache`'s
+    answer or None)."""
+    from raykd.analysis.stats import points_per_unit
+
+    metrics = prepare_teacher(config, directory, tracking)
+    folder = TeacherFolder(directory)
+    gain = teacher_gain(folder.info, metrics, points_per_unit(folder.info["metric"]))
+    weak = gain is not None and gain < config.teacher.min_gain_points and not config.teacher.allow_weak
+    if weak or not config.compute.teacher_cache.enabled:
+        return {"metrics": metrics, "cache": None}
+    started = time.time()
+    cache = prepare_cache(config, directory, trials)
+    return {"metrics": metrics, "cache": {**cache, "seconds": round(time.time() - started, 1)}}
 
 
 def prepare_cache(config: StudyConfig, directory: str, trials: list[TrialSpec]) -> dict[str, Any]:
@@ -183,8 +193,3 @@ def inputs_at_limit(task, data) -> dict[str, int]:
     longer texts are truncated to the limit, as usual, and counted here so it is never silent."""
     limit = task.input_length_limit()
     return {split: sum(len(ids) >= limit for ids in data[split]["input_ids"]) for split in data}
-
-
-def inputs_at_max_length_line(info: dict[str, Any]) -> str:
-    counts = info.get("inputs_at_max_length") or {}
-    return ", ".join(f"{split} {n}" for split, n in counts.items())
