@@ -1,0 +1,122 @@
+"""The default study's pilot: which cheap design makes "does matching matter?" decidable on a laptop CPU?
+
+    python benchmarks/default_pilot.py                       # every setting below (~40 min on 2 cores)
+    python benchmarks/default_pilot.py --only s250_bert --seeds 0 1 2 3
+
+For each setting, a real study (``studies/strategy_grid.py``: teacher stage, cache, Ray trials, MLflow) of
+forward vs none at random init over ``--seeds``, on the default config with the setting's overrides. Per
+setting it reports the gain of matching (forward - none, test accuracy points, paired by seed), its paired
+sd, the teacher's accuracy, the worker time per trial and the wall time of the study, and from the paired sd
+the seeds a two-sided paired t-test needs to detect the observed gain with 80% power. Results:
+``results/default_pilot.json`` and a markdown table on stdout (kept in benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# name -> (what it tries, overrides of the default config)
+SETTINGS = {
+    "s250_elem": ("250 steps, hidden loss as an element mean (weight 3: ~12x weaker than the paper's)",
+                  ["distill.loss.hidden_reduction=element_mean"]),
+    "s250_bert": ("250 steps, the released BERT scale (weight 3)", ["distill.loss.hidden_reduction=bert_released"]),
+    "s1000_bert_4k": ("1000 steps (8 epochs of 4k tweets), BERT scale",
+                      ["distill.loss.hidden_reduction=bert_released", "distill.train.epochs=8"]),
+    "s1000_bert_16k": ("1000 steps (2 epochs of 16k tweets), BERT scale, test 4000",
+                       ["distill.loss.hidden_reduction=bert_released", "task.data.max_examples={train: 16000}",
+                        "task.data.split={validation: 500, test: 4000, seed: 0, stratify: true}"]),
+    "s500_bert_len32": ("500 steps (4 epochs of 4k tweets) at max length 32, BERT scale",
+                        ["distill.loss.hidden_reduction=bert_released", "distill.train.epochs=4", "task.max_length=32"]),
+}
+
+
+def seeds_needed(gain: float, sd: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Seeds a two-sided paired t-test needs to detect `gain` with `power` (None: not reachable by 1000)."""
+    from statsmodels.stats.power import TTestPower
+
+    if sd == 0 or gain == 0:
+        return None
+    try:
+        n = TTestPower().solve_power(effect_size=abs(gain) / sd, alpha=alpha, power=power, alternative="two-sided")
+    except Exception:  # noqa: BLE001 - no solution in range
+        return None
+    return int(-(-n // 1)) if n <= 1000 else None
+
+
+def run_setting(name: str, overrides: list[str], seeds: list[int], output_dir: Path) -> dict:
+    cmd = [sys.executable, str(ROOT / "studies" / "strategy_grid.py"), "--output-dir", str(output_dir), "--fresh",
+           "--name", f"pilot_{name}", "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
+           "--set", f"sweep.seeds=[{','.join(map(str, seeds))}]", "--set", "analysis.enabled=false"]
+    for item in overrides:
+        cmd += ["--set", item]
+    started = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.time() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    table = json.loads((output_dir / f"pilot_{name}" / "results" / "trials.json").read_text())["trials"]
+    by = {(r["strategy"], r["seed"]): r for r in table}
+    diffs = [100 * (by[("forward", s)]["metric"] - by[("none", s)]["metric"]) for s in seeds]
+    teacher = next(line for line in proc.stdout.splitlines() if line.startswith("[raykd] teacher: test"))
+    worker = _worker_times(output_dir / f"pilot_{name}" / "mlflow.db", f"pilot_{name}")
+    gain, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    return {"setting": name, "overrides": overrides, "seeds": seeds, "teacher": teacher,
+            "forward": [round(100 * by[("forward", s)]["metric"], 2) for s in seeds],
+            "none": [round(100 * by[("none", s)]["metric"], 2) for s in seeds],
+            "gain_points": round(gain, 2), "paired_sd_points": round(sd, 2),
+            "seeds_to_detect_80": seeds_needed(gain, sd), "steps": table[0]["steps"],
+            "worker_s_median": round(statistics.median(worker), 1), "study_wall_s": round(wall, 1)}
+
+
+def _worker_times(db: Path, name: str) -> list[float]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`raykd.role` = 'trial'")
+    return [r.data.metrics["time.worker_s"] for r in runs if "time.worker_s" in r.data.metrics]
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| setting | steps | teacher | forward | none | gain (fwd - none) | paired sd | seeds for 80% | "
+             "worker s/trial | study wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        teacher = r["teacher"].split("test accuracy ")[1].split(" ")[0]
+        lines.append(f"| {r['setting']}: {SETTINGS[r['setting']][0]} | {r['steps']} | {float(teacher) * 100:.1f} | "
+                     f"{statistics.fmean(r['forward']):.2f} | {statistics.fmean(r['none']):.2f} | {r['gain_points']:+.2f} | "
+                     f"{r['paired_sd_points']:.2f} | {r['seeds_to_detect_80'] or '> 1000'} | {r['worker_s_median']} | "
+                     f"{r['study_wall_s']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", choices=sorted(SETTINGS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--output-dir", default="/tmp/raykd-pilot")
+    parser.add_argument("--out", default=str(HERE / "results" / "default_pilot.json"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    previous = {r["setting"]: r for r in json.loads(out.read_text())["rows"]} if out.is_file() else {}
+    for name in args.only or list(SETTINGS):
+        print(f"[pilot] {name}: {SETTINGS[name][0]} ...", flush=True)
+        previous[name] = run_setting(name, SETTINGS[name][1], args.seeds, Path(args.output_dir))
+        print(f"[pilot] {json.dumps(previous[name])}", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [previous[k] for k in SETTINGS if k in previous]
+        out.write_text(json.dumps({"command": " ".join(["python", "benchmarks/default_pilot.py", *sys.argv[1:]]),
+                                   "rows": rows, "table": markdown(rows)}, indent=2))
+    print(markdown([previous[k] for k in SETTINGS if k in previous]))
+
+
+if __name__ == "__main__":
+    main()
