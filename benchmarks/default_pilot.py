@@ -1,6 +1,6 @@
 """The default study's pilot: which cheap design makes "does matching matter?" decidable on a laptop CPU?
 
-    python benchmarks/default_pilot.py                       # every setting below (~40 min on 2 cores)
+    python benchmarks/default_pilot.py                       # every setting below (hours on a 2-core CPU)
     python benchmarks/default_pilot.py --only s250_bert --seeds 0 1 2 3
 
 For each setting, a real study (``studies/strategy_grid.py``: teacher stage, cache, Ray trials, MLflow) of
@@ -25,17 +25,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 # name -> (what it tries, overrides of the default config)
+BERT = "distill.loss.hidden_reduction=bert_released"
+LEN32 = "task.max_length=32"
 SETTINGS = {
-    "s250_elem": ("250 steps, hidden loss as an element mean (weight 3: ~12x weaker than the paper's)",
-                  ["distill.loss.hidden_reduction=element_mean"]),
-    "s250_bert": ("250 steps, the released BERT scale (weight 3)", ["distill.loss.hidden_reduction=bert_released"]),
-    "s1000_bert_4k": ("1000 steps (8 epochs of 4k tweets), BERT scale",
-                      ["distill.loss.hidden_reduction=bert_released", "distill.train.epochs=8"]),
-    "s1000_bert_16k": ("1000 steps (2 epochs of 16k tweets), BERT scale, test 4000",
-                       ["distill.loss.hidden_reduction=bert_released", "task.data.max_examples={train: 16000}",
-                        "task.data.split={validation: 500, test: 4000, seed: 0, stratify: true}"]),
-    "s500_bert_len32": ("500 steps (4 epochs of 4k tweets) at max length 32, BERT scale",
-                        ["distill.loss.hidden_reduction=bert_released", "distill.train.epochs=4", "task.max_length=32"]),
+    "d384_len64_s250": ("width 384, max length 64, 250 steps (the old default's size)", [BERT]),
+    "d384_len32_s250": ("width 384, max length 32, 250 steps", [BERT, LEN32]),
+    "d192_len32_s250": ("width 192 (projections), max length 32, 250 steps", [BERT, LEN32, "student.width=192"]),
+    "d192_len32_s500": ("width 192, max length 32, 500 steps (4 epochs)",
+                        [BERT, LEN32, "student.width=192", "distill.train.epochs=4"]),
+    "d384_len64_s250_elem": ("as the first, hidden loss an element mean (~12x weaker)", []),
 }
 
 
@@ -52,8 +50,28 @@ def seeds_needed(gain: float, sd: float, alpha: float = 0.05, power: float = 0.8
     return int(-(-n // 1)) if n <= 1000 else None
 
 
+def reuse_teacher(name: str, overrides: list[str], output_dir: Path) -> str | None:
+    """Copy a finished teacher stage with the same key from an earlier setting's study into this one's (settings
+    that change only the distillation share their teacher: no need to fine-tune it again)."""
+    import shutil
+
+    from raykd.teacher_folder import TeacherFolder
+    from raykd.validate import load_study_config
+
+    config = load_study_config(ROOT / "studies" / "configs" / "default.yaml", [*overrides, f"name=pilot_{name}"])
+    target = TeacherFolder.of(output_dir / config.name, config)
+    for other in sorted(output_dir.glob("pilot_*")):
+        source = other / "teacher" / target.path.name
+        if other.name != config.name and (source / "metrics.json").is_file():
+            shutil.rmtree(output_dir / config.name, ignore_errors=True)
+            shutil.copytree(source, target.path, ignore=shutil.ignore_patterns("cache"))
+            return str(source)
+    return None
+
+
 def run_setting(name: str, overrides: list[str], seeds: list[int], output_dir: Path) -> dict:
-    cmd = [sys.executable, str(ROOT / "studies" / "strategy_grid.py"), "--output-dir", str(output_dir), "--fresh",
+    reused = reuse_teacher(name, overrides, output_dir)
+    cmd = [sys.executable, str(ROOT / "studies" / "strategy_grid.py"), "--output-dir", str(output_dir),
            "--name", f"pilot_{name}", "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
            "--set", f"sweep.seeds=[{','.join(map(str, seeds))}]", "--set", "analysis.enabled=false"]
     for item in overrides:
@@ -69,7 +87,7 @@ def run_setting(name: str, overrides: list[str], seeds: list[int], output_dir: P
     teacher = next(line for line in proc.stdout.splitlines() if line.startswith("[raykd] teacher: test"))
     worker = _worker_times(output_dir / f"pilot_{name}" / "mlflow.db", f"pilot_{name}")
     gain, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-    return {"setting": name, "overrides": overrides, "seeds": seeds, "teacher": teacher,
+    return {"setting": name, "overrides": overrides, "seeds": seeds, "teacher": teacher, "teacher_reused_from": reused,
             "forward": [round(100 * by[("forward", s)]["metric"], 2) for s in seeds],
             "none": [round(100 * by[("none", s)]["metric"], 2) for s in seeds],
             "gain_points": round(gain, 2), "paired_sd_points": round(sd, 2),

@@ -1,10 +1,11 @@
-"""One study, end to end, as a sequence of stages: study folder, Ray, MLflow, teacher, cache, sweep, analysis.
+"""One study, end to end, as a sequence of stages: study folder, Ray, MLflow, teacher (+ cache), sweep, analysis.
 
 ``<output dir>/<study>/`` holds ``study.json`` (uid, identity hash), ``config.yaml``, ``teacher/<key>/``,
 ``checkpoints/<trial>/``, ``ray/`` (Tune's and Train's own storage), ``mlflow.db`` + ``mlartifacts/``
-(local tracking), ``results/`` and ``report/``. Running the same config again resumes; a config that
-only grows the grid (more seeds, strategies, inits or weights) runs just the new trials; a change to what
-a finished trial means is refused, naming the keys (``--fresh`` starts over).
+(local tracking), ``results/``, ``report/`` and ``logs/`` (Ray's, Tune's and MLflow's console output).
+Running the same config again resumes; a config that only grows the grid (more seeds, strategies, inits or
+weights) runs just the new trials; a change to what a finished trial means is refused, naming the keys
+(``--fresh`` starts over).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from raykd.config import ConfigError, StudyConfig, config_hash, flatten
+from raykd.console import Console, ProgressFile, log_tail, quiet_libraries, wait_with_progress
 
 
 class WeakTeacher(ConfigError):
@@ -55,92 +57,256 @@ def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False) -
     return state["uid"]
 
 
-def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False) -> dict[str, Any]:
+def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False, console: Console | None = None
+              ) -> dict[str, Any]:
     """Run (or resume, or grow) the study; return a summary with paths and the results rows."""
-    import ray
-
-    from raykd import tracking as tr
-    from raykd.cluster import start_ray, stage_cpus
-    from raykd.provenance import versions
-    from raykd.trial import StudyContext
-    from raykd.validate import validate
-
-    validate(config)
-    root = (output_dir / config.name).resolve()
-    tr.check_reachable(tr.tracking_uri(root))
-    uid = prepare_study_dir(config, root, fresh=fresh)
-    start_ray(dashboard=config.compute.num_workers > 1 or config.compute.isolate_trials)
-    tracking = tr.open_study(root, config.name, uid, flatten(config))
-    client = tracking.client()
-    tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config.identity())})
-    client.log_dict(tracking.parent_run_id, config.model_dump(mode="json"), "config.json")
-    print(f"[raykd] study {config.name} in {root}", flush=True)
-
-    cpus = stage_cpus(config.compute.teacher_cpus)
-    gpus = math.ceil(config.compute.gpus_per_worker)
-    teacher = _teacher_stage(config, root, tracking, cpus, gpus)
-    context = StudyContext(config=config, study_dir=str(root), teacher_dir=str(teacher["dir"]),
-                           checkpoints=str(root / "checkpoints"), teacher_cache=teacher["cache"], tracking=tracking,
-                           versions=versions())
-    metric = teacher["metric"]
-    chosen = _tune_weights(config, root, context, metric) if config.sweep.weight_search.method == "optuna" else None
-    analyst = _analyst(root) if config.analysis.enabled else None  # starts (and loads) while the trials run
-    rows, counts, paths = _sweep(config, root, context, metric, chosen)
-    report = _analyse(analyst, root, tracking.uri, cpus) if analyst is not None and counts["finished"] else None
-    tr.finish(client, tracking.parent_run_id, "finished")
-    ray.shutdown()
-    return {"root": root, "tracking_uri": tracking.uri, "teacher": teacher["metrics"], "metric": metric,
-            "rows": rows, "counts": counts, "results": paths, "report": report}
+    return Study(config, output_dir, fresh=fresh, console=console).run()
 
 
-def _teacher_stage(config: StudyConfig, root: Path, tracking, cpus: float, gpus: int) -> dict[str, Any]:
-    """Stages 1 and 1b (one Ray task): the teacher and the shared cache for the whole grid. Stops the study
-    when the teacher has nothing to teach."""
-    import ray
+class Study:
+    """The stages of one study, in order; each is a method, each prints what it did."""
 
-    from raykd import tracking as tr
-    from raykd.analysis.stats import points_per_unit
-    from raykd.teacher_folder import TeacherFolder, inputs_at_max_length_line, teacher_gain
-    from raykd.trial import trial_grid
+    def __init__(self, config: StudyConfig, output_dir: Path, *, fresh: bool = False,
+                 console: Console | None = None) -> None:
+        self.config, self.fresh = config, fresh
+        self.console = console or Console()
+        self.root = (output_dir / config.name).resolve()
+        self.log = self.root / "logs" / "ray_tune_mlflow.log"
 
-    folder = TeacherFolder.of(root, config)
-    started = time.time()
-    # max_calls=1: the stage's worker process exits afterwards instead of idling with a model in memory
-    stage = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(_run_teacher_stage)
-    out = ray.get(stage.remote(config, str(folder.path), trial_grid(config), tracking))
-    metrics, info = out["metrics"], folder.info
-    metric = info["metric"]
-    scale = points_per_unit(metric)
-    baseline = info.get("baseline") or {}
-    print(f"[raykd] teacher: test {metric} {metrics[f'test/{metric}']:.4f} ({time.time() - started:.0f} s with its cache; "
-          f"in {folder.path}); trivial baseline ({baseline.get('name', '?')}) {baseline.get(metric, float('nan')):.4f}",
-          flush=True)
-    if any((info.get("inputs_at_max_length") or {}).values()):
-        print(f"[raykd] inputs truncated to the length limit (or exactly that long): "
-              f"{inputs_at_max_length_line(info)}", flush=True)
-    client = tracking.client()
-    tr.log_metrics(client, tracking.parent_run_id, {f"teacher/{k}": v for k, v in metrics.items()}, 0,
-                   int(time.time() * 1000))
-    gain = teacher_gain(info, metrics, scale)
-    if gain is not None and gain < config.teacher.min_gain_points:
+    def say(self, text: str, *, stage: bool = True) -> None:
+        self.console.line(f"[raykd] {text}", stage=stage)
+
+    def run(self) -> dict[str, Any]:
+        from raykd import tracking as tr
+        from raykd.validate import validate
+
+        validate(self.config)
+        tr.check_reachable(tr.tracking_uri(self.root))
+        uid = prepare_study_dir(self.config, self.root, fresh=self.fresh)
+        self.say(f"study {self.config.name} in {self.root}; Ray, Tune and MLflow output: {self.log}")
+        try:
+            with quiet_libraries(self.log, self.console.mode):
+                return self._stages(uid)
+        except Exception:
+            if self.console.mode != "verbose" and self.log.is_file():
+                self.console.line(f"[raykd] the last lines of {self.log}:\n{log_tail(self.log)}")
+            raise
+
+    def _stages(self, uid: str) -> dict[str, Any]:
+        import ray
+
+        from raykd import tracking as tr
+        from raykd.cluster import stage_cpus, start_ray
+        from raykd.provenance import versions
+        from raykd.trial import StudyContext
+
+        config = self.config
+        start_ray(dashboard=config.compute.num_workers > 1 or config.compute.isolate_trials)
+        self.tracking = tracking = tr.open_study(self.root, config.name, uid, flatten(config))
+        client = tracking.client()
+        tr.share_comparison_view(client, tracking.experiment_id, _metric_name(config))
+        tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config.identity())})
+        client.log_dict(tracking.parent_run_id, config.model_dump(mode="json"), "config.json")
+        self.cpus = stage_cpus(config.compute.teacher_cpus)
+        teacher = self.teacher_stage()
+        self.context = StudyContext(config=config, study_dir=str(self.root), teacher_dir=str(teacher["dir"]),
+                                    checkpoints=str(self.root / "checkpoints"), teacher_cache=teacher["cache"],
+                                    tracking=tracking, versions=versions())
+        self.metric = teacher["metric"]
+        chosen = self.tune_weights() if config.sweep.weight_search.method == "optuna" else None
+        analyst = self.analyst() if config.analysis.enabled else None  # starts (and loads) while the trials run
+        rows, counts, paths = self.sweep(chosen)
+        report = self.analyse(analyst) if analyst is not None and counts["finished"] else None
+        tr.finish(client, tracking.parent_run_id, "finished")
+        ray.shutdown()
+        return {"root": self.root, "tracking_uri": tracking.uri, "experiment_id": tracking.experiment_id,
+                "teacher": teacher["metrics"], "metric": self.metric, "rows": rows, "counts": counts,
+                "results": paths, "report": report, "log": self.log}
+
+    def progress(self, stage: str) -> ProgressFile:
+        return ProgressFile(self.root / "progress" / f"{stage}.json")
+
+    # --- stage 1: the teacher and its cache (one Ray task) -------------------------------------------
+    def teacher_stage(self) -> dict[str, Any]:
+        """The teacher and the shared cache for the whole grid; stops the study when the teacher has nothing to
+        teach."""
+        import ray
+
+        from raykd.teacher_folder import TeacherFolder, inputs_at_max_length_line
+        from raykd.trial import trial_grid
+
+        config = self.config
+        folder = TeacherFolder.of(self.root, config)
+        started = time.time()
+        # max_calls=1: the stage's worker process exits afterwards instead of idling with a model in memory
+        stage = ray.remote(num_cpus=self.cpus, num_gpus=math.ceil(config.compute.gpus_per_worker),
+                           max_calls=1)(_run_teacher_stage)
+        progress = self.progress("teacher")
+        ref = stage.remote(config, str(folder.path), trial_grid(config), self.tracking, str(progress.path))
+        out = wait_with_progress(ref, progress, self.console, "teacher")
+        metrics, info = out["metrics"], folder.info
+        metric = info["metric"]
+        baseline = info.get("baseline") or {}
+        self.say(f"teacher: test {metric} {metrics[f'test/{metric}']:.4f} ({time.time() - started:.0f} s with its "
+                 f"cache; in {folder.path}); trivial baseline ({baseline.get('name', '?')}) "
+                 f"{baseline.get(metric, float('nan')):.4f}")
+        if any((info.get("inputs_at_max_length") or {}).values()):
+            self.say(f"inputs truncated to the length limit (or exactly that long): {inputs_at_max_length_line(info)}",
+                     stage=False)
+        self._check_teacher(metrics, info)
+        cache = out["cache"]
+        if cache is None:
+            self.say("teacher cache: off (compute.teacher_cache.enabled); trials run the teacher live")
+        else:
+            self.say(f"teacher cache: {cache['plan']}; {cache['reason']} -> {cache['path'] or 'not built'}")
+            from raykd import tracking as tr
+
+            tr.set_tags(self.tracking.client(), self.tracking.parent_run_id,
+                        {"raykd.teacher_cache": cache["path"] or f"live: {cache['reason']}"[:5000]})
+        return {"dir": folder.path, "metrics": metrics, "metric": metric, "cache": cache and cache["path"]}
+
+    def _check_teacher(self, metrics: dict[str, float], info: dict[str, Any]) -> None:
+        """Log the teacher's metrics; stop (WeakTeacher) when it barely beats its task's trivial baseline."""
+        from raykd import tracking as tr
+        from raykd.analysis.stats import points_per_unit
+        from raykd.teacher_folder import teacher_gain
+
+        config, client, parent = self.config, self.tracking.client(), self.tracking.parent_run_id
+        tr.log_metrics(client, parent, {f"teacher/{k}": v for k, v in metrics.items()}, 0, int(time.time() * 1000))
+        metric, baseline = info["metric"], info.get("baseline") or {}
+        scale = points_per_unit(metric)
+        gain = teacher_gain(info, metrics, scale)
+        if gain is None or gain >= config.teacher.min_gain_points:
+            return
         message = (f"the teacher scores {metrics[f'test/{metric}'] * scale:.2f} test {metric} points, the trivial "
                    f"baseline ({baseline.get('name')}) {baseline[metric] * scale:.2f}: a gain of {gain:.2f} points, "
                    f"below teacher.min_gain_points ({config.teacher.min_gain_points:g}). There is nothing to distil, "
                    "so the sweep would measure nothing. Train a better teacher (more data, steps or size), or set "
                    "teacher.allow_weak: true to run the study anyway")
-        tr.set_tags(client, tracking.parent_run_id, {"raykd.weak_teacher": message[:5000]})
+        tr.set_tags(client, parent, {"raykd.weak_teacher": message[:5000]})
         if not config.teacher.allow_weak:
-            tr.finish(client, tracking.parent_run_id, "failed", error="weak teacher")
+            tr.finish(client, parent, "failed", error="weak teacher")
             raise WeakTeacher(message)
-        print(f"[raykd] warning: {message} (teacher.allow_weak is set: going on)", flush=True)
-    cache = out["cache"]
-    if cache is None:
-        print("[raykd] teacher cache: off (compute.teacher_cache.enabled); trials run the teacher live", flush=True)
-    else:
-        print(f"[raykd] teacher cache: {cache['plan']}; {cache['reason']} -> {cache['path'] or 'not built'}", flush=True)
-        tr.set_tags(client, tracking.parent_run_id,
-                    {"raykd.teacher_cache": cache["path"] or f"live: {cache['reason']}"[:5000]})
-    return {"dir": folder.path, "metrics": metrics, "metric": metric, "cache": cache and cache["path"]}
+        self.say(f"warning: {message} (teacher.allow_weak is set: going on)")
+
+    # --- stage 2: the sweep --------------------------------------------------------------------------
+    def sweep(self, chosen) -> tuple[list, dict, dict]:
+        """Fit every grid trial that has not ended (earlier runs' trials are kept), then the results table."""
+        import ray
+
+        from raykd import tracking as tr
+        from raykd.cluster import node_resources
+        from raykd.sweep import Progress, fit, plan_resources, results_table, write_results
+        from raykd.trial import trial_grid
+
+        config, tracking = self.config, self.tracking
+        client = tracking.client()
+        grid = trial_grid(config, chosen)
+        runs = self._trial_runs()
+        pending = [t for t in grid if runs.get(t.trial_id) is None
+                   or runs[t.trial_id].data.tags.get(tr.STATUS) not in ("finished", "diverged")]
+        resources = plan_resources(config, ray.cluster_resources(), max(1, len(pending)), nodes=node_resources())
+        self.say(f"sweep: {len(grid)} trials; {resources.describe()}")
+        if len(pending) < len(grid):
+            self.say(f"resuming: {len(grid) - len(pending)} of {len(grid)} trials already ended; running {len(pending)}")
+        progress = Progress(len(grid), self.metric, True, already_done=len(grid) - len(pending), console=self.console,
+                            steps=_steps_per_trial(config, self.context))
+        if pending:
+            fit(self.root / "ray", "sweep", config, self.context, resources, [progress.callback], trials=pending)
+        runs = self._trial_runs()
+        for trial_id, error in progress.errors.items():  # a process that died beyond its retries closed nothing
+            run = runs.get(trial_id)
+            if run is not None and run.data.tags.get(tr.STATUS) is None:
+                tr.finish(client, run.info.run_id, "failed", error=error)
+        rows = results_table(self._trial_runs(), grid, self.metric, progress.errors)
+        paths = write_results(rows, self.root / "results", self.metric)
+        for path in paths.values():
+            client.log_artifact(tracking.parent_run_id, str(path), "results")
+        counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed")}
+        tr.set_tags(client, tracking.parent_run_id, {f"raykd.trials_{k}": str(v) for k, v in counts.items()})
+        self.say(f"sweep done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed "
+                 f"({progress.elapsed():.0f} s)")
+        self.say(cell_means(rows, self.metric), stage=False)
+        return rows, counts, paths
+
+    def _trial_runs(self) -> dict[str, Any]:
+        from raykd import tracking as tr
+
+        tracking = self.tracking
+        return {r.data.tags.get(tr.TRIAL_ID): r for r in tr.study_runs(tracking.client(), tracking.experiment_id,
+                                                                      tracking.study_uid, "trial")}
+
+    # --- stage 3: the analysis ----------------------------------------------------------------------
+    def analyst(self):
+        """The analysis actor, started now so that its process start, imports and teacher loading overlap the
+        sweep (it holds no CPU while it waits; it is given the stage's threads when it runs)."""
+        from raykd.analysis.actor import analysis_actor_class
+
+        actor = analysis_actor_class().options(num_cpus=0).remote()
+        actor.warm.remote(str(self.root))
+        return actor
+
+    def analyse(self, actor) -> dict[str, Any] | None:
+        """The analysis actor's run. A failure here is reported and leaves every trial result in place."""
+        import ray
+
+        started = time.time()
+        progress = self.progress("analysis")
+        try:
+            ref = actor.run.remote(str(self.root), tracking_uri=self.tracking.uri, threads=int(self.cpus),
+                                   progress_path=str(progress.path))
+            out = wait_with_progress(ref, progress, self.console, "analysis")
+        except Exception as error:  # noqa: BLE001 - the trials are done; say what broke and carry on
+            self.say(f"analysis failed ({type(error).__name__}: {str(error).splitlines()[0][:300]}); the trial results "
+                     f"are in {self.root / 'results'}; retry with: python studies/analyze.py --study {self.root}")
+            return None
+        finally:
+            ray.kill(actor)
+        self.console.line(out["verdict_block"])
+        self.say(f"analysis: {time.time() - started:.0f} s; report {out['paths']['report']}")
+        return out
+
+    # --- optional stage 1c: the hidden-loss weight per cell -----------------------------------------
+    def tune_weights(self) -> dict:
+        """Optuna TPE per (strategy, init) cell at the tuning seed; returns the chosen weights."""
+        import ray
+
+        from raykd import tracking as tr
+        from raykd.cluster import node_resources
+        from raykd.sweep import Progress, chosen_weights, fit, plan_resources, results_table, write_results
+        from raykd.trial import TUNE_PREFIX, TrialSpec
+        from raykd.weight_search import CellwiseOptuna, tuning_cells
+
+        config, root = self.config, self.root
+        saved = root / "results" / "chosen_weights.json"
+        if saved.is_file():
+            chosen = {tuple(k.split("/")): v for k, v in json.loads(saved.read_text()).items()}
+            self.say(f"chosen weights (from {saved}): {chosen}")
+            return chosen
+        cells = tuning_cells(config)
+        n = len(cells) * config.sweep.weight_search.trials_per_cell
+        resources = plan_resources(config, ray.cluster_resources(), n, nodes=node_resources())
+        self.say(f"weight search: Optuna TPE, {config.sweep.weight_search.trials_per_cell} trials x {len(cells)} cells; "
+                 f"{resources.describe()}")
+        searcher = CellwiseOptuna(config, mode="max")
+        progress = Progress(n, self.metric, True, console=self.console)
+        fit(root / "ray", "weight_search", config, self.context, resources, [progress.callback], search_alg=searcher,
+            num_samples=n, restore=True)
+        runs = self._trial_runs()
+        specs = [TrialSpec(trial_id, run.data.tags["raykd.strategy"], run.data.tags["raykd.init"],
+                           float(run.data.tags["raykd.weight"]), int(run.data.tags["raykd.seed"]), phase="tune")
+                 for trial_id, run in runs.items() if trial_id and trial_id.startswith(TUNE_PREFIX)]
+        rows = results_table(runs, specs, self.metric, progress.errors)
+        write_results(rows, root / "results" / "weight_search", self.metric)
+        chosen = chosen_weights(rows, cells, True)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({f"{s}/{i}": w for (s, i), w in chosen.items()}, indent=2))
+        client = self.tracking.client()
+        client.log_artifact(self.tracking.parent_run_id, str(saved), "results")
+        tr.set_tags(client, self.tracking.parent_run_id, {"raykd.weight_search": "done"})
+        shown = ", ".join(f"{s}/{i} {w if w is None else f'{w:.3g}'}" for (s, i), w in chosen.items())
+        self.say(f"chosen weights (best validation {self.metric}): {shown}")
+        return chosen
 
 
 def _run_teacher_stage(*args: Any) -> dict[str, Any]:
@@ -151,49 +317,18 @@ def _run_teacher_stage(*args: Any) -> dict[str, Any]:
     return teacher_stage(*args)
 
 
-def _sweep(config: StudyConfig, root: Path, context, metric: str, chosen) -> tuple[list, dict, dict]:
-    """Stage 2: fit every grid trial that has not ended (earlier runs' trials are kept), then the results."""
-    import ray
+def _steps_per_trial(config: StudyConfig, context) -> int | None:
+    """Optimisation steps of one trial (for the sweep's progress line), from the tokenized training split."""
+    from raykd.teacher_folder import TeacherFolder
 
-    from raykd import tracking as tr
-    from raykd.cluster import node_resources
-    from raykd.sweep import Progress, fit, plan_resources, results_table, write_results
-    from raykd.trial import trial_grid
-
-    tracking = context.tracking
-    client = tracking.client()
-    grid = trial_grid(config, chosen)
-    runs = _trial_runs(client, tracking)
-    pending = [t for t in grid if runs.get(t.trial_id) is None
-               or runs[t.trial_id].data.tags.get(tr.STATUS) not in ("finished", "diverged")]
-    resources = plan_resources(config, ray.cluster_resources(), max(1, len(pending)), nodes=node_resources())
-    print(f"[raykd] sweep: {len(grid)} trials; {resources.describe()}", flush=True)
-    if len(pending) < len(grid):
-        print(f"[raykd] resuming: {len(grid) - len(pending)} of {len(grid)} trials already ended; running "
-              f"{len(pending)}", flush=True)
-    progress = Progress(len(grid), metric, True, already_done=len(grid) - len(pending))
-    if pending:
-        fit(root / "ray", "sweep", config, context, resources, [progress.callback], trials=pending)
-    runs = _trial_runs(client, tracking)
-    for trial_id, error in progress.errors.items():  # a process that died beyond its retries closed nothing
-        run = runs.get(trial_id)
-        if run is not None and run.data.tags.get(tr.STATUS) is None:
-            tr.finish(client, run.info.run_id, "failed", error=error)
-    rows = results_table(_trial_runs(client, tracking), grid, metric, progress.errors)
-    paths = write_results(rows, root / "results", metric)
-    for path in paths.values():
-        client.log_artifact(tracking.parent_run_id, str(path), "results")
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed")}
-    tr.set_tags(client, tracking.parent_run_id, {f"raykd.trials_{k}": str(v) for k, v in counts.items()})
-    print(f"[raykd] {cell_means(rows, metric)}", flush=True)
-    return rows, counts, paths
-
-
-def _trial_runs(client, tracking) -> dict[str, Any]:
-    from raykd import tracking as tr
-
-    return {r.data.tags.get(tr.TRIAL_ID): r for r in tr.study_runs(client, tracking.experiment_id, tracking.study_uid,
-                                                                  "trial")}
+    info = TeacherFolder(context.teacher_dir).info
+    examples = (info.get("split_sizes") or {}).get("train")
+    if not examples:
+        return None
+    train = config.distill.train
+    batches = math.ceil(examples / max(1, train.batch_size // config.compute.num_workers) / config.compute.num_workers)
+    steps = max(1, math.ceil(train.epochs * batches))
+    return min(steps, train.max_steps) if train.max_steps else steps
 
 
 def cell_means(rows: list[dict[str, Any]], metric: str) -> str:
@@ -208,74 +343,18 @@ def cell_means(rows: list[dict[str, Any]], metric: str) -> str:
     return f"mean test {metric} per cell: {shown}"
 
 
-def _analyst(root: Path):
-    """The analysis actor, started now so that its process start, imports and teacher loading overlap the sweep
-    (it holds no CPU while it waits; it is given the stage's threads when it runs)."""
-    from raykd.analysis.actor import analysis_actor_class
+def _metric_name(config: StudyConfig) -> str:
+    from raykd.tasks import TASKS
 
-    actor = analysis_actor_class().options(num_cpus=0).remote()
-    actor.warm.remote(str(root))
-    return actor
+    return config.task.metric or TASKS.get(config.task.type).default_metric
 
 
-def _analyse(actor, root: Path, tracking_uri: str, cpus: float) -> dict[str, Any] | None:
-    """Stage 3: the analysis actor. A failure here is reported and leaves every trial result in place."""
-    import ray
+def mlflow_ui_command(tracking_uri: str, experiment_id: str, port: int = 5000) -> str:
+    """The command that serves the study's MLflow UI, and the page to open: the study's runs table in its
+    comparison view."""
+    from raykd.tracking import comparison_url
 
-    started = time.time()
-    try:
-        out = ray.get(actor.run.remote(str(root), tracking_uri=tracking_uri, threads=int(cpus)))
-    except Exception as error:  # noqa: BLE001 - the trials are done; say what broke and carry on
-        print(f"[raykd] analysis failed ({type(error).__name__}: {str(error).splitlines()[0][:300]}); the trial "
-              f"results are in {root / 'results'}; retry with: python studies/analyze.py --study {root}", flush=True)
-        return None
-    finally:
-        ray.kill(actor)
-    print(out["verdict_block"], flush=True)
-    print(f"[raykd] analysis: {time.time() - started:.0f} s; report {out['paths']['report']}", flush=True)
-    return out
-
-
-def _tune_weights(config: StudyConfig, root: Path, context, metric: str) -> dict:
-    """Phase 1: Optuna TPE per (strategy, init) cell at the tuning seed; returns the chosen weights."""
-    import ray
-
-    from raykd import tracking as tr
-    from raykd.cluster import node_resources
-    from raykd.sweep import Progress, chosen_weights, fit, plan_resources, results_table, write_results
-    from raykd.trial import TUNE_PREFIX, TrialSpec
-    from raykd.weight_search import CellwiseOptuna, tuning_cells
-
-    saved = root / "results" / "chosen_weights.json"
-    if saved.is_file():
-        chosen = {tuple(k.split("/")): v for k, v in json.loads(saved.read_text()).items()}
-        print(f"[raykd] chosen weights (from {saved}): {chosen}", flush=True)
-        return chosen
-    cells = tuning_cells(config)
-    n = len(cells) * config.sweep.weight_search.trials_per_cell
-    resources = plan_resources(config, ray.cluster_resources(), n, nodes=node_resources())
-    print(f"[raykd] weight search: Optuna TPE, {config.sweep.weight_search.trials_per_cell} trials x "
-          f"{len(cells)} cells; {resources.describe()}", flush=True)
-    searcher = CellwiseOptuna(config, mode="max")
-    progress = Progress(n, metric, True)
-    fit(root / "ray", "weight_search", config, context, resources, [progress.callback], search_alg=searcher,
-        num_samples=n, restore=True)
-    client = context.tracking.client()
-    runs = _trial_runs(client, context.tracking)
-    specs = [TrialSpec(trial_id, run.data.tags["raykd.strategy"], run.data.tags["raykd.init"],
-                       float(run.data.tags["raykd.weight"]), int(run.data.tags["raykd.seed"]), phase="tune")
-             for trial_id, run in runs.items() if trial_id and trial_id.startswith(TUNE_PREFIX)]
-    rows = results_table(runs, specs, metric, progress.errors)
-    write_results(rows, root / "results" / "weight_search", metric)
-    chosen = chosen_weights(rows, cells, True)
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps({f"{s}/{i}": w for (s, i), w in chosen.items()}, indent=2))
-    client.log_artifact(context.tracking.parent_run_id, str(saved), "results")
-    tr.set_tags(client, context.tracking.parent_run_id, {"raykd.weight_search": "done"})
-    shown = ", ".join(f"{s}/{i} {w if w is None else f'{w:.3g}'}" for (s, i), w in chosen.items())
-    print(f"[raykd] chosen weights (best validation {metric}): {shown}", flush=True)
-    return chosen
-
-
-def mlflow_ui_command(tracking_uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {comparison_url(tracking_uri, experiment_id)}"
+    return (f"mlflow ui --backend-store-uri {tracking_uri} --port {port}   then open "
+            f"{comparison_url(f'http://127.0.0.1:{port}', experiment_id)}")

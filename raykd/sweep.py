@@ -178,16 +178,23 @@ def _trial_name(trial) -> str:
 
 
 class Progress:
-    """A compact live view: one line per finished trial with counts, the best per cell, and an ETA."""
+    """The sweep as the user sees it: a line per ended trial (counts, its metric, an ETA), the best per cell every
+    five, and between them a live line of the running trials (step and latest validation metric)."""
 
-    def __init__(self, n_trials: int, metric: str, higher: bool, already_done: int = 0) -> None:
+    def __init__(self, n_trials: int, metric: str, higher: bool, already_done: int = 0, console=None,
+                 steps: int | None = None) -> None:
         from ray.tune import Callback
+
+        from raykd.console import Console
 
         outer = self
 
         class _Callback(Callback):
             def on_trial_start(self, iteration, trials, trial, **info):
-                outer.running.add(trial.trial_id)
+                outer.running[trial.trial_id] = {"name": trial.config["trial"]["trial_id"], "step": 0}
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                outer.result(trial, result)
 
             def on_trial_complete(self, iteration, trials, trial, **info):
                 outer.done(trial, failed=False)
@@ -196,15 +203,42 @@ class Progress:
                 outer.done(trial, failed=True)
 
         self.callback = _Callback()
-        self.n, self.metric, self.higher = n_trials, metric, higher
-        self.finished, self.failed, self.running = already_done, 0, set()  # earlier runs' trials count as done
+        self.console = console or Console()
+        self.n, self.metric, self.higher, self.steps = n_trials, metric, higher, steps
+        self.finished, self.failed, self.running = already_done, 0, {}  # earlier runs' trials count as done
         self.best: dict[tuple, float] = {}
         self.started = time.time()
         self.timed = 0
         self.errors: dict[str, str] = {}
 
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def eta_s(self) -> float | None:
+        done = self.finished + self.failed
+        if not self.timed:
+            return None
+        return self.elapsed() / self.timed * (self.n - done)
+
+    def result(self, trial, result: dict) -> None:
+        """A trial reported (at an evaluation point): refresh the live line."""
+        entry = self.running.setdefault(trial.trial_id, {"name": trial.config["trial"]["trial_id"]})
+        entry["step"] = result.get("step", entry.get("step", 0))
+        value = result.get(f"validation/{self.metric}")
+        if value is not None:
+            entry["validation"] = value
+        parts = []
+        for item in self.running.values():
+            where = f"step {item.get('step', 0)}" + (f"/{self.steps}" if self.steps else "")
+            if item.get("validation") is not None:
+                where += f", val {item['validation']:.4g}"
+            parts.append(f"{item['name']} {where}")
+        eta = self.eta_s()
+        self.console.progress("sweep", f"[sweep] {self.finished + self.failed}/{self.n} done"
+                              + (f", ETA {eta / 60:.1f} min" if eta is not None else "") + "; running: " + "; ".join(parts))
+
     def done(self, trial, *, failed: bool) -> None:
-        self.running.discard(trial.trial_id)
+        self.running.pop(trial.trial_id, None)
         spec = trial.config["trial"]
         result = trial.last_result or {}
         value = result.get(f"test/{self.metric}")
@@ -220,13 +254,13 @@ class Progress:
             if value is not None and (cell not in self.best or (value > self.best[cell]) == self.higher):
                 self.best[cell] = value
         total_done = self.finished + self.failed
-        per_trial = (time.time() - self.started) / max(self.timed, 1)
-        eta = per_trial * (self.n - total_done)
+        eta = self.eta_s() or 0.0
         shown = "-" if value is None else f"{value:.4g}"
-        print(f"[{total_done}/{self.n} done, {len(self.running)} running, {self.failed} failed/diverged, "
-              f"ETA {eta / 60:.1f} min] {spec['trial_id']}: {status}, test {self.metric} {shown}", flush=True)
+        self.console.line(f"[{total_done}/{self.n} done, {len(self.running)} running, {self.failed} failed/diverged, "
+                          f"ETA {eta / 60:.1f} min] {spec['trial_id']}: {status}, test {self.metric} {shown}",
+                          stage=False)
         if total_done % 5 == 0 and total_done < self.n:
-            print(f"    {self.summary()}", flush=True)
+            self.console.line(f"    {self.summary()}", stage=False)
 
     def summary(self) -> str:
         cells = ", ".join(f"{s}/{i} {v:.4g}" for (s, i), v in sorted(self.best.items()))

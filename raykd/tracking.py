@@ -26,7 +26,15 @@ ROLE = "raykd.role"  # study | teacher | trial
 TRIAL_ID = "raykd.trial_id"
 STATUS = "raykd.status"  # finished | diverged | failed
 ERROR = "raykd.error"  # why a trial failed (first line)
-PARENT = "mlflow.parentRunId"
+PARENT = "raykd.parent_run"  # trial and teacher runs point at the study's run; not nested in MLflow's table
+NOTE = "mlflow.note.content"  # a run's or experiment's description (MLflow renders it as markdown)
+# MLflow 3's UI picks an experiment's page from its kind; a study is classic model development: open it on the
+# runs table, not on the GenAI overview (traces, latency, token usage) it would otherwise infer.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
+                   NOTE: "A raykd study: one run per trial (strategy, init, hidden-loss weight, seed), the teacher's run "
+                         "and the study's run, whose description holds the verdict and whose artifact "
+                         "`report/report.html` is the full report. The view `raykd-compare` (the link the study "
+                         "prints) groups the trials by strategy and init with the mean test metric per group."}
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
@@ -86,9 +94,12 @@ def open_study(study_dir: Path, name: str, study_uid: str, config_params: Mappin
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         artifacts = None if uri.startswith(("http://", "https://")) else (study_dir.resolve() / "mlartifacts").as_uri()
-        experiment_id = client.create_experiment(name, artifact_location=artifacts)
+        experiment_id = client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
     else:
         experiment_id = experiment.experiment_id
+        for key, value in EXPERIMENT_TAGS.items():
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment_id, key, value)
     parent = find_run(client, experiment_id, {STUDY_UID: study_uid, ROLE: "study"})
     if parent is None:
         parent = client.create_run(experiment_id, run_name=name, tags={STUDY_UID: study_uid, ROLE: "study"}).info.run_id
@@ -170,6 +181,40 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
 
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+COMPARISON_VIEW = "raykd-compare"  # the shared view of the runs table a study's printed URL opens
+SHARED_VIEW = "mlflow.sharedViewState."  # MLflow 3's UI keeps a shared runs-table view in this experiment tag
+
+
+def share_comparison_view(client: MlflowClient, experiment_id: str, metric: str) -> str:
+    """Store the comparison view of a study's runs table (MLflow's "shared view"): trial runs only, grouped by
+    strategy and init with the mean per group, the trial's arm and seed and its test and best validation metric
+    as columns, best first. Returns the key the UI's URL names it by (``viewStateShareKey``)."""
+    params = ("trial.strategy", "trial.init", "trial.seed", "trial.weight")
+    state = {
+        "selectedColumns": [f"params.`{p}`" for p in params] + [f"metrics.`test.{metric}`", "metrics.`best_validation`"],
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "param", "groupByData": "trial.strategy"},
+                                    {"mode": "param", "groupByData": "trial.init"}]},
+        "runsHiddenMode": "SHOW_ALL",
+        "searchFilter": f"tags.`{ROLE}` = 'trial'",
+        "orderByKey": f"metrics.`test.{metric}`",
+        "orderByAsc": False,
+    }
+    client.set_experiment_tag(experiment_id, SHARED_VIEW + COMPARISON_VIEW, json.dumps(state))
+    return COMPARISON_VIEW
+
+
+def comparison_url(base: str, experiment_id: str) -> str:
+    """The page of a study's runs table in its comparison view (`share_comparison_view`)."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={COMPARISON_VIEW}"
+            "&workflowType=machine_learning")
+
+
+def describe(client: MlflowClient, run_id: str, markdown: str) -> None:
+    """Set a run's description (MLflow shows it, rendered as markdown, on the run's page)."""
+    set_tags(client, run_id, {NOTE: markdown[:50000]})
 
 
 def finish(client: MlflowClient, run_id: str, status: str, error: BaseException | str | None = None) -> None:

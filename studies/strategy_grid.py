@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="delete an existing study of this name and start over")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set sweep.seeds=[0,1] (repeatable)")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true", help="one line per stage, then the verdict")
+    shown.add_argument("--verbose", action="store_true",
+                       help="also show Ray's, Tune's and MLflow's own output (by default it goes to a log file in the "
+                            "study folder)")
     args = parser.parse_args(argv)
 
     from raykd.config import ConfigError
@@ -43,12 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         print(dry_run(config))
         return 0
 
+    from raykd.console import Console
     from raykd.study import mlflow_ui_command, run_study
     from raykd.sweep import ResourceError
     from raykd.tracking import TrackingError, tracking_lost
 
+    console = Console("quiet" if args.quiet else "verbose" if args.verbose else "normal")
     try:
-        summary = run_study(config, Path(args.output_dir), fresh=args.fresh)
+        summary = run_study(config, Path(args.output_dir), fresh=args.fresh, console=console)
     except (ConfigError, TrackingError, ResourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -59,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {lost}", file=sys.stderr)
         return 3
     counts = summary["counts"]
-    print(f"[raykd] done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed")
-    print(f"[raykd] results: {summary['results']['md']}")
+    console.line(f"[raykd] done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed")
+    console.line(f"[raykd] results: {summary['results']['md']}")
     if summary.get("report"):
-        print(f"[raykd] report: {summary['report']['paths']['report']}")
-    print(f"[raykd] browse: {mlflow_ui_command(summary['tracking_uri'])}")
+        console.line(f"[raykd] report: {summary['report']['paths']['report']} (and report.html)")
+    console.line(f"[raykd] compare in MLflow: {mlflow_ui_command(summary['tracking_uri'], summary['experiment_id'])}")
     return 0 if counts["finished"] else 1
 
 

@@ -130,7 +130,7 @@ def latest_checkpoint(root: Path, trial_id: str) -> Path | None:
 
 
 def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, device: str = "cpu",
-                   notes: list[str]) -> tuple[dict | None, list[dict]]:
+                   notes: list[str], progress=None) -> tuple[dict | None, list[dict]]:
     """Angle statistics at init and trained for one trial per (strategy, init) cell per chosen seed.
 
     "At init" is the exact student the trial started from (rebuilt by the trial's own setup from its seed,
@@ -173,7 +173,9 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
     cached = teacher_states(artifacts.model, loader, final_norm=final_norm, device=device)
 
     measurements = []
-    for (strategy, init, seed), t in sorted(chosen.items()):
+    for done, ((strategy, init, seed), t) in enumerate(sorted(chosen.items())):
+        if progress is not None:
+            progress("analysis", what="angle statistics, student", done=done + 1, of=len(chosen))
         checkpoint = latest_checkpoint(root, t["trial_id"])
         if checkpoint is None:
             notes.append(f"angles: no checkpoint for trial {t['trial_id']} under {root / 'checkpoints'}; skipped")
@@ -201,7 +203,7 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
 
 def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ...] = (), tracking_uri: str | None = None,
                   device: str | None = None, log_to_mlflow: bool = True, quiet: bool = False,
-                  write: bool = True) -> dict[str, Any]:
+                  write: bool = True, progress=None) -> dict[str, Any]:
     """The whole analysis of a study folder; writes ``<study>/report/`` (unless not `write`) and returns the
     summary."""
     from raykd import tracking as tr
@@ -227,6 +229,8 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     outside = [t["trial_id"] for t in trials if not in_grid(config, t)]
     trials = [t for t in trials if in_grid(config, t)]
     teacher_metric = fetched["teacher"].get(f"test/{metric}")
+    if progress is not None:
+        progress("analysis", what="statistics")
     stats = analyze_trials(trials, metric=metric, higher_is_better=higher, reference=analysis.reference,
                            margin=analysis.margin_points / scale, alpha=analysis.alpha, teacher_metric=teacher_metric,
                            min_room_margins=analysis.min_room_margins)
@@ -240,6 +244,7 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     angle_notes: list[str] = []
     device = device or default_device()
     angles, _ = measure_angles(root, config, with_chosen_weights(trials, stats["chosen_weights"]), device=device,
+                               progress=progress,
                                notes=angle_notes)
     setup = {
         "task": f"{config.task.type} ({metric})",
@@ -262,6 +267,8 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     summary["seconds"] = round(time.time() - started, 1)
     if not write:
         return {"summary": summary, "paths": {}}
+    if progress is not None:
+        progress("analysis", what="report and figures")
     paths = write_report(summary, root / REPORT_DIR)
     if log_to_mlflow:
         _log(fetched["client"], fetched["parent_run_id"], summary, root / REPORT_DIR)
@@ -316,6 +323,12 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
         tags.update({f"raykd.verdict.{init}.{question}": f"{answer['answer']} ({answer['claim_status']})"
                      for question, answer in answers.items()})
     tr.set_tags(client, run_id, tags | {"raykd.verdict": verdict["text"][:5000]})
+    from raykd.analysis.report import description_markdown
+
+    description = description_markdown(summary)
+    tr.describe(client, run_id, description)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    client.set_experiment_tag(experiment_id, tr.NOTE, tr.EXPERIMENT_TAGS[tr.NOTE] + "\n\n" + description)
 
 
 def analysis_actor_class():
@@ -346,13 +359,15 @@ def analysis_actor_class():
                                                    checkpoints=str(root / "checkpoints")), default_device())
 
         def run(self, study_dir: str, overrides: list[str] | None = None, tracking_uri: str | None = None,
-                quiet: bool = True, threads: int | None = None) -> dict[str, Any]:
+                quiet: bool = True, threads: int | None = None, progress_path: str | None = None) -> dict[str, Any]:
+            from raykd.analysis.report import verdict_block
+            from raykd.console import ProgressFile
             from raykd.devices import use_assigned_cpus
 
-            from raykd.analysis.report import verdict_block
-
             use_assigned_cpus(threads)
-            out = analyze_study(study_dir, overrides=overrides or (), tracking_uri=tracking_uri, quiet=quiet)
+            board = ProgressFile(progress_path) if progress_path else None
+            out = analyze_study(study_dir, overrides=overrides or (), tracking_uri=tracking_uri, quiet=quiet,
+                                progress=None if board is None else board.write)
             return {**out, "verdict_block": verdict_block(out["summary"])}
 
     return AnalysisActor

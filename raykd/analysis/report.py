@@ -17,6 +17,7 @@ from raykd.analysis.stats import points_per_unit
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
+HTML = "report.html"
 
 
 def build_summary(*, study: str, metric: str, higher_is_better: bool, teacher: dict[str, float], trials: list[dict],
@@ -249,6 +250,8 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
             e = eq["by_init"].get(init, {}).get(strategy, {})
             out.append(f"| {init} | {strategy} | {_pts(c['diff'], scale)} | {_ci(c['ci95'], scale)} | {_p(c['p_holm'])} | "
                        f"{_ci(e.get('ci90'), scale)} | {_p(e.get('p'))} | {_reading(c, e)} |")
+    if "forest" in figures:
+        out += ["", f"![each strategy minus {pairwise['reference']}, with the equivalence margin]({figures['forest']})"]
     out.append("")
 
     verdicts = summary["verdict"].get("by_init") or {}
@@ -262,6 +265,8 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
         answer = ((verdicts.get(init) or {}).get("matching_beats_none") or {}).get("answer", "")
         out.append(f"| {init} | {_pts(v['diff'], scale)} | {_ci(v['ci95'], scale)} | {_p(v['p'])} | "
                    f"{_ci(v.get('ci_tost'), scale)} | {_p(v.get('tost_p'))} | {answer.replace('_', ' ')} | {per} |")
+    if "matching_vs_none" in figures:
+        out += ["", f"![matching minus none]({figures['matching_vs_none']})"]
     out.append("")
 
     out += ["## Verdict per init", "",
@@ -349,115 +354,60 @@ def _reading(c: dict, e: dict) -> str:
     return "undecided (neither shown)"
 
 
-# --- figures --------------------------------------------------------------------------------------
-
-def write_figures(summary: dict[str, Any], folder: Path) -> dict[str, str]:
-    """PNG figures next to the report; returns {key: file name}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    folder.mkdir(parents=True, exist_ok=True)
-    scale = summary["points_per_unit"]
-    figures: dict[str, str] = {}
-    cells = summary["cells"]
-    if cells:
-        strategies = list(dict.fromkeys(c["strategy"] for c in cells))
-        inits = list(dict.fromkeys(c["init"] for c in cells))
-        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(strategies), 4.2))
-        width = 0.7 / len(inits)
-        for j, init in enumerate(inits):
-            for i, strategy in enumerate(strategies):
-                cell = next((c for c in cells if c["strategy"] == strategy and c["init"] == init), None)
-                if cell is None:
-                    continue
-                x = i + (j - (len(inits) - 1) / 2) * width
-                mean = cell["mean"] * scale
-                err = None if cell["ci95"] is None else [[mean - cell["ci95"][0] * scale], [cell["ci95"][1] * scale - mean]]
-                ax.errorbar([x], [mean], yerr=err, fmt="o", color=f"C{j}", capsize=4,
-                            label=f"{init} init" if i == 0 else None)
-                ax.scatter([x + width * 0.25] * len(cell["values"]), [v * scale for v in cell["values"]], s=10,
-                           color=f"C{j}", alpha=0.5)
-        teacher = summary["teacher"].get("metric")
-        if teacher is not None:
-            ax.axhline(teacher * scale, color="grey", linestyle="--", linewidth=1, label="teacher")
-        ax.set_xticks(range(len(strategies)), strategies)
-        ax.set_xlabel("layer-selection strategy")
-        ax.set_ylabel(f"test {summary['metric']} (points)")
-        ax.set_title(f"{summary['study']}: mean and 95% CI over seeds (dots: seeds)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        figures["metric"] = "metric_by_cell.png"
-        fig.savefig(folder / figures["metric"], dpi=110)
-        plt.close(fig)
-
-    for init, stacks in (summary.get("angles") or {}).items():
-        for stack, layers in stacks.items():
-            keys = sorted(layers, key=int)
-            whens = [w for w in ("at_init", "trained") if any(w in layers[k] for k in keys)]
-            fig, axes = plt.subplots(len(whens), len(keys), figsize=(2.6 * len(keys) + 1, 2.5 * len(whens) + 0.6),
-                                     squeeze=False)
-            image = None
-            for r, when in enumerate(whens):
-                for c, k in enumerate(keys):
-                    ax = axes[r][c]
-                    entry = layers[k].get(when)
-                    if entry is None or entry["matrix"] is None:
-                        ax.axis("off")
-                        continue
-                    matrix = np.array([[np.nan if v is None else v for v in row] for row in entry["matrix"]])
-                    image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
-                    ax.set_title(f"student {k}, {when.replace('_', ' ')}\nacute {_share(entry['acute_share'])}", fontsize=8)
-                    ax.set_xticks(range(len(matrix)))
-                    ax.set_yticks(range(len(matrix)))
-                    ax.set_xlabel("teacher layer j", fontsize=7)
-                    if c == 0:
-                        ax.set_ylabel("teacher layer i", fontsize=7)
-                    ax.tick_params(labelsize=6)
-            if image is not None:
-                fig.colorbar(image, ax=axes, shrink=0.8, label="mean cos(t_i - s, t_j - s)")
-            fig.suptitle(f"{init} init, {stack}: teacher layers seen from each student state", fontsize=10)
-            key = f"angles_{init}_{stack}"
-            figures[key] = f"{key}.png"
-            fig.savefig(folder / figures[key], dpi=110)
-            plt.close(fig)
-
-            fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys) + 0.6, 2.6), squeeze=False)
-            for c, k in enumerate(keys):
-                ax = axes[0][c]
-                for when, colour in (("at_init", "C7"), ("trained", "C0")):
-                    entry = layers[k].get(when)
-                    if entry is None:
-                        continue
-                    edges = np.array(entry["histogram"]["edges"])
-                    counts = np.array(entry["histogram"]["counts"], dtype=float)
-                    if counts.sum() > 0:
-                        ax.stairs(counts / counts.sum(), edges, color=colour, label=when.replace("_", " "))
-                ax.axvline(0, color="black", linewidth=0.6)
-                ax.set_xticks([-1, -0.5, 0, 0.5, 1])
-                ax.set_title(f"student {k}", fontsize=8)
-                ax.set_xlabel("cos(t_i - s, t_j - s)", fontsize=7)
-                ax.tick_params(labelsize=6)
-            axes[0][0].set_ylabel("share of token pairs", fontsize=7)
-            axes[0][0].legend(fontsize=6)
-            fig.suptitle(f"{init} init, {stack}: per-token cosines over teacher layer pairs i < j", fontsize=10)
-            fig.tight_layout()
-            key = f"hist_{init}_{stack}"
-            figures[key] = f"{key}.png"
-            fig.savefig(folder / figures[key], dpi=110)
-            plt.close(fig)
-    return figures
-
-
 def write_report(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
     """summary.json, figures and report.md in `folder` (figures of an earlier report removed); returns their paths."""
     for stale in folder.glob("*.png"):
         stale.unlink()
+    from raykd.analysis.figures import write_figures
+
     paths = {"summary": write_summary(summary, folder)}
     figures = write_figures(summary, folder)
     paths.update({key: folder / name for key, name in figures.items()})
     paths["report"] = folder / REPORT
-    paths["report"].write_text(report_markdown(summary, figures))
+    text = report_markdown(summary, figures)
+    paths["report"].write_text(text)
+    paths["html"] = folder / HTML
+    paths["html"].write_text(report_html(text, folder, title=f"Study report: {summary['study']}"))
     return paths
+
+
+def report_html(markdown: str, folder: Path, *, title: str) -> str:
+    """report.md as one self-contained HTML page (figures inlined as data URIs, so it renders in MLflow's
+    artifact viewer and opens anywhere without its folder)."""
+    import base64
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+
+    def inline(match: re.Match) -> str:
+        path = folder / html.unescape(match.group(1))
+        if path.suffix != ".png" or not path.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"]+)"', inline, body)
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 7px}"
+             "th{background:#f3f3f3}pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;white-space:pre-wrap}"
+             "img{max-width:100%}code{background:#f3f3f3}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>")
+
+
+def description_markdown(summary: dict[str, Any]) -> str:
+    """The study run's description in MLflow: the verdict, the cells and where the full report is."""
+    scale = summary["points_per_unit"]
+    lines = [f"## {summary['study']}: does the layer-selection strategy matter?", "", summary["verdict"]["text"], "",
+             f"| strategy | init | n | mean test {summary['metric']} | 95% CI |", "|---|---|---|---|---|"]
+    for c in summary["cells"]:
+        lines.append(f"| {c['strategy']} | {c['init']} | {c['n']} | {_pts(c['mean'], scale, False)} | "
+                     f"{_ci(c['ci95'], scale)} |")
+    teacher = summary["teacher"].get("metric")
+    if teacher is not None:
+        lines += ["", f"Teacher: {_pts(teacher, scale, False)}."]
+    lines += ["", "Full report with figures: artifact `report/report.html` of this run (`report/report.md`, "
+              "`report/summary.json`). Compare trials: group the runs by `trial.strategy` and `trial.init`."]
+    return "\n".join(lines)

@@ -45,9 +45,10 @@ import numpy as np
 
 NONE = "none"
 DEFAULT_ALPHA = 0.05
-# Metric points per unit of the metric as stored: accuracy/F1/exact match are fractions; BLEU and
-# chrF are already in points.
-POINTS_PER_UNIT = {"sacrebleu": 1.0, "chrf": 1.0}
+# Metric points per unit of the metric as stored: accuracy/F1/exact match and ROUGE F-measures are
+# fractions (0..1, as `evaluate` returns them; 100 is also the default for unlisted metrics); BLEU
+# and chrF are already in points.
+POINTS_PER_UNIT = {"sacrebleu": 1.0, "chrf": 1.0, "rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "rougeLsum": 100.0}
 
 
 def points_per_unit(metric: str) -> float:

@@ -2,9 +2,10 @@
 
 Offline (HF_HUB_OFFLINE / HF_EVALUATE_OFFLINE / HF_DATASETS_OFFLINE set) the local module is used
 directly; online the hub name is tried first and the local module is the fallback. The local
-modules (`metric_modules/<name>/<name>.py`) wrap sklearn and sacrebleu and return the same keys
-as the hub's: accuracy -> accuracy, f1 -> f1, sacrebleu -> score, chrf -> score,
-exact_match -> exact_match (0..1).
+modules (`metric_modules/<name>/<name>.py`) wrap sklearn, sacrebleu and rouge-score and return the
+same keys as the hub's: accuracy -> accuracy, f1 -> f1, sacrebleu -> score, chrf -> score,
+exact_match -> exact_match (0..1), rouge -> rouge1, rouge2, rougeL, rougeLsum (F-measures, 0..1; the
+mean over examples, where the hub's default is a bootstrap estimate of it).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Sequence to sequence: translation, data-to-text, summarisation; beam search; sacreBLEU and chrF."""
+"""Sequence to sequence: translation, data-to-text, summarisation; beam search; sacreBLEU, chrF and ROUGE."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -12,6 +14,10 @@ from raykd.tasks.text_pairs import TextPairTask
 
 datasets = lazy_module("datasets")
 
+# ROUGE F-measures the task reports, as fractions (0..1, like the hub's "rouge"; analysis scales them by
+# 100 to points). rougeLsum is left out: it needs one sentence per line, and generated outputs are one line.
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
 
 @TASKS.register("seq2seq")
 class Seq2Seq(TextPairTask):
@@ -21,7 +27,7 @@ class Seq2Seq(TextPairTask):
     """
 
     name = "seq2seq"
-    metrics = ("sacrebleu", "chrf")
+    metrics = ("sacrebleu", "chrf", *ROUGE_TYPES)
     default_metric = "sacrebleu"
     auto_model = "AutoModelForSeq2SeqLM"
 
@@ -59,7 +65,12 @@ class Seq2Seq(TextPairTask):
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         references = [[r] for r in references]
+        # Per-example F-measures averaged here: the same exact mean whether `evaluate` loaded the hub
+        # module or raykd's (the hub's own aggregate is a bootstrap median drawn from numpy's global RNG).
+        rouge = self.compute("rouge", predictions=predictions, references=references, rouge_types=list(ROUGE_TYPES),
+                             use_aggregator=False)
         return {
             "sacrebleu": self.compute("sacrebleu", predictions=predictions, references=references)["score"],
             "chrf": self.compute("chrf", predictions=predictions, references=references)["score"],
+            **{t: math.fsum(rouge[t]) / len(rouge[t]) if rouge[t] else 0.0 for t in ROUGE_TYPES},
         }

@@ -34,7 +34,8 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
                     progress=None) -> dict[str, float]:
     """Run the teacher stage into `directory` unless it is already there; return its metrics.
 
-    `progress(event, **values)` (optional) hears ``finetune`` every few steps and ``evaluate``.
+    `progress(stage, **fields)` (optional) hears where the stage is: fine-tuning steps (step, steps, loss,
+    eta_s) and evaluation.
     """
     from raykd import tracking as tr
 
@@ -64,7 +65,7 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
     steps = 0 if config.teacher.finetuned else _finetune(config, task, model, tokenizer, data, device, precision,
                                                          client, run_id, progress)
     if progress is not None:
-        progress("evaluate")
+        progress("teacher evaluation", what="validation and test splits")
     with autocast(precision, device):
         metrics = {f"validation/{k}": v for k, v in task.evaluate(model, tokenizer, data["validation"]).items()}
         metrics.update({f"test/{k}": v for k, v in task.evaluate(model, tokenizer, data["test"]).items()})
@@ -93,14 +94,15 @@ def _finetune(config, task, model, tokenizer, data, device, precision, client, r
                              seed=config.teacher.seed, group_by_length=train.group_by_length)
     steps = total_steps(train, len(loader))
     optimizer, scheduler = make_optimizer(model.parameters(), train, steps)
-    done = [0]
+    done, started = [0], time.time()
 
     def on_step(step) -> None:
         done[0] += 1
         if client is not None and done[0] % train.log_every == 0:
             tr.log_metrics(client, run_id, {"train/ce": step.terms["ce"]}, done[0], int(time.time() * 1000))
-        if progress is not None and (done[0] % max(1, steps // 50) == 0 or done[0] == steps):
-            progress("finetune", step=done[0], steps=steps, loss=step.terms["ce"])
+        if progress is not None and (done[0] % max(1, steps // 100) == 0 or done[0] == steps):
+            eta = (time.time() - started) / done[0] * (steps - done[0])
+            progress("teacher fine-tuning", step=done[0], steps=steps, loss=step.terms["ce"], eta_s=eta)
 
     result = finetune(model, loader, optimizer, scheduler=scheduler, epochs=math.ceil(train.epochs), max_steps=steps,
                       grad_clip=train.grad_clip, device=device, on_step=on_step, precision=precision,
@@ -122,25 +124,33 @@ def _write(directory: Path, model, tokenizer, data, info: dict[str, Any], metric
     tmp.rename(directory)
 
 
-def teacher_stage(config: StudyConfig, directory: str, trials: list[TrialSpec], tracking=None) -> dict[str, Any]:
+def teacher_stage(config: StudyConfig, directory: str, trials: list[TrialSpec], tracking=None,
+                  progress_path: str | None = None) -> dict[str, Any]:
     """Stages 1 and 1b in one process (one start-up, one import of torch and transformers): the teacher, then
     the shared cache, unless the teacher is too weak to go on (`teacher_gain` below ``min_gain_points``
     without ``allow_weak``) or the cache is off. Returns ``{"metrics", "cache"}`` (cache: `prepare_cache`'s
     answer or None)."""
     from raykd.analysis.stats import points_per_unit
+    from raykd.console import ProgressFile
 
-    metrics = prepare_teacher(config, directory, tracking)
+    board = ProgressFile(progress_path) if progress_path else None
+
+    def progress(stage: str, **fields: Any) -> None:
+        if board is not None:
+            board.write(stage, **fields)
+
+    metrics = prepare_teacher(config, directory, tracking, progress=progress)
     folder = TeacherFolder(directory)
     gain = teacher_gain(folder.info, metrics, points_per_unit(folder.info["metric"]))
     weak = gain is not None and gain < config.teacher.min_gain_points and not config.teacher.allow_weak
     if weak or not config.compute.teacher_cache.enabled:
         return {"metrics": metrics, "cache": None}
     started = time.time()
-    cache = prepare_cache(config, directory, trials)
+    cache = prepare_cache(config, directory, trials, progress=progress)
     return {"metrics": metrics, "cache": {**cache, "seconds": round(time.time() - started, 1)}}
 
 
-def prepare_cache(config: StudyConfig, directory: str, trials: list[TrialSpec]) -> dict[str, Any]:
+def prepare_cache(config: StudyConfig, directory: str, trials: list[TrialSpec], progress=None) -> dict[str, Any]:
     """Stage 1b: size the shared teacher cache for `trials`, and build it when it fits the budget.
 
     Returns ``{"path": folder or None, "plan": description, "reason": why not built}``. A cache that
@@ -180,8 +190,12 @@ def prepare_cache(config: StudyConfig, directory: str, trials: list[TrialSpec]) 
     device = default_device()
     use_assigned_cpus()
     started = time.time()
+    def on_batch(done: int, total: int) -> None:
+        if progress is not None:
+            progress("teacher cache", what="examples", done=done, of=total)
+
     tc.build(folder.model(task, device), family, data, task.collator(tokenizer), cache_plan, target, device=device,
-             fingerprint=getattr(data, "_fingerprint", ""))
+             fingerprint=getattr(data, "_fingerprint", ""), on_batch=on_batch)
     for stale in (folder.path / "cache").iterdir():  # caches for an earlier grid (a grown study needs more layers)
         if stale != target and not stale.name.endswith(".tmp"):
             shutil.rmtree(stale, ignore_errors=True)

@@ -105,7 +105,7 @@ def _logit_mask(family: Family, batch, sequence_level: bool) -> torch.Tensor | N
 
 @torch.no_grad()
 def build(teacher, family: Family, data, collate, cache_plan: CachePlan, folder: Path, *,
-          device="cpu", batch_size: int = 64, fingerprint: str = "") -> Path:
+          device="cpu", batch_size: int = 64, fingerprint: str = "", on_batch=None) -> Path:
     """Run the teacher once over `data` (in order) and write the cache into `folder` (atomic rename)."""
     if (folder / "index.json").is_file():
         return folder
@@ -146,6 +146,8 @@ def build(teacher, family: Family, data, collate, cache_plan: CachePlan, folder:
             logit_offsets[row + 1: row + n + 1] = logit_cursor + np.cumsum(counts)
             logit_cursor += int(counts.sum())
         row += n
+        if on_batch is not None:
+            on_batch(row, len(data))
     for stack, store in stores.items():
         store.flush()
         np.save(tmp / f"{stack}.offsets.npy", offsets[stack])

@@ -103,6 +103,7 @@ def test_smoke_study_end_to_end(study):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[raykd] done: 12 finished, 0 diverged, 0 failed" in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{study['dir'] / 'mlflow.db'}" in result.stdout
+    assert "/runs?viewStateShareKey=raykd-compare&workflowType=machine_learning" in result.stdout
     import json
 
     from raykd.strategies import layer_map
@@ -121,11 +122,11 @@ def test_smoke_study_end_to_end(study):
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} >= {"results/trials.csv", "results/trials.md"}
     teacher = runs["teacher"]
     assert teacher.info.status == "FINISHED" and "teacher.test.accuracy" in teacher.data.metrics
-    assert teacher.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert teacher.data.tags["raykd.parent_run"] == parent.info.run_id
     for row in table["trials"]:
         trial = runs[row["trial_id"]]
         assert trial.info.status == "FINISHED" and trial.data.tags["raykd.status"] == "finished"
-        assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert trial.data.tags["raykd.parent_run"] == parent.info.run_id  # a flat runs table: not nested
         assert trial.data.tags["raykd.strategy"] == row["strategy"] and trial.data.tags["raykd.init"] == row["init"]
         params = trial.data.params
         assert params["trial.seed"] == str(row["seed"]) and params["version.ray"] and params["git.commit"]
@@ -193,8 +194,10 @@ def test_smoke_study_report(study):
         assert heading in text
     assert "n/a" not in text.split("## Angles")[0]  # every number before the angle section is there
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert pngs == ["angles_random_encoder.png", "angles_teacher_encoder.png", "hist_random_encoder.png",
-                    "hist_teacher_encoder.png", "metric_by_cell.png"]
+    assert pngs == ["angles_random_encoder.png", "angles_teacher_encoder.png", "forest.png", "hist_random_encoder.png",
+                    "hist_teacher_encoder.png", "matching_vs_none.png", "metric_by_cell.png"]
+    html = (report / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(pngs) and "## Verdict" not in html and "<h2>Verdict</h2>" in html
     for name in pngs:
         assert matplotlib.image.imread(report / name).shape[0] > 200
     client, runs = runs_by_name(study["dir"])

@@ -1,0 +1,195 @@
+"""What a user sees on the console: one line per stage, live progress for anything long, and Ray kept quiet.
+
+- `Console`: the study's own output. ``normal`` prints stage lines and live progress (a line rewritten in place
+  on a terminal, a line every `every_s` seconds otherwise); ``quiet`` prints one line per stage and the verdict;
+  ``verbose`` also leaves Ray's, Tune's and MLflow's own output on the console.
+- `quiet_libraries`: outside verbose mode, Ray's, Tune's, Train's and MLflow's console output (Tune's
+  experiment box and TensorBoard hint, raylet warnings, MLflow's database messages) goes to a log file in the
+  study folder, named when the study starts; a failure prints the log's last lines and its path.
+- `ProgressFile`: how a stage running in a Ray task or actor (teacher fine-tuning, cache build, analysis)
+  tells the driver where it is: a small JSON file in the study folder (shared storage on a cluster), replaced
+  atomically, polled by the driver while it waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+MODES = ("quiet", "normal", "verbose")
+LIBRARY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic", "filelock", "urllib3")
+
+
+class Console:
+    """The study's own lines. Writes to the real stdout even while library output is redirected."""
+
+    def __init__(self, mode: str = "normal", stream: TextIO | None = None, every_s: float = 10.0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"console mode must be one of {MODES}, got {mode!r}")
+        self.mode, self.every_s = mode, every_s
+        self.stream = stream or sys.__stdout__
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last: dict[str, float] = {}
+        self._pending = False
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks: the stream is this process's own
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stream = sys.__stdout__
+
+    def line(self, text: str, *, stage: bool = True) -> None:
+        """A line every mode shows when `stage` (the study's stage lines), else only normal and verbose."""
+        if self.mode == "quiet" and not stage:
+            return
+        self._end_progress()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def progress(self, key: str, text: str, *, force: bool = False) -> None:
+        """Live progress of a long step (not in quiet mode): rewritten in place on a terminal; elsewhere at most
+        one line per `every_s` seconds per key (and always when `force`)."""
+        if self.mode == "quiet":
+            return
+        if self.live:
+            self.stream.write("\r\033[K" + text[: os.get_terminal_size().columns - 1 if _has_size() else 200])
+            self.stream.flush()
+            self._pending = True
+            return
+        now = time.monotonic()
+        if force or now - self._last.get(key, 0.0) >= self.every_s:
+            self._last[key] = now
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _end_progress(self) -> None:
+        if self._pending:
+            self.stream.write("\r\033[K")
+            self._pending = False
+
+
+def _has_size() -> bool:
+    try:
+        os.get_terminal_size()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def quiet_libraries(log_path: Path, mode: str = "normal") -> Iterator[Path]:
+    """Send Ray's, Tune's, Train's and MLflow's console output to `log_path` (not in verbose mode).
+
+    Python-level prints (Tune's reporter) are redirected with stdout/stderr; library loggers get a file handler
+    instead of their console handlers. Output of child processes is not touched (Ray workers log to Ray's own
+    session folder; `log_to_driver=False`).
+    """
+    if mode == "verbose":
+        yield log_path
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed below
+    file_handler = logging.StreamHandler(handle)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = {}
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.propagate)
+        logger.handlers = [h for h in logger.handlers if not _is_console(h)] + [file_handler]
+        logger.propagate = False
+    root = logging.getLogger()
+    root_handlers = list(root.handlers)
+    root.handlers = [h for h in root.handlers if not _is_console(h)] + [file_handler]
+    try:
+        with contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+            yield log_path
+    finally:
+        for name, (handlers, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+        root.handlers = root_handlers
+        handle.close()
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+
+
+def log_tail(log_path: Path, lines: int = 25) -> str:
+    """The last lines of a log file (for a failure message)."""
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class ProgressFile:
+    """A stage's progress, written by the stage (any process, any node with the shared folder), read by the driver."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def write(self, stage: str, **fields: Any) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"stage": stage, "time": time.time(), **fields}))
+            tmp.replace(self.path)
+        except OSError:  # progress is a courtesy: never fail a stage over it
+            pass
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def clear(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One progress line from a stage's event."""
+    stage = event.get("stage", "?")
+    if "step" in event and "steps" in event:
+        done, total = event["step"], event["steps"]
+        text = f"[{stage}] step {done}/{total} ({100 * done / max(total, 1):.0f}%)"
+        if event.get("loss") is not None:
+            text += f", loss {event['loss']:.3f}"
+        if event.get("eta_s") is not None:
+            text += f", ETA {_duration(event['eta_s'])}"
+        return text
+    if "done" in event and "of" in event:
+        return f"[{stage}] {event.get('what', '')} {event['done']}/{event['of']}".replace("  ", " ")
+    return f"[{stage}] {event.get('what', 'working')}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def wait_with_progress(ref, progress: ProgressFile, console: Console, key: str, poll_s: float = 1.0):
+    """`ray.get(ref)`, printing the stage's progress events while it runs."""
+    import ray
+
+    seen = None
+    while True:
+        ready, _ = ray.wait([ref], timeout=poll_s)
+        event = progress.read()
+        if event is not None and event != seen:
+            seen = event
+            console.progress(key, describe(event))
+        if ready:
+            progress.clear()
+            return ray.get(ref)
