@@ -108,6 +108,7 @@ class Study:
         tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config.identity())})
         client.log_dict(tracking.parent_run_id, config.model_dump(mode="json"), "config.json")
         self.cpus = stage_cpus(config.compute.teacher_cpus)
+        self.check_resources()
         teacher = self.teacher_stage()
         self.context = StudyContext(config=config, study_dir=str(self.root), teacher_dir=str(teacher["dir"]),
                                     checkpoints=str(self.root / "checkpoints"), teacher_cache=teacher["cache"],
@@ -122,6 +123,16 @@ class Study:
         return {"root": self.root, "tracking_uri": tracking.uri, "experiment_id": tracking.experiment_id,
                 "teacher": teacher["metrics"], "metric": self.metric, "rows": rows, "counts": counts,
                 "results": paths, "report": report, "log": self.log}
+
+    def check_resources(self) -> None:
+        """A trial's workers must each fit on one node of the cluster: refuse now (ResourceError, naming what was
+        asked and what the nodes have) rather than wait forever after the teacher stage."""
+        import ray
+
+        from raykd.cluster import node_resources
+        from raykd.sweep import plan_resources
+
+        plan_resources(self.config, ray.cluster_resources(), 1, nodes=node_resources())
 
     def progress(self, stage: str) -> ProgressFile:
         return ProgressFile(self.root / "progress" / f"{stage}.json")

@@ -52,7 +52,7 @@ class Tracking:
     parent_run_id: str
 
     def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.uri)
+        return open_client(self.uri)
 
 
 def tracking_uri(study_dir: Path) -> str:
@@ -87,10 +87,29 @@ def tracking_lost(error: BaseException) -> str | None:
     return None
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client whose store is ready. A new sqlite store creates its schema on first use, and two processes that
+    do that at the same moment race in MLflow's migrations (alembic fails in one of them); a file lock beside
+    the database makes the first use one at a time."""
+    database = sqlite_path(uri)
+    if database is None:
+        return MlflowClient(tracking_uri=uri)
+    from filelock import FileLock
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(database) + ".lock"):
+        return MlflowClient(tracking_uri=uri)  # the client's store creates (or migrates) the schema, under the lock
+
+
 def open_study(study_dir: Path, name: str, study_uid: str, config_params: Mapping[str, Any]) -> Tracking:
     """Create (or find) the study's experiment and parent run."""
     uri = tracking_uri(study_dir)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         artifacts = None if uri.startswith(("http://", "https://")) else (study_dir.resolve() / "mlartifacts").as_uri()
@@ -246,6 +265,9 @@ class TrialLog:
             self.client.log_dict(self.run_id, {"layer_maps": {str(e): m for e, m in trial.maps.items()},
                                                "student": student_metadata(trial.student),
                                                "trial": trial.spec.as_dict()}, "layer_map.json")
+
+    def params(self, params: Mapping[str, Any]) -> None:
+        log_params(self.client, self.run_id, params)
 
     def step(self, step: int, terms: Mapping[str, float], lr: float, examples_per_s: float) -> None:
         log_metrics(self.client, self.run_id, {**{f"train/{k}": v for k, v in terms.items()}, "train/lr": lr,

@@ -207,7 +207,7 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     """The whole analysis of a study folder; writes ``<study>/report/`` (unless not `write`) and returns the
     summary."""
     from raykd import tracking as tr
-    from raykd.analysis.report import build_summary, verdict_block, write_report
+    from raykd.analysis.report import build_summary, compact_verdict, write_report
     from raykd.analysis.stats import analyze_trials, points_per_unit
     from raykd.tasks import build_task
 
@@ -273,7 +273,7 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     if log_to_mlflow:
         _log(fetched["client"], fetched["parent_run_id"], summary, root / REPORT_DIR)
     if not quiet:
-        print(verdict_block(summary), flush=True)
+        print(compact_verdict(summary), flush=True)
         print(f"[raykd] report: {paths['report']}", flush=True)
     return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}}
 
@@ -360,7 +360,7 @@ def analysis_actor_class():
 
         def run(self, study_dir: str, overrides: list[str] | None = None, tracking_uri: str | None = None,
                 quiet: bool = True, threads: int | None = None, progress_path: str | None = None) -> dict[str, Any]:
-            from raykd.analysis.report import verdict_block
+            from raykd.analysis.report import compact_verdict
             from raykd.console import ProgressFile
             from raykd.devices import use_assigned_cpus
 
@@ -368,6 +368,6 @@ def analysis_actor_class():
             board = ProgressFile(progress_path) if progress_path else None
             out = analyze_study(study_dir, overrides=overrides or (), tracking_uri=tracking_uri, quiet=quiet,
                                 progress=None if board is None else board.write)
-            return {**out, "verdict_block": verdict_block(out["summary"])}
+            return {**out, "verdict_block": compact_verdict(out["summary"])}
 
     return AnalysisActor

@@ -103,8 +103,53 @@ def _answer_line(init: str, answers: dict[str, Any]) -> str:
     return f"{init} init: do the strategies differ? {one(q1)}; does matching beat none? {one(q2)}"
 
 
+def compact_verdict(summary: dict[str, Any], max_open: int = 4) -> str:
+    """The verdict as a study prints it at its end: one screen, each answer with the test behind it; the full
+    account (every test, interval and the plan) is the report's Verdict section."""
+    from raykd.analysis.power import plan_lines
+
+    scale, metric = summary["points_per_unit"], summary["metric"]
+    margin = summary["equivalence"]["margin_points"]
+    lines = [f"== verdict: {summary['study']} (test {metric}; {len(summary['trials']) - len(summary['excluded'])} of "
+             f"{len(summary['trials'])} trials; alpha {summary.get('alpha', 0.05):g}, margin +-{margin:g} points) =="]
+    teacher = summary["teacher"].get("metric")
+    rooms = "; ".join(f"{i} init {_pts(r['room'], scale)}" + ("" if r["enough"] else " (too little)")
+                      for i, r in (summary.get("room") or {}).items())
+    if teacher is not None:
+        lines.append(f"teacher {_pts(teacher, scale, signed=False)}{_baseline_text(summary, scale)}"
+                     + (f"; room (teacher - none): {rooms}" if rooms else ""))
+    for init in dict.fromkeys(c["init"] for c in summary["cells"]):
+        cells = [c for c in summary["cells"] if c["init"] == init]
+        shown = ", ".join(f"{c['strategy']} {_pts(c['mean'], scale, False)}"
+                          + (f" [{c['ci95'][0] * scale:.1f}, {c['ci95'][1] * scale:.1f}]" if c["ci95"] else "")
+                          for c in cells)
+        lines.append(f"mean test {metric}, {init} init (n={max(c['n'] for c in cells)} seeds, 95% CI): {shown}")
+    questions = (("strategies_differ", "Q1 do the matching strategies differ?"),
+                 ("matching_beats_none", "Q2 does matching beat no matching?"))
+    for key, question in questions:
+        for init, answers in (summary["verdict"].get("by_init") or {}).items():
+            q = answers[key]
+            basis = ", ".join(f"{b['test']} {_pe(b.get('p_adjusted', b['p']))}" for b in q.get("basis", [])[:2]
+                              if b.get("p") is not None)
+            status = q["claim_status"].upper()
+            lines.append(f"{question} {init} init: {_ANSWER_WORDS.get(q['answer'], q['answer'])} -> '{q['claim']}' "
+                         f"{status}" + (f" ({basis})" if basis else "") + (" [no room: not a finding]"
+                                                                          if q.get("no_room") else ""))
+    for init, shares in (summary.get("acute_share") or {}).items():
+        null = ((shares.get("null") or {}).get("trained") or {}).get("random_point")
+        lines.append(f"acute angles, trained, {init} init: {_share(shares.get('trained'))}"
+                     + (f" (random-point null {_share(null['mean'])})" if null else ""))
+    open_lines = [line for line in plan_lines(summary, scale, open_only=True) if not line.startswith("  ")][:max_open]
+    if open_lines:
+        lines.append("to decide what is open (80% power; python studies/analyze.py --study DIR --plan for all):")
+        lines += [f"  {line.strip()}" for line in open_lines]
+    if summary["verdict"].get("finding") is False:
+        lines.append("NOT A FINDING: " + (summary["teacher"].get("weak") or "see the report"))
+    return "\n".join(lines)
+
+
 def verdict_block(summary: dict[str, Any]) -> str:
-    """The few lines printed at the end of a study."""
+    """Every line of the verdict: the report's Verdict section (a study prints `compact_verdict`)."""
     from raykd.analysis.power import plan_lines
 
     scale = summary["points_per_unit"]
@@ -168,6 +213,11 @@ def _null_text(shares: dict[str, Any], when: str) -> str:
         return ""
     shown = ", ".join(f"{kind.replace('_', ' ')} {_share(v['mean'])}" for kind, v in nulls.items())
     return f" (null: {shown})"
+
+
+def _pe(p: float | None) -> str:
+    text = _p(p)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
 
 
 def _share(value: float | None) -> str:

@@ -47,3 +47,24 @@ def fires(setting: str, trial_id: str, step: int, marker: Path) -> bool:
         return False
     marker.touch()
     return True
+
+
+NAN_ENV = "RAYKD_TEST_NAN_AT_STEP"
+
+
+def nan_hook(trial_id: str, rank: int, model) -> Callable[[int], None] | None:
+    """``RAYKD_TEST_NAN_AT_STEP="<trial id>:<step>:<rank>"``: after that step, that rank's weights turn NaN, so its
+    next loss is not finite while the other ranks' are (a divergence on one rank only, for DDP tests)."""
+    setting = [item for item in os.environ.get(NAN_ENV, "").split(",") if item.startswith(f"{trial_id}:")]
+    steps = {int(item.split(":")[1]) for item in setting if item.split(":")[2:] == [str(rank)]}
+    if not steps:
+        return None
+
+    def poison(step: int) -> None:
+        if step in steps:
+            import torch
+
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+    return poison

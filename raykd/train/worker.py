@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from raykd.devices import default_device, use_assigned_cpus
-from raykd.testing.faults import fault_hook
+from raykd.testing.faults import fault_hook, nan_hook
 from raykd.train.checkpoint import CheckpointStore
 from raykd.train.loop import LoopState, StepResult
 from raykd.train.trial import TrialRun, teacher_artifacts
@@ -88,12 +88,15 @@ def train_trial(loop_config: dict[str, Any]) -> dict[str, Any]:
                   discarded=discarded)
     setup_s = time.perf_counter() - entered
     die = fault_hook(context.study_dir, spec.trial_id, session.rank)
+    poison = nan_hook(spec.trial_id, session.rank, trial.student)
     window = {"started": time.perf_counter(), "examples": 0}
     log_every = context.config.distill.train.log_every
 
     def on_step(result: StepResult) -> None:
         if die is not None:
             die(trial.state.step - 1)
+        if poison is not None:
+            poison(trial.state.step)
         window["examples"] += result.examples * session.world
         if log is not None and trial.state.step % log_every == 0 and result.finite:
             elapsed = time.perf_counter() - window["started"]
@@ -124,6 +127,29 @@ def train_trial(loop_config: dict[str, Any]) -> dict[str, Any]:
         final.update({f"validation/{k}": v for k, v in trial.validate().items()})
         final.update({f"test/{k}": v for k, v in trial.test().items()})
     checkpoint(final=True)
+    if session.world > 1:
+        ranks = ranks_report(trial)
+        if log is not None:
+            log.params({"ddp.ranks": ranks})
     final.update({"steps": trial.state.step, "time/worker_s": time.perf_counter() - entered, "time/setup_s": setup_s,
                   "teacher_source": trial.teacher_source})
     return report(final)
+
+
+def ranks_report(trial: TrialRun) -> list[dict[str, Any]]:
+    """What each rank of a DDP trial did, gathered on every rank: its shard of the training split (size and a
+    hash of its epoch-0 example order), where its teacher outputs came from, and a checksum of its weights (DDP
+    keeps the replicas identical)."""
+    import hashlib
+
+    import ray
+
+    trial.loader.sampler.set_epoch(0)
+    order = list(trial.loader.sampler)
+    mine = {"rank": trial.rank, "node": ray.get_runtime_context().get_node_id(), "examples": len(order),
+            "shard_hash": hashlib.sha256(str(order).encode()).hexdigest()[:12], "teacher": trial.teacher_source,
+            "weights_sum": float(sum(p.detach().double().sum() for p in trial.student.parameters())),
+            "first_examples": order[:4]}
+    gathered: list[Any] = [None] * trial.world
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered

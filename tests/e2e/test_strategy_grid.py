@@ -150,7 +150,8 @@ def test_smoke_study_report(study):
 
     assert study["result"].returncode == 0, study["result"].stderr[-3000:]
     stdout = study["result"].stdout
-    assert "== verdict: smoke (test accuracy, 12 trials, 12 used) ==" in stdout
+    assert "== verdict: smoke (test accuracy; 12 of 12 trials; alpha 0.05, margin +-1 points) ==" in stdout
+    assert "Q1 do the matching strategies differ? random init:" in stdout and "Q2 does matching beat no matching?" in stdout
     assert "[raykd] report: " in stdout
     report = study["dir"] / "report"
     summary = json.loads((report / "summary.json").read_text())
@@ -319,3 +320,94 @@ def test_optuna_weight_search_then_seeds(tmp_path):
     assert len([n for n in runs if n.startswith("tune-")]) == 2  # tuning trials are tracked too
     summary = json.loads((study_dir / "report" / "summary.json").read_text())  # ... but not analysed
     assert sorted(t["trial_id"] for t in summary["trials"]) == sorted(r["trial_id"] for r in rows)
+
+
+def _browser():
+    """Headless Debian Chromium through its chromedriver (Selenium; nothing downloads a browser); None if absent."""
+    import shutil
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1700,4000",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"):
+        options.add_argument(arg)
+    options.binary_location = chromium
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _wait_for_text(browser, texts, timeout=60):
+    from selenium.webdriver.common.by import By
+
+    deadline, body = time.time() + timeout, ""
+    while time.time() < deadline:
+        body = browser.find_element(By.TAG_NAME, "body").text
+        if all(t in body for t in texts):
+            return body
+        time.sleep(1)
+    missing = [t for t in texts if t not in body]
+    raise AssertionError(f"the page never showed {missing}; it shows:\n{body[:3000]}")
+
+
+def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path):
+    """`mlflow ui` on the finished smoke study, driven by a real headless Chromium: the link the study prints opens
+    the experiment on its runs (not MLflow 3's GenAI overview), every trial listed by strategy and init with its
+    seed and test accuracy and the mean per group; the study run's page shows the verdict; its report.html
+    artifact renders in MLflow's artifact viewer."""
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    browser = _browser()
+    if browser is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
+                    ".ci/run installs them)")
+    port = free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
+                           f"sqlite:///{study['dir'] / 'mlflow.db'}", "--port", str(port), "--host", "127.0.0.1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
+    try:
+        import urllib.request
+
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.time() < deadline and ui.poll() is None, "mlflow ui did not start"
+                time.sleep(0.5)
+        printed = re.search(r"then open (http://\S+)", study["result"].stdout).group(1)
+        browser.get(printed.replace("127.0.0.1:5000", f"127.0.0.1:{port}"))
+        _, runs = runs_by_name(study["dir"])
+        trials = sorted(n for n, r in runs.items() if r.data.tags.get("raykd.role") == "trial")
+        assert len(trials) == 12
+        body = _wait_for_text(browser, ["trial.strategy", "trial.init", "trial.seed", "test.accuracy", *trials])
+        assert "/runs" in browser.current_url and "overview" not in browser.current_url
+        groups = re.findall(r"Group: trial\.strategy: (\w+), trial\.init: (\w+)", body)
+        assert sorted(groups) == sorted((s, i) for s in ("forward", "all_to_one", "none") for i in ("random", "teacher"))
+        assert "Traces" not in body.split("Runs")[0] or "No data" not in body  # not the GenAI overview
+
+        parent = runs["smoke"]
+        run_page = f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+        browser.get(run_page + "?workflowType=machine_learning")
+        _wait_for_text(browser, ["smoke: does the layer-selection strategy matter?", "Random init:"])
+
+        browser.get(f"{run_page}/artifacts/report/report.html?workflowType=machine_learning")
+        deadline = time.time() + 60
+        while not browser.find_elements(By.TAG_NAME, "iframe"):
+            assert time.time() < deadline, "the artifact viewer showed no rendered HTML"
+            time.sleep(1)
+        browser.switch_to.frame(browser.find_elements(By.TAG_NAME, "iframe")[0])
+        report = _wait_for_text(browser, ["Study report: smoke", "Verdict", "Matching vs no matching"])
+        images = browser.find_elements(By.TAG_NAME, "img")
+        assert len(images) == 7 and all(img.get_attribute("naturalWidth") not in ("0", None) for img in images)
+        assert "== verdict: smoke" in report
+    finally:
+        browser.quit()
+        os.killpg(ui.pid, signal.SIGKILL)
+        ui.wait()

@@ -1,0 +1,111 @@
+"""A real multi-node Ray cluster on one machine, for tests: a head and more nodes, each its own raylet with its
+own resources (`ray start`), started and stopped by the test, which kills exactly its own processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+TOKEN = "raykd-test-token-0123456789abcdef"
+RAY_PROCESS_MARKS = ("ray::", "gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_processes() -> set[int]:
+    """PIDs of Ray processes on this machine."""
+    out = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(mark in cmd for mark in RAY_PROCESS_MARKS):
+            out.add(proc.pid)
+    return out
+
+
+class LocalCluster:
+    """``head`` plus ``add_node()``s; `env` is what a study needs to join it (RAY_ADDRESS, token auth)."""
+
+    def __init__(self, head_cpus: int = 1, driver_slots: int = 100, dashboard: bool = True) -> None:
+        self.before = ray_processes()
+        self.temp_dir = tempfile.mkdtemp(prefix="raykd-cluster-")
+        self.port = free_port()
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+        self.ray = str(Path(sys.executable).with_name("ray"))
+        self.nodes: list[set[int]] = []
+        started = ray_processes()
+        args = [self.ray, "start", "--head", f"--port={self.port}", f"--num-cpus={head_cpus}",
+                f'--resources={{"tune_driver": {driver_slots}}}', f"--temp-dir={self.temp_dir}",
+                "--disable-usage-stats"]
+        args += [f"--dashboard-port={free_port()}"] if dashboard else ["--include-dashboard=false"]
+        self._start(args)
+        self.head = ray_processes() - started
+        self.address = f"127.0.0.1:{self.port}"
+        self.env["RAY_ADDRESS"] = self.address
+
+    def _start(self, args: list[str]) -> None:
+        result = subprocess.run(args, capture_output=True, text=True, env=self.env, timeout=180)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+    def add_node(self, cpus: int = 1) -> int:
+        """Start one more node (a raylet joining the head); returns its index."""
+        started = ray_processes()
+        self._start([self.ray, "start", f"--address={self.address}", f"--num-cpus={cpus}", "--disable-usage-stats"])
+        self.nodes.append(ray_processes() - started)
+        self.wait_for_nodes(len(self.nodes) + 1)
+        return len(self.nodes) - 1
+
+    def wait_for_nodes(self, n: int, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = subprocess.run([self.ray, "status", f"--address={self.address}"], capture_output=True, text=True,
+                                    env=self.env, timeout=60)
+            active = status.stdout.split("Active:")[-1].split("Pending:")[0]
+            if active.count("node_") >= n:
+                return
+            time.sleep(1)
+        raise AssertionError(f"the cluster did not reach {n} nodes:\n{status.stdout}")
+
+    def kill_node(self, index: int) -> int:
+        """SIGKILL a node's raylet and everything it started (its workers): what a lost machine does. Returns
+        how many processes died."""
+        victims = set()
+        for pid in self.nodes[index]:
+            try:
+                proc = psutil.Process(pid)
+                victims.add(proc)
+                victims.update(proc.children(recursive=True))
+            except psutil.NoSuchProcess:
+                continue
+        for proc in victims:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        return len(victims)
+
+    def stop(self) -> None:
+        """Kill exactly the processes this cluster started (`ray stop` would stop every Ray on the machine)."""
+        for pid in ray_processes() - self.before:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+        left = ray_processes() - self.before
+        assert not left, f"processes of the test cluster survived: {left}"

@@ -1,0 +1,53 @@
+"""MLflow tracking helpers that need no Ray: the store's first use, the comparison view, descriptions."""
+
+import json
+import multiprocessing
+from pathlib import Path
+
+from raykd import tracking as tr
+
+
+def _first_use(uri: str, barrier, results, name: str) -> None:
+    try:
+        barrier.wait(timeout=60)
+        client = tr.open_client(uri)
+        client.create_experiment(name)
+        results.put(("ok", name))
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        results.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def test_processes_that_open_a_new_sqlite_store_at_once_all_start(tmp_path):
+    """Two studies started at the same moment against one new sqlite store raced on MLflow's schema creation
+    (alembic: "No such constraint"); the first use is now serialised by a file lock. Four processes, released by a
+    barrier at the same instant, three fresh stores in a row: every one starts."""
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        uri = f"sqlite:///{tmp_path / f'round{round_}' / 'mlflow.db'}"
+        barrier, results = context.Barrier(4), context.Queue()
+        procs = [context.Process(target=_first_use, args=(uri, barrier, results, f"study{i}")) for i in range(4)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=180) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        assert [o for o in outcomes if o[0] != "ok"] == [], outcomes
+        names = {e.name for e in tr.open_client(uri).search_experiments()}
+        assert {f"study{i}" for i in range(4)} <= names
+
+
+def test_comparison_view_is_a_shared_view_of_the_trials_grouped_by_arm(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = tr.open_study(tmp_path, "s", "uid", {"a": 1})
+    client = tracking.client()
+    key = tr.share_comparison_view(client, tracking.experiment_id, "accuracy")
+    experiment = client.get_experiment(tracking.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on runs, not GenAI
+    state = json.loads(experiment.tags[tr.SHARED_VIEW + key])
+    assert state["searchFilter"] == "tags.`raykd.role` = 'trial'"
+    assert [k["groupByData"] for k in state["groupBy"]["groupByKeys"]] == ["trial.strategy", "trial.init"]
+    assert "metrics.`test.accuracy`" in state["selectedColumns"] and state["orderByKey"] == "metrics.`test.accuracy`"
+    url = tr.comparison_url("http://127.0.0.1:5000", tracking.experiment_id)
+    assert url.endswith(f"/#/experiments/{tracking.experiment_id}/runs?viewStateShareKey={key}"
+                        "&workflowType=machine_learning")
+    assert tracking.uri == uri and Path(tr.sqlite_path(uri)) == tmp_path / "mlflow.db"
