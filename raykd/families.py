@@ -1,6 +1,6 @@
 """Model families: one interface over Hugging Face models for the hidden-state stacks a loss needs.
 
-Stacks (per PAPER.md's index convention, entry 0 = embedding output, entry k = block k):
+Stacks (index convention of docs/paper.md: entry 0 = embedding output, entry k = block k):
 - encoder-only (BERT, RoBERTa): ``{"encoder": ...}``
 - encoder-decoder (BART, T5, Marian): ``{"encoder": ..., "decoder": ...}``, decoder states from
   teacher forcing on the gold target (HF shifts ``labels`` into ``decoder_input_ids``);

@@ -1,6 +1,6 @@
 """Build a student from its teacher: depth per stack, optional width, random or copied init.
 
-Initialisations (PAPER.md):
+Initialisations (Yu, Wen & Mou 2025; docs/paper.md):
 - ``random``: fresh weights from the teacher's config with S blocks per stack (and optionally
   another width), drawn from `seed`;
 - ``teacher``: the teacher's non-block weights (embeddings, pooler, final norm) plus S teacher blocks

@@ -28,7 +28,7 @@ class WeakTeacher(ConfigError):
     """The teacher does not beat its task's trivial baseline by the configured gain: nothing to distil."""
 
 
-def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False) -> str:
+def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False, checkpoints: str | None = None) -> str:
     """Create or check the study folder; return the study uid (new after --fresh).
 
     The study's identity (`StudyConfig.identity`) leaves out the analysis, the grid's lists and
@@ -49,29 +49,40 @@ def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False) -
                               f"{', '.join(changed[:8]) or 'the identity hash'}): its finished trials would no longer "
                               "mean the same. Re-run with --fresh to start over, or --name for a new study (the grid "
                               "-- strategies, inits, seeds, weights -- and the analysis may change freely)")
+        if checkpoints and state.get("checkpoints", str(root / "checkpoints")) != checkpoints:
+            raise ConfigError(f"study {config.name!r} keeps its trial checkpoints in {state.get('checkpoints')}; resume it "
+                              f"with the same --storage (asked: {checkpoints}), or start over with --fresh")
     else:
         root.mkdir(parents=True, exist_ok=True)
-        state = {"uid": uuid.uuid4().hex, "config_hash": config_hash(identity), "created": time.time()}
+        state = {"uid": uuid.uuid4().hex, "config_hash": config_hash(identity), "created": time.time(),
+                 "checkpoints": checkpoints or str(root / "checkpoints")}
         state_file.write_text(json.dumps(state))
     (root / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return state["uid"]
 
 
-def run_study(config: StudyConfig, output_dir: Path, *, fresh: bool = False, console: Console | None = None
-              ) -> dict[str, Any]:
-    """Run (or resume, or grow) the study; return a summary with paths and the results rows."""
-    return Study(config, output_dir, fresh=fresh, console=console).run()
+def run_study(config: StudyConfig, output_dir: Path | str, *, fresh: bool = False, console: Console | None = None,
+              storage: str | None = None) -> dict[str, Any]:
+    """Run (or resume, or grow) the study; return a summary with paths and the results rows. `storage` (a URI)
+    takes Ray's storage and the trial checkpoints (see `raykd.storage`)."""
+    return Study(config, output_dir, fresh=fresh, console=console, storage=storage).run()
 
 
 class Study:
     """The stages of one study, in order; each is a method, each prints what it did."""
 
-    def __init__(self, config: StudyConfig, output_dir: Path, *, fresh: bool = False,
-                 console: Console | None = None) -> None:
+    def __init__(self, config: StudyConfig, output_dir: Path | str, *, fresh: bool = False,
+                 console: Console | None = None, storage: str | None = None) -> None:
+        from raykd.storage import check_storage, join, study_root
+
         self.config, self.fresh = config, fresh
         self.console = console or Console()
-        self.root = (output_dir / config.name).resolve()
+        self.root = (study_root(output_dir) / config.name).resolve()
         self.log = self.root / "logs" / "ray_tune_mlflow.log"
+        if storage:
+            check_storage(storage)
+        self.ray_storage = join(storage, config.name, "ray") if storage else str(self.root / "ray")
+        self.checkpoints = join(storage, config.name, "checkpoints") if storage else str(self.root / "checkpoints")
 
     def say(self, text: str, *, stage: bool = True) -> None:
         self.console.line(f"[raykd] {text}", stage=stage)
@@ -82,7 +93,7 @@ class Study:
 
         validate(self.config)
         tr.check_reachable(tr.tracking_uri(self.root))
-        uid = prepare_study_dir(self.config, self.root, fresh=self.fresh)
+        uid = prepare_study_dir(self.config, self.root, fresh=self.fresh, checkpoints=self.checkpoints)
         self.say(f"study {self.config.name} in {self.root}; Ray, Tune and MLflow output: {self.log}")
         try:
             with quiet_libraries(self.log, self.console.mode):
@@ -111,8 +122,8 @@ class Study:
         self.check_resources()
         teacher = self.teacher_stage()
         self.context = StudyContext(config=config, study_dir=str(self.root), teacher_dir=str(teacher["dir"]),
-                                    checkpoints=str(self.root / "checkpoints"), teacher_cache=teacher["cache"],
-                                    tracking=tracking, versions=versions())
+                                    checkpoints=self.checkpoints, teacher_cache=teacher["cache"], tracking=tracking,
+                                    versions=versions(), ray_storage=self.ray_storage)
         self.metric = teacher["metric"]
         chosen = self.tune_weights() if config.sweep.weight_search.method == "optuna" else None
         analyst = self.analyst() if config.analysis.enabled else None  # starts (and loads) while the trials run
@@ -223,7 +234,7 @@ class Study:
         progress = Progress(len(grid), self.metric, True, already_done=len(grid) - len(pending), console=self.console,
                             steps=_steps_per_trial(config, self.context))
         if pending:
-            fit(self.root / "ray", "sweep", config, self.context, resources, [progress.callback], trials=pending)
+            fit(self.ray_storage, "sweep", config, self.context, resources, [progress.callback], trials=pending)
         runs = self._trial_runs()
         for trial_id, error in progress.errors.items():  # a process that died beyond its retries closed nothing
             run = runs.get(trial_id)
@@ -301,7 +312,7 @@ class Study:
                  f"{resources.describe()}")
         searcher = CellwiseOptuna(config, mode="max")
         progress = Progress(n, self.metric, True, console=self.console)
-        fit(root / "ray", "weight_search", config, self.context, resources, [progress.callback], search_alg=searcher,
+        fit(self.ray_storage, "weight_search", config, self.context, resources, [progress.callback], search_alg=searcher,
             num_samples=n, restore=True)
         runs = self._trial_runs()
         specs = [TrialSpec(trial_id, run.data.tags["raykd.strategy"], run.data.tags["raykd.init"],

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.config import StudyConfig
+from raykd.storage import join
 from raykd.trial import StudyContext, TrialSpec
 
 DRIVER_RESOURCE = "tune_driver"
@@ -128,7 +129,8 @@ def run_trial(params: dict[str, Any], context: StudyContext, resources: Resource
             scaling_config=ray.train.ScalingConfig(num_workers=compute.num_workers,
                                                    use_gpu=bool(compute.gpus_per_worker),
                                                    resources_per_worker=per_worker),
-            run_config=ray.train.RunConfig(name=spec.trial_id, storage_path=str(Path(context.study_dir) / "ray" / "train"),
+            run_config=ray.train.RunConfig(name=spec.trial_id,
+                                           storage_path=join(context.ray_storage or Path(context.study_dir) / "ray", "train"),
                                            failure_config=ray.train.FailureConfig(max_failures=compute.max_failures),
                                            callbacks=[TuneReportCallback()]))
     try:
@@ -142,23 +144,23 @@ def run_trial(params: dict[str, Any], context: StudyContext, resources: Resource
         tr.finish(tracking.client(), run_id, (final or {}).get("status", "failed"))
 
 
-def fit(storage: Path, name: str, config: StudyConfig, context: StudyContext, resources: Resources, callbacks: list,
+def fit(storage: Path | str, name: str, config: StudyConfig, context: StudyContext, resources: Resources, callbacks: list,
         *, trials: list[TrialSpec] | None = None, search_alg=None, num_samples: int = 1, restore: bool = False):
     """One Tune run of trial drivers over `trials` (or what `search_alg` suggests).
 
     A grid run starts afresh each time (its trials resume from their own checkpoints); `restore` continues
     an interrupted searcher-driven run (the Optuna phase, whose state lives in Tune's experiment).
     """
-    import shutil
-
     from ray import tune
+
+    from raykd.storage import delete_dir
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context, resources=resources),
                                     resources.trial)
-    path = storage / name
-    if restore and tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True).fit()
-    shutil.rmtree(path, ignore_errors=True)
+    path = join(storage, name)
+    if restore and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True).fit()
+    delete_dir(path)
     compute = config.compute
     retries = compute.trial_retries + (compute.max_failures if resources.local else 0)
     param_space = {"trial": tune.grid_search([t.as_dict() for t in trials])} if trials is not None else {}

@@ -98,7 +98,8 @@ class StudyContext:
     config: StudyConfig
     study_dir: str
     teacher_dir: str
-    checkpoints: str  # trial checkpoints live in <checkpoints>/<trial id>/ (shared storage on a cluster)
+    checkpoints: str  # trial checkpoints live in <checkpoints>/<trial id>/ (a path or a storage URI)
     teacher_cache: str | None = None
     tracking: Tracking | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    ray_storage: str | None = None  # Ray Tune's and Train's storage (default: <study dir>/ray)

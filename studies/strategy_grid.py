@@ -20,7 +20,11 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIGS / "default.yaml"), help="study YAML (default: %(default)s)")
-    parser.add_argument("--output-dir", default="outputs", help="studies live in OUTPUT_DIR/<name> (default: %(default)s)")
+    parser.add_argument("--output-dir", default="outputs",
+                        help="studies live in OUTPUT_DIR/<name>, a (shared) POSIX path (default: %(default)s)")
+    parser.add_argument("--storage", metavar="URI",
+                        help="Ray's storage and the trial checkpoints on storage pyarrow understands (s3://, gs://, "
+                             "file://...) instead of the study folder")
     parser.add_argument("--name", help="study name (overrides the config's)")
     parser.add_argument("--dry-run", action="store_true", help="validate, print the grid and layer maps, do not train")
     parser.add_argument("--fresh", action="store_true", help="delete an existing study of this name and start over")
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console("quiet" if args.quiet else "verbose" if args.verbose else "normal")
     try:
-        summary = run_study(config, Path(args.output_dir), fresh=args.fresh, console=console)
+        summary = run_study(config, args.output_dir, fresh=args.fresh, console=console, storage=args.storage)
     except (ConfigError, TrackingError, ResourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

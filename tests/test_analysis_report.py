@@ -1,4 +1,4 @@
-"""The report: summary.json keys (the DESIGN.md contract), report.md sections, figures that open."""
+"""The report: summary.json keys (the docs/outputs.md contract), report.md sections, figures that open."""
 
 import json
 
@@ -66,8 +66,10 @@ def test_report_sections_and_figures(summary, tmp_path):
     assert "teacher test accuracy: 78.00" in text
     assert "Not significant is not equivalent" in text
     figures = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert figures == ["angles_random_encoder.png", "angles_teacher_encoder.png", "hist_random_encoder.png",
-                       "hist_teacher_encoder.png", "metric_by_cell.png"]
+    assert figures == ["angles_random_encoder.png", "angles_teacher_encoder.png", "forest.png", "hist_random_encoder.png",
+                       "hist_teacher_encoder.png", "matching_vs_none.png", "metric_by_cell.png"]
+    html = paths["html"].read_text()  # the same report as one page, figures inlined
+    assert html.count("data:image/png;base64,") == len(figures) and "<h2>Strategy x init</h2>" in html
     for name in figures:
         image = matplotlib.image.imread(tmp_path / name)
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
@@ -82,6 +84,21 @@ def test_verdict_block_reads_in_points(summary):
     assert "matching - none (random init): +" in block
     assert "acute angles (random init): at init 60.0%, trained 90.0%" in block
     assert block.splitlines()[-1] == summary["verdict"]["text"]
+
+
+def test_compact_verdict_answers_each_question_per_init_on_one_screen(summary):
+    from raykd.analysis.report import compact_verdict
+
+    block = compact_verdict(summary)
+    lines = block.splitlines()
+    assert lines[0] == "== verdict: demo (test accuracy; 29 of 30 trials; alpha 0.05, margin +-1 points) =="
+    for init in ("random", "teacher"):
+        for question in ("Q1 do the matching strategies differ?", "Q2 does matching beat no matching?"):
+            line = next(x for x in lines if x.startswith(f"{question} {init} init:"))
+            status = summary["verdict"]["by_init"][init]["strategies_differ" if "Q1" in question
+                                                         else "matching_beats_none"]["claim_status"]
+            assert status.upper() in line
+    assert len(lines) <= 20 and max(map(len, lines)) < 400
 
 
 def test_partial_summary_without_angles_or_tests(tmp_path):

@@ -14,7 +14,7 @@ from raykd.strategies import (
     spread_targets,
 )
 
-# --- golden maps from the paper (PAPER.md) -------------------------------------------------
+# --- golden maps from the paper (docs/paper.md) -------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -122,11 +122,13 @@ def with_chosen_weights(trials: list[dict], chosen: dict[str, float]) -> list[di
     return [t for t in trials if weight_of.get((t["strategy"], t["init"]), t["weight"]) == t["weight"]]
 
 
-def latest_checkpoint(root: Path, trial_id: str) -> Path | None:
-    """The newest complete checkpoint of a trial, or None."""
+def checkpoint_store(root: Path, trial_id: str):
+    """A trial's checkpoints: where the study's `StudyContext.checkpoints` points (the study folder, or the remote
+    storage it was given), recorded in ``study.json``."""
     from raykd.train.checkpoint import CheckpointStore
 
-    return CheckpointStore(root / "checkpoints", trial_id).latest()
+    state = json.loads((root / "study.json").read_text())
+    return CheckpointStore(state.get("checkpoints") or root / "checkpoints", trial_id)
 
 
 def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, device: str = "cpu",
@@ -140,7 +142,6 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
 
     from raykd.analysis.angles import student_angles, summarise, teacher_states
     from raykd.teacher_folder import TeacherFolder
-    from raykd.train.checkpoint import read_checkpoint
     from raykd.train.trial import TrialRun, teacher_artifacts
     from raykd.trial import StudyContext, TrialSpec
 
@@ -153,12 +154,7 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
         notes.append(f"angles: the teacher stage's folder {folder.path} is missing; angles not measured")
         return None, []
     seeds = settings.seeds if settings.seeds is not None else config.sweep.seeds[:1]
-    chosen: dict[tuple[str, str, int], dict] = {}
-    for t in trials:
-        if t["status"] == "finished" and t["seed"] in seeds:
-            key = (t["strategy"], t["init"], t["seed"])
-            if key not in chosen or (t.get("best_validation") or -math.inf) > (chosen[key].get("best_validation") or -math.inf):
-                chosen[key] = t
+    chosen = _angle_trials(trials, seeds)
     if not chosen:
         notes.append(f"angles: no finished trial at seeds {seeds}; angles not measured")
         return None, []
@@ -172,33 +168,56 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
     final_norm = config.distill.final_norm
     cached = teacher_states(artifacts.model, loader, final_norm=final_norm, device=device)
 
+    def angles_of(student) -> dict:
+        return student_angles(student, cached, final_norm=final_norm, device=device, null_seeds=settings.null_seeds)
+
     measurements = []
     for done, ((strategy, init, seed), t) in enumerate(sorted(chosen.items())):
         if progress is not None:
             progress("analysis", what="angle statistics, student", done=done + 1, of=len(chosen))
-        checkpoint = latest_checkpoint(root, t["trial_id"])
-        if checkpoint is None:
-            notes.append(f"angles: no checkpoint for trial {t['trial_id']} under {root / 'checkpoints'}; skipped")
-            continue
         run = TrialRun(context, TrialSpec(t["trial_id"], strategy, init, float(t["weight"]), int(seed)), artifacts)
-        run.setup()
-        at_init = student_angles(run.student, cached, final_norm=final_norm, device=device, null_seeds=settings.null_seeds)
-        restored = read_checkpoint(checkpoint, run.student)
-        if isinstance(restored, str):
-            notes.append(f"angles: trial {t['trial_id']}: {restored}; skipped")
-            continue
-        if restored.best_weights is not None:  # the weights that were tested
-            run.student.load_state_dict(restored.best_weights, strict=True)
-        measurements.append({"strategy": strategy, "init": init, "seed": seed, "trial_id": t["trial_id"],
-                             "at_init": at_init,
-                             "trained": student_angles(run.student, cached, final_norm=final_norm, device=device,
-                                                       null_seeds=settings.null_seeds)})
+        at_init = angles_of(run.setup().student)
+        if _load_tested_weights(root, t["trial_id"], run.student, notes):
+            measurements.append({"strategy": strategy, "init": init, "seed": seed, "trial_id": t["trial_id"],
+                                 "at_init": at_init, "trained": angles_of(run.student)})
     if not measurements:
         return None, []
     notes.append(f"angles: {len(measurements)} trained students (one per strategy x init at seeds {seeds}), "
                  f"{len(examples)} validation examples; at init = the exact student each trial started from "
                  f"(rebuilt from its seed, projections included); null baselines over {settings.null_seeds} seeds")
     return summarise(measurements), measurements
+
+
+def _angle_trials(trials: list[dict], seeds: list[int]) -> dict[tuple[str, str, int], dict]:
+    """One finished trial per (strategy, init, seed) at `seeds` (the best on validation when a cell has several)."""
+    chosen: dict[tuple[str, str, int], dict] = {}
+    for t in trials:
+        if t["status"] == "finished" and t["seed"] in seeds:
+            key = (t["strategy"], t["init"], t["seed"])
+            best = chosen.get(key, {}).get("best_validation")
+            if key not in chosen or (t.get("best_validation") or -math.inf) > (best or -math.inf):
+                chosen[key] = t
+    return chosen
+
+
+def _load_tested_weights(root: Path, trial_id: str, student, notes: list[str]) -> bool:
+    """Load the weights a trial was tested with (its best on validation) into `student`; False (and a note) when its
+    checkpoint is missing or unreadable."""
+    from raykd.train.checkpoint import read_checkpoint
+
+    store = checkpoint_store(root, trial_id)
+    checkpoint = store.latest()
+    if checkpoint is None:
+        notes.append(f"angles: no checkpoint for trial {trial_id} under {store.path}; skipped")
+        return False
+    with store.open(checkpoint) as folder:
+        restored = read_checkpoint(folder, student)
+    if isinstance(restored, str):
+        notes.append(f"angles: trial {trial_id}: {restored}; skipped")
+        return False
+    if restored.best_weights is not None:
+        student.load_state_dict(restored.best_weights, strict=True)
+    return True
 
 
 def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ...] = (), tracking_uri: str | None = None,
@@ -234,31 +253,16 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     stats = analyze_trials(trials, metric=metric, higher_is_better=higher, reference=analysis.reference,
                            margin=analysis.margin_points / scale, alpha=analysis.alpha, teacher_metric=teacher_metric,
                            min_room_margins=analysis.min_room_margins)
-    if outside:
-        stats["notes"].append(f"{len(outside)} trial run(s) outside the study's current grid are not analysed: "
-                              f"{', '.join(sorted(outside)[:6])}{' ...' if len(outside) > 6 else ''}")
     same = coinciding_maps(trials)
-    for group in same:
-        stats["notes"].append(f"arms {', '.join(group['strategies'])} matched the same layer pairs at {group['init']} "
-                              f"init, seed {group['seed']} ({group['layer_map']}): not different treatments there")
+    stats["notes"] += _grid_notes(outside, same)
     angle_notes: list[str] = []
     device = device or default_device()
     angles, _ = measure_angles(root, config, with_chosen_weights(trials, stats["chosen_weights"]), device=device,
                                progress=progress,
                                notes=angle_notes)
-    setup = {
-        "task": f"{config.task.type} ({metric})",
-        "teacher": f"{config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}",
-        "student": f"depth {config.student.depth}, width {config.student.width or 'teacher'}, "
-                   f"copy rule {config.student.copy_rule}",
-        "grid": f"{len(config.sweep.strategies)} strategies {config.sweep.strategies} x inits {config.sweep.inits} "
-                f"x seeds {config.sweep.seeds}, weights {config.sweep.weights} ({config.sweep.weight_search.method})",
-        "loss": ", ".join(f"{k}={v}" for k, v in config.distill.loss.model_dump().items()),
-        "tracking": uri,
-    }
     summary = build_summary(study=config.name, metric=metric, higher_is_better=higher, teacher=fetched["teacher"],
                             trials=trials, stats=stats, angles=angles, angle_notes=angle_notes,
-                            margin_points=analysis.margin_points, setup=setup)
+                            margin_points=analysis.margin_points, setup=_setup(config, metric, uri))
     summary["coinciding_maps"] = same
     summary["teacher"].update(_teacher_quality(root, config, fetched["teacher"], metric, scale))
     if summary["teacher"].get("weak"):
@@ -276,6 +280,31 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
         print(compact_verdict(summary), flush=True)
         print(f"[raykd] report: {paths['report']}", flush=True)
     return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _grid_notes(outside: list[str], same: list[dict]) -> list[str]:
+    notes = []
+    if outside:
+        notes.append(f"{len(outside)} trial run(s) outside the study's current grid are not analysed: "
+                     f"{', '.join(sorted(outside)[:6])}{' ...' if len(outside) > 6 else ''}")
+    notes += [f"arms {', '.join(g['strategies'])} matched the same layer pairs at {g['init']} init, seed {g['seed']} "
+              f"({g['layer_map']}): not different treatments there" for g in same]
+    return notes
+
+
+def _setup(config: StudyConfig, metric: str, uri: str) -> dict[str, str]:
+    """The report's Setup section: what was run, in a line per item."""
+    sweep = config.sweep
+    return {
+        "task": f"{config.task.type} ({metric})",
+        "teacher": f"{config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}",
+        "student": f"depth {config.student.depth}, width {config.student.width or 'teacher'}, "
+                   f"copy rule {config.student.copy_rule}",
+        "grid": f"{len(sweep.strategies)} strategies {sweep.strategies} x inits {sweep.inits} x seeds {sweep.seeds}, "
+                f"weights {sweep.weights} ({sweep.weight_search.method})",
+        "loss": ", ".join(f"{k}={v}" for k, v in config.distill.loss.model_dump().items()),
+        "tracking": uri,
+    }
 
 
 def _teacher_quality(root: Path, config: StudyConfig, teacher: dict[str, float], metric: str,

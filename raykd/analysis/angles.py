@@ -1,4 +1,4 @@
-"""Angle statistics: teacher layers seen from a student state (PAPER.md, "The angle analysis").
+"""Angle statistics: teacher layers seen from a student state (Yu, Wen & Mou 2025; docs/paper.md, "Angles").
 
 For a student state s (student layer k, one token) and the teacher states t_i, t_j of the same
 token, the cosine of the angle at s is cos(t_i - s, t_j - s). Per student layer k this module

@@ -207,6 +207,7 @@ def _metric_headline(summary: dict[str, Any], cells: list[dict[str, Any]]) -> st
 
 
 def metric_figure(summary: dict[str, Any]):
+    # long: one figure, drawn top to bottom; cut into helpers it would scatter one picture
     """Test metric (points) per strategy x init: mean and 95% CI, seeds as dots, teacher and trivial baseline."""
     from matplotlib.lines import Line2D
 
@@ -308,6 +309,7 @@ def _reading(pair: dict[str, Any], eq: dict[str, Any]) -> str:
 
 
 def forest_figure(summary: dict[str, Any]):
+    # long: one figure, drawn top to bottom; cut into helpers it would scatter one picture
     """Per init: each strategy minus the reference with its TOST and 95% intervals against the margin band."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -392,6 +394,7 @@ def forest_figure(summary: dict[str, Any]):
 # --- 3. matching vs none ----------------------------------------------------------------------------
 
 def matching_figure(summary: dict[str, Any]):
+    # long: one figure, drawn top to bottom; cut into helpers it would scatter one picture
     """Per init: the mean of the matching strategies minus none (95% and TOST intervals), and each strategy."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -554,6 +557,7 @@ def _null_pair_text(entry: dict[str, Any] | None) -> str:
 
 
 def angles_figure(summary: dict[str, Any], init: str, stack: str):
+    # long: one figure, drawn top to bottom; cut into helpers it would scatter one picture
     """C_k[i, j] per student state k: at init, trained and the random-point null (trained), colour -1..1."""
     layers = ((summary.get("angles") or {}).get(init) or {}).get(stack) or {}
     if not isinstance(layers, dict):
@@ -623,6 +627,7 @@ def angles_figure(summary: dict[str, Any], init: str, stack: str):
 
 
 def hist_figure(summary: dict[str, Any], init: str, stack: str):
+    # long: one figure, drawn top to bottom; cut into helpers it would scatter one picture
     """Per student state: the histogram of per-token cosines over teacher layer pairs i < j, at init and trained."""
     layers = ((summary.get("angles") or {}).get(init) or {}).get(stack) or {}
     if not isinstance(layers, dict):

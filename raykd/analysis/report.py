@@ -1,4 +1,4 @@
-"""The study report: ``summary.json`` (the contract in DESIGN.md), ``report.md`` and PNG figures.
+"""The study report: ``summary.json`` (the contract in docs/outputs.md), ``report.md``, ``report.html`` and figures.
 
 Everything here is pure formatting of what `raykd.analysis.stats` and `raykd.analysis.angles`
 computed; numbers in ``summary.json`` are in the metric's own units, the Markdown report shows
@@ -34,7 +34,7 @@ def build_summary(*, study: str, metric: str, higher_is_better: bool, teacher: d
         "teacher": teacher_out,
         "setup": setup,
         "trials": [{k: t.get(k) for k in ("trial_id", "strategy", "init", "weight", "seed", "metric", "status",
-                                            "best_validation")} for t in trials],
+                                            "best_validation", "layer_map")} for t in trials],
         "excluded": stats["excluded"],
         "cells": [{k: c[k] for k in ("strategy", "init", "weight", "n", "mean", "std", "ci95", "seeds", "values")}
                   for c in stats["cells"]],
@@ -225,15 +225,23 @@ def _share(value: float | None) -> str:
 
 
 def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
-    scale = summary["points_per_unit"]
-    metric = summary["metric"]
-    setup = summary["setup"]
+    """report.md: the verdict first, then one section per question and its evidence (figures inline)."""
+    sections = (_verdict_section, _setup_section, _cells_section, _factor_section, _pairwise_section,
+                _matching_section, _answers_section, _plan_section, _angles_section, _notes_section)
     out = [f"# Study report: {summary['study']}", ""]
-    out += ["## Verdict", "", "```", verdict_block(summary), "```", ""]
-    out += ["## Setup", ""]
-    for key, value in setup.items():
-        out.append(f"- {key}: {value}")
-    teacher = summary["teacher"]
+    for section in sections:
+        out += section(summary, figures)
+    return "\n".join(out)
+
+
+def _verdict_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    return ["## Verdict", "", "```", compact_verdict(summary), "```", "", "Every test behind it:", "", "```",
+            verdict_block(summary), "```", ""]
+
+
+def _setup_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    scale, metric, teacher = summary["points_per_unit"], summary["metric"], summary["teacher"]
+    out = ["## Setup", ""] + [f"- {key}: {value}" for key, value in summary["setup"].items()]
     out.append(f"- teacher test {metric}: {_pts(teacher.get('metric'), scale, signed=False)}"
                + (f" (validation {_pts(teacher.get(f'validation/{metric}'), scale, signed=False)})"
                   if teacher.get(f"validation/{metric}") is not None else ""))
@@ -247,25 +255,27 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
     for group in summary.get("coinciding_maps") or []:
         out.append(f"- arms {', '.join(group['strategies'])} matched the same layer pairs at {group['init']} init, "
                    f"seed {group['seed']}: not different treatments there")
-    out.append(f"- differences are in {metric} points ({scale:g} points per unit); positive = better")
-    out.append("")
+    return out + [f"- differences are in {metric} points ({scale:g} points per unit); positive = better", ""]
 
-    out += ["## Strategy x init", "",
-            f"Test {metric} (points) per cell: mean, std and 95% t interval over seeds.", "",
-            "| strategy | init | weight | n | mean | std | 95% CI | per seed |", "|---|---|---|---|---|---|---|---|"]
+
+def _cells_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    scale, metric = summary["points_per_unit"], summary["metric"]
+    out = ["## Strategy x init", "", f"Test {metric} (points) per cell: mean, std and 95% t interval over seeds.", "",
+           "| strategy | init | weight | n | mean | std | 95% CI | per seed |", "|---|---|---|---|---|---|---|---|"]
     for c in summary["cells"]:
         per_seed = ", ".join(f"s{s}: {v * scale:.2f}" for s, v in zip(c["seeds"], c["values"]))
         out.append(f"| {c['strategy']} | {c['init']} | {c['weight']} | {c['n']} | {_pts(c['mean'], scale, False)} | "
                    f"{_pts(c['std'], scale, False)} | {_ci(c['ci95'], scale)} | {per_seed} |")
     if summary["excluded"]:
-        out += ["", "Excluded trials:", ""]
-        out += [f"- {e['trial_id']}: {e['reason']}" for e in summary["excluded"]]
+        out += ["", "Excluded trials:", ""] + [f"- {e['trial_id']}: {e['reason']}" for e in summary["excluded"]]
     if "metric" in figures:
         out += ["", f"![test {metric} per strategy and init]({figures['metric']})"]
-    out.append("")
+    return out + [""]
 
+
+def _factor_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
     test = summary["strategy_test"]
-    out += ["## Is the strategy a significant factor?", ""]
+    out = ["## Is the strategy a significant factor?", ""]
     if test.get("strategy"):
         out += [f"{test['test']}: `{test['formula']}` over the matching strategies (`none` excluded), "
                 f"{test['n']} trials, residual df {test['df_resid']}.", "",
@@ -281,20 +291,20 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
         out.append(f"- {init}: " + ("not testable" if r is None else
                                     f"{r['test']}: statistic {r['statistic']:.3g}, p={_p(r['p'])} "
                                     f"({len(r['strategies'])} strategies x {len(r['seeds'])} seeds)"))
-    out.append("")
+    return out + [""]
 
-    pairwise = summary["pairwise"]
-    eq = summary["equivalence"]
-    level = _level(summary)
-    alpha = summary.get("alpha", 0.05)
-    out += [f"## Each strategy against {pairwise['reference']}", "",
-            f"Paired by seed. Difference tests: paired t, Holm-corrected within each init (alpha "
-            f"{alpha}). Equivalence: TOST within +-{eq['margin_points']:g} points at alpha {alpha} "
-            f"(equivalent when the {level} CI lies inside the margin). Not significant is not equivalent: a "
-            "strategy is only called equivalent when TOST says so. The reading of each pair is shown "
-            "(differs / equivalent), both, or undecided.", "",
-            f"| init | strategy | diff | 95% CI | p (Holm) | {level} CI | TOST p | reading |",
-            "|---|---|---|---|---|---|---|---|"]
+
+def _pairwise_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    scale, pairwise, eq = summary["points_per_unit"], summary["pairwise"], summary["equivalence"]
+    level, alpha = _level(summary), summary.get("alpha", 0.05)
+    out = [f"## Each strategy against {pairwise['reference']}", "",
+           f"Paired by seed. Difference tests: paired t, Holm-corrected within each init (alpha "
+           f"{alpha}). Equivalence: TOST within +-{eq['margin_points']:g} points at alpha {alpha} "
+           f"(equivalent when the {level} CI lies inside the margin). Not significant is not equivalent: a "
+           "strategy is only called equivalent when TOST says so. The reading of each pair is shown "
+           "(differs / equivalent), both, or undecided.", "",
+           f"| init | strategy | diff | 95% CI | p (Holm) | {level} CI | TOST p | reading |",
+           "|---|---|---|---|---|---|---|---|"]
     for init, per in pairwise["by_init"].items():
         for strategy, c in per.items():
             e = eq["by_init"].get(init, {}).get(strategy, {})
@@ -302,14 +312,16 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
                        f"{_ci(e.get('ci90'), scale)} | {_p(e.get('p'))} | {_reading(c, e)} |")
     if "forest" in figures:
         out += ["", f"![each strategy minus {pairwise['reference']}, with the equivalence margin]({figures['forest']})"]
-    out.append("")
+    return out + [""]
 
+
+def _matching_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    scale, eq, level = summary["points_per_unit"], summary["equivalence"], _level(summary)
     verdicts = summary["verdict"].get("by_init") or {}
-    out += ["## Matching vs no matching", "",
-            "Mean over the matching strategies minus `none`, paired by seed: paired t (95% t interval) and "
-            f"TOST within +-{eq['margin_points']:g} points ({level} interval).", "",
-            f"| init | diff | 95% CI | p | {level} CI | TOST p | answer | per strategy |",
-            "|---|---|---|---|---|---|---|---|"]
+    out = ["## Matching vs no matching", "",
+           "Mean over the matching strategies minus `none`, paired by seed: paired t (95% t interval) and "
+           f"TOST within +-{eq['margin_points']:g} points ({level} interval).", "",
+           f"| init | diff | 95% CI | p | {level} CI | TOST p | answer | per strategy |", "|---|---|---|---|---|---|---|---|"]
     for init, v in summary["matching_vs_none"].items():
         per = ", ".join(f"{s} {_pts(d['diff'], scale)} (p={_p(d['p'])})" for s, d in v["by_strategy"].items())
         answer = ((verdicts.get(init) or {}).get("matching_beats_none") or {}).get("answer", "")
@@ -317,65 +329,70 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
                    f"{_ci(v.get('ci_tost'), scale)} | {_p(v.get('tost_p'))} | {answer.replace('_', ' ')} | {per} |")
     if "matching_vs_none" in figures:
         out += ["", f"![matching minus none]({figures['matching_vs_none']})"]
-    out.append("")
+    return out + [""]
 
-    out += ["## Verdict per init", "",
-            "Each question is answered shown, refuted or undecided against the paper's claims. A difference is "
-            "shown when a test of that init is significant after Holm correction over all of its difference tests "
-            "(ANOVA within the init, Friedman, paired t against the reference); equivalence when TOST shows it "
-            "within the margin. A difference smaller than the margin counts as no difference that matters.", "",
-            "| init | question | answer | claim | claim status | basis |", "|---|---|---|---|---|---|"]
-    for init, answers in verdicts.items():
+
+def _answers_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    out = ["## Verdict per init", "",
+           "Each question is answered shown, refuted or undecided against the paper's claims. A difference is "
+           "shown when a test of that init is significant after Holm correction over all of its difference tests "
+           "(ANOVA within the init, Friedman, paired t against the reference); equivalence when TOST shows it "
+           "within the margin. A difference smaller than the margin counts as no difference that matters; an "
+           "equivalence where the arms had no room to differ (teacher minus none under the configured number of "
+           "margins) is not a finding.", "",
+           "| init | question | answer | claim | claim status | basis |", "|---|---|---|---|---|---|"]
+    for init, answers in (summary["verdict"].get("by_init") or {}).items():
         for q in (answers["strategies_differ"], answers["matching_beats_none"]):
             basis = "; ".join(f"{b['test']}: p={_p(b['p'])}"
                               + (f" (Holm {_p(b['p_adjusted'])})" if "p_adjusted" in b else "")
                               for b in q["basis"]) or "no test ran"
             out.append(f"| {init} | {q['question']} | {q['answer'].replace('_', ' ')} | {q['claim']} | "
-                       f"{q['claim_status']} | {basis} |")
-    out.append("")
+                       f"{q['claim_status']} | {basis}{'; ' + q['no_room'] if q.get('no_room') else ''} |")
+    return out + [""]
 
-    out += ["## What this design could decide", ""]
-    plan = summary.get("plan")
-    if plan:
-        from raykd.analysis.power import plan_lines
 
-        out += [f"From the observed paired differences ({100 * plan['power']:g}% power, alpha {plan['alpha']:g}, "
-                f"margin +-{eq['margin_points']:g} points): the margin the data show equivalence within, the margin "
-                "and the difference this number of seeds could decide, and for each undecided question the seeds "
-                f"that would decide it (capped at {plan['max_seeds']}).", ""]
-        out += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}"
-                for line in plan_lines(summary, scale)]
-    else:
-        out.append("No plan in this summary.")
-    out.append("")
+def _plan_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    from raykd.analysis.power import plan_lines
 
-    out += ["## Angles: teacher layers seen from the student", ""]
+    plan, eq = summary.get("plan"), summary["equivalence"]
+    out = ["## What this design could decide", ""]
+    if not plan:
+        return out + ["No plan in this summary.", ""]
+    out += [f"From the observed paired differences ({100 * plan['power']:g}% power, alpha {plan['alpha']:g}, "
+            f"margin +-{eq['margin_points']:g} points): the margin the data show equivalence within, the margin "
+            "and the difference this number of seeds could decide, and for each undecided question the seeds "
+            f"that would decide it (capped at {plan['max_seeds']}).", ""]
+    out += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}"
+            for line in plan_lines(summary, summary["points_per_unit"])]
+    return out + [""]
+
+
+def _angles_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    out = ["## Angles: teacher layers seen from the student", ""]
     angles = summary.get("angles")
     if not angles:
-        out.append("Not measured (see Notes).")
-    else:
-        out += ["Share of acute angles cos(t_i - s, t_j - s) > 0 over token-level teacher layer pairs i < j, "
-                "averaged over the measured trials of each init, beside two null baselines computed the same way "
-                "(the student state replaced by a random point of the same norm, or by another token's state; "
-                "mean and 95% interval over null seeds x trials). A share is informative only where it departs "
-                "from its null: far from every teacher state, almost any point sees them at acute angles.", "",
-                "| init | stack | student state | at init | null (random point / other token) | trained | "
-                "null (random point / other token) | trained, per strategy |", "|---|---|---|---|---|---|---|---|"]
-        for init, stacks in angles.items():
-            for stack, layers in stacks.items():
-                for k, whens in sorted(layers.items(), key=lambda kv: int(kv[0])):
-                    per = ", ".join(f"{s} {_share(v)}" for s, v in
-                                    (whens.get("trained") or {}).get("acute_share_by_strategy", {}).items())
-                    start, end = whens.get("at_init") or {}, whens.get("trained") or {}
-                    out.append(f"| {init} | {stack} | {k} | {_share(start.get('acute_share'))} | {_nulls(start)} | "
-                               f"{_share(end.get('acute_share'))} | {_nulls(end)} | {per} |")
-        for key, path in figures.items():
-            if key.startswith(("angles", "hist")):
-                out += ["", f"![{key}]({path})"]
-    out.append("")
-    if summary["notes"]:
-        out += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
-    return "\n".join(out)
+        return out + ["Not measured (see Notes).", ""]
+    out += ["Share of acute angles cos(t_i - s, t_j - s) > 0 over token-level teacher layer pairs i < j, "
+            "averaged over the measured trials of each init, beside two null baselines computed the same way "
+            "(the student state replaced by a random point of the same norm, or by another token's state; "
+            "mean and 95% interval over null seeds x trials). A share is informative only where it departs "
+            "from its null: far from every teacher state, almost any point sees them at acute angles.", "",
+            "| init | stack | student state | at init | null (random point / other token) | trained | "
+            "null (random point / other token) | trained, per strategy |", "|---|---|---|---|---|---|---|---|"]
+    for init, stacks in angles.items():
+        for stack, layers in stacks.items():
+            for k, whens in sorted(layers.items(), key=lambda kv: int(kv[0])):
+                per = ", ".join(f"{s} {_share(v)}" for s, v in
+                                (whens.get("trained") or {}).get("acute_share_by_strategy", {}).items())
+                start, end = whens.get("at_init") or {}, whens.get("trained") or {}
+                out.append(f"| {init} | {stack} | {k} | {_share(start.get('acute_share'))} | {_nulls(start)} | "
+                           f"{_share(end.get('acute_share'))} | {_nulls(end)} | {per} |")
+    out += [line for key, path in figures.items() if key.startswith(("angles", "hist")) for line in ("", f"![{key}]({path})")]
+    return out + [""]
+
+
+def _notes_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    return ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""] if summary["notes"] else []
 
 
 def _nulls(entry: dict[str, Any]) -> str:

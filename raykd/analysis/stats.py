@@ -649,9 +649,6 @@ def _basis(items: list[dict]) -> str:
 
 def verdict_text(result: dict[str, Any], by_init: dict[str, dict], flags: dict[str, Any], alpha: float) -> str:
     """One line: the main effect, then per init what was shown, refuted or left undecided, then overall."""
-    scale = points_per_unit(result["metric"])
-    margin = result["equivalence"]["margin"] * scale
-    reference = result["equivalence"]["reference"]
     effect = (result["strategy_test"] or {}).get("strategy")
     sentences = []
     if flags["strategy_significant"] is None:
@@ -664,55 +661,71 @@ def verdict_text(result: dict[str, Any], by_init: dict[str, dict], flags: dict[s
                          "show the strategies equivalent)")
     for init, answers in by_init.items():
         q1, q2 = answers["strategies_differ"], answers["matching_beats_none"]
-        claim1 = f"claim '{CLAIM_STRATEGIES}' {q1['claim_status']}"
-        if q1["answer"] == "differ":
-            part1 = f"the strategies differ ({_basis(q1['basis'])}): {claim1}"
-        elif q1["answer"] == "differ_within_margin":
-            diff_basis = [b for b in q1["basis"] if b["kind"] == "difference"]
-            eq_basis = [b for b in q1["basis"] if b["kind"] == "equivalence"]
-            part1 = (f"the strategies differ ({_basis(diff_basis)}) but every strategy is within +-{margin:g} "
-                     f"points of {reference} ({_basis(eq_basis)}): {claim1} at this margin")
-        elif q1["answer"] == "equivalent":
-            part1 = (f"every strategy is equivalent to {reference} within +-{margin:g} points "
-                     f"({_basis(q1['basis'])}): {claim1}")
-        elif q1["answer"] == "undecided":
-            diffs = [b for b in q1["basis"] if b["kind"] == "difference"]
-            eqs = [b for b in q1["basis"] if b["kind"] == "equivalence"]
-            smallest = min(diffs, key=lambda b: b["p_adjusted"]) if diffs else None
-            no_diff = (f"no difference between the strategies is shown (smallest Holm-adjusted "
-                       f"{_pe(smallest['p_adjusted'])} over {len(diffs)} difference tests, {smallest['test']})"
-                       if smallest else "no difference test ran")
-            no_eq = (f"equivalence to {reference} within +-{margin:g} points is not shown ("
-                     + (f"{eqs[0]['test']}: {_pe(eqs[0]['p'])}" if eqs and eqs[0]["p"] is not None else
-                        "TOST could not run for every strategy") + ")")
-            part1 = f"{no_diff} and {no_eq}: {claim1}"
-        else:
-            part1 = "the strategies could not be compared"
-        v = result["matching_vs_none"].get(init) or {}
-        d = None if v.get("diff") is None else v["diff"] * scale
-        claim2 = f"claim '{CLAIM_MATCHING}' {q2['claim_status']}"
-        if q2["answer"] == "better":
-            part2 = f"matching beats none by {d:+.2f} points (paired t {_pe(v['p'])}): {claim2}"
-        elif q2["answer"] == "worse":
-            part2 = f"matching is worse than none by {d:+.2f} points (paired t {_pe(v['p'])}): {claim2}"
-        elif q2["answer"] == "equivalent":
-            part2 = (f"matching and none are equivalent within +-{margin:g} points ({d:+.2f} points, TOST "
-                     f"{_pe(v['tost_p'])}): {claim2}")
-        elif q2["answer"] in ("better_within_margin", "worse_within_margin"):
-            word = "beats" if q2["answer"] == "better_within_margin" else "is worse than"
-            part2 = (f"matching {word} none by {d:+.2f} points (paired t {_pe(v['p'])}) but within +-{margin:g} points "
-                     f"(TOST {_pe(v['tost_p'])}), smaller than the margin: {claim2} at this margin")
-        elif q2["answer"] == "undecided":
-            tost = (f"equivalence within +-{margin:g} points is not shown (TOST {_pe(v['tost_p'])})"
-                    if v.get("tost_p") is not None else "equivalence was not tested")
-            part2 = (f"matching vs none: no significant difference ({d:+.2f} points, paired t {_pe(v['p'])}) and "
-                     f"{tost}: {claim2}")
-        else:
-            part2 = "matching vs none was not tested (needs a 'none' arm and two paired seeds)"
+        part1, part2 = _strategies_sentence(result, q1), _matching_sentence(result, init, q2)
         no_room = q1.get("no_room") or q2.get("no_room")
         if no_room:
             part2 += f" (not a finding: {no_room})"
         sentences.append(f"{init} init: {part1}; {part2}")
+    sentences += _overall(by_init, flags)
+    text = ". ".join(s[0].upper() + s[1:] for s in sentences)
+    return text + "."
+
+
+def _strategies_sentence(result: dict[str, Any], q1: dict[str, Any]) -> str:
+    """Question 1 of one init, with the tests behind its answer."""
+    margin = result["equivalence"]["margin"] * points_per_unit(result["metric"])
+    reference = result["equivalence"]["reference"]
+    claim1 = f"claim '{CLAIM_STRATEGIES}' {q1['claim_status']}"
+    if q1["answer"] == "differ":
+        return f"the strategies differ ({_basis(q1['basis'])}): {claim1}"
+    if q1["answer"] == "differ_within_margin":
+        diff_basis = [b for b in q1["basis"] if b["kind"] == "difference"]
+        eq_basis = [b for b in q1["basis"] if b["kind"] == "equivalence"]
+        return (f"the strategies differ ({_basis(diff_basis)}) but every strategy is within +-{margin:g} "
+                f"points of {reference} ({_basis(eq_basis)}): {claim1} at this margin")
+    if q1["answer"] == "equivalent":
+        return f"every strategy is equivalent to {reference} within +-{margin:g} points ({_basis(q1['basis'])}): {claim1}"
+    if q1["answer"] == "undecided":
+        diffs = [b for b in q1["basis"] if b["kind"] == "difference"]
+        eqs = [b for b in q1["basis"] if b["kind"] == "equivalence"]
+        smallest = min(diffs, key=lambda b: b["p_adjusted"]) if diffs else None
+        no_diff = (f"no difference between the strategies is shown (smallest Holm-adjusted "
+                   f"{_pe(smallest['p_adjusted'])} over {len(diffs)} difference tests, {smallest['test']})"
+                   if smallest else "no difference test ran")
+        no_eq = (f"equivalence to {reference} within +-{margin:g} points is not shown ("
+                 + (f"{eqs[0]['test']}: {_pe(eqs[0]['p'])}" if eqs and eqs[0]["p"] is not None else
+                    "TOST could not run for every strategy") + ")")
+        return f"{no_diff} and {no_eq}: {claim1}"
+    return "the strategies could not be compared"
+
+
+def _matching_sentence(result: dict[str, Any], init: str, q2: dict[str, Any]) -> str:
+    """Question 2 of one init, with the tests behind its answer."""
+    scale = points_per_unit(result["metric"])
+    margin = result["equivalence"]["margin"] * scale
+    v = result["matching_vs_none"].get(init) or {}
+    d = None if v.get("diff") is None else v["diff"] * scale
+    claim2 = f"claim '{CLAIM_MATCHING}' {q2['claim_status']}"
+    if q2["answer"] == "better":
+        return f"matching beats none by {d:+.2f} points (paired t {_pe(v['p'])}): {claim2}"
+    if q2["answer"] == "worse":
+        return f"matching is worse than none by {d:+.2f} points (paired t {_pe(v['p'])}): {claim2}"
+    if q2["answer"] == "equivalent":
+        return (f"matching and none are equivalent within +-{margin:g} points ({d:+.2f} points, TOST "
+                f"{_pe(v['tost_p'])}): {claim2}")
+    if q2["answer"] in ("better_within_margin", "worse_within_margin"):
+        word = "beats" if q2["answer"] == "better_within_margin" else "is worse than"
+        return (f"matching {word} none by {d:+.2f} points (paired t {_pe(v['p'])}) but within +-{margin:g} points "
+                f"(TOST {_pe(v['tost_p'])}), smaller than the margin: {claim2} at this margin")
+    if q2["answer"] == "undecided":
+        tost = (f"equivalence within +-{margin:g} points is not shown (TOST {_pe(v['tost_p'])})"
+                if v.get("tost_p") is not None else "equivalence was not tested")
+        return f"matching vs none: no significant difference ({d:+.2f} points, paired t {_pe(v['p'])}) and {tost}: {claim2}"
+    return "matching vs none was not tested (needs a 'none' arm and two paired seeds)"
+
+
+def _overall(by_init: dict[str, dict], flags: dict[str, Any]) -> list[str]:
+    """The sentence over all inits (empty when nothing was testable)."""
     overall = []
     s1 = {i: a["strategies_differ"]["claim_status"] for i, a in by_init.items()
           if a["strategies_differ"]["answer"] != "untestable"}
@@ -737,7 +750,4 @@ def verdict_text(result: dict[str, Any], by_init: dict[str, dict], flags: dict[s
                        f"{where(s2, 'refuted')}")
     elif s2:
         overall.append(f"'{CLAIM_MATCHING}' is undecided")
-    if overall:
-        sentences.append("Overall: " + "; ".join(overall))
-    text = ". ".join(s[0].upper() + s[1:] for s in sentences)
-    return text + "."
+    return ["Overall: " + "; ".join(overall)] if overall else []

@@ -5,8 +5,7 @@
   WMT16-shaped; built on first use (`raykd.corpora.bible`).
 """
 
-from raykd.registry import Registry
+from raykd.corpora import bible, tweets  # noqa: F401  (registration)
+from raykd.corpora.registry import BUILTIN_DATASETS
 
-BUILTIN_DATASETS: Registry = Registry("built-in dataset")
-
-from raykd.corpora import bible, tweets  # noqa: E402,F401  (registration)
+__all__ = ["BUILTIN_DATASETS"]

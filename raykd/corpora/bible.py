@@ -24,7 +24,7 @@ from pathlib import Path
 
 from raykd.lazy import lazy_module
 
-from raykd.corpora import BUILTIN_DATASETS
+from raykd.corpora.registry import BUILTIN_DATASETS
 
 datasets = lazy_module("datasets")
 

@@ -3,11 +3,10 @@
 ``build_task(task_config)`` gives a task that loads its splits, tokenizes, collates and evaluates.
 """
 
-from raykd.registry import Registry
+from raykd.tasks import causal_lm, classification, seq2seq  # noqa: F401  (registration)
+from raykd.tasks.registry import TASKS
 
-TASKS: Registry = Registry("task type")
-
-from raykd.tasks import causal_lm, classification, seq2seq  # noqa: E402,F401  (registration)
+__all__ = ["TASKS", "build_task"]
 
 
 def build_task(config):

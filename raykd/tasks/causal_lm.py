@@ -6,7 +6,7 @@ import torch
 
 from raykd.lazy import lazy_module
 
-from raykd.tasks import TASKS
+from raykd.tasks.registry import TASKS
 from raykd.tasks.base import eval_mode, model_device
 from raykd.tasks.text_pairs import TextPairTask
 

@@ -6,7 +6,7 @@ import torch
 
 from raykd.lazy import lazy_module
 
-from raykd.tasks import TASKS
+from raykd.tasks.registry import TASKS
 from raykd.tasks.base import Task, eval_mode, model_device
 from raykd.tasks.data import DataError, describe
 

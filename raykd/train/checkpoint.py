@@ -10,18 +10,21 @@ retried or grown finds them. One checkpoint holds:
 - ``rng.<rank>.pt``: every random stream each rank uses (torch CPU, CUDA when present);
 - ``state.json``: the loop state (epoch, step, step in epoch), best value and step, final flag.
 
-Writes go to ``.tmp-step-<step>/`` and are committed by renaming it once complete; older checkpoints
-are deleted after a commit, so a kill at any moment leaves the last complete one. Loading is
+Writes are committed as a whole (a rename on POSIX storage, a ``COMPLETE`` marker written last on remote storage
+such as S3 or GCS); older checkpoints are deleted after a commit, so a kill at any moment leaves the last
+complete one. Loading is
 weights-only (safetensors, ``torch.load(weights_only=True)``) and checks every file before anything is
 applied: an unreadable checkpoint is refused with the reason, and the trial starts over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from safetensors.torch import load_file, load_model, save_file
 from raykd.student import save_student
 
 PREFIX = "step-"
+COMMITTED = "COMPLETE"  # written last: a checkpoint without it is not one
 
 
 @dataclass
@@ -46,25 +50,83 @@ class Restored:
 
 
 class CheckpointStore:
-    """The checkpoints of one trial."""
+    """The checkpoints of one trial, under a local (or shared POSIX) folder or a remote storage URI that pyarrow
+    understands (``s3://``, ``gs://``, ``file://`` ...).
 
-    def __init__(self, root: str | Path, trial_id: str) -> None:
-        self.folder = Path(root) / trial_id
+    POSIX: each checkpoint is staged in ``.tmp-step-<n>/`` and committed by a rename. Remote: each rank writes its
+    part locally and uploads it into ``step-<n>/``; rank 0 commits by writing ``COMPLETE`` last. Either way a
+    reader takes the newest committed step and older ones are deleted after a commit.
+    """
 
-    def latest(self) -> Path | None:
-        """The newest committed checkpoint, or None."""
-        found = sorted(self.folder.glob(f"{PREFIX}*"), key=lambda p: int(p.name[len(PREFIX):]))
-        return found[-1] if found else None
+    def __init__(self, root: str | Path, trial_id: str, filesystem=None) -> None:
+        from pyarrow import fs
+
+        root = str(root)
+        if filesystem is not None:  # an explicit pyarrow file system (tests; exotic storage)
+            self.fs, base = filesystem, root
+        elif "://" in root:
+            self.fs, base = fs.FileSystem.from_uri(root)
+        else:
+            self.fs, base = fs.LocalFileSystem(), root
+        self.remote = not isinstance(self.fs, fs.LocalFileSystem)
+        self.path = f"{base.rstrip('/')}/{trial_id}"
+        self.folder = Path(self.path)  # meaningful for local storage
+
+    def _steps(self) -> list[tuple[int, str]]:
+        from pyarrow import fs
+
+        try:
+            entries = self.fs.get_file_info(fs.FileSelector(self.path, allow_not_found=True))
+        except FileNotFoundError:
+            return []
+        steps = []
+        for entry in entries:
+            name = entry.base_name
+            if entry.type == fs.FileType.Directory and name.startswith(PREFIX) and name[len(PREFIX):].isdigit():
+                if self.fs.get_file_info(f"{entry.path}/{COMMITTED}").type == fs.FileType.File:
+                    steps.append((int(name[len(PREFIX):]), entry.path))
+        return sorted(steps)
+
+    def latest(self) -> Path | str | None:
+        """The newest committed checkpoint (a local folder, or a path in the remote storage), or None."""
+        steps = self._steps()
+        if not steps:
+            return None
+        return Path(steps[-1][1]) if not self.remote else steps[-1][1]
+
+    @contextlib.contextmanager
+    def open(self, checkpoint: Path | str) -> Iterator[Path]:
+        """A local folder with the checkpoint's files (the folder itself, or a downloaded copy)."""
+        if not self.remote:
+            yield Path(checkpoint)
+            return
+        from pyarrow import fs
+
+        with tempfile.TemporaryDirectory(prefix="raykd-ckpt-") as local:
+            fs.copy_files(str(checkpoint), local, source_filesystem=self.fs)
+            yield Path(local)
 
     def save(self, step: int, write: Callable[[Path], None], *, rank: int = 0, world: int = 1,
-             barrier: Callable[[], None] = lambda: None) -> Path:
+             barrier: Callable[[], None] = lambda: None) -> str:
         """Write a checkpoint at `step`: every rank calls this; `write(folder)` writes that rank's part.
 
-        Rank 0 prepares the staging folder and commits it after the others have written (`barrier` is
-        the collective barrier when `world` > 1).
+        Rank 0 commits after the others have written (`barrier` is the collective barrier when `world` > 1).
         """
+        final = f"{self.path}/{PREFIX}{step}"
+        if self.remote:
+            self._upload(final, write, rank, world, barrier)
+        else:
+            self._stage_and_rename(step, final, write, rank, world, barrier)
+        if rank == 0:
+            for _, older in self._steps():
+                if older != final:
+                    self.fs.delete_dir(older)
+        if world > 1:
+            barrier()
+        return final
+
+    def _stage_and_rename(self, step, final, write, rank, world, barrier) -> None:
         staging = self.folder / f".tmp-{PREFIX}{step}"
-        final = self.folder / f"{PREFIX}{step}"
         if rank == 0:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
@@ -74,17 +136,29 @@ class CheckpointStore:
         if world > 1:
             barrier()
         if rank == 0:
+            (staging / COMMITTED).touch()
             shutil.rmtree(final, ignore_errors=True)
             staging.rename(final)
-            for old in self.folder.glob(f"{PREFIX}*"):
-                if old != final:
-                    shutil.rmtree(old, ignore_errors=True)
+
+    def _upload(self, final, write, rank, world, barrier) -> None:
+        from pyarrow import fs
+
+        if rank == 0:
+            self.fs.delete_dir_contents(final, missing_dir_ok=True)
+            self.fs.create_dir(final)
         if world > 1:
             barrier()
-        return final
+        with tempfile.TemporaryDirectory(prefix="raykd-ckpt-") as local:
+            write(Path(local))
+            fs.copy_files(local, final, destination_filesystem=self.fs)
+        if world > 1:
+            barrier()
+        if rank == 0:
+            with self.fs.open_output_stream(f"{final}/{COMMITTED}") as marker:
+                marker.write(b"")
 
     def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.fs.delete_dir_contents(self.path, missing_dir_ok=True)
 
 
 def rng_state() -> dict[str, Any]:

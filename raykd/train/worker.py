@@ -76,64 +76,78 @@ def train_trial(loop_config: dict[str, Any]) -> dict[str, Any]:
     use_assigned_cpus(context.config.compute.cpus_per_worker)
     trial = TrialRun(context, spec, teacher_artifacts(context, session.device), rank=session.rank,
                      world=session.world).setup(wrap=session.wrap)
-    store = CheckpointStore(context.checkpoints, spec.trial_id)
-    latest = store.latest()
-    discarded = trial.load_checkpoint(latest) if latest is not None else None
-    log = None
-    if session.rank == 0 and context.tracking is not None:
-        from raykd.tracking import TrialLog
-
-        log = TrialLog(context.tracking, loop_config["run_id"])
-        log.start(context, trial, resumed_from=None if latest is None or discarded else trial.state.step,
-                  discarded=discarded)
+    hooks = TrialHooks(trial, session, CheckpointStore(context.checkpoints, spec.trial_id), loop_config.get("run_id"))
     setup_s = time.perf_counter() - entered
-    die = fault_hook(context.study_dir, spec.trial_id, session.rank)
-    poison = nan_hook(spec.trial_id, session.rank, trial.student)
-    window = {"started": time.perf_counter(), "examples": 0}
-    log_every = context.config.distill.train.log_every
-
-    def on_step(result: StepResult) -> None:
-        if die is not None:
-            die(trial.state.step - 1)
-        if poison is not None:
-            poison(trial.state.step)
-        window["examples"] += result.examples * session.world
-        if log is not None and trial.state.step % log_every == 0 and result.finite:
-            elapsed = time.perf_counter() - window["started"]
-            log.step(trial.state.step, result.terms, trial.scheduler.get_last_lr()[0],
-                     window["examples"] / max(elapsed, 1e-9))
-            window["started"], window["examples"] = time.perf_counter(), 0
-
-    def checkpoint(final: bool = False) -> None:
-        store.save(trial.state.step, lambda folder: trial.save_checkpoint(folder, final), rank=session.rank,
-                   world=session.world, barrier=session.barrier)
-
-    def report(metrics: dict[str, Any]) -> dict[str, Any]:
-        metrics = {**metrics, "epoch": trial.state.epoch, "step": trial.state.step,
-                   "best_validation": trial.best, "best_step": trial.best_step}
-        if log is not None:
-            log.metrics(trial.state.step, metrics)
-        session.report(metrics)
-        return metrics
-
-    def on_eval(state: LoopState) -> None:
-        scores = trial.validate()
-        checkpoint()
-        report({"status": "running", "final": False, **{f"validation/{k}": v for k, v in scores.items()}})
-
-    status = trial.train(on_step=on_step, on_eval=on_eval)
+    status = trial.train(on_step=hooks.on_step, on_eval=hooks.on_eval)
     final: dict[str, Any] = {"status": status, "final": True}
     if status == "finished":
         final.update({f"validation/{k}": v for k, v in trial.validate().items()})
         final.update({f"test/{k}": v for k, v in trial.test().items()})
-    checkpoint(final=True)
+    hooks.checkpoint(final=True)
     if session.world > 1:
         ranks = ranks_report(trial)
-        if log is not None:
-            log.params({"ddp.ranks": ranks})
+        if hooks.log is not None:
+            hooks.log.params({"ddp.ranks": ranks})
     final.update({"steps": trial.state.step, "time/worker_s": time.perf_counter() - entered, "time/setup_s": setup_s,
                   "teacher_source": trial.teacher_source})
-    return report(final)
+    return hooks.report(final)
+
+
+class TrialHooks:
+    """What the Ray side adds to a trial: resume from the last checkpoint, MLflow logging (rank 0), reports and
+    checkpoints at each evaluation, and the test-only fault hooks."""
+
+    def __init__(self, trial: TrialRun, session, store: CheckpointStore, run_id: str | None) -> None:
+        self.trial, self.session, self.store = trial, session, store
+        context, spec = trial.context, trial.spec
+        latest = store.latest()
+        discarded = None
+        if latest is not None:
+            with store.open(latest) as folder:
+                discarded = trial.load_checkpoint(folder)
+        self.log = None
+        if session.rank == 0 and context.tracking is not None:
+            from raykd.tracking import TrialLog
+
+            self.log = TrialLog(context.tracking, run_id)
+            self.log.start(context, trial, resumed_from=None if latest is None or discarded else trial.state.step,
+                           discarded=discarded)
+        self.die = fault_hook(context.study_dir, spec.trial_id, session.rank)
+        self.poison = nan_hook(spec.trial_id, session.rank, trial.student)
+        self.started, self.examples = time.perf_counter(), 0
+        self.log_every = context.config.distill.train.log_every
+
+    def on_step(self, result: StepResult) -> None:
+        trial = self.trial
+        if self.die is not None:
+            self.die(trial.state.step - 1)
+        if self.poison is not None:
+            self.poison(trial.state.step)
+        self.examples += result.examples * self.session.world
+        if self.log is not None and trial.state.step % self.log_every == 0 and result.finite:
+            elapsed = time.perf_counter() - self.started
+            self.log.step(trial.state.step, result.terms, trial.scheduler.get_last_lr()[0],
+                          self.examples / max(elapsed, 1e-9))
+            self.started, self.examples = time.perf_counter(), 0
+
+    def on_eval(self, state: LoopState) -> None:
+        scores = self.trial.validate()
+        self.checkpoint()
+        self.report({"status": "running", "final": False, **{f"validation/{k}": v for k, v in scores.items()}})
+
+    def checkpoint(self, final: bool = False) -> None:
+        trial, session = self.trial, self.session
+        self.store.save(trial.state.step, lambda folder: trial.save_checkpoint(folder, final), rank=session.rank,
+                        world=session.world, barrier=session.barrier)
+
+    def report(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        trial = self.trial
+        metrics = {**metrics, "epoch": trial.state.epoch, "step": trial.state.step, "best_validation": trial.best,
+                   "best_step": trial.best_step}
+        if self.log is not None:
+            self.log.metrics(trial.state.step, metrics)
+        self.session.report(metrics)
+        return metrics
 
 
 def ranks_report(trial: TrialRun) -> list[dict[str, Any]]:

@@ -46,8 +46,13 @@ def history(client, run, key):
 
 
 def test_ddp_trial_on_two_nodes_against_one_worker_with_the_same_global_batch(cluster, tmp_path):
-    ddp = study(cluster, tmp_path / "ddp", *ONE_ARM, "--set", "compute.num_workers=2", "--set", "compute.cpus_per_worker=1")
+    storage = f"file://{tmp_path / 'storage'}"  # Ray's storage and the checkpoints on "remote" storage
+    ddp = study(cluster, tmp_path / "ddp", *ONE_ARM, "--set", "compute.num_workers=2", "--set", "compute.cpus_per_worker=1",
+                "--storage", storage)
     assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    assert list((tmp_path / "storage" / "smoke" / "checkpoints" / "forward-random-w3-s0").glob("step-*/COMPLETE"))
+    assert (tmp_path / "storage" / "smoke" / "ray" / "sweep").is_dir()
+    assert not (tmp_path / "ddp" / "smoke" / "checkpoints").exists()
     assert "2 worker(s) x (1 CPU) per trial, a Ray Train worker group each" in ddp.stdout
     client, runs = runs_by_name(tmp_path / "ddp" / "smoke")
     trial = runs["forward-random-w3-s0"]
@@ -137,6 +142,12 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path):
     assert "[raykd] resuming: " in again.stdout and "[raykd] done: 4 finished, 0 diverged, 0 failed" in again.stdout
     _, runs = runs_by_name(tmp_path / "b" / "smoke")
     assert sum(r.data.tags.get("raykd.role") == "trial" for r in runs.values()) == 4
+
+
+def test_a_study_folder_on_remote_storage_is_refused_naming_what_needs_posix(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", "s3://bucket/studies"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "must be a (shared) POSIX path" in result.stderr and "--storage" in result.stderr
 
 
 def test_requests_fit_on_one_node_or_fail_at_once(cluster, tmp_path):

@@ -110,3 +110,26 @@ def test_store_commits_whole_checkpoints_and_keeps_the_newest(tmp_path):
     assert store.latest().name == "step-8"
     store.save(12, writer(12))
     assert store.latest().name == "step-12" and json.loads((store.latest() / "state.json").read_text()) == {"step": 12}
+
+
+def test_a_store_on_remote_storage_commits_with_a_marker_and_restores(tmp_path):
+    """Object stores have no rename: each rank uploads its part, rank 0 writes COMPLETE last; a checkpoint without
+    the marker (an upload cut short) is never taken. Exercised on fsspec's in-memory file system through pyarrow."""
+    from fsspec.implementations.memory import MemoryFileSystem
+    from pyarrow import fs
+
+    memory = fs.PyFileSystem(fs.FSSpecHandler(MemoryFileSystem()))
+    store = CheckpointStore("/bucket/study/checkpoints", "trial-r", filesystem=memory)
+    assert store.remote and store.latest() is None
+    teacher, student, optimizer, scheduler = trained_pair()
+    store.save(3, lambda folder: save(folder, student, optimizer, scheduler))
+    store.save(5, lambda folder: save(folder, student, optimizer, scheduler, state={**STATE, "step": 5}))
+    assert store.latest() == "/bucket/study/checkpoints/trial-r/step-5"
+    assert [i.base_name for i in memory.get_file_info(fs.FileSelector(store.path))] == ["step-5"]  # older deleted
+    memory.create_dir(f"{store.path}/step-9")  # an upload that never finished: no marker
+    with memory.open_output_stream(f"{store.path}/step-9/state.json") as part:
+        part.write(b"{}")
+    assert store.latest().endswith("step-5")
+    with store.open(store.latest()) as folder:
+        restored = read_checkpoint(folder, fresh(teacher)[0])
+    assert restored.state["step"] == 5 and restored.optimizer is not None

@@ -1,0 +1,59 @@
+"""Where a study keeps what: the study folder (a local or shared POSIX path) and, optionally, remote storage.
+
+The study folder holds what needs a POSIX file system: the teacher stage's folder (its cache is memory-mapped by
+every trial), MLflow's sqlite store (unless MLFLOW_TRACKING_URI names a server), the results and the report. Ray
+Tune's and Train's storage and the trials' checkpoints can instead live on any storage pyarrow understands
+(``--storage s3://bucket/prefix``, ``gs://...``, ``file:///...``); on a cluster, one of the two must be shared by
+every node (KubeRay: a ReadWriteMany volume for the study folder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raykd.config import ConfigError
+
+
+def is_uri(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def study_root(output_dir: str | Path) -> Path:
+    """The POSIX folder that holds studies: `output_dir`, or the path of a ``file://`` URI. Other URIs are refused,
+    naming what needs a POSIX path and where the rest can go."""
+    text = str(output_dir)
+    if text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    if is_uri(text):
+        raise ConfigError(f"--output-dir {text!r}: the study folder must be a (shared) POSIX path: the teacher cache is "
+                          "memory-mapped by every trial and MLflow's local store is a sqlite file. Give a path there, and "
+                          "put Ray's storage and the trial checkpoints on remote storage with --storage URI")
+    return Path(text)
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """`location` / parts, for paths and URIs alike."""
+    return "/".join([str(location).rstrip("/"), *parts])
+
+
+def check_storage(uri: str) -> None:
+    """Refuse a storage URI pyarrow cannot open, before anything starts."""
+    from pyarrow import fs
+
+    try:
+        fs.FileSystem.from_uri(uri)
+    except Exception as error:  # noqa: BLE001 - any failure means the same to the user
+        raise ConfigError(f"--storage {uri!r} cannot be opened ({type(error).__name__}: {error}); give a URI pyarrow "
+                          "understands (s3://, gs://, hdfs://, file://) with its credentials in the environment") from None
+
+
+def delete_dir(location: str | Path) -> None:
+    """Remove a folder (path or URI) if it exists."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(str(location)) if is_uri(location) else (fs.LocalFileSystem(), str(location))
+    filesystem.delete_dir_contents(path, missing_dir_ok=True)
+    try:
+        filesystem.delete_dir(path)
+    except (FileNotFoundError, OSError):
+        pass
