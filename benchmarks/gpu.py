@@ -4,6 +4,8 @@ bf16 peak. Not run yet: no GPU was lent to the sessions that wrote it (see RESUL
 
     python benchmarks/gpu.py                        # CUDA; writes results/gpu.json
     python benchmarks/gpu.py --device cpu --steps 3 # checks the script itself on a CPU (no MFU)
+    python benchmarks/gpu.py --sweep                # + the smoke study with 4 trials packed on the GPU (0.25 each),
+                                                    #   GPU utilisation sampled by nvidia-smi every second
 
 Model FLOPs per step (the usual 6N rule plus attention): student forward + backward = 3 x forward,
 teacher forward once when live; forward = 2 x non-embedding params x tokens + 4 x layers x seq x width x tokens.
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--out", default=str(HERE / "results" / "gpu.json"))
+    parser.add_argument("--sweep", action="store_true", help="also run the packed-GPU smoke sweep")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -88,9 +91,44 @@ def main() -> None:
     }
     if device.type == "cuda":
         result["max_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+    if args.sweep:
+        result["packed_sweep"] = packed_sweep()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def packed_sweep(output_dir: str = "/tmp/raykd-gpu-sweep") -> dict:
+    """The smoke study with every trial on a quarter of the GPU (four at a time), nvidia-smi sampled each second."""
+    import subprocess
+    import threading
+
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True)
+            if out.returncode == 0 and out.stdout.strip():
+                samples.append(float(out.stdout.split(",")[0]))
+            time.sleep(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.time()
+    study = subprocess.run([sys.executable, str(HERE.parent / "studies" / "strategy_grid.py"), "--config",
+                            str(HERE.parent / "studies" / "configs" / "smoke.yaml"), "--output-dir", output_dir, "--fresh",
+                            "--set", "compute.gpus_per_worker=0.25", "--set", "compute.cpus_per_worker=2",
+                            "--set", "analysis.enabled=false", "--quiet"], capture_output=True, text=True)
+    done.set()
+    sampler.join()
+    busy = [s for s in samples if s > 0]
+    return {"returncode": study.returncode, "wall_s": round(time.time() - started, 1),
+            "concurrency": next((line for line in study.stdout.splitlines() if "trial(s) at once" in line), None),
+            "gpu_utilisation_mean": round(statistics.fmean(samples), 1) if samples else None,
+            "gpu_utilisation_when_busy": round(statistics.fmean(busy), 1) if busy else None,
+            "tail": study.stdout[-1500:] + study.stderr[-1500:]}
 
 
 if __name__ == "__main__":

@@ -98,8 +98,11 @@ class Study:
         try:
             with quiet_libraries(self.log, self.console.mode):
                 return self._stages(uid)
-        except Exception:
-            if self.console.mode != "verbose" and self.log.is_file():
+        except Exception as error:
+            from raykd.sweep import ResourceError
+
+            expected = isinstance(error, (ConfigError, ResourceError, tr.TrackingError)) or tr.tracking_lost(error)
+            if not expected and self.console.mode != "verbose" and self.log.is_file():  # an unexpected failure
                 self.console.line(f"[raykd] the last lines of {self.log}:\n{log_tail(self.log)}")
             raise
 

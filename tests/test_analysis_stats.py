@@ -722,3 +722,21 @@ def test_an_equivalence_without_room_to_differ_is_not_a_finding():
     assert q_teacher["claim_status"] == "undecided" and "is not a finding" in q_teacher["no_room"]
     assert "not a finding: the arms had 0.3" in result["verdict"]["text"] or "not a finding" in result["verdict"]["text"]
     assert result["verdict"]["strategies_equivalent"] is None  # shown under one init, undecided under the other
+
+
+def test_arms_that_matched_the_same_pairs_at_a_seed_are_flagged():
+    from raykd.analysis.actor import coinciding_maps
+
+    forward = {"encoder": [[0, 0], [1, 2], [2, 4], [3, 6]]}
+    trials = [
+        {"trial_id": "forward-random-w3-s0", "strategy": "forward", "init": "random", "seed": 0, "layer_map": forward},
+        {"trial_id": "random-random-w3-s0", "strategy": "random", "init": "random", "seed": 0, "layer_map": forward},
+        {"trial_id": "random-random-w3-s1", "strategy": "random", "init": "random", "seed": 1,
+         "layer_map": {"encoder": [[0, 0], [1, 6], [2, 2], [3, 4]]}},
+        {"trial_id": "forward-random-w3-s1", "strategy": "forward", "init": "random", "seed": 1, "layer_map": forward},
+        {"trial_id": "none-random-w0-s0", "strategy": "none", "init": "random", "seed": 0, "layer_map": {"encoder": []}},
+        {"trial_id": "forward-teacher-w3-s0", "strategy": "forward", "init": "teacher", "seed": 0, "layer_map": forward},
+    ]
+    assert coinciding_maps(trials) == [{"init": "random", "seed": 0, "layer_map": forward,
+                                        "strategies": ["forward", "random"],
+                                        "trials": ["forward-random-w3-s0", "random-random-w3-s0"]}]

@@ -133,3 +133,19 @@ def test_a_reused_process_computes_what_a_fresh_process_computes(context):
                          cwd=ROOT, check=True)
     fresh = json.loads(out.stdout.strip().splitlines()[-1])
     assert losses == fresh["losses"] and test == fresh["test"]
+
+
+def test_the_analysis_rebuilds_exactly_the_student_a_trial_started_from(context):
+    """"At init" in the angle statistics is the very student (projections included, here for a narrower student)
+    the trial trained from: `TrialRun.setup` draws it from the trial's seed alone."""
+    narrow = StudyContext(**{**context.__dict__,
+                             "config": load_config(ROOT / "studies" / "configs" / "smoke.yaml",
+                                                   [*OVERRIDES, "student.width=32"])})
+    spec = TrialSpec.of("reverse", "random", 3.0, 5)
+    artifacts = TeacherArtifacts.load(narrow, "cpu")
+    trained_from = TrialRun(narrow, spec, artifacts).setup()
+    before = {k: v.clone() for k, v in trained_from.student.state_dict().items()}
+    assert any(k.startswith("raykd_projections.") for k in before)
+    trained_from.train()  # the trial trains; the analysis later rebuilds its start in another process
+    rebuilt = TrialRun(narrow, spec, artifacts).setup().student.state_dict()
+    assert before.keys() == rebuilt.keys() and all(torch.equal(before[k], rebuilt[k]) for k in before)

@@ -66,8 +66,10 @@ def test_ddp_trial_on_two_nodes_against_one_worker_with_the_same_global_batch(cl
     assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"]  # and DDP kept the replicas identical
     assert [r["teacher"] for r in ranks] == ["cache", "cache"]  # both read the shared teacher cache
 
-    single = study(cluster, tmp_path / "one", *ONE_ARM)  # the same global batch (32) on one worker
+    # the same global batch (32) on one worker; its analysis actor runs on the cluster too (a partial report)
+    single = study(cluster, tmp_path / "one", *ONE_ARM, "--set", "analysis.enabled=true")
     assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+    assert (tmp_path / "one" / "smoke" / "report" / "summary.json").is_file() and "== verdict: smoke" in single.stdout
     one_client, one_runs = runs_by_name(tmp_path / "one" / "smoke")
     reference = one_runs["forward-random-w3-s0"]
     assert reference.data.params["world_size"] == "1"

@@ -95,7 +95,7 @@ def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path):
                              "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]"],
                             capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert f"mlflow ui --backend-store-uri {server['uri']}" in result.stdout
+    assert f"compare in MLflow: open {server['uri']}/#/experiments/" in result.stdout  # the server's page, no local ui
     study_dir = tmp_path / "smoke_http"
     assert not (study_dir / "mlflow.db").exists()  # nothing tracked locally
     client = MlflowClient(server["uri"])

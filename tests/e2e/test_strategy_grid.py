@@ -134,6 +134,7 @@ def test_smoke_study_end_to_end(study):
         expected = layer_map(row["strategy"], 2, 4, seed=row["seed"], match_embeddings=True)
         assert params["trial.layer_map"] == json.dumps({"encoder": [list(p) for p in expected]})
         assert params["trial.copied_layers"] == ('{"encoder": [2, 4]}' if row["init"] == "teacher" else "{}")
+        assert params["trial.copied_head"] == ("false" if row["init"] == "teacher" else "null")  # a fresh classifier
         metrics = trial.data.metrics
         assert metrics["test.accuracy"] == pytest.approx(row["metric"])
         assert {"validation.accuracy", "train.total", "train.ce", "train.kd", "train.lr", "train.examples_per_s"} <= set(metrics)
@@ -224,6 +225,20 @@ def test_analyze_standalone_with_other_settings_and_bad_input(study, tmp_path):
     assert not_a_study.returncode == 2 and "is not a raykd study folder" in not_a_study.stderr
     wrong = analyze("--study", str(study["dir"]), "--set", "sweep.seeds=[0]")
     assert wrong.returncode == 2 and "analysis settings only" in wrong.stderr
+    plan = analyze("--study", str(study["dir"]), "--plan")  # from the saved summary: instant, writes nothing
+    assert plan.returncode == 0 and plan.stdout.startswith("== plan: smoke (alpha 0.05, margin +-1 points, 80% power) ==")
+    assert "seeds" in plan.stdout and "with 2 seeds and the observed sd" in plan.stdout
+
+
+def test_a_teacher_that_barely_beats_its_trivial_baseline_stops_the_study(tmp_path):
+    """Nothing to distil: the study stops after the teacher stage with one message (exit 2), before any trial;
+    the teacher stage's work is kept, so allowing it later goes straight on."""
+    result = run("--output-dir", str(tmp_path), *SMALL, "--set", "teacher.min_gain_points=50")
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "the trivial baseline (majority class" in result.stderr and "teacher.allow_weak: true" in result.stderr
+    assert result.stderr.count("error:") == 1 and "[raykd] sweep:" not in result.stdout
+    assert not (tmp_path / "smoke" / "checkpoints").exists()
+    assert list((tmp_path / "smoke" / "teacher").glob("*/metrics.json"))  # the teacher stage is kept
 
 
 def test_changed_config_is_refused(study):

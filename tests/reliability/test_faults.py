@@ -106,8 +106,8 @@ def test_killed_at_every_stage_resumes_to_the_uninterrupted_result_beside_anothe
 def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference: subprocess.Popen) -> None:
     chain_dir = tmp_path / "chain"
 
-    # 1. during the teacher stage
-    kill_when(start(tmp_path, *chain, env=env), "[raykd] study chain", then=lambda: time.sleep(2))
+    # 1. during the teacher stage: as soon as it reports fine-tuning progress
+    kill_when(start(tmp_path, *chain, env=env), "[teacher fine-tuning] step")
     teacher_dirs = list((chain_dir / "teacher").glob("*"))
     assert not any((d / "metrics.json").is_file() for d in teacher_dirs), "the teacher stage had already finished"
 
