@@ -46,11 +46,11 @@ def seeds_needed(gain: float, sd: float, alpha: float = 0.05, power: float = 0.8
 
     if sd == 0 or gain == 0:
         return None
-    try:
-        n = TTestPower().solve_power(effect_size=abs(gain) / sd, alpha=alpha, power=power, alternative="two-sided")
-    except Exception:  # noqa: BLE001 - no solution in range
-        return None
-    return int(-(-n // 1)) if n <= 1000 else None
+    effect = abs(gain) / sd
+    for n in range(2, 1001):
+        if TTestPower().power(effect_size=effect, nobs=n, alpha=alpha, alternative="two-sided") >= power:
+            return n
+    return None
 
 
 def reuse_teacher(name: str, overrides: list[str], output_dir: Path) -> str | None:
