@@ -139,7 +139,7 @@ def run_trial(params: dict[str, Any], context: StudyContext, resources: Resource
         if tracking is not None:
             tr.finish(tracking.client(), run_id, "failed", error=error)
         raise
-    final = result.return_value if resources.local else result.metrics
+    final = result.return_value  # rank 0's final report (Ray Train's `metrics` are only those of Ray checkpoints)
     if tracking is not None:
         tr.finish(tracking.client(), run_id, (final or {}).get("status", "failed"))
 

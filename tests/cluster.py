@@ -47,6 +47,7 @@ class LocalCluster:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.nodes: list[set[int]] = []
+        self.killed: set[int] = set()
         started = ray_processes()
         args = [self.ray, "start", "--head", f"--port={self.port}", f"--num-cpus={head_cpus}",
                 f'--resources={{"tune_driver": {driver_slots}}}', f"--temp-dir={self.temp_dir}",
@@ -67,7 +68,7 @@ class LocalCluster:
         started = ray_processes()
         self._start([self.ray, "start", f"--address={self.address}", f"--num-cpus={cpus}", "--disable-usage-stats"])
         self.nodes.append(ray_processes() - started)
-        self.wait_for_nodes(len(self.nodes) + 1)
+        self.wait_for_nodes(1 + len(self.nodes) - len(self.killed))  # the head and every node not killed
         return len(self.nodes) - 1
 
     def wait_for_nodes(self, n: int, timeout: float = 60) -> None:
@@ -84,6 +85,7 @@ class LocalCluster:
     def kill_node(self, index: int) -> int:
         """SIGKILL a node's raylet and everything it started (its workers): what a lost machine does. Returns
         how many processes died."""
+        self.killed.add(index)
         victims = set()
         for pid in self.nodes[index]:
             try:

@@ -29,3 +29,11 @@ def rng_batch():
         return ids, mask
 
     return make
+
+
+@pytest.fixture(scope="session")
+def smoke_teacher(tmp_path_factory):
+    """The smoke config's fine-tuned teacher, built once per session (see tests/smoke_studies.py)."""
+    from tests.smoke_studies import build_smoke_teacher
+
+    return build_smoke_teacher(tmp_path_factory.mktemp("smoke-teacher"))

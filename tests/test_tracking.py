@@ -7,14 +7,18 @@ from pathlib import Path
 from raykd import tracking as tr
 
 
-def _first_use(uri: str, barrier, results, name: str) -> None:
-    try:
-        barrier.wait(timeout=60)
-        client = tr.open_client(uri)
-        client.create_experiment(name)
-        results.put(("ok", name))
-    except Exception as error:  # noqa: BLE001 - reported to the test
-        results.put(("error", f"{type(error).__name__}: {error}"))
+def _first_use(uris: list[str], barrier, results, name: str) -> None:
+    """For each new store in turn: wait for the others, then open it and create an experiment."""
+    import mlflow  # noqa: F401  (imported before the barrier: the processes then reach the store together)
+
+    for uri in uris:
+        try:
+            barrier.wait(timeout=120)
+            client = tr.open_client(uri)
+            client.create_experiment(name)
+            results.put(("ok", name))
+        except Exception as error:  # noqa: BLE001 - reported to the test
+            results.put(("error", f"{type(error).__name__}: {error}"))
 
 
 def test_processes_that_open_a_new_sqlite_store_at_once_all_start(tmp_path):
@@ -22,16 +26,16 @@ def test_processes_that_open_a_new_sqlite_store_at_once_all_start(tmp_path):
     (alembic: "No such constraint"); the first use is now serialised by a file lock. Four processes, released by a
     barrier at the same instant, three fresh stores in a row: every one starts."""
     context = multiprocessing.get_context("spawn")
-    for round_ in range(3):
-        uri = f"sqlite:///{tmp_path / f'round{round_}' / 'mlflow.db'}"
-        barrier, results = context.Barrier(4), context.Queue()
-        procs = [context.Process(target=_first_use, args=(uri, barrier, results, f"study{i}")) for i in range(4)]
-        for proc in procs:
-            proc.start()
-        outcomes = [results.get(timeout=180) for _ in procs]
-        for proc in procs:
-            proc.join(timeout=60)
-        assert [o for o in outcomes if o[0] != "ok"] == [], outcomes
+    uris = [f"sqlite:///{tmp_path / f'round{round_}' / 'mlflow.db'}" for round_ in range(3)]
+    barrier, results = context.Barrier(4), context.Queue()
+    procs = [context.Process(target=_first_use, args=(uris, barrier, results, f"study{i}")) for i in range(4)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=240) for _ in range(len(procs) * len(uris))]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert [o for o in outcomes if o[0] != "ok"] == [], outcomes
+    for uri in uris:
         names = {e.name for e in tr.open_client(uri).search_experiments()}
         assert {f"study{i}" for i in range(4)} <= names
 

@@ -392,9 +392,11 @@ def analysis_actor_class():
             from raykd.analysis.report import compact_verdict
             from raykd.console import ProgressFile
             from raykd.devices import use_assigned_cpus
+            from raykd.testing.faults import pause as fault_pause
 
             use_assigned_cpus(threads)
             board = ProgressFile(progress_path) if progress_path else None
+            fault_pause("analysis")
             out = analyze_study(study_dir, overrides=overrides or (), tracking_uri=tracking_uri, quiet=quiet,
                                 progress=None if board is None else board.write)
             return {**out, "verdict_block": compact_verdict(out["summary"])}

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from raykd.lazy import lazy_module
 
 from raykd.config import SPLITS, TaskConfig
-from raykd.tasks.data import DataError, describe, load_splits
+from raykd.tasks.data import DataError, column, describe, load_splits
 from raykd.tasks.metrics import load_metric
 
 datasets = lazy_module("datasets")
@@ -85,7 +85,7 @@ class Task:
         if group_by_length:  # similar lengths per batch (less padding), still randomised
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
-            sampler = LengthGroupedSampler(batch_size, lengths=[len(ids) for ids in dataset["input_ids"]],
+            sampler = LengthGroupedSampler(batch_size, lengths=[len(ids) for ids in column(dataset, "input_ids")],
                                            generator=generator)
             return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collator(tokenizer),
                               generator=torch.Generator().manual_seed(seed))
@@ -116,10 +116,10 @@ class Task:
 
     # --- helpers --------------------------------------------------------------------------------
     def require_columns(self, dataset: datasets.Dataset, split: str, columns: Mapping[str, str]) -> None:
-        for role, column in columns.items():
-            if column not in dataset.column_names:
+        for role, name in columns.items():
+            if name not in dataset.column_names:
                 raise DataError(
-                    f"{describe(self.config.data)} split {split!r} has no column {column!r} (the {role} column); "
+                    f"{describe(self.config.data)} split {split!r} has no column {name!r} (the {role} column); "
                     f"its columns are {dataset.column_names}; map another with task.data.columns.{role}"
                 )
 

@@ -8,6 +8,7 @@ from raykd.lazy import lazy_module
 
 from raykd.tasks.registry import TASKS
 from raykd.tasks.base import eval_mode, model_device
+from raykd.tasks.data import column
 from raykd.tasks.text_pairs import TextPairTask
 
 datasets = lazy_module("datasets")
@@ -51,7 +52,7 @@ class CausalLM(TextPairTask):
         device = model_device(model, device)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         outputs: list[str] = []
-        prompts = dataset["prompt_ids"]
+        prompts = column(dataset, "prompt_ids")
         size = self.config.eval_batch_size
         with eval_mode(model):
             for start in range(0, len(prompts), size):
@@ -70,10 +71,10 @@ class CausalLM(TextPairTask):
         return self.config.max_source_length + self.config.max_target_length
 
     def sources(self, dataset: datasets.Dataset, tokenizer) -> list[str]:
-        return [t.strip() for t in tokenizer.batch_decode(dataset["prompt_ids"], skip_special_tokens=True)]
+        return [t.strip() for t in tokenizer.batch_decode(column(dataset, "prompt_ids"), skip_special_tokens=True)]
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
-        return self.scores(self.generate(model, tokenizer, dataset, device=device), dataset["reference"])
+        return self.scores(self.generate(model, tokenizer, dataset, device=device), column(dataset, "reference"))
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         references = [r.strip() for r in references]

@@ -8,7 +8,7 @@ from raykd.lazy import lazy_module
 
 from raykd.tasks.registry import TASKS
 from raykd.tasks.base import Task, eval_mode, model_device
-from raykd.tasks.data import DataError, describe
+from raykd.tasks.data import DataError, column, describe
 
 datasets = lazy_module("datasets")
 
@@ -54,7 +54,7 @@ class Classification(Task):
         self.require_columns(dataset, split, self.columns)
         index = {name: i for i, name in enumerate(self.label_names)}
         label_column = self.columns["label"]
-        values = dataset[label_column]
+        values = column(dataset, label_column)
         if values and isinstance(values[0], str):
             unknown = sorted({v for v in values if v not in index})
             ids = [index.get(v, -1) for v in values]
@@ -67,11 +67,11 @@ class Classification(Task):
                 f"outside the label set {self.label_names}" + (" (GLUE test splits hide their labels: evaluate on a "
                                                                 "validation split instead)" if -1 in unknown else "")
             )
-        texts = {"text": dataset[self.columns["text"]]}
+        texts = {"text": column(dataset, self.columns["text"])}
         if "text_pair" in self.columns:
-            texts["text_pair"] = dataset[self.columns["text_pair"]]
-        for role, column in texts.items():
-            empty = sum(1 for t in column if not isinstance(t, str) or not t.strip())
+            texts["text_pair"] = column(dataset, self.columns["text_pair"])
+        for role, values_of_role in texts.items():
+            empty = sum(1 for t in values_of_role if not isinstance(t, str) or not t.strip())
             if empty:
                 raise DataError(f"{describe(self.config.data)} split {split!r} column {self.columns[role]!r} "
                                 f"has {empty} empty or missing texts")
@@ -109,7 +109,7 @@ class Classification(Task):
         feature = train.features[self.columns["label"]]
         if isinstance(feature, datasets.ClassLabel):
             return list(feature.names)
-        values = train[self.columns["label"]]
+        values = column(train, self.columns["label"])
         if values and isinstance(values[0], str):
             return sorted(set(values))
         return [str(i) for i in range(max(values) + 1)]
@@ -139,7 +139,7 @@ class Classification(Task):
     def predict(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> list[int]:
         device = model_device(model, device)
         # batches of similar lengths pad less; predictions go back to the dataset's order
-        lengths = [len(ids) for ids in dataset["input_ids"]]
+        lengths = [len(ids) for ids in column(dataset, "input_ids")]
         order = sorted(range(len(dataset)), key=lengths.__getitem__)
         predictions = [0] * len(dataset)
         with eval_mode(model):
@@ -157,14 +157,14 @@ class Classification(Task):
 
     def trivial_baseline(self, data: datasets.DatasetDict, tokenizer, split: str = "test") -> dict:
         """Always the training split's most frequent class."""
-        train = data["train"]["labels"]
+        train = column(data["train"], "labels")
         majority = max(set(train), key=train.count)
         predictions = [majority] * len(data[split])
         return {"name": f"majority class ({self.label_names[majority]})",
-                **self.scores(predictions, data[split]["labels"])}
+                **self.scores(predictions, column(data[split], "labels"))}
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
-        return self.scores(self.predict(model, tokenizer, dataset, device=device), dataset["labels"])
+        return self.scores(self.predict(model, tokenizer, dataset, device=device), column(dataset, "labels"))
 
     def scores(self, predictions: list[int], references: list[int]) -> dict[str, float]:
         out = {

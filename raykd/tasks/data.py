@@ -147,9 +147,15 @@ def _subset(dataset: datasets.Dataset, n: int, *, seed: int, stratify_column: st
     return dataset.select(np.sort(keep))
 
 
-def _labels_for_stratify(dataset: datasets.Dataset, column: str | None):
-    if column is None or column not in dataset.column_names:
+def column(dataset: datasets.Dataset, name: str) -> list:
+    """A whole column as a Python list, read through Arrow in one go. (`dataset[name]` is a lazy column in
+    datasets >= 4 that converts row by row: 15x slower, ~4 s per 50k-row column on a laptop core.)"""
+    return dataset.with_format("arrow")[name].to_pylist()
+
+
+def _labels_for_stratify(dataset: datasets.Dataset, name: str | None):
+    if name is None or name not in dataset.column_names:
         return None
-    labels = np.asarray(dataset[column], dtype=object)
+    labels = np.asarray(column(dataset, name), dtype=object)
     _, counts = np.unique(labels.astype(str), return_counts=True)
     return labels.astype(str) if counts.min() >= 2 else None

@@ -10,6 +10,7 @@ from raykd.lazy import lazy_module
 
 from raykd.tasks.registry import TASKS
 from raykd.tasks.base import eval_mode, model_device
+from raykd.tasks.data import column
 from raykd.tasks.text_pairs import TextPairTask
 
 datasets = lazy_module("datasets")
@@ -61,7 +62,7 @@ class Seq2Seq(TextPairTask):
         return outputs
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
-        return self.scores(self.generate(model, tokenizer, dataset, device=device), dataset["reference"])
+        return self.scores(self.generate(model, tokenizer, dataset, device=device), column(dataset, "reference"))
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         references = [[r] for r in references]

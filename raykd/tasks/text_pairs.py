@@ -17,7 +17,7 @@ from typing import Any
 from raykd.lazy import lazy_module
 
 from raykd.tasks.base import Task
-from raykd.tasks.data import DataError, describe
+from raykd.tasks.data import DataError, column, describe
 
 datasets = lazy_module("datasets")
 
@@ -27,15 +27,15 @@ class TextPairTask(Task):
 
     def sources(self, dataset: datasets.Dataset, tokenizer) -> list[str]:
         """The source (prompt) texts of a tokenized split, decoded."""
-        return [t.strip() for t in tokenizer.batch_decode(dataset["input_ids"], skip_special_tokens=True)]
+        return [t.strip() for t in tokenizer.batch_decode(column(dataset, "input_ids"), skip_special_tokens=True)]
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         raise NotImplementedError
 
     def trivial_baseline(self, data: datasets.DatasetDict, tokenizer, split: str = "test") -> dict:
         """The best of: an empty output, a copy of the source, the training split's most frequent target."""
-        references = [r.strip() for r in data[split]["reference"]]
-        train_targets = [r.strip() for r in data["train"]["reference"]]
+        references = [r.strip() for r in column(data[split], "reference")]
+        train_targets = [r.strip() for r in column(data["train"], "reference")]
         frequent = max(set(train_targets), key=train_targets.count)
         candidates = {"empty output": [""] * len(references), "copy of the source": self.sources(data[split], tokenizer),
                       f"most frequent training target ({frequent[:40]!r})": [frequent] * len(references)}

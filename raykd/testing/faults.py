@@ -68,3 +68,15 @@ def nan_hook(trial_id: str, rank: int, model) -> Callable[[int], None] | None:
                 next(model.parameters()).fill_(float("nan"))
 
     return poison
+
+
+PAUSE_ENV = "RAYKD_TEST_PAUSE"
+
+
+def pause(stage: str) -> None:
+    """``RAYKD_TEST_PAUSE="<stage>:<seconds>"``: sleep that long when `stage` starts (e.g. ``analysis``), so a test
+    can kill the study while that stage is surely running, however fast it is on this machine."""
+    for item in os.environ.get(PAUSE_ENV, "").split(","):
+        name, _, seconds = item.partition(":")
+        if name == stage and seconds:
+            time.sleep(float(seconds))

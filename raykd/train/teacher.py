@@ -24,6 +24,7 @@ from raykd.devices import default_device, use_assigned_cpus
 from raykd.families import FAMILIES, family_of
 from raykd.models import load_teacher
 from raykd.tasks import build_task
+from raykd.tasks.data import column
 from raykd.teacher_folder import TeacherFolder, teacher_gain, teacher_key
 from raykd.train.loop import autocast, finetune, resolve_precision
 from raykd.train.optim import make_optimizer, total_steps
@@ -48,7 +49,7 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
     task = build_task(config.task)
     raw = task.load()
     texts = [t for col in ("text", "text_pair", "source", "target") if col in raw["train"].column_names
-             for t in raw["train"][col]]
+             for t in column(raw["train"], col)]
     model, tokenizer = load_teacher(config.teacher, task, texts)
     family = family_of(model)
     if config.teacher.depths and family.depths(model.config) != config.teacher.depths:
@@ -206,4 +207,4 @@ def inputs_at_limit(task, data) -> dict[str, int]:
     """Per split, how many inputs reached the task's input length limit (truncated, or exactly that long):
     longer texts are truncated to the limit, as usual, and counted here so it is never silent."""
     limit = task.input_length_limit()
-    return {split: sum(len(ids) >= limit for ids in data[split]["input_ids"]) for split in data}
+    return {split: sum(len(ids) >= limit for ids in column(data[split], "input_ids")) for split in data}

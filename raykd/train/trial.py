@@ -32,6 +32,7 @@ from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 
 from raykd.losses import LossConfig, attach_projections, projection_keys
 from raykd.student import build_student, student_metadata
+from raykd.tasks.data import column
 from raykd.teacher_folder import TeacherFolder
 from raykd.train import checkpoint as ckpt
 from raykd.train.batches import INDEX, with_index
@@ -156,7 +157,7 @@ class TrialRun:
         train, seed = self.config.distill.train, self.spec.seed
         if train.group_by_length:
             sampler = DistributedLengthGroupedSampler(train.batch_size, num_replicas=self.world, rank=self.rank,
-                                                      seed=seed, lengths=[len(ids) for ids in train_data["input_ids"]])
+                                                      seed=seed, lengths=[len(ids) for ids in column(train_data, "input_ids")])
         else:
             sampler = DistributedSampler(train_data, num_replicas=self.world, rank=self.rank, shuffle=True, seed=seed)
         # its own generator: creating an iterator (each epoch, and on resume) must not draw from the global RNG,

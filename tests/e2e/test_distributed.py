@@ -1,8 +1,9 @@
 """Distributed for real: a two-node Ray cluster on this machine (two raylets, one CPU each), studies joining it
 through RAY_ADDRESS with the output folder as the storage both nodes share.
 
-- a DDP trial whose two workers run on the two nodes, against the same global batch on one worker;
-- a non-finite loss on one rank stops every rank at the same step (agreed by an all-reduce): `diverged`;
+- a DDP trial whose two workers run on the two nodes, against the same global batch on one worker; in the same
+  study, a non-finite loss on one rank of another trial stops every rank at the same step (agreed by an
+  all-reduce): `diverged`;
 - a node lost mid-trial: the trial is retried from its last checkpoint on what remains; the driver killed
   while trials run on the cluster: the same command resumes;
 - every request fits on one node, and one that never could fails at once, saying what was asked and what the
@@ -19,7 +20,8 @@ import time
 import pytest
 
 from tests.cluster import LocalCluster
-from tests.e2e.test_strategy_grid import ROOT, SCRIPT, SMOKE, runs_by_name
+from tests.e2e.test_strategy_grid import runs_by_name
+from tests.smoke_studies import ROOT, SCRIPT, SMOKE, seed_teacher, set_items
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 ONE_ARM = ["--set", "sweep.strategies=[forward]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]",
@@ -36,7 +38,10 @@ def cluster():
         cluster.stop()
 
 
-def study(cluster, out, *args, env=None, timeout=900):
+def study(cluster, out, *args, env=None, timeout=900, teacher=None):
+    """The smoke study joined to `cluster`; `teacher`: start from the session's smoke teacher (tests/smoke_studies.py)."""
+    if teacher is not None:
+        seed_teacher(teacher, out, "smoke", set_items(args))
     return subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(out), *args],
                           capture_output=True, text=True, env={**cluster.env, **(env or {})}, timeout=timeout, cwd=ROOT)
 
@@ -45,11 +50,17 @@ def history(client, run, key):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
 
 
-def test_ddp_trial_on_two_nodes_against_one_worker_with_the_same_global_batch(cluster, tmp_path):
+def test_ddp_trials_on_two_nodes_against_one_worker_and_a_non_finite_loss_on_one_rank(cluster, tmp_path, smoke_teacher):
+    """Two DDP trials, one after the other: seed 0 trains normally; in seed 1, rank 1's weights turn NaN after step 3
+    (test switch RAYKD_TEST_NAN_AT_STEP), so only rank 1's loss at step 4 is not finite."""
     storage = f"file://{tmp_path / 'storage'}"  # Ray's storage and the checkpoints on "remote" storage
-    ddp = study(cluster, tmp_path / "ddp", *ONE_ARM, "--set", "compute.num_workers=2", "--set", "compute.cpus_per_worker=1",
-                "--storage", storage)
+    started = time.time()
+    ddp = study(cluster, tmp_path / "ddp", *ONE_ARM, "--set", "sweep.seeds=[0,1]", "--set", "compute.num_workers=2",
+                "--set", "compute.cpus_per_worker=1", "--storage", storage, teacher=smoke_teacher,
+                env={"RAYKD_TEST_NAN_AT_STEP": "forward-random-w3-s1:3:1"})
     assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    assert "[raykd] done: 1 finished, 1 diverged, 0 failed" in ddp.stdout, ddp.stdout[-3000:]
+    assert time.time() - started < 400  # not a collective timeout (30 min): both ranks stopped together
     assert list((tmp_path / "storage" / "smoke" / "checkpoints" / "forward-random-w3-s0").glob("step-*/COMPLETE"))
     assert (tmp_path / "storage" / "smoke" / "ray" / "sweep").is_dir()
     assert not (tmp_path / "ddp" / "smoke" / "checkpoints").exists()
@@ -66,8 +77,13 @@ def test_ddp_trial_on_two_nodes_against_one_worker_with_the_same_global_batch(cl
     assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"]  # and DDP kept the replicas identical
     assert [r["teacher"] for r in ranks] == ["cache", "cache"]  # both read the shared teacher cache
 
+    diverged = runs["forward-random-w3-s1"]
+    assert diverged.data.tags["raykd.status"] == "diverged"
+    assert len(json.loads(diverged.data.params["ddp.ranks"])) == 2  # both ranks reached the end (a hung one never reports)
+    assert diverged.data.metrics["steps"] == 4  # step 4 was the first non-finite one, on rank 1 only
+
     # the same global batch (32) on one worker; its analysis actor runs on the cluster too (a partial report)
-    single = study(cluster, tmp_path / "one", *ONE_ARM, "--set", "analysis.enabled=true")
+    single = study(cluster, tmp_path / "one", *ONE_ARM, "--set", "analysis.enabled=true", teacher=smoke_teacher)
     assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
     assert (tmp_path / "one" / "smoke" / "report" / "summary.json").is_file() and "== verdict: smoke" in single.stdout
     one_client, one_runs = runs_by_name(tmp_path / "one" / "smoke")
@@ -83,21 +99,7 @@ def test_ddp_trial_on_two_nodes_against_one_worker_with_the_same_global_batch(cl
     assert abs(trial.data.metrics["test.accuracy"] - reference.data.metrics["test.accuracy"]) <= 0.05
 
 
-def test_a_non_finite_loss_on_one_rank_stops_every_rank_as_diverged(cluster, tmp_path):
-    started = time.time()
-    result = study(cluster, tmp_path, *ONE_ARM, "--set", "compute.num_workers=2", "--set", "compute.cpus_per_worker=1",
-                   env={"RAYKD_TEST_NAN_AT_STEP": "forward-random-w3-s0:3:1"})  # rank 1's weights turn NaN after step 3
-    assert "[raykd] done: 0 finished, 1 diverged, 0 failed" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
-    assert time.time() - started < 300  # not a collective timeout: both ranks stopped together
-    _, runs = runs_by_name(tmp_path / "smoke")
-    trial = runs["forward-random-w3-s0"]
-    assert trial.data.tags["raykd.status"] == "diverged"
-    ranks = json.loads(trial.data.params["ddp.ranks"])
-    assert len(ranks) == 2  # both ranks reached the end of the trial (a hung rank would never report)
-    assert trial.data.metrics["steps"] == 4  # step 4 was the first non-finite one, on rank 1 only
-
-
-def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path):
+def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path, smoke_teacher):
     """Two one-worker trials at a time, one per node. The second node is killed (SIGKILL of its raylet and workers)
     once a trial there has a checkpoint: that trial is retried from its last checkpoint on the head, and the study
     finishes with one MLflow run per trial and every logged step. Then the node rejoins, the driver of a second
@@ -105,6 +107,8 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path):
     longer = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0,1]",
               "--set", "analysis.enabled=false", "--set", "distill.train.epochs=4", "--set", "distill.train.eval_every=4",
               "--set", "distill.train.log_every=1", "--set", "compute.max_failures=2"]
+    for out in ("a", "b"):
+        seed_teacher(smoke_teacher, tmp_path / out, "smoke", set_items(longer))
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path / "a"),
                              *longer], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.env,
                             cwd=ROOT)

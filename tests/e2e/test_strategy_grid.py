@@ -11,18 +11,21 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "studies" / "strategy_grid.py"
-SMOKE = ROOT / "studies" / "configs" / "smoke.yaml"
-ANALYZE = ROOT / "studies" / "analyze.py"
+from tests.smoke_studies import ANALYZE, ROOT, SCRIPT, SMOKE, seed_teacher, set_items
+
 SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.seeds=[0]", "--set", "distill.train.eval_every=4",
          "--set", "analysis.enabled=false"]  # studies that do not look at the report skip the analysis stage
+ONE_AT_A_TIME = ["--set", "compute.max_concurrent_trials=1"]  # tiny trials: one actor's start-up, not two at once
 FULL = ["--set", "distill.train.eval_every=4", "--set", "distill.train.log_every=2"]  # the whole smoke grid: 3 x 2 x 2
 
 pytestmark = pytest.mark.slow
 
 
-def run(*args, env=None, timeout=600):
+def run(*args, env=None, timeout=600, teacher: Path | None = None):
+    """The entry script on the smoke config; `teacher`: start from the session's smoke teacher (tests/smoke_studies.py)."""
+    if teacher is not None:
+        out = Path(args[args.index("--output-dir") + 1])
+        seed_teacher(teacher, out, args[args.index("--name") + 1] if "--name" in args else "smoke", set_items(args))
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=ROOT)
@@ -61,7 +64,7 @@ def trial_metrics(study_dir: Path, name="smoke") -> dict:
 def study(tmp_path_factory):
     """The smoke study grown the way a researcher grows one: seed 0 first, then the config's seeds [0, 1]."""
     out = tmp_path_factory.mktemp("smoke")
-    first = run("--output-dir", str(out), *FULL, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
+    first = run("--output-dir", str(out), *FULL, *ONE_AT_A_TIME, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     before = trial_metrics(out / "smoke")
     started = time.time()
@@ -85,13 +88,17 @@ def test_growing_the_study_runs_only_the_new_trials(study):
     assert sum(r.data.tags.get("raykd.role") == "teacher" for r in runs.values()) == 1
 
 
-def test_two_fresh_studies_give_identical_teachers_and_trials(study, tmp_path):
+def test_two_fresh_studies_give_identical_teachers_and_trials(study, tmp_path, smoke_teacher):
     """Every random draw comes from the teacher seed and each trial's seed: a second fresh study (other
-    processes, other packing of trials into reused actors) reproduces the first one exactly."""
+    processes, other packing of trials into reused actors: two at once here, one at a time there) reproduces the
+    first one exactly; so does the teacher stage run in this very process (the session's smoke teacher)."""
     again = run("--output-dir", str(tmp_path), *FULL, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
     assert again.returncode == 0, again.stderr[-3000:]
     teacher_line = [line for line in again.stdout.splitlines() if line.startswith("[raykd] teacher: test")][0]
     assert teacher_line.split(" (")[0] in study["first"].stdout
+    teachers = [tmp_path / "smoke" / "teacher" / smoke_teacher.name, study["dir"] / "teacher" / smoke_teacher.name,
+                smoke_teacher]
+    assert len({(t / "metrics.json").read_text() for t in teachers}) == 1
     repeated = trial_metrics(tmp_path / "smoke")
     for name, seen in study["before"].items():
         assert repeated[name]["test"] == seen["test"], name
@@ -230,10 +237,10 @@ def test_analyze_standalone_with_other_settings_and_bad_input(study, tmp_path):
     assert "seeds" in plan.stdout and "with 2 seeds and the observed sd" in plan.stdout
 
 
-def test_a_teacher_that_barely_beats_its_trivial_baseline_stops_the_study(tmp_path):
+def test_a_teacher_that_barely_beats_its_trivial_baseline_stops_the_study(tmp_path, smoke_teacher):
     """Nothing to distil: the study stops after the teacher stage with one message (exit 2), before any trial;
     the teacher stage's work is kept, so allowing it later goes straight on."""
-    result = run("--output-dir", str(tmp_path), *SMALL, "--set", "teacher.min_gain_points=50")
+    result = run("--output-dir", str(tmp_path), *SMALL, "--set", "teacher.min_gain_points=50", teacher=smoke_teacher)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "the trivial baseline (majority class" in result.stderr and "teacher.allow_weak: true" in result.stderr
     assert result.stderr.count("error:") == 1 and "[raykd] sweep:" not in result.stdout
@@ -285,11 +292,11 @@ def test_dry_run_prints_grid_and_maps(tmp_path):
     assert not (tmp_path / "smoke").exists()
 
 
-def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path):
+def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path, smoke_teacher):
     """(Worker deaths, retries, checkpoints and resumes: tests/reliability/test_faults.py.)"""
     diverged = run("--output-dir", str(tmp_path / "d"), "--set", "sweep.strategies=[forward]", "--set", "sweep.seeds=[0]",
                    "--set", "sweep.inits=[random]", "--set", "distill.train.lr=1.0e+12", "--set", "distill.train.grad_clip=null",
-                   "--set", "distill.loss.kd=0")
+                   "--set", "distill.loss.kd=0", teacher=smoke_teacher)
     assert "1 diverged" in diverged.stdout, diverged.stdout[-2000:] + diverged.stderr[-2000:]
     assert diverged.returncode == 1  # no trial finished
     client, runs = runs_by_name(tmp_path / "d" / "smoke")
@@ -307,7 +314,7 @@ def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path):
                "--set", "analysis.enabled=false", "--set", "distill.train.lr=0.002"]
     refused = run("--output-dir", str(tmp_path / "d"), *changed)
     assert refused.returncode == 2 and "was started with another config" in refused.stderr
-    fresh = run("--output-dir", str(tmp_path / "d"), *changed, "--fresh")
+    fresh = run("--output-dir", str(tmp_path / "d"), *changed, "--fresh")  # (fine-tunes its teacher again: --fresh)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert (tmp_path / "d" / "smoke" / "study.json").read_text() != uid  # a new study
     # (read from files: this process's MLflow client caches its sqlite engine, which still sees the deleted db)
@@ -316,10 +323,10 @@ def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path):
     assert [(r["trial_id"], r["status"]) for r in rows] == [("none-random-w0-s0", "finished")]
 
 
-def test_optuna_weight_search_then_seeds(tmp_path):
+def test_optuna_weight_search_then_seeds(tmp_path, smoke_teacher):
     result = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
                  "--set", "sweep.seeds=[0]", "--set", "sweep.weight_search.method=optuna",
-                 "--set", "sweep.weight_search.trials_per_cell=2")
+                 "--set", "sweep.weight_search.trials_per_cell=2", *ONE_AT_A_TIME, teacher=smoke_teacher)
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 

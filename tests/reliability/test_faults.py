@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "studies" / "strategy_grid.py"
-SMOKE = ROOT / "studies" / "configs" / "smoke.yaml"
+from tests.smoke_studies import ROOT, SCRIPT, SMOKE, seed_teacher, set_items
+
 # 4 trials (2 strategies x 2 seeds) of 39 steps, checkpoints every 4 steps, a small angle measurement
 SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0,1]",
          "--set", "distill.train.eval_every=4", "--set", "distill.train.epochs=3", "--set", "compute.max_concurrent_trials=1",
@@ -30,7 +29,10 @@ def command(out: Path, *args: str) -> list[str]:
     return [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(out), *args]
 
 
-def start(out: Path, *args: str, env=None) -> subprocess.Popen:
+def start(out: Path, *args: str, env=None, teacher: Path | None = None) -> subprocess.Popen:
+    """The study in its own process group; `teacher`: start from the session's smoke teacher (tests/smoke_studies.py)."""
+    if teacher is not None:
+        seed_teacher(teacher, out, args[args.index("--name") + 1] if "--name" in args else "smoke", set_items(args))
     return subprocess.Popen(command(out, *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, **(env or {})})
 
@@ -87,14 +89,14 @@ def counted(summary: dict) -> dict:
             "cells": sorted((c["strategy"], c["init"], c["n"], tuple(c["seeds"])) for c in summary["cells"])}
 
 
-def test_killed_at_every_stage_resumes_to_the_uninterrupted_result_beside_another_study(tmp_path):
+def test_killed_at_every_stage_resumes_to_the_uninterrupted_result_beside_another_study(tmp_path, smoke_teacher):
     """SIGKILL during the teacher stage, between trials, mid-trial and during the analysis; each time the same command goes on. Meanwhile a second study with another name runs
     uninterrupted in the same output folder against the same tracking store: it is the reference, and the
     two must not interfere."""
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     env = {"MLFLOW_TRACKING_URI": uri}
     chain = ["--name", "chain", *SMALL]
-    reference = start(tmp_path, "--name", "reference", *SMALL, env=env)
+    reference = start(tmp_path, "--name", "reference", *SMALL, env=env, teacher=smoke_teacher)
     try:
         _kill_chain(tmp_path, chain, env, uri, reference)
     finally:
@@ -138,8 +140,9 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     interrupted = sorted(train_dirs - finished)
     assert len(interrupted) == 1, (train_dirs, finished)
 
-    # 4. during the analysis
-    lines = kill_when(start(tmp_path, *chain, env=env), "[raykd] mean test", then=lambda: time.sleep(0.5))
+    # 4. during the analysis (held open for 20 s by the test switch, so the kill lands inside it on any machine)
+    lines = kill_when(start(tmp_path, *chain, env={**env, "RAYKD_TEST_PAUSE": "analysis:20"}), "[raykd] mean test",
+                      then=lambda: time.sleep(3))
     assert not (chain_dir / "report" / "summary.json").exists(), "the analysis had already finished"
 
     out = finish(start(tmp_path, *chain, env=env))
@@ -167,7 +170,8 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     assert counted(chain_summary) == counted(reference_summary)
 
 
-def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_truncated_checkpoint_restarts(tmp_path):
+def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_truncated_checkpoint_restarts(tmp_path,
+                                                                                                        smoke_teacher):
     """Fault injection through the test-only switch (RAYKD_TEST_FAIL_AT_STEP, see raykd/train/worker.py):
 
     - forward-random-s0 dies at step 2 on every attempt: retried once (compute.max_failures=1), then failed;
@@ -180,7 +184,7 @@ def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_trunc
     env = {"RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:2:always,none-random-w0-s1:6,none-random-w0-s0:6"}
     proc = start(tmp_path, "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
                  "--set", "sweep.seeds=[0,1]", "--set", "compute.max_failures=1", "--set", "distill.train.eval_every=4",
-                 "--set", "analysis.angles.examples=32", env=env)
+                 "--set", "analysis.angles.examples=32", env=env, teacher=smoke_teacher)
     study = tmp_path / "smoke"
     truncated = []
 
@@ -252,7 +256,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resumes(tmp_path):
+def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resumes(tmp_path, smoke_teacher):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": uri}
@@ -261,7 +265,7 @@ def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resum
     server = start_server(tmp_path, port)
     try:
         # A short outage while the trials train: MLflow's client retries, nothing is lost, nothing fails.
-        proc = start(tmp_path / "a", *longer, env=env)
+        proc = start(tmp_path / "a", *longer, env=env, teacher=smoke_teacher)
         lines, deadline = [], time.time() + 300
         while time.time() < deadline:
             line = proc.stdout.readline()
@@ -288,7 +292,7 @@ def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resum
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
         server = start_server(tmp_path, port)
         one = [*longer, "--set", "sweep.strategies=[none]"]  # one trial is enough to lose the server under
-        proc = start(tmp_path / "b", "--name", "smoke_b", *one, env=quick)
+        proc = start(tmp_path / "b", "--name", "smoke_b", *one, env=quick, teacher=smoke_teacher)
         lines = []
         while True:
             line = proc.stdout.readline()
