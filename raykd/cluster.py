@@ -10,6 +10,19 @@ from __future__ import annotations
 import os
 
 DRIVER_RESOURCE = "tune_driver"  # trial drivers of multi-worker trials hold this instead of a CPU
+# Settings of this shell that every Ray worker of the study must see. A local Ray's workers inherit the driver's
+# environment; a cluster's workers inherit their raylet's, so on a cluster these travel in the job's runtime_env.
+# (Not HF_HOME or other paths: those are per machine.)
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
+                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+FORWARDED_PREFIXES = ("RAYKD_", "MLFLOW_HTTP_REQUEST_", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                      "MLFLOW_TRACKING_TOKEN")
+
+
+def forwarded_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The part of `environ` (default: this process's) a study's workers on a cluster must see."""
+    environ = dict(os.environ if environ is None else environ)
+    return {k: v for k, v in environ.items() if k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIXES)}
 
 
 def start_ray(address: str | None = None, *, dashboard: bool = False) -> None:
@@ -26,7 +39,7 @@ def start_ray(address: str | None = None, *, dashboard: bool = False) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": forwarded_env()})
     else:
         ray.init(num_cpus=os.cpu_count(), resources={DRIVER_RESOURCE: 1000}, include_dashboard=dashboard,
                  log_to_driver=False, configure_logging=False)
