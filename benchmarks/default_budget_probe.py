@@ -17,18 +17,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import datasets  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import datasets
+import torch
+from torch.utils.data import DataLoader
 
-from raykd.config import load_config  # noqa: E402
-from raykd.losses import LossConfig  # noqa: E402
-from raykd.models import auto_class  # noqa: E402
-from raykd.strategies import layer_maps  # noqa: E402
-from raykd.student import build_student  # noqa: E402
-from raykd.tasks import build_task  # noqa: E402
-from raykd.train.loop import distill  # noqa: E402
-from raykd.train.optim import make_optimizer, total_steps  # noqa: E402
+from raykd.config import load_config
+from raykd.losses import LossConfig
+from raykd.models import auto_class
+from raykd.strategies import layer_maps
+from raykd.student import build_student
+from raykd.tasks import build_task
+from raykd.train.loop import distill
+from raykd.train.optim import make_optimizer, total_steps
 
 
 def main() -> None:

@@ -108,8 +108,8 @@ def _worker_times(db: Path, name: str) -> list[float]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| setting | steps | teacher | forward | none | gain (fwd - none) | paired sd | seeds for 80% | "
-             "worker s/trial | study wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| setting | steps | teacher | forward | none | gain (fwd - none) | paired sd | seeds for 80% | "
+             "worker s/trial | study wall s |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         teacher = r["teacher"].split("test accuracy ")[1].split(" ")[0]
         lines.append(f"| {r['setting']}: {SETTINGS[r['setting']][0]} | {r['steps']} | {float(teacher) * 100:.1f} | "

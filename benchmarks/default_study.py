@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procmem import run_sampled  # noqa: E402
+from procmem import run_sampled
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,7 +54,7 @@ def main() -> None:
             if re.match(pattern, line) and key not in stamps:
                 stamps[key] = round(seconds, 1)
     text = "\n".join(line for _, line in run.lines)
-    cache = re.search(r"^\[raykd\] teacher cache: (.*)$", text, re.M)
+    cache = re.search(r"^\[raykd\] teacher cache: (.*)$", text, re.MULTILINE)
     result = {
         "benchmark": "default_study",
         "command": " ".join(["python", "benchmarks/default_study.py", *sys.argv[1:]]),

@@ -20,15 +20,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import get_linear_schedule_with_warmup  # noqa: E402
+import numpy as np
+import torch
+from transformers import get_linear_schedule_with_warmup
 
-from raykd.config import parse_config  # noqa: E402
-from raykd.models import load_teacher  # noqa: E402
-from raykd.student import build_student  # noqa: E402
-from raykd.tasks import build_task  # noqa: E402
-from raykd.train.loop import finetune  # noqa: E402
+from raykd.config import parse_config
+from raykd.models import load_teacher
+from raykd.student import build_student
+from raykd.tasks import build_task
+from raykd.train.loop import finetune
 
 
 def train_and_test(model, task, tok, data, *, epochs, lr, batch_size, seed):

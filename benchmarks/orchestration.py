@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procmem import run_sampled  # noqa: E402
+from procmem import run_sampled
 
 ROOT = Path(__file__).resolve().parent.parent
 

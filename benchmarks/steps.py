@@ -27,15 +27,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from raykd.config import StudyConfig, load_config  # noqa: E402
-from raykd.teacher_folder import TeacherFolder  # noqa: E402
-from raykd.train.loop import autocast, distill_steps  # noqa: E402
-from raykd.train.teacher import prepare_cache, prepare_teacher  # noqa: E402
-from raykd.train.teacher_cache import CachedTeacher  # noqa: E402
-from raykd.train.trial import TeacherArtifacts, TrialRun  # noqa: E402
-from raykd.trial import StudyContext, TrialSpec, trial_grid  # noqa: E402
+from raykd.config import StudyConfig, load_config
+from raykd.teacher_folder import TeacherFolder
+from raykd.train.loop import autocast, distill_steps
+from raykd.train.teacher import prepare_cache, prepare_teacher
+from raykd.train.teacher_cache import CachedTeacher
+from raykd.train.trial import TeacherArtifacts, TrialRun
+from raykd.trial import StudyContext, TrialSpec, trial_grid
 
 TRIAL = TrialSpec.of("forward", "random", 3.0, 0)
 

@@ -371,9 +371,9 @@ class StudyConfig(_Strict):
     @model_validator(mode="after")
     def _student_stacks(self) -> StudyConfig:
         """Student stacks against the declared teacher depths (the model family's are checked in validate)."""
-        if self.teacher.depths and isinstance(self.student.depth, dict):
-            if set(self.student.depth) != set(self.teacher.depths):
-                raise ValueError(f"student.depth names stacks {sorted(self.student.depth)}; teacher.depths has "
+        if (self.teacher.depths and isinstance(self.student.depth, dict)
+                and set(self.student.depth) != set(self.teacher.depths)):
+            raise ValueError(f"student.depth names stacks {sorted(self.student.depth)}; teacher.depths has "
                                  f"{sorted(self.teacher.depths)}")
         return self
 
@@ -464,4 +464,4 @@ def _describe(error: dict[str, Any]) -> str:
     shown = repr(error.get("input"))
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return f"{loc or '<top>'}: {message}" + ("" if error["type"] in ("missing",) else f" (got {shown})")
+    return f"{loc or '<top>'}: {message}" + ("" if error["type"] == "missing" else f" (got {shown})")

@@ -43,7 +43,7 @@ HIDDEN_REDUCTIONS: Registry = Registry("hidden-loss reduction")
 PAIR_REDUCTIONS = ("mean", "sum")
 PROJECTION_ATTR = "raykd_projections"
 
-__all__ = ["LossConfig", "hidden_loss", "prediction_kd", "total_loss", "check_loss_settings", "Projections"]
+__all__ = ["LossConfig", "Projections", "check_loss_settings", "hidden_loss", "prediction_kd", "total_loss"]
 
 
 def check_loss_settings(settings: LossSettings, where: str = "distill.loss") -> None:

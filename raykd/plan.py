@@ -16,10 +16,10 @@ def dry_run(config: StudyConfig) -> str:
 
     grid = trial_grid(config)
     sweep = config.sweep
-    lines = [f"study {config.name}: task {config.task.type} ({config.task.metric or 'default metric'}), "
-             f"teacher {config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}",
-             f"{len(grid)} trials ({len(sweep.strategies)} strategies x {len(sweep.inits)} inits x "
-             f"{len(sweep.seeds)} seeds, weights {sweep.weights}; '{NONE}' runs once per weight-free cell)"]
+    lines = [(f"study {config.name}: task {config.task.type} ({config.task.metric or 'default metric'}), "
+             f"teacher {config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}"),
+             (f"{len(grid)} trials ({len(sweep.strategies)} strategies x {len(sweep.inits)} inits x "
+             f"{len(sweep.seeds)} seeds, weights {sweep.weights}; '{NONE}' runs once per weight-free cell)")]
     teachers = teacher_depths(config)
     if teachers is None:
         lines.append("layer maps: known once the teacher loads (set teacher.depths to see them here)")

@@ -9,6 +9,7 @@ every node (KubeRay: a ReadWriteMany volume for the study folder).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from raykd.config import ConfigError
@@ -53,7 +54,5 @@ def delete_dir(location: str | Path) -> None:
 
     filesystem, path = fs.FileSystem.from_uri(str(location)) if is_uri(location) else (fs.LocalFileSystem(), str(location))
     filesystem.delete_dir_contents(path, missing_dir_ok=True)
-    try:
+    with contextlib.suppress(OSError):  # already gone
         filesystem.delete_dir(path)
-    except (FileNotFoundError, OSError):
-        pass

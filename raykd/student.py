@@ -180,7 +180,7 @@ def student_metadata(student: nn.Module) -> dict[str, Any]:
 
 
 def _resolve_depths(depth: int | Mapping[str, int], teacher_depths: Mapping[str, int]) -> dict[str, int]:
-    depths = dict(depth) if isinstance(depth, Mapping) else {s: depth for s in teacher_depths}
+    depths = dict(depth) if isinstance(depth, Mapping) else dict.fromkeys(teacher_depths, depth)
     if set(depths) != set(teacher_depths):
         raise ValueError(f"student depth names stacks {sorted(depths)}; this model has {sorted(teacher_depths)}")
     for stack, d in depths.items():

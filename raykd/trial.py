@@ -65,7 +65,7 @@ def trial_grid(config: StudyConfig, chosen: dict[tuple[str, str], float | None] 
 def student_depths(config: StudyConfig, teacher_depths: dict[str, int]) -> dict[str, int]:
     """Student blocks per stack: `student.depth` as given per stack, or the one number for every stack."""
     depth = config.student.depth
-    return dict(depth) if isinstance(depth, dict) else {stack: depth for stack in teacher_depths}
+    return dict(depth) if isinstance(depth, dict) else dict.fromkeys(teacher_depths, depth)
 
 
 def match_embeddings(config: StudyConfig, kind: str) -> bool:

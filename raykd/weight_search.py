@@ -37,7 +37,7 @@ class CellwiseOptuna(Searcher):
                                       sampler=optuna.samplers.TPESampler(seed=search.sampler_seed + k))
             for k, cell in enumerate(self.cells)
         }
-        self.asked = {cell: 0 for cell in self.cells}
+        self.asked = dict.fromkeys(self.cells, 0)
         self.live: dict[str, tuple[tuple[str, str], int]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ own resources (`ray start`), started and stopped by the test, which kills exactl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -95,19 +96,15 @@ class LocalCluster:
             except psutil.NoSuchProcess:
                 continue
         for proc in victims:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
         return len(victims)
 
     def stop(self) -> None:
         """Kill exactly the processes this cluster started (`ray stop` would stop every Ray on the machine)."""
         for pid in ray_processes() - self.before:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(2)
         left = ray_processes() - self.before
         assert not left, f"processes of the test cluster survived: {left}"

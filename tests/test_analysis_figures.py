@@ -82,7 +82,7 @@ def band_extent(ax):
 
 def right_labels(ax):
     """The per-row texts drawn at the right of a row plot (tick labels of its secondary axis)."""
-    (right,) = [child for child in ax.child_axes]
+    (right,) = list(ax.child_axes)
     return [t.get_text() for t in right.get_yticklabels()]
 
 

@@ -9,9 +9,20 @@ import pytest
 from scipy import integrate
 from scipy import stats as sps
 
-from raykd.analysis.power import (MAX_SEEDS, design_plan, detectable_difference, equivalence_margin,
-                                  nonparametric_min_p, nonparametric_seeds_needed, plan_lines, seeds_for_equivalence,
-                                  seeds_to_detect, t_power, tost_power, tost_power_nct_bound)
+from raykd.analysis.power import (
+    MAX_SEEDS,
+    design_plan,
+    detectable_difference,
+    equivalence_margin,
+    nonparametric_min_p,
+    nonparametric_seeds_needed,
+    plan_lines,
+    seeds_for_equivalence,
+    seeds_to_detect,
+    t_power,
+    tost_power,
+    tost_power_nct_bound,
+)
 from raykd.analysis.stats import analyze_trials
 from tests.test_analysis_stats import make_trials
 
@@ -41,7 +52,7 @@ def test_t_power_matches_statsmodels():
             assert t_power(diff, sd, n, alpha) == pytest.approx(expected, abs=1e-9)
     assert t_power(0.5, 1.0, 5000, 0.05) == pytest.approx(1.0)  # far tail: no nan
     grid = [t_power(d, 1.0, 3, 0.05 / 3) for d in np.linspace(0, 10, 41)]
-    assert all(b >= a for a, b in zip(grid, grid[1:]))  # monotone where scipy's noncentral t is not
+    assert all(b >= a for a, b in itertools.pairwise(grid))  # monotone where scipy's noncentral t is not
 
 
 def test_tost_power_is_the_exact_integral_and_above_the_noncentral_t_bound():

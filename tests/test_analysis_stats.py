@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from raykd.analysis.stats import (analyze_trials, anova_within_init, holm, mean_ci, points_per_unit, strategy_anova,
-                                  tost_paired)
+from raykd.analysis.stats import (
+    analyze_trials,
+    anova_within_init,
+    holm,
+    mean_ci,
+    points_per_unit,
+    strategy_anova,
+    tost_paired,
+)
 
 MATCHING = ("forward", "reverse", "all_to_one", "random")
 
@@ -92,7 +99,7 @@ def test_pairwise_holm_and_tost_against_the_reference():
     # the 90% CI decides at alpha 0.05: inside (-margin, margin) exactly when TOST p < 0.05
     for e in eq.values():
         assert e["ci_level"] == 0.9
-        assert e["equivalent"] == (e["p"] < 0.05) == (-0.01 < e["ci90"][0] and e["ci90"][1] < 0.01)
+        assert e["equivalent"] == (e["p"] < 0.05) == (e["ci90"][0] > -0.01 and e["ci90"][1] < 0.01)
     assert out["equivalence"]["test"] == "TOST (paired t, 90% CI)"
     assert out["verdict"]["strategy_significant"] is True
     assert out["verdict"]["strategies_equivalent"] is False  # a difference is shown (under both inits)
@@ -137,7 +144,7 @@ def test_matching_vs_none_per_init():
     # shown under random; refuted (equivalent) or undecided under teacher: True only when refuted nowhere
     assert out["verdict"]["matching_beats_none"] is (None if teacher_answer == "equivalent" else True)
     assert teacher["ci_tost"] is not None and teacher["ci_level"] == 0.9
-    inside = -0.01 < teacher["ci_tost"][0] and teacher["ci_tost"][1] < 0.01
+    inside = teacher["ci_tost"][0] > -0.01 and teacher["ci_tost"][1] < 0.01
     assert teacher["equivalent"] == (teacher["tost_p"] < 0.05) == inside
 
 
@@ -261,12 +268,12 @@ def test_alpha_reaches_the_equivalence_decision():
     assert e["p"] == pytest.approx(0.0167, rel=1e-6)
     assert e["equivalent"] is False and e["ci_level"] == 0.98
     assert strict["equivalence"]["ci_level"] == 0.98 and strict["equivalence"]["test"] == "TOST (paired t, 98% CI)"
-    assert not (-0.01 < e["ci90"][0] and e["ci90"][1] < 0.01)  # the 98% interval ("ci90" keeps its name) pokes out
+    assert not (e["ci90"][0] > -0.01 and e["ci90"][1] < 0.01)  # the 98% interval ("ci90" keeps its name) pokes out
     assert strict["verdict"]["by_init"]["random"]["strategies_differ"]["answer"] == "undecided"
     assert strict["verdict"]["strategies_equivalent"] is None
     loose = analyze_trials(rows, margin=0.01, alpha=0.05)
     e = loose["equivalence"]["by_init"]["random"]["reverse"]
-    assert e["equivalent"] is True and e["ci_level"] == 0.9 and -0.01 < e["ci90"][0] and e["ci90"][1] < 0.01
+    assert e["equivalent"] is True and e["ci_level"] == 0.9 and e["ci90"][0] > -0.01 and e["ci90"][1] < 0.01
     assert loose["verdict"]["by_init"]["random"]["strategies_differ"]["answer"] == "equivalent"
     assert loose["verdict"]["strategies_equivalent"] is True
 

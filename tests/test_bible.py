@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_build_is_deterministic_and_fixtures_come_from_it(built, tmp_path):
     assert (tmp_path / "test.jsonl").read_bytes() == (out / "test.jsonl").read_bytes()
     fixture = os.path.join(os.path.dirname(__file__), "fixtures", "bible_en_es", "test.jsonl")
     built_rows = {json.loads(line)["id"]: json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()}
-    for line in open(fixture, encoding="utf-8"):
+    for line in Path(fixture).read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         assert built_rows[row["id"]] == row
 

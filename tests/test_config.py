@@ -62,10 +62,10 @@ def with_change(path: str, value):
         ("student.depth", 7, r"student.depth \(encoder\) 7 exceeds the teacher's 4 blocks"),
         ("student.depth", {"decoder": 2}, r"student.depth names stacks \['decoder'\]; the teacher has \['encoder'\]"),
         ("student.copy_rule", "evenly", "student.copy_rule"),
-        ("distill.loss.hidden_norm", "zscore", r"distill.loss.hidden_norm must be one of \['layer_zscore', 'none', "
-                                               r"'token_l2'\], got 'zscore'"),
-        ("distill.loss.hidden_reduction", "sum", r"distill.loss.hidden_reduction must be one of \['bert_released', "
-                                                 r"'element_mean'\]"),
+        ("distill.loss.hidden_norm", "zscore", (r"distill.loss.hidden_norm must be one of \['layer_zscore', 'none', "
+                                               r"'token_l2'\], got 'zscore'")),
+        ("distill.loss.hidden_reduction", "sum", (r"distill.loss.hidden_reduction must be one of \['bert_released', "
+                                                 r"'element_mean'\]")),
         ("sweep.strategy_options", {"fwd": {}}, r"sweep.strategy_options: unknown strategies \['fwd'\]"),
         ("sweep.strategies", ["random"], r"strategy 'random' \(deal: distinct\) needs at least 3 matched student blocks"),
         ("distill.loss.kd", -1, "distill.loss.kd: Input should be greater than or equal to 0"),

@@ -210,7 +210,7 @@ def test_hardening(rendered):
 
 def test_image_matches_the_pinned_ray_and_python():
     dockerfile = (K8S / "Dockerfile").read_text()
-    base = re.search(r"^ARG BASE=rayproject/ray:(\S+)$", dockerfile, re.M).group(1)
+    base = re.search(r"^ARG BASE=rayproject/ray:(\S+)$", dockerfile, re.MULTILINE).group(1)
     pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
     ray_version, python_tag = base.split("-")[:2]
@@ -218,7 +218,7 @@ def test_image_matches_the_pinned_ray_and_python():
     assert python_tag == f"py{sys.version_info.major}{sys.version_info.minor}"  # the Python the tests run on
     assert f"ray.__version__ == '{pins['ray']}'" in dockerfile
     for folder in ("raykd", "studies", "mlflow"):
-        assert re.search(rf"^COPY .*\b{folder} \./{folder}$", dockerfile, re.M), folder
+        assert re.search(rf"^COPY .*\b{folder} \./{folder}$", dockerfile, re.MULTILINE), folder
     job = yaml.safe_load((K8S / "base" / "rayjob.yaml").read_text())
     assert job["spec"]["rayClusterSpec"]["rayVersion"] == pins["ray"]
     overlay = yaml.safe_load((K8S / "overlays" / "gpu" / "kustomization.yaml").read_text())

@@ -9,9 +9,9 @@ from raykd.losses import (
     HIDDEN_NORMS,
     HIDDEN_REDUCTIONS,
     LossConfig,
-    check_loss_settings,
     Projections,
     attach_projections,
+    check_loss_settings,
     hidden_loss,
     masked_mean,
     normalise_hidden,
@@ -118,7 +118,7 @@ def test_hidden_loss_pairs_stacks_and_reduction():
     assert per_stack["encoder"].item() == pytest.approx(4.6875)
     assert per_stack["decoder"].item() == pytest.approx(7.5)
     assert mean.item() == pytest.approx(12.1875)
-    summed, per_stack = hidden_loss(student, teacher, maps, masks, pair_reduction="sum")
+    _summed, per_stack = hidden_loss(student, teacher, maps, masks, pair_reduction="sum")
     assert per_stack["encoder"].item() == pytest.approx(9.375)
     empty, per_stack = hidden_loss(student, teacher, {"encoder": [], "decoder": []}, masks)
     assert empty.item() == 0.0 and per_stack == {}

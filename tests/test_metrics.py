@@ -164,7 +164,7 @@ def test_rouge_golden_values():
 def test_rouge_empty_predictions_score_zero():
     preds, refs = bible_pairs(n=5)
     result = load_metric("rouge").compute(predictions=[""] * len(refs), references=refs)
-    assert result == {t: 0.0 for t in ROUGE_TYPES}
+    assert result == dict.fromkeys(ROUGE_TYPES, 0.0)
     assert load_metric("rouge").compute(predictions=["", preds[0]], references=["x", refs[0]], use_aggregator=False)[
         "rouge1"][0] == 0.0
 

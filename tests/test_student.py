@@ -20,7 +20,7 @@ def test_teacher_init_copies_blocks_and_everything_else(model_type, rule):
     family = family_of(teacher)
     expected = [2, 4, 6] if rule == "matched" else [1, 4, 6]  # spread 6->3: 1, 3.5->4, 6
     meta = student_metadata(student)
-    assert meta["copied_layers"] == {stack: expected for stack in family.stacks}
+    assert meta["copied_layers"] == dict.fromkeys(family.stacks, expected)
     assert meta["init"] == "teacher" and meta["copy_rule"] == rule
     for stack in family.stacks:
         for k, t in enumerate(expected):
@@ -55,7 +55,7 @@ def test_teacher_init_copies_the_head_by_head_type_as_the_paper(model_type):
     if classifier:
         again = build_student(teacher, depth=2, init="teacher", seed=1)
         other = build_student(teacher, depth=2, init="teacher", seed=2)
-        weight = [k for k in a.state_dict() if k.startswith(head) and k.endswith("weight")][0]
+        weight = next(k for k in a.state_dict() if k.startswith(head) and k.endswith("weight"))
         assert torch.equal(a.state_dict()[weight], again.state_dict()[weight])  # drawn from the seed
         assert not torch.equal(a.state_dict()[weight], other.state_dict()[weight])
         copied = build_student(teacher, depth=2, init="teacher", copy_head=True)
@@ -86,7 +86,7 @@ def test_student_runs_forward_with_hidden_states(model_type, init):
     teacher = tiny_model(model_type, depth=6)
     student = build_student(teacher, depth=3, init=init)
     family = family_of(student)
-    assert family.depths(student.config) == {s: 3 for s in family.stacks}
+    assert family.depths(student.config) == dict.fromkeys(family.stacks, 3)
     out, stacks = family.forward(student, tiny_batch(student))
     assert torch.isfinite(out.loss)
     assert all(len(states) == 4 for states in stacks.values())
@@ -136,7 +136,7 @@ def test_width_change_scales_heads_and_ffn_at_fixed_head_size(model_type):
     for ffn_key in keys.ffn:
         if getattr(teacher.config, ffn_key, None) is not None:
             assert getattr(student.config, ffn_key) == getattr(teacher.config, ffn_key) // 2
-    out, stacks = family.forward(student, tiny_batch(student))
+    _out, stacks = family.forward(student, tiny_batch(student))
     assert all(s.shape[-1] == 16 for states in stacks.values() for s in states)
     assert student_metadata(student)["width"] == 16 and student_metadata(student)["teacher_width"] == 32
 

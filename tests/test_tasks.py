@@ -3,9 +3,9 @@ import sacrebleu
 import torch
 from sklearn.metrics import accuracy_score
 
+from raykd.families import family_of
 from raykd.losses import LossConfig
 from raykd.strategies import layer_maps
-from raykd.families import family_of
 from raykd.student import build_student
 from raykd.tasks.data import DataError
 from raykd.train.loop import distill, finetune
@@ -22,7 +22,7 @@ def study(task: dict, model_type: str, depth=4, kind="unigram"):
 
 def test_classification_on_real_tweets():
     data = {"builtin": "tweets", "split": {"validation": 64, "test": 64}, "max_examples": {"train": 256}}
-    config, task, splits, teacher, tok = load_everything(study({"type": "classification", "data": data,
+    _config, task, splits, teacher, tok = load_everything(study({"type": "classification", "data": data,
                                                                "max_length": 48}, "bert", kind="wordpiece"))
     assert teacher.config.num_labels == 3 and teacher.config.id2label[2] == "positive"
     batch = next(iter(task.dataloader(splits["train"], tok, batch_size=8)))
@@ -40,7 +40,7 @@ def test_classification_on_real_tweets():
 def test_seq2seq_translation(model_type):
     task_cfg = {"type": "seq2seq", "source_lang": "en", "target_lang": "es", "num_beams": 2, "max_new_tokens": 12,
                 "data": {"files": BIBLE, "max_examples": {"validation": 16}}}
-    config, task, splits, teacher, tok = load_everything(study(task_cfg, model_type))
+    _config, task, splits, teacher, tok = load_everything(study(task_cfg, model_type))
     example = splits["train"][0]
     assert example["labels"][-1] == tok.eos_token_id
     assert example["reference"] == "EN el principio crió Dios los cielos y la tierra."
@@ -59,7 +59,7 @@ def test_seq2seq_translation(model_type):
 def test_causal_lm_completion_only_and_left_padded_generation():
     task_cfg = {"type": "causal_lm", "source_lang": "en", "target_lang": "es", "prompt_template": "translate: {source} =>",
                 "max_new_tokens": 8, "eval_batch_size": 8, "data": {"files": BIBLE, "max_examples": {"validation": 8}}}
-    config, task, splits, teacher, tok = load_everything(study(task_cfg, "qwen3"))
+    _config, task, splits, teacher, tok = load_everything(study(task_cfg, "qwen3"))
     example = splits["train"][0]
     n_prompt = len(example["prompt_ids"])
     assert example["labels"][:n_prompt] == [-100] * n_prompt
@@ -96,7 +96,7 @@ def test_translation_languages_checked():
 @pytest.mark.parametrize("task_type, model_type", [("seq2seq", "t5"), ("causal_lm", "qwen3")])
 def test_distillation_runs_on_task_batches(task_type, model_type):
     task_cfg = {"type": task_type, "source_lang": "en", "target_lang": "es", "data": {"files": BIBLE}}
-    config, task, splits, teacher, tok = load_everything(study(task_cfg, model_type))
+    _config, task, splits, teacher, tok = load_everything(study(task_cfg, model_type))
     student = build_student(teacher, depth=2, init="teacher")
     family = family_of(teacher)
     maps = layer_maps("forward", family.depths(student.config), family.depths(teacher.config),

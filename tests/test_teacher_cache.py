@@ -52,7 +52,7 @@ def test_cached_outputs_equal_a_live_forward_in_shuffled_batches(model_type, dty
     family = family_of(teacher)
     depths = family.depths(teacher.config)
     data = examples(CASES[model_type])
-    maps = [layer_maps(s, {k: 2 for k in depths}, depths, seed=0) for s in ("forward", "reverse")]
+    maps = [layer_maps(s, dict.fromkeys(depths, 2), depths, seed=0) for s in ("forward", "reverse")]
     layers = tc.needed_layers(maps)
     sequence_level = CASES[model_type] == "classifier"
     logit_width = 3 if sequence_level else VOCAB

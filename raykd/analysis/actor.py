@@ -376,7 +376,7 @@ def analysis_actor_class():
             import scipy.stats  # noqa: F401
             import statsmodels.formula.api  # noqa: F401
 
-            import raykd.analysis.report  # noqa: F401
+            import raykd.analysis.report
             import raykd.tracking  # noqa: F401  (mlflow)
             from raykd.train.trial import teacher_artifacts
 

@@ -229,8 +229,8 @@ def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
                         slot["by_strategy"].setdefault(m["strategy"], []).append(stats["acute_share"])
                         counts = np.array(stats["histogram"]["counts"])
                         slot["hist"] = counts if slot["hist"] is None else slot["hist"] + counts
-        for stack, layers in per_init.items():
-            for k, whens in layers.items():
+        for layers in per_init.values():
+            for whens in layers.values():
                 for when, slot in whens.items():
                     with warnings.catch_warnings():  # all-None entries (degenerate pairs) stay None
                         warnings.simplefilter("ignore", RuntimeWarning)

@@ -108,7 +108,6 @@ def _chars(fig, fontsize: float, bold: bool = True) -> int:
 
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
-
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     # laid out at the dpi it is saved at (text widths do not scale exactly with dpi), with a little slack
@@ -531,7 +530,7 @@ def _angle_headline(init: str, stack: str, layers: dict[str, Any], keys: list[st
         mean, ci = _null_share(entry, "random_point")
         if mean is None:
             continue
-        lo, hi = ci if ci else (mean, mean)
+        lo, hi = ci or (mean, mean)
         places.append("below" if share < lo - 1e-9 else "above" if share > hi + 1e-9 else "at")
     if not shares:
         return f"{init} init, {stack}: no acute share measured"
@@ -703,7 +702,7 @@ def hist_figure(summary: dict[str, Any], init: str, stack: str):
 def _build(key: str, build: Callable[[], Any]):
     try:
         return build()
-    except Exception as exc:  # a malformed part of a summary must not cost the whole report
+    except Exception as exc:  # noqa: BLE001 - a malformed part of a summary must not cost the whole report
         warnings.warn(f"figure {key!r} not drawn: {type(exc).__name__}: {exc}", FigureWarning, stacklevel=3)
         return None
 
@@ -719,7 +718,7 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, str, Any]]:
         for stack in (stacks or {}) if isinstance(stacks, dict) else ():
             for prefix, build in (("angles", angles_figure), ("hist", hist_figure)):
                 key = f"{prefix}_{init}_{stack}"
-                fig = _build(key, lambda build=build: build(summary, init, stack))
+                fig = _build(key, lambda build=build, init=init, stack=stack: build(summary, init, stack))
                 if fig is not None:
                     out.append((key, _file_name(key), fig))
     return out
@@ -735,6 +734,6 @@ def write_figures(summary: dict[str, Any], folder: Path) -> dict[str, str]:
         try:
             fig.savefig(folder / name, dpi=DPI, facecolor="white")
             written[key] = name
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one figure that cannot be saved must not cost the report
             warnings.warn(f"figure {key!r} not saved: {type(exc).__name__}: {exc}", FigureWarning, stacklevel=2)
     return written

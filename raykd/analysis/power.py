@@ -388,9 +388,9 @@ def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_o
                 lines.append(f"{label}; fewer than two paired seeds, nothing to plan from")
                 continue
             lines.append(_open_line(c, init, scale, margin, pct) if c["answer"] == "undecided" else label)
-            design = [f"  with {c['n']} seeds and the observed sd ({_pts(c['sd'], scale)} points) this study could "
+            design = [(f"  with {c['n']} seeds and the observed sd ({_pts(c['sd'], scale)} points) this study could "
                       f"show equivalence only within +-{_pts(c['equivalence_margin_80'], scale)} points ({pct} if the "
-                      "true difference were 0)"]
+                      "true difference were 0)")]
             if c["detectable_difference_80"] is not None:
                 level = ("" if c["test_alpha"] == plan["alpha"] else
                          f" at alpha {c['test_alpha']:.3g} (Holm's first step)")
@@ -406,8 +406,8 @@ def _open_line(c: dict[str, Any], init: str, scale: float, margin: float, pct: s
     if c["sd"] is None:
         return f"{label}; fewer than two paired seeds, nothing to plan from"
     parts = [label,
-             f"detecting the observed {_pts(c['diff'], scale, True)} points "
-             f"{_needs(c['seeds_to_detect_observed'], c['seeds_to_detect_observed_note'])} ({pct})",
+             (f"detecting the observed {_pts(c['diff'], scale, True)} points "
+             f"{_needs(c['seeds_to_detect_observed'], c['seeds_to_detect_observed_note'])} ({pct})"),
              f"equivalence within +-{margin:g} points "
              + (f"would need {c['seeds_for_equivalence']} seeds ({pct} if the true difference is the observed one)"
                 if c["seeds_for_equivalence"] is not None else _needs(None, c["seeds_for_equivalence_note"]))]

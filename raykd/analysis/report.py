@@ -24,7 +24,7 @@ def build_summary(*, study: str, metric: str, higher_is_better: bool, teacher: d
                   stats: dict[str, Any], angles: dict[str, Any] | None, angle_notes: list[str], margin_points: float,
                   setup: dict[str, Any]) -> dict[str, Any]:
     teacher_out = {"metric": teacher.get(f"test/{metric}")}
-    teacher_out.update({k: v for k, v in teacher.items()})
+    teacher_out.update(teacher)
     return {
         "study": study,
         "metric": metric,
@@ -110,8 +110,8 @@ def compact_verdict(summary: dict[str, Any], max_open: int = 4) -> str:
 
     scale, metric = summary["points_per_unit"], summary["metric"]
     margin = summary["equivalence"]["margin_points"]
-    lines = [f"== verdict: {summary['study']} (test {metric}; {len(summary['trials']) - len(summary['excluded'])} of "
-             f"{len(summary['trials'])} trials; alpha {summary.get('alpha', 0.05):g}, margin +-{margin:g} points) =="]
+    lines = [(f"== verdict: {summary['study']} (test {metric}; {len(summary['trials']) - len(summary['excluded'])} of "
+             f"{len(summary['trials'])} trials; alpha {summary.get('alpha', 0.05):g}, margin +-{margin:g} points) ==")]
     teacher = summary["teacher"].get("metric")
     rooms = "; ".join(f"{i} init {_pts(r['room'], scale)}" + ("" if r["enough"] else " (too little)")
                       for i, r in (summary.get("room") or {}).items())
@@ -155,8 +155,8 @@ def verdict_block(summary: dict[str, Any]) -> str:
     scale = summary["points_per_unit"]
     unit = "points"
     level = _level(summary)
-    lines = [f"== verdict: {summary['study']} (test {summary['metric']}, {len(summary['trials'])} trials, "
-             f"{len(summary['trials']) - len(summary['excluded'])} used) =="]
+    lines = [(f"== verdict: {summary['study']} (test {summary['metric']}, {len(summary['trials'])} trials, "
+             f"{len(summary['trials']) - len(summary['excluded'])} used) ==")]
     teacher = summary["teacher"].get("metric")
     if teacher is not None:
         lines.append(f"teacher: {_pts(teacher, scale, signed=False)}" + _baseline_text(summary, scale))
@@ -277,8 +277,8 @@ def _factor_section(summary: dict[str, Any], figures: dict[str, str]) -> list[st
     test = summary["strategy_test"]
     out = ["## Is the strategy a significant factor?", ""]
     if test.get("strategy"):
-        out += [f"{test['test']}: `{test['formula']}` over the matching strategies (`none` excluded), "
-                f"{test['n']} trials, residual df {test['df_resid']}.", "",
+        out += [(f"{test['test']}: `{test['formula']}` over the matching strategies (`none` excluded), "
+                f"{test['n']} trials, residual df {test['df_resid']}."), "",
                 "| term | F | df | p | partial eta2 |", "|---|---|---|---|---|"]
         for term in ("strategy", "init", "interaction"):
             e = test.get(term)
@@ -298,11 +298,11 @@ def _pairwise_section(summary: dict[str, Any], figures: dict[str, str]) -> list[
     scale, pairwise, eq = summary["points_per_unit"], summary["pairwise"], summary["equivalence"]
     level, alpha = _level(summary), summary.get("alpha", 0.05)
     out = [f"## Each strategy against {pairwise['reference']}", "",
-           f"Paired by seed. Difference tests: paired t, Holm-corrected within each init (alpha "
+           (f"Paired by seed. Difference tests: paired t, Holm-corrected within each init (alpha "
            f"{alpha}). Equivalence: TOST within +-{eq['margin_points']:g} points at alpha {alpha} "
            f"(equivalent when the {level} CI lies inside the margin). Not significant is not equivalent: a "
            "strategy is only called equivalent when TOST says so. The reading of each pair is shown "
-           "(differs / equivalent), both, or undecided.", "",
+           "(differs / equivalent), both, or undecided."), "",
            f"| init | strategy | diff | 95% CI | p (Holm) | {level} CI | TOST p | reading |",
            "|---|---|---|---|---|---|---|---|"]
     for init, per in pairwise["by_init"].items():
@@ -319,8 +319,8 @@ def _matching_section(summary: dict[str, Any], figures: dict[str, str]) -> list[
     scale, eq, level = summary["points_per_unit"], summary["equivalence"], _level(summary)
     verdicts = summary["verdict"].get("by_init") or {}
     out = ["## Matching vs no matching", "",
-           "Mean over the matching strategies minus `none`, paired by seed: paired t (95% t interval) and "
-           f"TOST within +-{eq['margin_points']:g} points ({level} interval).", "",
+           ("Mean over the matching strategies minus `none`, paired by seed: paired t (95% t interval) and "
+           f"TOST within +-{eq['margin_points']:g} points ({level} interval)."), "",
            f"| init | diff | 95% CI | p | {level} CI | TOST p | answer | per strategy |", "|---|---|---|---|---|---|---|---|"]
     for init, v in summary["matching_vs_none"].items():
         per = ", ".join(f"{s} {_pts(d['diff'], scale)} (p={_p(d['p'])})" for s, d in v["by_strategy"].items())
@@ -334,12 +334,12 @@ def _matching_section(summary: dict[str, Any], figures: dict[str, str]) -> list[
 
 def _answers_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
     out = ["## Verdict per init", "",
-           "Each question is answered shown, refuted or undecided against the paper's claims. A difference is "
+           ("Each question is answered shown, refuted or undecided against the paper's claims. A difference is "
            "shown when a test of that init is significant after Holm correction over all of its difference tests "
            "(ANOVA within the init, Friedman, paired t against the reference); equivalence when TOST shows it "
            "within the margin. A difference smaller than the margin counts as no difference that matters; an "
            "equivalence where the arms had no room to differ (teacher minus none under the configured number of "
-           "margins) is not a finding.", "",
+           "margins) is not a finding."), "",
            "| init | question | answer | claim | claim status | basis |", "|---|---|---|---|---|---|"]
     for init, answers in (summary["verdict"].get("by_init") or {}).items():
         for q in (answers["strategies_differ"], answers["matching_beats_none"]):
@@ -358,10 +358,10 @@ def _plan_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]
     out = ["## What this design could decide", ""]
     if not plan:
         return out + ["No plan in this summary.", ""]
-    out += [f"From the observed paired differences ({100 * plan['power']:g}% power, alpha {plan['alpha']:g}, "
+    out += [(f"From the observed paired differences ({100 * plan['power']:g}% power, alpha {plan['alpha']:g}, "
             f"margin +-{eq['margin_points']:g} points): the margin the data show equivalence within, the margin "
             "and the difference this number of seeds could decide, and for each undecided question the seeds "
-            f"that would decide it (capped at {plan['max_seeds']}).", ""]
+            f"that would decide it (capped at {plan['max_seeds']})."), ""]
     out += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}"
             for line in plan_lines(summary, summary["points_per_unit"])]
     return out + [""]
@@ -372,13 +372,13 @@ def _angles_section(summary: dict[str, Any], figures: dict[str, str]) -> list[st
     angles = summary.get("angles")
     if not angles:
         return out + ["Not measured (see Notes).", ""]
-    out += ["Share of acute angles cos(t_i - s, t_j - s) > 0 over token-level teacher layer pairs i < j, "
+    out += [("Share of acute angles cos(t_i - s, t_j - s) > 0 over token-level teacher layer pairs i < j, "
             "averaged over the measured trials of each init, beside two null baselines computed the same way "
             "(the student state replaced by a random point of the same norm, or by another token's state; "
             "mean and 95% interval over null seeds x trials). A share is informative only where it departs "
-            "from its null: far from every teacher state, almost any point sees them at acute angles.", "",
-            "| init | stack | student state | at init | null (random point / other token) | trained | "
-            "null (random point / other token) | trained, per strategy |", "|---|---|---|---|---|---|---|---|"]
+            "from its null: far from every teacher state, almost any point sees them at acute angles."), "",
+            ("| init | stack | student state | at init | null (random point / other token) | trained | "
+            "null (random point / other token) | trained, per strategy |"), "|---|---|---|---|---|---|---|---|"]
     for init, stacks in angles.items():
         for stack, layers in stacks.items():
             for k, whens in sorted(layers.items(), key=lambda kv: int(kv[0])):
@@ -475,6 +475,6 @@ def description_markdown(summary: dict[str, Any]) -> str:
     teacher = summary["teacher"].get("metric")
     if teacher is not None:
         lines += ["", f"Teacher: {_pts(teacher, scale, False)}."]
-    lines += ["", "Full report with figures: artifact `report/report.html` of this run (`report/report.md`, "
-              "`report/summary.json`). Compare trials: group the runs by `trial.strategy` and `trial.init`."]
+    lines += ["", ("Full report with figures: artifact `report/report.html` of this run (`report/report.md`, "
+              "`report/summary.json`). Compare trials: group the runs by `trial.strategy` and `trial.init`.")]
     return "\n".join(lines)

@@ -205,7 +205,6 @@ def _anova(rows: list[dict], formula: str):
     import pandas as pd
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
-
     from statsmodels.tools.sm_exceptions import SingularMatrixWarning, ValueWarning
 
     frame = pd.DataFrame({"metric": [t["metric"] for t in rows], "strategy": [t["strategy"] for t in rows],

@@ -22,9 +22,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from raykd.lazy import lazy_module
-
 from raykd.corpora.registry import BUILTIN_DATASETS
+from raykd.lazy import lazy_module
 
 datasets = lazy_module("datasets")
 

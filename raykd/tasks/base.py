@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
-
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
 
-from raykd.lazy import lazy_module
-
 from raykd.config import SPLITS, TaskConfig
+from raykd.lazy import lazy_module
 from raykd.tasks.data import DataError, column, describe, load_splits
 from raykd.tasks.metrics import load_metric
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 
 from raykd.lazy import lazy_module
-
-from raykd.tasks.registry import TASKS
 from raykd.tasks.base import Task, eval_mode, model_device
 from raykd.tasks.data import DataError, column, describe
+from raykd.tasks.registry import TASKS
 
 datasets = lazy_module("datasets")
 
@@ -123,7 +122,7 @@ class Classification(Task):
         max_length = self.config.max_length
 
         def encode(batch):
-            pair = batch["text_pair"] if "text_pair" in batch else None
+            pair = batch.get("text_pair")
             encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
             encoded["labels"] = batch["label"]
             return encoded

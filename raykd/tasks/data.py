@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raykd.lazy import lazy_module
-
 from raykd.config import SPLITS, DataConfig
 from raykd.devices import hub_offline
+from raykd.lazy import lazy_module
 
 datasets = lazy_module("datasets")
 
@@ -75,7 +74,7 @@ def _load_hub(data: DataConfig) -> dict[str, datasets.Dataset]:
     for split, hub_split in hub.splits.items():
         try:
             out[split] = datasets.load_dataset(hub.id, hub.config, split=hub_split, revision=hub.revision)
-        except Exception as error:  # datasets raises many types (connection, missing config, ...)
+        except Exception as error:  # noqa: BLE001 - datasets raises many types (connection, missing config, ...)
             hint = (
                 " while offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set) and it is not in the cache under "
                 f"{os.environ.get('HF_HOME', '~/.cache/huggingface')}; use `files:` or a built-in dataset"
@@ -109,7 +108,7 @@ def _load_files(data: DataConfig) -> dict[str, datasets.Dataset]:
                 # datasets' json reader ignores encodings; check it first for a clear message
                 path.read_text(encoding=files.encoding)
             out[split] = datasets.load_dataset(fmt, data_files={split: str(path.resolve())}, split=split, **kwargs)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any reader error becomes one DataError naming the file
             raise DataError(
                 f"local file {str(path)!r} (split {split!r}) could not be read as {fmt} with encoding "
                 f"{files.encoding!r}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -126,7 +125,7 @@ def _carve(splits, data: DataConfig, name: str, stratify_column: str | None) -> 
         size = getattr(carve, split)
         if size is None or split in splits:
             continue
-        n = int(round(size * len(train))) if size < 1 else int(size)
+        n = round(size * len(train)) if size < 1 else int(size)
         if not 0 < n < len(train):
             raise DataError(f"{name}: cannot carve {n} {split} examples from a train split of {len(train)}")
         labels = _labels_for_stratify(train, stratify_column) if carve.stratify else None

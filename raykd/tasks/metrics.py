@@ -32,7 +32,7 @@ def load_metric(name: str):
     if not hub_offline():
         try:
             return evaluate.load(name)
-        except Exception as error:  # no network, hub down, renamed module...
+        except Exception as error:  # noqa: BLE001 - no network, hub down, renamed module...
             log.info("metric %r did not load from the hub (%s); using raykd's local module", name, error)
     if (local / f"{name}.py").is_file():
         return evaluate.load(str(local))

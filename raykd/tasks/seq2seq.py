@@ -7,10 +7,9 @@ import math
 import torch
 
 from raykd.lazy import lazy_module
-
-from raykd.tasks.registry import TASKS
 from raykd.tasks.base import eval_mode, model_device
 from raykd.tasks.data import column
+from raykd.tasks.registry import TASKS
 from raykd.tasks.text_pairs import TextPairTask
 
 datasets = lazy_module("datasets")

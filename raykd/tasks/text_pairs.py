@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from raykd.lazy import lazy_module
-
 from raykd.tasks.base import Task
 from raykd.tasks.data import DataError, column, describe
 

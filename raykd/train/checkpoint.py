@@ -82,9 +82,9 @@ class CheckpointStore:
         steps = []
         for entry in entries:
             name = entry.base_name
-            if entry.type == fs.FileType.Directory and name.startswith(PREFIX) and name[len(PREFIX):].isdigit():
-                if self.fs.get_file_info(f"{entry.path}/{COMMITTED}").type == fs.FileType.File:
-                    steps.append((int(name[len(PREFIX):]), entry.path))
+            if (entry.type == fs.FileType.Directory and name.startswith(PREFIX) and name[len(PREFIX):].isdigit()
+                    and self.fs.get_file_info(f"{entry.path}/{COMMITTED}").type == fs.FileType.File):
+                steps.append((int(name[len(PREFIX):]), entry.path))
         return sorted(steps)
 
     def latest(self) -> Path | str | None:

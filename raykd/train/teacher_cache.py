@@ -20,7 +20,6 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +80,7 @@ def plan(family: Family, data, collate, layers: dict[str, list[int]], *, width: 
     """Count the valid positions of the training split (tokenized, no model run) to size the cache."""
     if dtype not in DTYPES:
         raise ValueError(f"teacher cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    tokens = {stack: 0 for stack in layers}
+    tokens = dict.fromkeys(layers, 0)
     logit_rows = 0
     for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
         masks = family.hidden_masks(batch)
@@ -123,7 +122,7 @@ def build(teacher, family: Family, data, collate, cache_plan: CachePlan, folder:
         logit_store = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np_dtype,
                                                 shape=(cache_plan.logit_rows, cache_plan.logit_width))
         logit_offsets = np.zeros(len(data) + 1, dtype=np.int64)
-    cursor = {stack: 0 for stack in stores}
+    cursor = dict.fromkeys(stores, 0)
     logit_cursor = row = 0
     live = LiveTeacher(teacher, final_norm=cache_plan.final_norm, family=family)
     for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):

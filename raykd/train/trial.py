@@ -37,9 +37,9 @@ from raykd.teacher_folder import TeacherFolder
 from raykd.train import checkpoint as ckpt
 from raykd.train.batches import INDEX, with_index
 from raykd.train.frozen import LiveTeacher
-from raykd.train.teacher_cache import why_not_served
 from raykd.train.loop import LoopState, StepResult, autocast, distill, resolve_precision, unwrap
 from raykd.train.optim import make_optimizer, total_steps
+from raykd.train.teacher_cache import why_not_served
 from raykd.trial import StudyContext, TrialSpec, maps_by_epoch, student_depths
 
 

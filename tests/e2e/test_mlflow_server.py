@@ -33,10 +33,10 @@ def server(tmp_path_factory):
 def serve(folder: Path, *flags: str, env: dict | None = None):
     """Start mlflow/serve.py on a free loopback port, yield once it answers, then stop its process group."""
     port = free_port()
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
-                             "--port", str(port), "--workers", "1", *flags], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=folder, env={**os.environ, **(env or {})})
+    with open(folder / "server.log", "w") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
+                                 "--port", str(port), "--workers", "1", *flags], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=folder, env={**os.environ, **(env or {})})
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 240

@@ -94,7 +94,7 @@ def test_two_fresh_studies_give_identical_teachers_and_trials(study, tmp_path, s
     first one exactly; so does the teacher stage run in this very process (the session's smoke teacher)."""
     again = run("--output-dir", str(tmp_path), *FULL, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
     assert again.returncode == 0, again.stderr[-3000:]
-    teacher_line = [line for line in again.stdout.splitlines() if line.startswith("[raykd] teacher: test")][0]
+    teacher_line = next(line for line in again.stdout.splitlines() if line.startswith("[raykd] teacher: test"))
     assert teacher_line.split(" (")[0] in study["first"].stdout
     teachers = [tmp_path / "smoke" / "teacher" / smoke_teacher.name, study["dir"] / "teacher" / smoke_teacher.name,
                 smoke_teacher]
@@ -299,7 +299,7 @@ def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path, sm
                    "--set", "distill.loss.kd=0", teacher=smoke_teacher)
     assert "1 diverged" in diverged.stdout, diverged.stdout[-2000:] + diverged.stderr[-2000:]
     assert diverged.returncode == 1  # no trial finished
-    client, runs = runs_by_name(tmp_path / "d" / "smoke")
+    _client, runs = runs_by_name(tmp_path / "d" / "smoke")
     assert runs["forward-random-w3-s0"].data.tags["raykd.status"] == "diverged"
     import json
 
@@ -338,7 +338,7 @@ def test_optuna_weight_search_then_seeds(tmp_path, smoke_teacher):
     assert chosen == {"forward/random": best["weight"]}
     rows = json.loads((study_dir / "results" / "trials.json").read_text())["trials"]
     assert sorted((r["strategy"], r["weight"], r["seed"]) for r in rows) == [("forward", best["weight"], 0), ("none", 0.0, 0)]
-    client, runs = runs_by_name(study_dir)
+    _client, runs = runs_by_name(study_dir)
     assert len([n for n in runs if n.startswith("tune-")]) == 2  # tuning trials are tracked too
     summary = json.loads((study_dir / "report" / "summary.json").read_text())  # ... but not analysed
     assert sorted(t["trial_id"] for t in summary["trials"]) == sorted(r["trial_id"] for r in rows)

@@ -227,10 +227,10 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
     """mlflow/serve.py on `port` over the store in `folder`; returns once /health answers."""
     import urllib.request
 
-    log = open(folder / f"server-{time.time():.0f}.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
-                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=folder)
+    with open(folder / f"server-{time.time():.0f}.log", "w") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
+                                 "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=folder)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
