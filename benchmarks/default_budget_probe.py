@@ -54,19 +54,45 @@ def main() -> None:
         student = build_student(teacher, depth=3, init=init, seed=0)
         maps = layer_maps(strategy, {"encoder": 3}, {"encoder": 6}, seed=0)
         train = config.distill.train.model_copy(update={"lr": float(lr), "epochs": args.epochs})
-        loader = DataLoader(data["train"], batch_size=train.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(0), collate_fn=task.collator(tok))
+        loader = DataLoader(
+            data["train"],
+            batch_size=train.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+            collate_fn=task.collator(tok),
+        )
         steps = total_steps(train, len(loader))
         optimizer, scheduler = make_optimizer(student.parameters(), train, steps)
         loss = LossConfig(hidden=float(weight), **config.distill.loss.model_dump())
         started = time.time()
-        result = distill(teacher, student, loader, optimizer, layer_maps=maps, loss=loss, scheduler=scheduler,
-                         epochs=int(-(-args.epochs // 1)), max_steps=steps, grad_clip=train.grad_clip)
+        result = distill(
+            teacher,
+            student,
+            loader,
+            optimizer,
+            layer_maps=maps,
+            loss=loss,
+            scheduler=scheduler,
+            epochs=int(-(-args.epochs // 1)),
+            max_steps=steps,
+            grad_clip=train.grad_clip,
+        )
         test = task.evaluate(student, tok, data["test"])
         last = result.history[-1]
-        print(json.dumps({"run": spec, "init": init, "steps": result.steps, "seconds": round(time.time() - started),
-                          "test_accuracy": round(test["accuracy"], 4), "final_ce": round(last["ce"], 3),
-                          "final_hidden": round(last["hidden"], 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "run": spec,
+                    "init": init,
+                    "steps": result.steps,
+                    "seconds": round(time.time() - started),
+                    "test_accuracy": round(test["accuracy"], 4),
+                    "final_ce": round(last["ce"], 3),
+                    "final_hidden": round(last["hidden"], 3),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,13 @@ HERE = Path(__file__).resolve().parent
 def machine() -> dict:
     import torch
 
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+    }
 
 
 def _in_verdict(line: str) -> bool:
@@ -41,16 +46,26 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override, passed to the study")
     parser.add_argument("--out", default=str(HERE / "results" / "default_study.json"))
     args = parser.parse_args()
-    cmd = [sys.executable, str(HERE.parent / "studies" / "strategy_grid.py"), "--fresh", "--output-dir", args.output_dir]
+    cmd = [
+        sys.executable,
+        str(HERE.parent / "studies" / "strategy_grid.py"),
+        "--fresh",
+        "--output-dir",
+        args.output_dir,
+    ]
     for item in args.set:
         cmd += ["--set", item]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = run_sampled(cmd, env=env)
     stamps = {}
     for seconds, line in run.lines:
-        for key, pattern in (("teacher_done", r"^\[raykd\] teacher: "), ("cache_done", r"^\[raykd\] teacher cache: "),
-                             ("sweep_start", r"^\[raykd\] sweep: "), ("sweep_done", r"^\[raykd\] sweep done"),
-                             ("analysis_done", r"^\[raykd\] analysis: ")):
+        for key, pattern in (
+            ("teacher_done", r"^\[raykd\] teacher: "),
+            ("cache_done", r"^\[raykd\] teacher cache: "),
+            ("sweep_start", r"^\[raykd\] sweep: "),
+            ("sweep_done", r"^\[raykd\] sweep done"),
+            ("analysis_done", r"^\[raykd\] analysis: "),
+        ):
             if re.match(pattern, line) and key not in stamps:
                 stamps[key] = round(seconds, 1)
     text = "\n".join(line for _, line in run.lines)

@@ -15,11 +15,22 @@ def versions() -> dict[str, str]:
     import mlflow
     import raykd
 
-    out = {"version.raykd": raykd.__version__, "version.torch": torch.__version__, "version.ray": ray.__version__,
-           "version.transformers": transformers.__version__, "version.mlflow": mlflow.__version__}
+    out = {
+        "version.raykd": raykd.__version__,
+        "version.torch": torch.__version__,
+        "version.ray": ray.__version__,
+        "version.transformers": transformers.__version__,
+        "version.mlflow": mlflow.__version__,
+    }
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
-                                cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
         out["git.commit"] = commit or "unknown"
     except (OSError, subprocess.SubprocessError):
         out["git.commit"] = "unknown"

@@ -50,9 +50,16 @@ class LocalCluster:
         self.nodes: list[set[int]] = []
         self.killed: set[int] = set()
         started = ray_processes()
-        args = [self.ray, "start", "--head", f"--port={self.port}", f"--num-cpus={head_cpus}",
-                f'--resources={{"tune_driver": {driver_slots}}}', f"--temp-dir={self.temp_dir}",
-                "--disable-usage-stats"]
+        args = [
+            self.ray,
+            "start",
+            "--head",
+            f"--port={self.port}",
+            f"--num-cpus={head_cpus}",
+            f'--resources={{"tune_driver": {driver_slots}}}',
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        ]
         args += [f"--dashboard-port={free_port()}"] if dashboard else ["--include-dashboard=false"]
         self._start(args)
         self.head = ray_processes() - started
@@ -75,8 +82,13 @@ class LocalCluster:
     def wait_for_nodes(self, n: int, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            status = subprocess.run([self.ray, "status", f"--address={self.address}"], capture_output=True, text=True,
-                                    env=self.env, timeout=60)
+            status = subprocess.run(
+                [self.ray, "status", f"--address={self.address}"],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=60,
+            )
             active = status.stdout.split("Active:")[-1].split("Pending:")[0]
             if active.count("node_") >= n:
                 return

@@ -94,8 +94,12 @@ def test_student_runs_forward_with_hidden_states(model_type, init):
 
 def test_encoder_decoder_depths_separately_and_explicit_lists():
     teacher = tiny_model("t5", depth=6)
-    student = build_student(teacher, depth={"encoder": 3, "decoder": 2}, init="teacher",
-                            copy_rule={"encoder": [1, 3, 6], "decoder": "spread"})
+    student = build_student(
+        teacher,
+        depth={"encoder": 3, "decoder": 2},
+        init="teacher",
+        copy_rule={"encoder": [1, 3, 6], "decoder": "spread"},
+    )
     assert family_of(student).depths(student.config) == {"encoder": 3, "decoder": 2}
     assert student_metadata(student)["copied_layers"] == {"encoder": [1, 3, 6], "decoder": [1, 6]}
     assert student_metadata(student)["copy_rule"] == "explicit"
@@ -106,8 +110,10 @@ def test_t5_relative_bias_comes_from_teacher_block_one_when_not_copied():
     student = build_student(teacher, depth=2, init="teacher", copy_rule=[4, 6])
     key = "layer.0.SelfAttention.relative_attention_bias.weight"
     torch.testing.assert_close(block_state(student, "encoder", 0)[key], block_state(teacher, "encoder", 0)[key])
-    torch.testing.assert_close(block_state(student, "encoder", 1)["layer.1.DenseReluDense.wi.weight"],
-                               block_state(teacher, "encoder", 5)["layer.1.DenseReluDense.wi.weight"])
+    torch.testing.assert_close(
+        block_state(student, "encoder", 1)["layer.1.DenseReluDense.wi.weight"],
+        block_state(teacher, "encoder", 5)["layer.1.DenseReluDense.wi.weight"],
+    )
 
 
 def test_qwen3_layer_types_follow_copied_blocks():

@@ -60,8 +60,9 @@ def load_splits(data: DataConfig, *, stratify_column: str | None = None) -> data
         )
     for split, n in data.max_examples.items():
         if len(splits[split]) > n:
-            splits[split] = _subset(splits[split], n, seed=data.split.seed if data.split else 0,
-                                    stratify_column=stratify_column)
+            splits[split] = _subset(
+                splits[split], n, seed=data.split.seed if data.split else 0, stratify_column=stratify_column
+            )
     for split in SPLITS:
         if len(splits[split]) == 0:
             raise DataError(f"{name}: split {split!r} is empty")
@@ -100,8 +101,10 @@ def _load_files(data: DataConfig) -> dict[str, datasets.Dataset]:
             raise DataError(f"local file {str(path)!r} for split {split!r} does not exist")
         fmt = files.format or FILE_FORMATS.get("".join(path.suffixes[-1:]).lower())
         if fmt is None:
-            raise DataError(f"local file {str(path)!r} (split {split!r}): unknown format; "
-                            f"use one of {sorted(FILE_FORMATS)} or set files.format")
+            raise DataError(
+                f"local file {str(path)!r} (split {split!r}): unknown format; "
+                f"use one of {sorted(FILE_FORMATS)} or set files.format"
+            )
         kwargs = {"encoding": files.encoding} if fmt == "csv" else {}
         try:
             if fmt == "json":

@@ -36,5 +36,7 @@ def load_metric(name: str):
             log.info("metric %r did not load from the hub (%s); using raykd's local module", name, error)
     if (local / f"{name}.py").is_file():
         return evaluate.load(str(local))
-    raise ValueError(f"metric {name!r} did not load from the hub and raykd ships no local module for it; "
-                     f"local modules: {', '.join(local_metric_names())}")
+    raise ValueError(
+        f"metric {name!r} did not load from the hub and raykd ships no local module for it; "
+        f"local modules: {', '.join(local_metric_names())}"
+    )
