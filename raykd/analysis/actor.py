@@ -349,15 +349,9 @@ def analyze_study(
     same = coinciding_maps(trials)
     stats["notes"] += _grid_notes(outside, same)
     angle_notes: list[str] = []
+    chosen = with_chosen_weights(trials, stats["chosen_weights"])
     device = device or default_device()
-    angles, _ = measure_angles(
-        root,
-        config,
-        with_chosen_weights(trials, stats["chosen_weights"]),
-        device=device,
-        progress=progress,
-        notes=angle_notes,
-    )
+    angles, _ = measure_angles(root, config, chosen, device=device, progress=progress, notes=angle_notes)
     summary = build_summary(
         study=config.name,
         metric=metric,
