@@ -17,18 +17,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import datasets  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import datasets
+import torch
+from torch.utils.data import DataLoader
 
-from raykd.config import load_config  # noqa: E402
-from raykd.losses import LossConfig  # noqa: E402
-from raykd.models import auto_class  # noqa: E402
-from raykd.strategies import layer_maps  # noqa: E402
-from raykd.student import build_student  # noqa: E402
-from raykd.tasks import build_task  # noqa: E402
-from raykd.train.loop import distill  # noqa: E402
-from raykd.train.optim import make_optimizer, total_steps  # noqa: E402
+from raykd.config import load_config
+from raykd.losses import LossConfig
+from raykd.models import auto_class
+from raykd.strategies import layer_maps
+from raykd.student import build_student
+from raykd.tasks import build_task
+from raykd.train.loop import distill
+from raykd.train.optim import make_optimizer, total_steps
 
 
 def main() -> None:
@@ -54,19 +54,45 @@ def main() -> None:
         student = build_student(teacher, depth=3, init=init, seed=0)
         maps = layer_maps(strategy, {"encoder": 3}, {"encoder": 6}, seed=0)
         train = config.distill.train.model_copy(update={"lr": float(lr), "epochs": args.epochs})
-        loader = DataLoader(data["train"], batch_size=train.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(0), collate_fn=task.collator(tok))
+        loader = DataLoader(
+            data["train"],
+            batch_size=train.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+            collate_fn=task.collator(tok),
+        )
         steps = total_steps(train, len(loader))
         optimizer, scheduler = make_optimizer(student.parameters(), train, steps)
         loss = LossConfig(hidden=float(weight), **config.distill.loss.model_dump())
         started = time.time()
-        result = distill(teacher, student, loader, optimizer, layer_maps=maps, loss=loss, scheduler=scheduler,
-                         epochs=int(-(-args.epochs // 1)), max_steps=steps, grad_clip=train.grad_clip)
+        result = distill(
+            teacher,
+            student,
+            loader,
+            optimizer,
+            layer_maps=maps,
+            loss=loss,
+            scheduler=scheduler,
+            epochs=int(-(-args.epochs // 1)),
+            max_steps=steps,
+            grad_clip=train.grad_clip,
+        )
         test = task.evaluate(student, tok, data["test"])
         last = result.history[-1]
-        print(json.dumps({"run": spec, "init": init, "steps": result.steps, "seconds": round(time.time() - started),
-                          "test_accuracy": round(test["accuracy"], 4), "final_ce": round(last["ce"], 3),
-                          "final_hidden": round(last["hidden"], 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "run": spec,
+                    "init": init,
+                    "steps": result.steps,
+                    "seconds": round(time.time() - started),
+                    "test_accuracy": round(test["accuracy"], 4),
+                    "final_ce": round(last["ce"], 3),
+                    "final_hidden": round(last["hidden"], 3),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -30,13 +30,19 @@ BERT = "distill.loss.hidden_reduction=bert_released"
 BASE = ["task.max_length=32", "teacher.train.epochs=1", "teacher.train.lr=1.0e-4"]
 SETTINGS = {
     "d192_s250": ("width 192 (projections), 250 steps, released BERT scale", [*BASE, BERT, "student.width=192"]),
-    "d192_s250_elem": ("width 192, 250 steps, hidden loss an element mean (~6x weaker at width 192)",
-                       [*BASE, "student.width=192", "distill.loss.hidden_reduction=element_mean"]),
-    "d192_s125": ("width 192, 125 steps (1 epoch), released BERT scale",
-                  [*BASE, BERT, "student.width=192", "distill.train.epochs=1"]),
+    "d192_s250_elem": (
+        "width 192, 250 steps, hidden loss an element mean (~6x weaker at width 192)",
+        [*BASE, "student.width=192", "distill.loss.hidden_reduction=element_mean"],
+    ),
+    "d192_s125": (
+        "width 192, 125 steps (1 epoch), released BERT scale",
+        [*BASE, BERT, "student.width=192", "distill.train.epochs=1"],
+    ),
     "d384_s250": ("width 384 (the teacher's), 250 steps, released BERT scale", [*BASE, BERT]),
-    "d192_s500": ("width 192, 500 steps (4 epochs), released BERT scale",
-                  [*BASE, BERT, "student.width=192", "distill.train.epochs=4"]),
+    "d192_s500": (
+        "width 192, 500 steps (4 epochs), released BERT scale",
+        [*BASE, BERT, "student.width=192", "distill.train.epochs=4"],
+    ),
 }
 
 
@@ -74,9 +80,22 @@ def reuse_teacher(name: str, overrides: list[str], output_dir: Path) -> str | No
 
 def run_setting(name: str, overrides: list[str], seeds: list[int], output_dir: Path) -> dict:
     reused = reuse_teacher(name, overrides, output_dir)
-    cmd = [sys.executable, str(ROOT / "studies" / "strategy_grid.py"), "--output-dir", str(output_dir),
-           "--name", f"pilot_{name}", "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
-           "--set", f"sweep.seeds=[{','.join(map(str, seeds))}]", "--set", "analysis.enabled=false"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "studies" / "strategy_grid.py"),
+        "--output-dir",
+        str(output_dir),
+        "--name",
+        f"pilot_{name}",
+        "--set",
+        "sweep.strategies=[forward,none]",
+        "--set",
+        "sweep.inits=[random]",
+        "--set",
+        f"sweep.seeds=[{','.join(map(str, seeds))}]",
+        "--set",
+        "analysis.enabled=false",
+    ]
     for item in overrides:
         cmd += ["--set", item]
     started = time.time()
@@ -90,12 +109,21 @@ def run_setting(name: str, overrides: list[str], seeds: list[int], output_dir: P
     teacher = next(line for line in proc.stdout.splitlines() if line.startswith("[raykd] teacher: test"))
     worker = _worker_times(output_dir / f"pilot_{name}" / "mlflow.db", f"pilot_{name}")
     gain, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-    return {"setting": name, "overrides": overrides, "seeds": seeds, "teacher": teacher, "teacher_reused_from": reused,
-            "forward": [round(100 * by[("forward", s)]["metric"], 2) for s in seeds],
-            "none": [round(100 * by[("none", s)]["metric"], 2) for s in seeds],
-            "gain_points": round(gain, 2), "paired_sd_points": round(sd, 2),
-            "seeds_to_detect_80": seeds_needed(gain, sd), "steps": table[0]["steps"],
-            "worker_s_median": round(statistics.median(worker), 1), "study_wall_s": round(wall, 1)}
+    return {
+        "setting": name,
+        "overrides": overrides,
+        "seeds": seeds,
+        "teacher": teacher,
+        "teacher_reused_from": reused,
+        "forward": [round(100 * by[("forward", s)]["metric"], 2) for s in seeds],
+        "none": [round(100 * by[("none", s)]["metric"], 2) for s in seeds],
+        "gain_points": round(gain, 2),
+        "paired_sd_points": round(sd, 2),
+        "seeds_to_detect_80": seeds_needed(gain, sd),
+        "steps": table[0]["steps"],
+        "worker_s_median": round(statistics.median(worker), 1),
+        "study_wall_s": round(wall, 1),
+    }
 
 
 def _worker_times(db: Path, name: str) -> list[float]:
@@ -108,14 +136,21 @@ def _worker_times(db: Path, name: str) -> list[float]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| setting | steps | teacher | forward | none | gain (fwd - none) | paired sd | seeds for 80% | "
-             "worker s/trial | study wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| setting | steps | teacher | forward | none | gain (fwd - none) | paired sd | seeds for 80% | "
+            "worker s/trial | study wall s |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         teacher = r["teacher"].split("test accuracy ")[1].split(" ")[0]
-        lines.append(f"| {r['setting']}: {SETTINGS[r['setting']][0]} | {r['steps']} | {float(teacher) * 100:.1f} | "
-                     f"{statistics.fmean(r['forward']):.2f} | {statistics.fmean(r['none']):.2f} | {r['gain_points']:+.2f} | "
-                     f"{r['paired_sd_points']:.2f} | {r['seeds_to_detect_80'] or '> 1000'} | {r['worker_s_median']} | "
-                     f"{r['study_wall_s']} |")
+        lines.append(
+            f"| {r['setting']}: {SETTINGS[r['setting']][0]} | {r['steps']} | {float(teacher) * 100:.1f} | "
+            f"{statistics.fmean(r['forward']):.2f} | {statistics.fmean(r['none']):.2f} | {r['gain_points']:+.2f} | "
+            f"{r['paired_sd_points']:.2f} | {r['seeds_to_detect_80'] or '> 1000'} | {r['worker_s_median']} | "
+            f"{r['study_wall_s']} |"
+        )
     return "\n".join(lines)
 
 
@@ -134,8 +169,16 @@ def main() -> None:
         print(f"[pilot] {json.dumps(previous[name])}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         rows = [previous[k] for k in SETTINGS if k in previous]
-        out.write_text(json.dumps({"command": " ".join(["python", "benchmarks/default_pilot.py", *sys.argv[1:]]),
-                                   "rows": rows, "table": markdown(rows)}, indent=2))
+        out.write_text(
+            json.dumps(
+                {
+                    "command": " ".join(["python", "benchmarks/default_pilot.py", *sys.argv[1:]]),
+                    "rows": rows,
+                    "table": markdown(rows),
+                },
+                indent=2,
+            )
+        )
     print(markdown([previous[k] for k in SETTINGS if k in previous]))
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procmem import run_sampled  # noqa: E402
+from procmem import run_sampled
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,8 +27,13 @@ HERE = Path(__file__).resolve().parent
 def machine() -> dict:
     import torch
 
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+    }
 
 
 def _in_verdict(line: str) -> bool:
@@ -41,20 +46,30 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override, passed to the study")
     parser.add_argument("--out", default=str(HERE / "results" / "default_study.json"))
     args = parser.parse_args()
-    cmd = [sys.executable, str(HERE.parent / "studies" / "strategy_grid.py"), "--fresh", "--output-dir", args.output_dir]
+    cmd = [
+        sys.executable,
+        str(HERE.parent / "studies" / "strategy_grid.py"),
+        "--fresh",
+        "--output-dir",
+        args.output_dir,
+    ]
     for item in args.set:
         cmd += ["--set", item]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = run_sampled(cmd, env=env)
     stamps = {}
     for seconds, line in run.lines:
-        for key, pattern in (("teacher_done", r"^\[raykd\] teacher: "), ("cache_done", r"^\[raykd\] teacher cache: "),
-                             ("sweep_start", r"^\[raykd\] sweep: "), ("sweep_done", r"^\[raykd\] sweep done"),
-                             ("analysis_done", r"^\[raykd\] analysis: ")):
+        for key, pattern in (
+            ("teacher_done", r"^\[raykd\] teacher: "),
+            ("cache_done", r"^\[raykd\] teacher cache: "),
+            ("sweep_start", r"^\[raykd\] sweep: "),
+            ("sweep_done", r"^\[raykd\] sweep done"),
+            ("analysis_done", r"^\[raykd\] analysis: "),
+        ):
             if re.match(pattern, line) and key not in stamps:
                 stamps[key] = round(seconds, 1)
     text = "\n".join(line for _, line in run.lines)
-    cache = re.search(r"^\[raykd\] teacher cache: (.*)$", text, re.M)
+    cache = re.search(r"^\[raykd\] teacher cache: (.*)$", text, re.MULTILINE)
     result = {
         "benchmark": "default_study",
         "command": " ".join(["python", "benchmarks/default_study.py", *sys.argv[1:]]),

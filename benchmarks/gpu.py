@@ -29,7 +29,13 @@ from raykd.student import build_student
 from raykd.train.loop import distill_steps
 
 HERE = Path(__file__).resolve().parent
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense, SXM where it applies
+PEAK_BF16_TFLOPS = {
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L4": 121.0,
+    "A10": 125.0,
+}  # dense, SXM where it applies
 
 
 def forward_flops(model, tokens: int, seq: int) -> float:
@@ -57,16 +63,22 @@ def main() -> None:
     student = build_student(teacher, depth=3, init="teacher", seed=0).to(device)
     maps = layer_maps("forward", {"encoder": 3}, {"encoder": 12}, seed=0)
     g = torch.Generator().manual_seed(0)
-    batches = [{"input_ids": torch.randint(1000, 30000, (args.batch, args.seq), generator=g).to(device),
-                "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long, device=device),
-                "labels": torch.randint(0, 3, (args.batch,), generator=g).to(device)} for _ in range(args.steps)]
+    batches = [
+        {
+            "input_ids": torch.randint(1000, 30000, (args.batch, args.seq), generator=g).to(device),
+            "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long, device=device),
+            "labels": torch.randint(0, 3, (args.batch,), generator=g).to(device),
+        }
+        for _ in range(args.steps)
+    ]
     loss = LossConfig(hidden=3.0, kd=1.0)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4, fused=True)
 
     def timed() -> list[float]:
         seconds = []
-        for result in distill_steps(teacher, student, batches, optimizer, layer_maps=maps, loss=loss, precision="bf16",
-                                    device=device):
+        for result in distill_steps(
+            teacher, student, batches, optimizer, layer_maps=maps, loss=loss, precision="bf16", device=device
+        ):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds.append(result.seconds)
@@ -77,17 +89,23 @@ def main() -> None:
     tokens = args.batch * args.seq
     step_flops = 3 * forward_flops(student, tokens, args.seq) + forward_flops(teacher, tokens, args.seq)
     student_flops = 3 * forward_flops(student, tokens, args.seq)
-    mean_live = statistics.fmean(live[min(args.warmup, len(live) - 1):])
+    mean_live = statistics.fmean(live[min(args.warmup, len(live) - 1) :])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     result = {
-        "device": name, "torch": torch.__version__, "batch": args.batch, "seq": args.seq, "steps": args.steps,
-        "live_step_s": round(mean_live, 5), "live_examples_per_s": round(args.batch / mean_live, 1),
+        "device": name,
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "seq": args.seq,
+        "steps": args.steps,
+        "live_step_s": round(mean_live, 5),
+        "live_examples_per_s": round(args.batch / mean_live, 1),
         "model_tflops_per_step": round(step_flops / 1e12, 3),
         "achieved_tflops": round(step_flops / mean_live / 1e12, 2),
         "mfu": None if peak is None else round(step_flops / mean_live / 1e12 / peak, 3),
         "student_share_of_flops": round(student_flops / step_flops, 3),
-        "peak_bf16_tflops": peak, "seconds": round(time.time() - started, 1),
+        "peak_bf16_tflops": peak,
+        "seconds": round(time.time() - started, 1),
     }
     if device.type == "cuda":
         result["max_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
@@ -108,8 +126,11 @@ def packed_sweep(output_dir: str = "/tmp/raykd-gpu-sweep") -> dict:
 
     def sample() -> None:
         while not done.is_set():
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode == 0 and out.stdout.strip():
                 samples.append(float(out.stdout.split(",")[0]))
             time.sleep(1.0)
@@ -117,18 +138,37 @@ def packed_sweep(output_dir: str = "/tmp/raykd-gpu-sweep") -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.time()
-    study = subprocess.run([sys.executable, str(HERE.parent / "studies" / "strategy_grid.py"), "--config",
-                            str(HERE.parent / "studies" / "configs" / "smoke.yaml"), "--output-dir", output_dir, "--fresh",
-                            "--set", "compute.gpus_per_worker=0.25", "--set", "compute.cpus_per_worker=2",
-                            "--set", "analysis.enabled=false", "--quiet"], capture_output=True, text=True)
+    study = subprocess.run(
+        [
+            sys.executable,
+            str(HERE.parent / "studies" / "strategy_grid.py"),
+            "--config",
+            str(HERE.parent / "studies" / "configs" / "smoke.yaml"),
+            "--output-dir",
+            output_dir,
+            "--fresh",
+            "--set",
+            "compute.gpus_per_worker=0.25",
+            "--set",
+            "compute.cpus_per_worker=2",
+            "--set",
+            "analysis.enabled=false",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     done.set()
     sampler.join()
     busy = [s for s in samples if s > 0]
-    return {"returncode": study.returncode, "wall_s": round(time.time() - started, 1),
-            "concurrency": next((line for line in study.stdout.splitlines() if "trial(s) at once" in line), None),
-            "gpu_utilisation_mean": round(statistics.fmean(samples), 1) if samples else None,
-            "gpu_utilisation_when_busy": round(statistics.fmean(busy), 1) if busy else None,
-            "tail": study.stdout[-1500:] + study.stderr[-1500:]}
+    return {
+        "returncode": study.returncode,
+        "wall_s": round(time.time() - started, 1),
+        "concurrency": next((line for line in study.stdout.splitlines() if "trial(s) at once" in line), None),
+        "gpu_utilisation_mean": round(statistics.fmean(samples), 1) if samples else None,
+        "gpu_utilisation_when_busy": round(statistics.fmean(busy), 1) if busy else None,
+        "tail": study.stdout[-1500:] + study.stderr[-1500:],
+    }
 
 
 if __name__ == "__main__":

@@ -27,15 +27,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from raykd.config import StudyConfig, load_config  # noqa: E402
-from raykd.teacher_folder import TeacherFolder  # noqa: E402
-from raykd.train.loop import autocast, distill_steps  # noqa: E402
-from raykd.train.teacher import prepare_cache, prepare_teacher  # noqa: E402
-from raykd.train.teacher_cache import CachedTeacher  # noqa: E402
-from raykd.train.trial import TeacherArtifacts, TrialRun  # noqa: E402
-from raykd.trial import StudyContext, TrialSpec, trial_grid  # noqa: E402
+from raykd.config import StudyConfig, load_config
+from raykd.teacher_folder import TeacherFolder
+from raykd.train.loop import autocast, distill_steps
+from raykd.train.teacher import prepare_cache, prepare_teacher
+from raykd.train.teacher_cache import CachedTeacher
+from raykd.train.trial import TeacherArtifacts, TrialRun
+from raykd.trial import StudyContext, TrialSpec, trial_grid
 
 TRIAL = TrialSpec.of("forward", "random", 3.0, 0)
 
@@ -47,8 +47,9 @@ class Setup:
         config = load_config(config_path)
         train = config.distill.train.model_copy(update={"max_steps": steps, "log_every": 10, "eval_every": None})
         compute = config.compute.model_copy(update={"cpus_per_worker": float(threads)})
-        self.config: StudyConfig = config.model_copy(update={"distill": config.distill.model_copy(update={"train": train}),
-                                                             "compute": compute})
+        self.config: StudyConfig = config.model_copy(
+            update={"distill": config.distill.model_copy(update={"train": train}), "compute": compute}
+        )
         self.root = Path(workdir) / config.name
         folder = TeacherFolder.of(self.root, config)
         torch.set_num_threads(os.cpu_count() or 1)
@@ -56,8 +57,13 @@ class Setup:
         self.cache_path = prepare_cache(config, str(folder.path), trial_grid(config))["path"]
         torch.set_num_threads(threads)
         self.threads, self.steps = threads, steps
-        self.context = StudyContext(config=self.config, study_dir=str(self.root), teacher_dir=str(folder.path),
-                                    checkpoints=tempfile.mkdtemp(prefix="raykd-bench-ckpt-"), teacher_cache=self.cache_path)
+        self.context = StudyContext(
+            config=self.config,
+            study_dir=str(self.root),
+            teacher_dir=str(folder.path),
+            checkpoints=tempfile.mkdtemp(prefix="raykd-bench-ckpt-"),
+            teacher_cache=self.cache_path,
+        )
         self.artifacts = TeacherArtifacts.load(self.context, "cpu")
         run = self.trial()
         self.task, self.tokenizer, self.teacher = run.task, run.artifacts.tokenizer, run.artifacts.model
@@ -84,9 +90,17 @@ class Setup:
         """Step seconds and loss terms of raykd's plain loop over `batches`; returns the trained student."""
         run = self.trial()
         seconds, terms = [], []
-        for result in distill_steps(teacher, run.student, batches, run.optimizer, layer_maps=self.maps, loss=self.loss,
-                                    scheduler=run.scheduler, grad_clip=self.config.distill.train.grad_clip,
-                                    precision=self.precision):
+        for result in distill_steps(
+            teacher,
+            run.student,
+            batches,
+            run.optimizer,
+            layer_maps=self.maps,
+            loss=self.loss,
+            scheduler=run.scheduler,
+            grad_clip=self.config.distill.train.grad_clip,
+            precision=self.precision,
+        ):
             seconds.append(result.seconds)
             terms.append(result.terms)
         return seconds, terms, run.student
@@ -116,8 +130,15 @@ def bench_worker_vs_loop(s: Setup, warmup: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="raykd-bench-worker-"))
     start_ray()
     tracking = tr.open_study(work, "bench", "bench-uid", flatten(s.config))
-    context = StudyContext(**{**s.context.__dict__, "teacher_cache": None, "tracking": tracking,
-                              "checkpoints": str(work / "checkpoints"), "study_dir": str(work)})
+    context = StudyContext(
+        **{
+            **s.context.__dict__,
+            "teacher_cache": None,
+            "tracking": tracking,
+            "checkpoints": str(work / "checkpoints"),
+            "study_dir": str(work),
+        }
+    )
     resources = Resources(1, float(s.threads), 0.0, 1, {"CPU": 0.01})
     fit(work / "ray", "bench", s.config, context, resources, [], trials=[TRIAL])
     ray.shutdown()
@@ -128,13 +149,19 @@ def bench_worker_vs_loop(s: Setup, warmup: int) -> dict:
     # the warm-up took in all (length-grouped batches differ a lot in length, so per-window rates vary).
     logged = sorted(step for step in windows if step > warmup)
     worker_s = sum(10 * batch / windows[step] for step in logged)
-    loop_s = sum(loop_seconds[logged[0] - 10: logged[-1]])
+    loop_s = sum(loop_seconds[logged[0] - 10 : logged[-1]])
     overhead = worker_s / loop_s - 1
-    return {"steps_compared": f"{logged[0] - 9}-{logged[-1]}", "loop_s": round(loop_s, 2), "worker_s": round(worker_s, 2),
-            "loop_examples_per_s": round(10 * batch * len(logged) / loop_s, 2),
-            "worker_examples_per_s": round(10 * batch * len(logged) / worker_s, 2),
-            "worker_windows": {k: round(v, 1) for k, v in sorted(windows.items())}, "overhead": round(overhead, 4),
-            "target_overhead": 0.03, "met": overhead <= 0.03}
+    return {
+        "steps_compared": f"{logged[0] - 9}-{logged[-1]}",
+        "loop_s": round(loop_s, 2),
+        "worker_s": round(worker_s, 2),
+        "loop_examples_per_s": round(10 * batch * len(logged) / loop_s, 2),
+        "worker_examples_per_s": round(10 * batch * len(logged) / worker_s, 2),
+        "worker_windows": {k: round(v, 1) for k, v in sorted(windows.items())},
+        "overhead": round(overhead, 4),
+        "target_overhead": 0.03,
+        "met": overhead <= 0.03,
+    }
 
 
 def hidden_mse(student_states, teacher_states, pairs, mask) -> torch.Tensor:
@@ -163,8 +190,16 @@ def bench_vs_hf_trainer(s: Setup, warmup: int) -> dict:
             with torch.no_grad():
                 teacher_outputs = teacher(**inputs, output_hidden_states=True)
             t = loss_cfg.temperature
-            kd = F.kl_div(F.log_softmax(outputs.logits.float() / t, -1), F.log_softmax(teacher_outputs.logits.float() / t, -1),
-                          log_target=True, reduction="batchmean") * t * t
+            kd = (
+                F.kl_div(
+                    F.log_softmax(outputs.logits.float() / t, -1),
+                    F.log_softmax(teacher_outputs.logits.float() / t, -1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
+                * t
+                * t
+            )
             hidden = hidden_mse(outputs.hidden_states, teacher_outputs.hidden_states, pairs, inputs["attention_mask"])
             loss = loss_cfg.ce * outputs.loss + loss_cfg.kd * kd + loss_cfg.hidden * hidden
             return (loss, outputs) if return_outputs else loss
@@ -181,25 +216,47 @@ def bench_vs_hf_trainer(s: Setup, warmup: int) -> dict:
 
     train = s.config.distill.train
     timer = StepTimer()
-    columns = [c for c in s.data["train"].column_names if c in ("input_ids", "attention_mask", "token_type_ids", "labels")]
+    columns = [
+        c for c in s.data["train"].column_names if c in ("input_ids", "attention_mask", "token_type_ids", "labels")
+    ]
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=train.batch_size, max_steps=s.steps, learning_rate=train.lr,
-            weight_decay=train.weight_decay, warmup_steps=int(train.warmup_ratio * s.steps), max_grad_norm=train.grad_clip,
-            bf16=s.precision == "bf16", use_cpu=True, report_to=[],
+            output_dir=out,
+            per_device_train_batch_size=train.batch_size,
+            max_steps=s.steps,
+            learning_rate=train.lr,
+            weight_decay=train.weight_decay,
+            warmup_steps=int(train.warmup_ratio * s.steps),
+            max_grad_norm=train.grad_clip,
+            bf16=s.precision == "bf16",
+            use_cpu=True,
+            report_to=[],
             train_sampling_strategy="group_by_length" if train.group_by_length else "random",
-            save_strategy="no", eval_strategy="no", logging_steps=10, dataloader_num_workers=0, seed=TRIAL.seed,
-            disable_tqdm=True)
-        trainer = DistillTrainer(model=s.student(), args=args, train_dataset=s.data["train"].select_columns(columns),
-                                 data_collator=DataCollatorWithPadding(s.tokenizer), callbacks=[timer])
+            save_strategy="no",
+            eval_strategy="no",
+            logging_steps=10,
+            dataloader_num_workers=0,
+            seed=TRIAL.seed,
+            disable_tqdm=True,
+        )
+        trainer = DistillTrainer(
+            model=s.student(),
+            args=args,
+            train_dataset=s.data["train"].select_columns(columns),
+            data_collator=DataCollatorWithPadding(s.tokenizer),
+            callbacks=[timer],
+        )
         trainer.train()
     torch.set_num_threads(s.threads)  # Trainer may have changed it
     batch = train.batch_size
     hf = examples_per_s(timer.seconds, batch, warmup)
     live_seconds, _, _ = s.loop(s.teacher, s.batches())
     live = examples_per_s(live_seconds, batch, warmup)
-    out = {"hf_trainer_examples_per_s": round(hf, 2), "raykd_live_examples_per_s": round(live, 2),
-           "ratio_live": round(live / hf, 3)}
+    out = {
+        "hf_trainer_examples_per_s": round(hf, 2),
+        "raykd_live_examples_per_s": round(live, 2),
+        "ratio_live": round(live / hf, 3),
+    }
     if s.cache_path:
         cached_seconds, _, _ = s.loop(CachedTeacher(s.cache_path, s.family, s.depths), s.batches(indexed=True))
         cached = examples_per_s(cached_seconds, batch, warmup)
@@ -219,23 +276,43 @@ def bench_teacher_cache(s: Setup, warmup: int) -> dict:
     rel = max(abs(a - b) / max(abs(a), 1e-12) for a, b in first.values())
     acc_live, acc_cached = s.accuracy(live_student), s.accuracy(cached_student)
     index = json.loads((Path(s.cache_path) / "index.json").read_text())
-    return {"live_step_s": round(live, 4), "cached_step_s": round(cached, 4), "ratio": round(cached / live, 3),
-            "target_ratio": 0.7, "met": cached / live <= 0.7,
-            "first_step_terms_live_vs_cached": first, "first_step_max_rel_diff": rel,
-            "final_terms_live": {k: round(v, 4) for k, v in live_terms[-1].items()},
-            "final_terms_cached": {k: round(v, 4) for k, v in cached_terms[-1].items()},
-            "validation_accuracy_live": round(acc_live, 4), "validation_accuracy_cached": round(acc_cached, 4),
-            "cache": {"dtype": index["dtype"], "layers": index["layers"], "mib": round(index["bytes"] / 2**20, 1)}}
+    return {
+        "live_step_s": round(live, 4),
+        "cached_step_s": round(cached, 4),
+        "ratio": round(cached / live, 3),
+        "target_ratio": 0.7,
+        "met": cached / live <= 0.7,
+        "first_step_terms_live_vs_cached": first,
+        "first_step_max_rel_diff": rel,
+        "final_terms_live": {k: round(v, 4) for k, v in live_terms[-1].items()},
+        "final_terms_cached": {k: round(v, 4) for k, v in cached_terms[-1].items()},
+        "validation_accuracy_live": round(acc_live, 4),
+        "validation_accuracy_cached": round(acc_cached, 4),
+        "cache": {"dtype": index["dtype"], "layers": index["layers"], "mib": round(index["bytes"] / 2**20, 1)},
+    }
 
 
-BENCHES = {"worker_vs_loop": bench_worker_vs_loop, "vs_hf_trainer": bench_vs_hf_trainer, "teacher_cache": bench_teacher_cache}
+BENCHES = {
+    "worker_vs_loop": bench_worker_vs_loop,
+    "vs_hf_trainer": bench_vs_hf_trainer,
+    "teacher_cache": bench_teacher_cache,
+}
 
 
 def run(names, *, config: str, workdir: str, steps: int, threads: int, warmup: int) -> dict:
     setup = Setup(config, workdir, steps, threads)
-    out = {"setup": {"config": config, "steps": steps, "threads": threads, "warmup": warmup, "precision": setup.precision,
-                     "batch_size": setup.config.distill.train.batch_size, "layer_map": setup.maps,
-                     "group_by_length": setup.config.distill.train.group_by_length}}
+    out = {
+        "setup": {
+            "config": config,
+            "steps": steps,
+            "threads": threads,
+            "warmup": warmup,
+            "precision": setup.precision,
+            "batch_size": setup.config.distill.train.batch_size,
+            "layer_map": setup.maps,
+            "group_by_length": setup.config.distill.train.group_by_length,
+        }
+    }
     for name in names:
         started = time.time()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

@@ -45,15 +45,30 @@ def server_command(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[
     else:
         backend = args.backend_store_uri or env.get("MLFLOW_BACKEND_STORE_URI")
         if not backend:
-            raise SystemExit("error: no backend store: pass --local DIR, --backend-store-uri URI or set "
-                             "MLFLOW_BACKEND_STORE_URI")
+            raise SystemExit(
+                "error: no backend store: pass --local DIR, --backend-store-uri URI or set MLFLOW_BACKEND_STORE_URI"
+            )
         artifacts = args.artifacts_destination or env.get("MLFLOW_ARTIFACTS_DESTINATION") or "./mlartifacts"
     host = args.host or env.get("MLFLOW_HOST") or "127.0.0.1"
     port = str(args.port or env.get("MLFLOW_PORT") or 5000)
     workers = str(args.workers or env.get("MLFLOW_WORKERS") or 2)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-               "--artifacts-destination", artifacts, "--serve-artifacts", "--host", host, "--port", port,
-               "--workers", workers]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts,
+        "--serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        port,
+        "--workers",
+        workers,
+    ]
     allowed = args.allowed_hosts or env.get("MLFLOW_ALLOWED_HOSTS")
     if allowed:
         command += ["--allowed-hosts", allowed]
@@ -65,9 +80,11 @@ def server_command(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[
             raise SystemExit("error: MLFLOW_AUTH_ADMIN_PASSWORD must be at least 12 characters")
         database = env.get("MLFLOW_AUTH_DATABASE_URI") or f"sqlite:///{Path(artifacts).resolve().parent / 'auth.db'}"
         config = Path(tempfile.mkdtemp(prefix="raykd-mlflow-auth-")) / "basic_auth.ini"
-        config.write_text("[mlflow]\ndefault_permission = READ\n"
-                          f"database_uri = {database}\nadmin_username = {user}\nadmin_password = {password}\n"
-                          "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        config.write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = {database}\nadmin_username = {user}\nadmin_password = {password}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
         config.chmod(0o600)
         extra["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
         if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):  # CSRF key; replicas behind one Service must share it

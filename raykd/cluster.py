@@ -41,8 +41,13 @@ def start_ray(address: str | None = None, *, dashboard: bool = False) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": forwarded_env()})
     else:
-        ray.init(num_cpus=os.cpu_count(), resources={DRIVER_RESOURCE: 1000}, include_dashboard=dashboard,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            num_cpus=os.cpu_count(),
+            resources={DRIVER_RESOURCE: 1000},
+            include_dashboard=dashboard,
+            log_to_driver=False,
+            configure_logging=False,
+        )
 
 
 def node_resources() -> list[dict[str, float]]:

@@ -185,7 +185,7 @@ class StudentConfig(_Strict):
     @field_validator("depth")
     @classmethod
     def _positive_depth(cls, value):
-        for stack, depth in (value.items() if isinstance(value, dict) else [("depth", value)]):
+        for stack, depth in value.items() if isinstance(value, dict) else [("depth", value)]:
             if depth < 1:
                 raise ValueError(f"student depth ({stack}) must be >= 1, got {depth}")
         return value
@@ -300,7 +300,9 @@ class ComputeConfig(_Strict):
     isolate_trials: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)  # < 1 packs several trials on one GPU
-    max_concurrent_trials: int | None = Field(default=None, ge=1)  # None: what the cluster fits now; set it on autoscaling clusters
+    max_concurrent_trials: int | None = Field(
+        default=None, ge=1
+    )  # None: what the cluster fits now; set it on autoscaling clusters
     teacher_cpus: float | None = Field(default=None, gt=0)  # teacher stage; None: the cluster's CPUs, at most 8
     max_failures: int = Field(default=1, ge=0)  # worker-group restarts from the last checkpoint
     trial_retries: int = Field(default=0, ge=0)  # Tune-level retries of a failed trial
@@ -358,8 +360,9 @@ class StudyConfig(_Strict):
         inits, seeds, weights: a study can grow, running only its new trials) and operational settings
         (concurrency, retries, the cache's size budget) that change how trials run, not what they compute.
         """
-        return self.model_dump(mode="json", exclude={"analysis": True, "sweep": set(GRID_FIELDS),
-                                                     "compute": set(OPERATIONAL_COMPUTE)})
+        return self.model_dump(
+            mode="json", exclude={"analysis": True, "sweep": set(GRID_FIELDS), "compute": set(OPERATIONAL_COMPUTE)}
+        )
 
     @field_validator("name")
     @classmethod
@@ -371,10 +374,15 @@ class StudyConfig(_Strict):
     @model_validator(mode="after")
     def _student_stacks(self) -> StudyConfig:
         """Student stacks against the declared teacher depths (the model family's are checked in validate)."""
-        if self.teacher.depths and isinstance(self.student.depth, dict):
-            if set(self.student.depth) != set(self.teacher.depths):
-                raise ValueError(f"student.depth names stacks {sorted(self.student.depth)}; teacher.depths has "
-                                 f"{sorted(self.teacher.depths)}")
+        if (
+            self.teacher.depths
+            and isinstance(self.student.depth, dict)
+            and set(self.student.depth) != set(self.teacher.depths)
+        ):
+            raise ValueError(
+                f"student.depth names stacks {sorted(self.student.depth)}; teacher.depths has "
+                f"{sorted(self.teacher.depths)}"
+            )
         return self
 
 
@@ -428,7 +436,9 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     try:
         node[parts[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {override!r}: the value is not valid YAML ({str(error).splitlines()[0]})") from None
+        raise ConfigError(
+            f"override {override!r}: the value is not valid YAML ({str(error).splitlines()[0]})"
+        ) from None
 
 
 def config_hash(data: Any) -> str:
@@ -464,4 +474,4 @@ def _describe(error: dict[str, Any]) -> str:
     shown = repr(error.get("input"))
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return f"{loc or '<top>'}: {message}" + ("" if error["type"] in ("missing",) else f" (got {shown})")
+    return f"{loc or '<top>'}: {message}" + ("" if error["type"] == "missing" else f" (got {shown})")

@@ -121,7 +121,11 @@ def quiet_libraries(log_path: Path, mode: str = "normal") -> Iterator[Path]:
 
 def _is_console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
-        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+        sys.stdout,
+        sys.stderr,
+        sys.__stdout__,
+        sys.__stderr__,
+    )
 
 
 def log_tail(log_path: Path, lines: int = 25) -> str:

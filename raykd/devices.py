@@ -43,7 +43,7 @@ def assigned_cpus() -> int:
 
         if ray.is_initialized():
             return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    except Exception:  # noqa: BLE001 - not inside a Ray task or actor
+    except Exception:  # noqa: BLE001, S110 - not inside a Ray task or actor: torch's own thread count
         pass
     return torch.get_num_threads()
 

@@ -108,7 +108,7 @@ class Family:
         masks = {self.stacks[0]: (attention if attention is not None else torch.ones_like(ids)).bool()}
         if self.kind == "encoder_decoder":
             decoder_mask = batch.get("decoder_attention_mask")
-            masks["decoder"] = (decoder_mask.bool() if decoder_mask is not None else batch["labels"] != -100)
+            masks["decoder"] = decoder_mask.bool() if decoder_mask is not None else batch["labels"] != -100
         return masks
 
     def prediction_mask(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor | None:

@@ -43,19 +43,23 @@ HIDDEN_REDUCTIONS: Registry = Registry("hidden-loss reduction")
 PAIR_REDUCTIONS = ("mean", "sum")
 PROJECTION_ATTR = "raykd_projections"
 
-__all__ = ["LossConfig", "hidden_loss", "prediction_kd", "total_loss", "check_loss_settings", "Projections"]
+__all__ = ["LossConfig", "Projections", "check_loss_settings", "hidden_loss", "prediction_kd", "total_loss"]
 
 
 def check_loss_settings(settings: LossSettings, where: str = "distill.loss") -> None:
     """Raise a ValueError naming the field when a registry-backed name is unknown."""
-    for field, registry in (("hidden_kind", HIDDEN_KINDS), ("hidden_norm", HIDDEN_NORMS),
-                            ("hidden_reduction", HIDDEN_REDUCTIONS)):
+    for field, registry in (
+        ("hidden_kind", HIDDEN_KINDS),
+        ("hidden_norm", HIDDEN_NORMS),
+        ("hidden_reduction", HIDDEN_REDUCTIONS),
+    ):
         name = getattr(settings, field)
         if name not in registry:
             raise ValueError(f"{where}.{field} must be one of {registry.names()}, got {name!r}")
 
 
 # --- normalisations: fn(hidden [batch, seq, width], mask [batch, seq]) -> same shape ----------------
+
 
 @HIDDEN_NORMS.register("none")
 def _no_norm(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -76,6 +80,7 @@ def _layer_zscore(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 # --- per-position losses: fn(student, teacher) -> [batch, seq, width] or [batch, seq] ---------------
 
+
 @HIDDEN_KINDS.register("mse")
 def _squared_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (student - teacher) ** 2
@@ -87,6 +92,7 @@ def _cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tens
 
 
 # --- reductions over valid positions: fn(values, mask [batch, seq]) -> scalar ------------------------
+
 
 @HIDDEN_REDUCTIONS.register("element_mean")
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -113,8 +119,14 @@ def normalise_hidden(hidden: torch.Tensor, mask: torch.Tensor, norm: str) -> tor
     return HIDDEN_NORMS.get(norm)(hidden, mask)
 
 
-def pair_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, *, kind: str = "mse",
-              reduction: str = "element_mean") -> torch.Tensor:
+def pair_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    kind: str = "mse",
+    reduction: str = "element_mean",
+) -> torch.Tensor:
     """Loss between two ``[batch, seq, width]`` states over the valid positions of ``mask``."""
     return HIDDEN_REDUCTIONS.get(reduction)(HIDDEN_KINDS.get(kind)(student, teacher), mask)
 

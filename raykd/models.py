@@ -50,17 +50,28 @@ def load_teacher(config: TeacherConfig, task, train_texts: Iterable[str] | None 
         return build_from_config(config.model, task, tokenizer), tokenizer
     location = str(packaged_model_dir(config.name)) if config.source == "package" else config.name
     if config.trust_remote_code:
-        warnings.warn(f"teacher {config.name!r}: trust_remote_code is on, so code from the model repository "
-                      "will run on this machine", stacklevel=2)
+        warnings.warn(
+            f"teacher {config.name!r}: trust_remote_code is on, so code from the model repository "
+            "will run on this machine",
+            stacklevel=2,
+        )
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(location, trust_remote_code=config.trust_remote_code)
-        model = auto_class(task).from_pretrained(location, trust_remote_code=config.trust_remote_code,
-                                                 **task.model_kwargs())
+        model = auto_class(task).from_pretrained(
+            location, trust_remote_code=config.trust_remote_code, **task.model_kwargs()
+        )
     except OSError as error:
-        hint = (" The hub is offline (HF_HUB_OFFLINE=1) and the model is not in the local cache; use a local "
-                "folder (source: path), a packaged model (source: package) or a config.") if hub_offline() else ""
-        raise ValueError(f"teacher {config.name!r} ({config.source}) could not be loaded: "
-                         f"{str(error).splitlines()[0]}.{hint}") from None
+        hint = (
+            (
+                " The hub is offline (HF_HUB_OFFLINE=1) and the model is not in the local cache; use a local "
+                "folder (source: path), a packaged model (source: package) or a config."
+            )
+            if hub_offline()
+            else ""
+        )
+        raise ValueError(
+            f"teacher {config.name!r} ({config.source}) could not be loaded: {str(error).splitlines()[0]}.{hint}"
+        ) from None
     if tokenizer.pad_token is None:  # decoder-only tokenizers often have none
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -70,12 +81,16 @@ def build_from_config(model_fields: dict[str, Any], task, tokenizer) -> Any:
     """A randomly initialised model of ``model_fields["model_type"]`` sized by the other fields."""
     fields = dict(model_fields)
     model_type = fields.pop("model_type")
-    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
-           "bos_token_id": tokenizer.bos_token_id}
+    ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
     if task.auto_model == "AutoModelForSeq2SeqLM":
         ids.update(decoder_start_token_id=tokenizer.pad_token_id, forced_eos_token_id=tokenizer.eos_token_id)
-    config = transformers.AutoConfig.for_model(model_type, **{**fields, "vocab_size": len(tokenizer), **ids,
-                                                              **task.model_kwargs()})
+    config = transformers.AutoConfig.for_model(
+        model_type, **{**fields, "vocab_size": len(tokenizer), **ids, **task.model_kwargs()}
+    )
     return auto_class(task).from_config(config)
 
 
@@ -101,8 +116,9 @@ def train_tokenizer(texts: Iterable[str], *, kind: str = "unigram", vocab_size: 
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
     elif kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -112,7 +128,9 @@ def train_tokenizer(texts: Iterable[str], *, kind: str = "unigram", vocab_size: 
     else:
         raise ValueError(f"tokenizer kind must be one of unigram, bpe, wordpiece; got {kind!r}")
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                                unk_token="<unk>", bos_token="<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", bos_token="<s>"
+    )

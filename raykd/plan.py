@@ -16,20 +16,30 @@ def dry_run(config: StudyConfig) -> str:
 
     grid = trial_grid(config)
     sweep = config.sweep
-    lines = [f"study {config.name}: task {config.task.type} ({config.task.metric or 'default metric'}), "
-             f"teacher {config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}",
-             f"{len(grid)} trials ({len(sweep.strategies)} strategies x {len(sweep.inits)} inits x "
-             f"{len(sweep.seeds)} seeds, weights {sweep.weights}; '{NONE}' runs once per weight-free cell)"]
+    lines = [
+        (
+            f"study {config.name}: task {config.task.type} ({config.task.metric or 'default metric'}), "
+            f"teacher {config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}"
+        ),
+        (
+            f"{len(grid)} trials ({len(sweep.strategies)} strategies x {len(sweep.inits)} inits x "
+            f"{len(sweep.seeds)} seeds, weights {sweep.weights}; '{NONE}' runs once per weight-free cell)"
+        ),
+    ]
     teachers = teacher_depths(config)
     if teachers is None:
         lines.append("layer maps: known once the teacher loads (set teacher.depths to see them here)")
     else:
         kind = _kind(config, teachers)
-        students = {s: (config.student.depth[s] if isinstance(config.student.depth, dict) else config.student.depth)
-                    for s in teachers}
+        students = {
+            s: (config.student.depth[s] if isinstance(config.student.depth, dict) else config.student.depth)
+            for s in teachers
+        }
         lines.append(f"teacher depths {teachers}, student depths {students}")
         for strategy in sweep.strategies:
-            per_seed = {seed: trial_layer_maps(config, strategy, seed, students, teachers, kind) for seed in sweep.seeds}
+            per_seed = {
+                seed: trial_layer_maps(config, strategy, seed, students, teachers, kind) for seed in sweep.seeds
+            }
             distinct = {str(m) for m in per_seed.values()}
             if len(distinct) == 1:
                 lines.append(f"  {strategy:>10} (every seed): {per_seed[sweep.seeds[0]]}")
@@ -40,13 +50,20 @@ def dry_run(config: StudyConfig) -> str:
                 lines.append("  " + random_deal_note(config, students))
         if "teacher" in sweep.inits:
             copies = {s: copied_layers(config.student.copy_rule, students[s], teachers[s], stack=s) for s in teachers}
-            head = {None: "by head type (a classifier's head fresh, LM heads copied)", True: "copied",
-                    False: "drawn fresh"}[config.student.copy_head]
-            lines.append(f"teacher init copies blocks {copies} (copy_rule {config.student.copy_rule}); task head {head}")
+            head = {
+                None: "by head type (a classifier's head fresh, LM heads copied)",
+                True: "copied",
+                False: "drawn fresh",
+            }[config.student.copy_head]
+            lines.append(
+                f"teacher init copies blocks {copies} (copy_rule {config.student.copy_rule}); task head {head}"
+            )
     compute = config.compute
-    lines.append(f"per trial: {compute.num_workers} worker(s) x ({compute.cpus_per_worker:g} CPU"
-                 f"{f', {compute.gpus_per_worker:g} GPU' if compute.gpus_per_worker else ''}); "
-                 f"concurrency {'max ' + str(compute.max_concurrent_trials) if compute.max_concurrent_trials else 'what the cluster fits'}")
+    lines.append(
+        f"per trial: {compute.num_workers} worker(s) x ({compute.cpus_per_worker:g} CPU"
+        f"{f', {compute.gpus_per_worker:g} GPU' if compute.gpus_per_worker else ''}); "
+        f"concurrency {'max ' + str(compute.max_concurrent_trials) if compute.max_concurrent_trials else 'what the cluster fits'}"
+    )
     lines.append("work: " + estimate(config, len(grid), config.task.data.max_examples.get("train")))
     lines += [f"  {t.trial_id}" for t in grid]
     return "\n".join(lines)
@@ -61,10 +78,14 @@ def random_deal_note(config: StudyConfig, students: dict[str, int]) -> str:
     available = math.factorial(blocks) - 2
     n = len(config.sweep.seeds)
     if n <= available:
-        return (f"random: {n} seeds get distinct permutations, none of them forward or reverse "
-                f"({available} such permutations of {blocks} blocks)")
-    return (f"random: {n} seeds share the {available} permutations other than forward and reverse, each used "
-            f"{n // available}-{-(-n // available)} times (balanced)")
+        return (
+            f"random: {n} seeds get distinct permutations, none of them forward or reverse "
+            f"({available} such permutations of {blocks} blocks)"
+        )
+    return (
+        f"random: {n} seeds share the {available} permutations other than forward and reverse, each used "
+        f"{n // available}-{-(-n // available)} times (balanced)"
+    )
 
 
 def _kind(config: StudyConfig, teachers: dict[str, int]) -> str:

@@ -8,18 +8,29 @@ from pathlib import Path
 
 def versions() -> dict[str, str]:
     """``version.<package>`` for raykd and its main dependencies, and ``git.commit`` (or "unknown")."""
-    import mlflow
     import ray
     import torch
     import transformers
 
+    import mlflow
     import raykd
 
-    out = {"version.raykd": raykd.__version__, "version.torch": torch.__version__, "version.ray": ray.__version__,
-           "version.transformers": transformers.__version__, "version.mlflow": mlflow.__version__}
+    out = {
+        "version.raykd": raykd.__version__,
+        "version.torch": torch.__version__,
+        "version.ray": ray.__version__,
+        "version.transformers": transformers.__version__,
+        "version.mlflow": mlflow.__version__,
+    }
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
         out["git.commit"] = commit or "unknown"
     except (OSError, subprocess.SubprocessError):
         out["git.commit"] = "unknown"

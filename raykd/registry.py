@@ -48,9 +48,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):  # TypeError: not even hashable (a list or mapping from a config)
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}"
-            ) from None
+            raise ValueError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}") from None
 
     def meta(self, name: str) -> dict[str, Any]:
         self.get(name)  # same error for a miss

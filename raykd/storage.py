@@ -9,6 +9,7 @@ every node (KubeRay: a ReadWriteMany volume for the study folder).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from raykd.config import ConfigError
@@ -25,9 +26,11 @@ def study_root(output_dir: str | Path) -> Path:
     if text.startswith("file://"):
         return Path(text.removeprefix("file://"))
     if is_uri(text):
-        raise ConfigError(f"--output-dir {text!r}: the study folder must be a (shared) POSIX path: the teacher cache is "
-                          "memory-mapped by every trial and MLflow's local store is a sqlite file. Give a path there, and "
-                          "put Ray's storage and the trial checkpoints on remote storage with --storage URI")
+        raise ConfigError(
+            f"--output-dir {text!r}: the study folder must be a (shared) POSIX path: the teacher cache is "
+            "memory-mapped by every trial and MLflow's local store is a sqlite file. Give a path there, and "
+            "put Ray's storage and the trial checkpoints on remote storage with --storage URI"
+        )
     return Path(text)
 
 
@@ -43,17 +46,19 @@ def check_storage(uri: str) -> None:
     try:
         fs.FileSystem.from_uri(uri)
     except Exception as error:  # noqa: BLE001 - any failure means the same to the user
-        raise ConfigError(f"--storage {uri!r} cannot be opened ({type(error).__name__}: {error}); give a URI pyarrow "
-                          "understands (s3://, gs://, hdfs://, file://) with its credentials in the environment") from None
+        raise ConfigError(
+            f"--storage {uri!r} cannot be opened ({type(error).__name__}: {error}); give a URI pyarrow "
+            "understands (s3://, gs://, hdfs://, file://) with its credentials in the environment"
+        ) from None
 
 
 def delete_dir(location: str | Path) -> None:
     """Remove a folder (path or URI) if it exists."""
     from pyarrow import fs
 
-    filesystem, path = fs.FileSystem.from_uri(str(location)) if is_uri(location) else (fs.LocalFileSystem(), str(location))
+    filesystem, path = (
+        fs.FileSystem.from_uri(str(location)) if is_uri(location) else (fs.LocalFileSystem(), str(location))
+    )
     filesystem.delete_dir_contents(path, missing_dir_ok=True)
-    try:
+    with contextlib.suppress(OSError):  # already gone
         filesystem.delete_dir(path)
-    except (FileNotFoundError, OSError):
-        pass

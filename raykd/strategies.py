@@ -77,9 +77,7 @@ def layer_maps(
     ``layer_map(name, ..., seed=seed)``. A `pairs` option may be a mapping stack -> pairs.
     """
     if set(student_depths) != set(teacher_depths):
-        raise ValueError(
-            f"student stacks {sorted(student_depths)} differ from teacher stacks {sorted(teacher_depths)}"
-        )
+        raise ValueError(f"student stacks {sorted(student_depths)} differ from teacher stacks {sorted(teacher_depths)}")
     maps = {}
     for i, stack in enumerate(student_depths):
         stack_options = dict(options)
@@ -149,8 +147,10 @@ def _dealt_permutations(n_student: int, n_teacher: int, *, deal: str = "distinct
     if deal not in RANDOM_DEALS:
         return f"random: option deal must be one of {RANDOM_DEALS}, got {deal!r}"
     if deal == "distinct" and math.factorial(n_student) <= 2:
-        return (f"strategy 'random' (deal: distinct) needs at least 3 matched student blocks: with {n_student} "
-                "every permutation of the forward targets is the forward or the reverse map")
+        return (
+            f"strategy 'random' (deal: distinct) needs at least 3 matched student blocks: with {n_student} "
+            "every permutation of the forward targets is the forward or the reverse map"
+        )
     return None
 
 

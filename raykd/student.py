@@ -106,7 +106,9 @@ def student_config(
     for stack, key in family.depth_keys.items():
         if stack == "decoder" and family.kind == "decoder" and isinstance(getattr(config, "layer_types", None), list):
             teacher_types = list(config.layer_types)
-            config.layer_types = [teacher_types[t - 1] for t in stand_for[stack]] if stand_for else teacher_types[: depths[stack]]
+            config.layer_types = (
+                [teacher_types[t - 1] for t in stand_for[stack]] if stand_for else teacher_types[: depths[stack]]
+            )
         setattr(config, key, depths[stack])
     if width is not None and width != family.width(config):
         _resize_width(config, family, width)
@@ -180,7 +182,7 @@ def student_metadata(student: nn.Module) -> dict[str, Any]:
 
 
 def _resolve_depths(depth: int | Mapping[str, int], teacher_depths: Mapping[str, int]) -> dict[str, int]:
-    depths = dict(depth) if isinstance(depth, Mapping) else {s: depth for s in teacher_depths}
+    depths = dict(depth) if isinstance(depth, Mapping) else dict.fromkeys(teacher_depths, depth)
     if set(depths) != set(teacher_depths):
         raise ValueError(f"student depth names stacks {sorted(depths)}; this model has {sorted(teacher_depths)}")
     for stack, d in depths.items():
@@ -238,7 +240,7 @@ def _copy_from_teacher(
         source = key
         for stack, prefix in prefixes.items():
             if key.startswith(prefix):
-                index, rest = key[len(prefix):].split(".", 1)
+                index, rest = key[len(prefix) :].split(".", 1)
                 source = f"{prefix}{copied[stack][int(index)] - 1}.{rest}"
                 if source not in teacher_state:
                     source = key
@@ -246,6 +248,8 @@ def _copy_from_teacher(
         if source not in teacher_state:
             raise ValueError(f"teacher has no weight {source!r} to copy into student {key!r}")
         if teacher_state[source].shape != value.shape:
-            raise ValueError(f"shape mismatch copying {source} {tuple(teacher_state[source].shape)} -> {key} {tuple(value.shape)}")
+            raise ValueError(
+                f"shape mismatch copying {source} {tuple(teacher_state[source].shape)} -> {key} {tuple(value.shape)}"
+            )
         new_state[key] = teacher_state[source].detach().clone()
     student.load_state_dict(new_state, strict=True)

@@ -45,24 +45,38 @@ def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False, c
             saved = StudyConfig.model_validate(yaml.safe_load((root / "config.yaml").read_text())).identity()
             before, now = flatten(saved), flatten(identity)
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            raise ConfigError(f"study {config.name!r} in {root} was started with another config (changed: "
-                              f"{', '.join(changed[:8]) or 'the identity hash'}): its finished trials would no longer "
-                              "mean the same. Re-run with --fresh to start over, or --name for a new study (the grid "
-                              "-- strategies, inits, seeds, weights -- and the analysis may change freely)")
+            raise ConfigError(
+                f"study {config.name!r} in {root} was started with another config (changed: "
+                f"{', '.join(changed[:8]) or 'the identity hash'}): its finished trials would no longer "
+                "mean the same. Re-run with --fresh to start over, or --name for a new study (the grid "
+                "-- strategies, inits, seeds, weights -- and the analysis may change freely)"
+            )
         if checkpoints and state.get("checkpoints", str(root / "checkpoints")) != checkpoints:
-            raise ConfigError(f"study {config.name!r} keeps its trial checkpoints in {state.get('checkpoints')}; resume it "
-                              f"with the same --storage (asked: {checkpoints}), or start over with --fresh")
+            raise ConfigError(
+                f"study {config.name!r} keeps its trial checkpoints in {state.get('checkpoints')}; resume it "
+                f"with the same --storage (asked: {checkpoints}), or start over with --fresh"
+            )
     else:
         root.mkdir(parents=True, exist_ok=True)
-        state = {"uid": uuid.uuid4().hex, "config_hash": config_hash(identity), "created": time.time(),
-                 "checkpoints": checkpoints or str(root / "checkpoints")}
+        state = {
+            "uid": uuid.uuid4().hex,
+            "config_hash": config_hash(identity),
+            "created": time.time(),
+            "checkpoints": checkpoints or str(root / "checkpoints"),
+        }
         state_file.write_text(json.dumps(state))
     (root / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return state["uid"]
 
 
-def run_study(config: StudyConfig, output_dir: Path | str, *, fresh: bool = False, console: Console | None = None,
-              storage: str | None = None) -> dict[str, Any]:
+def run_study(
+    config: StudyConfig,
+    output_dir: Path | str,
+    *,
+    fresh: bool = False,
+    console: Console | None = None,
+    storage: str | None = None,
+) -> dict[str, Any]:
     """Run (or resume, or grow) the study; return a summary with paths and the results rows. `storage` (a URI)
     takes Ray's storage and the trial checkpoints (see `raykd.storage`)."""
     return Study(config, output_dir, fresh=fresh, console=console, storage=storage).run()
@@ -71,8 +85,15 @@ def run_study(config: StudyConfig, output_dir: Path | str, *, fresh: bool = Fals
 class Study:
     """The stages of one study, in order; each is a method, each prints what it did."""
 
-    def __init__(self, config: StudyConfig, output_dir: Path | str, *, fresh: bool = False,
-                 console: Console | None = None, storage: str | None = None) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        output_dir: Path | str,
+        *,
+        fresh: bool = False,
+        console: Console | None = None,
+        storage: str | None = None,
+    ) -> None:
         from raykd.storage import check_storage, join, study_root
 
         self.config, self.fresh = config, fresh
@@ -124,9 +145,16 @@ class Study:
         self.cpus = stage_cpus(config.compute.teacher_cpus)
         self.check_resources()
         teacher = self.teacher_stage()
-        self.context = StudyContext(config=config, study_dir=str(self.root), teacher_dir=str(teacher["dir"]),
-                                    checkpoints=self.checkpoints, teacher_cache=teacher["cache"], tracking=tracking,
-                                    versions=versions(), ray_storage=self.ray_storage)
+        self.context = StudyContext(
+            config=config,
+            study_dir=str(self.root),
+            teacher_dir=str(teacher["dir"]),
+            checkpoints=self.checkpoints,
+            teacher_cache=teacher["cache"],
+            tracking=tracking,
+            versions=versions(),
+            ray_storage=self.ray_storage,
+        )
         self.metric = teacher["metric"]
         chosen = self.tune_weights() if config.sweep.weight_search.method == "optuna" else None
         analyst = self.analyst() if config.analysis.enabled else None  # starts (and loads) while the trials run
@@ -134,9 +162,18 @@ class Study:
         report = self.analyse(analyst) if analyst is not None and counts["finished"] else None
         tr.finish(client, tracking.parent_run_id, "finished")
         ray.shutdown()
-        return {"root": self.root, "tracking_uri": tracking.uri, "experiment_id": tracking.experiment_id,
-                "teacher": teacher["metrics"], "metric": self.metric, "rows": rows, "counts": counts,
-                "results": paths, "report": report, "log": self.log}
+        return {
+            "root": self.root,
+            "tracking_uri": tracking.uri,
+            "experiment_id": tracking.experiment_id,
+            "teacher": teacher["metrics"],
+            "metric": self.metric,
+            "rows": rows,
+            "counts": counts,
+            "results": paths,
+            "report": report,
+            "log": self.log,
+        }
 
     def check_resources(self) -> None:
         """A trial's workers must each fit on one node of the cluster: refuse now (ResourceError, naming what was
@@ -164,20 +201,25 @@ class Study:
         folder = TeacherFolder.of(self.root, config)
         started = time.time()
         # max_calls=1: the stage's worker process exits afterwards instead of idling with a model in memory
-        stage = ray.remote(num_cpus=self.cpus, num_gpus=math.ceil(config.compute.gpus_per_worker),
-                           max_calls=1)(_run_teacher_stage)
+        stage = ray.remote(num_cpus=self.cpus, num_gpus=math.ceil(config.compute.gpus_per_worker), max_calls=1)(
+            _run_teacher_stage
+        )
         progress = self.progress("teacher")
         ref = stage.remote(config, str(folder.path), trial_grid(config), self.tracking, str(progress.path))
         out = wait_with_progress(ref, progress, self.console, "teacher")
         metrics, info = out["metrics"], folder.info
         metric = info["metric"]
         baseline = info.get("baseline") or {}
-        self.say(f"teacher: test {metric} {metrics[f'test/{metric}']:.4f} ({time.time() - started:.0f} s with its "
-                 f"cache; in {folder.path}); trivial baseline ({baseline.get('name', '?')}) "
-                 f"{baseline.get(metric, float('nan')):.4f}")
+        self.say(
+            f"teacher: test {metric} {metrics[f'test/{metric}']:.4f} ({time.time() - started:.0f} s with its "
+            f"cache; in {folder.path}); trivial baseline ({baseline.get('name', '?')}) "
+            f"{baseline.get(metric, float('nan')):.4f}"
+        )
         if any((info.get("inputs_at_max_length") or {}).values()):
-            self.say(f"inputs truncated to the length limit (or exactly that long): {inputs_at_max_length_line(info)}",
-                     stage=False)
+            self.say(
+                f"inputs truncated to the length limit (or exactly that long): {inputs_at_max_length_line(info)}",
+                stage=False,
+            )
         self._check_teacher(metrics, info)
         cache = out["cache"]
         if cache is None:
@@ -186,8 +228,11 @@ class Study:
             self.say(f"teacher cache: {cache['plan']}; {cache['reason']} -> {cache['path'] or 'not built'}")
             from raykd import tracking as tr
 
-            tr.set_tags(self.tracking.client(), self.tracking.parent_run_id,
-                        {"raykd.teacher_cache": cache["path"] or f"live: {cache['reason']}"[:5000]})
+            tr.set_tags(
+                self.tracking.client(),
+                self.tracking.parent_run_id,
+                {"raykd.teacher_cache": cache["path"] or f"live: {cache['reason']}"[:5000]},
+            )
         return {"dir": folder.path, "metrics": metrics, "metric": metric, "cache": cache and cache["path"]}
 
     def _check_teacher(self, metrics: dict[str, float], info: dict[str, Any]) -> None:
@@ -203,11 +248,13 @@ class Study:
         gain = teacher_gain(info, metrics, scale)
         if gain is None or gain >= config.teacher.min_gain_points:
             return
-        message = (f"the teacher scores {metrics[f'test/{metric}'] * scale:.2f} test {metric} points, the trivial "
-                   f"baseline ({baseline.get('name')}) {baseline[metric] * scale:.2f}: a gain of {gain:.2f} points, "
-                   f"below teacher.min_gain_points ({config.teacher.min_gain_points:g}). There is nothing to distil, "
-                   "so the sweep would measure nothing. Train a better teacher (more data, steps or size), or set "
-                   "teacher.allow_weak: true to run the study anyway")
+        message = (
+            f"the teacher scores {metrics[f'test/{metric}'] * scale:.2f} test {metric} points, the trivial "
+            f"baseline ({baseline.get('name')}) {baseline[metric] * scale:.2f}: a gain of {gain:.2f} points, "
+            f"below teacher.min_gain_points ({config.teacher.min_gain_points:g}). There is nothing to distil, "
+            "so the sweep would measure nothing. Train a better teacher (more data, steps or size), or set "
+            "teacher.allow_weak: true to run the study anyway"
+        )
         tr.set_tags(client, parent, {"raykd.weak_teacher": message[:5000]})
         if not config.teacher.allow_weak:
             tr.finish(client, parent, "failed", error="weak teacher")
@@ -228,14 +275,25 @@ class Study:
         client = tracking.client()
         grid = trial_grid(config, chosen)
         runs = self._trial_runs()
-        pending = [t for t in grid if runs.get(t.trial_id) is None
-                   or runs[t.trial_id].data.tags.get(tr.STATUS) not in ("finished", "diverged")]
+        pending = [
+            t
+            for t in grid
+            if runs.get(t.trial_id) is None or runs[t.trial_id].data.tags.get(tr.STATUS) not in ("finished", "diverged")
+        ]
         resources = plan_resources(config, ray.cluster_resources(), max(1, len(pending)), nodes=node_resources())
         self.say(f"sweep: {len(grid)} trials; {resources.describe()}")
         if len(pending) < len(grid):
-            self.say(f"resuming: {len(grid) - len(pending)} of {len(grid)} trials already ended; running {len(pending)}")
-        progress = Progress(len(grid), self.metric, True, already_done=len(grid) - len(pending), console=self.console,
-                            steps=_steps_per_trial(config, self.context))
+            self.say(
+                f"resuming: {len(grid) - len(pending)} of {len(grid)} trials already ended; running {len(pending)}"
+            )
+        progress = Progress(
+            len(grid),
+            self.metric,
+            True,
+            already_done=len(grid) - len(pending),
+            console=self.console,
+            steps=_steps_per_trial(config, self.context),
+        )
         if pending:
             fit(self.ray_storage, "sweep", config, self.context, resources, [progress.callback], trials=pending)
         runs = self._trial_runs()
@@ -249,8 +307,10 @@ class Study:
             client.log_artifact(tracking.parent_run_id, str(path), "results")
         counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed")}
         tr.set_tags(client, tracking.parent_run_id, {f"raykd.trials_{k}": str(v) for k, v in counts.items()})
-        self.say(f"sweep done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed "
-                 f"({progress.elapsed():.0f} s)")
+        self.say(
+            f"sweep done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed "
+            f"({progress.elapsed():.0f} s)"
+        )
         self.say(cell_means(rows, self.metric), stage=False)
         return rows, counts, paths
 
@@ -258,8 +318,10 @@ class Study:
         from raykd import tracking as tr
 
         tracking = self.tracking
-        return {r.data.tags.get(tr.TRIAL_ID): r for r in tr.study_runs(tracking.client(), tracking.experiment_id,
-                                                                      tracking.study_uid, "trial")}
+        return {
+            r.data.tags.get(tr.TRIAL_ID): r
+            for r in tr.study_runs(tracking.client(), tracking.experiment_id, tracking.study_uid, "trial")
+        }
 
     # --- stage 3: the analysis ----------------------------------------------------------------------
     def analyst(self):
@@ -278,12 +340,15 @@ class Study:
         started = time.time()
         progress = self.progress("analysis")
         try:
-            ref = actor.run.remote(str(self.root), tracking_uri=self.tracking.uri, threads=int(self.cpus),
-                                   progress_path=str(progress.path))
+            ref = actor.run.remote(
+                str(self.root), tracking_uri=self.tracking.uri, threads=int(self.cpus), progress_path=str(progress.path)
+            )
             out = wait_with_progress(ref, progress, self.console, "analysis")
         except Exception as error:  # noqa: BLE001 - the trials are done; say what broke and carry on
-            self.say(f"analysis failed ({type(error).__name__}: {str(error).splitlines()[0][:300]}); the trial results "
-                     f"are in {self.root / 'results'}; retry with: python studies/analyze.py --study {self.root}")
+            self.say(
+                f"analysis failed ({type(error).__name__}: {str(error).splitlines()[0][:300]}); the trial results "
+                f"are in {self.root / 'results'}; retry with: python studies/analyze.py --study {self.root}"
+            )
             return None
         finally:
             ray.kill(actor)
@@ -311,16 +376,36 @@ class Study:
         cells = tuning_cells(config)
         n = len(cells) * config.sweep.weight_search.trials_per_cell
         resources = plan_resources(config, ray.cluster_resources(), n, nodes=node_resources())
-        self.say(f"weight search: Optuna TPE, {config.sweep.weight_search.trials_per_cell} trials x {len(cells)} cells; "
-                 f"{resources.describe()}")
+        self.say(
+            f"weight search: Optuna TPE, {config.sweep.weight_search.trials_per_cell} trials x {len(cells)} cells; "
+            f"{resources.describe()}"
+        )
         searcher = CellwiseOptuna(config, mode="max")
         progress = Progress(n, self.metric, True, console=self.console)
-        fit(self.ray_storage, "weight_search", config, self.context, resources, [progress.callback], search_alg=searcher,
-            num_samples=n, restore=True)
+        fit(
+            self.ray_storage,
+            "weight_search",
+            config,
+            self.context,
+            resources,
+            [progress.callback],
+            search_alg=searcher,
+            num_samples=n,
+            restore=True,
+        )
         runs = self._trial_runs()
-        specs = [TrialSpec(trial_id, run.data.tags["raykd.strategy"], run.data.tags["raykd.init"],
-                           float(run.data.tags["raykd.weight"]), int(run.data.tags["raykd.seed"]), phase="tune")
-                 for trial_id, run in runs.items() if trial_id and trial_id.startswith(TUNE_PREFIX)]
+        specs = [
+            TrialSpec(
+                trial_id,
+                run.data.tags["raykd.strategy"],
+                run.data.tags["raykd.init"],
+                float(run.data.tags["raykd.weight"]),
+                int(run.data.tags["raykd.seed"]),
+                phase="tune",
+            )
+            for trial_id, run in runs.items()
+            if trial_id and trial_id.startswith(TUNE_PREFIX)
+        ]
         rows = results_table(runs, specs, self.metric, progress.errors)
         write_results(rows, root / "results" / "weight_search", self.metric)
         chosen = chosen_weights(rows, cells, True)
@@ -381,5 +466,7 @@ def mlflow_ui_command(tracking_uri: str, experiment_id: str, port: int = 5000) -
 
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {comparison_url(tracking_uri, experiment_id)}"
-    return (f"mlflow ui --backend-store-uri {tracking_uri} --port {port}   then open "
-            f"{comparison_url(f'http://127.0.0.1:{port}', experiment_id)}")
+    return (
+        f"mlflow ui --backend-store-uri {tracking_uri} --port {port}   then open "
+        f"{comparison_url(f'http://127.0.0.1:{port}', experiment_id)}"
+    )

@@ -63,12 +63,15 @@ class Resources:
     def describe(self) -> str:
         gpu = f", {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
         how = "in-process (local mode, reused actors)" if self.local else "a Ray Train worker group each"
-        return (f"{self.num_workers} worker(s) x ({self.cpus_per_worker:g} CPU{gpu}) per trial, {how}, "
-                f"{self.max_concurrent} trial(s) at once")
+        return (
+            f"{self.num_workers} worker(s) x ({self.cpus_per_worker:g} CPU{gpu}) per trial, {how}, "
+            f"{self.max_concurrent} trial(s) at once"
+        )
 
 
-def plan_resources(config: StudyConfig, cluster: dict[str, float], n_trials: int,
-                   nodes: list[dict[str, float]] | None = None) -> Resources:
+def plan_resources(
+    config: StudyConfig, cluster: dict[str, float], n_trials: int, nodes: list[dict[str, float]] | None = None
+) -> Resources:
     """Trial concurrency from the cluster (or `compute.max_concurrent_trials` when set).
 
     A worker must fit on one node: a request no node can hold would wait forever, so it fails here,
@@ -77,33 +80,83 @@ def plan_resources(config: StudyConfig, cluster: dict[str, float], n_trials: int
     """
     compute = config.compute
     nodes = nodes if nodes is not None else [cluster]
-    per_worker = {"CPU": compute.cpus_per_worker, **({"GPU": compute.gpus_per_worker} if compute.gpus_per_worker else {})}
+    per_worker = {
+        "CPU": compute.cpus_per_worker,
+        **({"GPU": compute.gpus_per_worker} if compute.gpus_per_worker else {}),
+    }
     fits_per_node = [min(int(node.get(k, 0) // v) for k, v in per_worker.items()) for node in nodes]
     driver = {"CPU": 0, DRIVER_RESOURCE: 1} if cluster.get(DRIVER_RESOURCE, 0) >= 1 else {"CPU": 0.01}
     if compute.max_concurrent_trials:
-        return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker,
-                         max(1, min(compute.max_concurrent_trials, n_trials)), driver, compute.isolate_trials)
+        return Resources(
+            compute.num_workers,
+            compute.cpus_per_worker,
+            compute.gpus_per_worker,
+            max(1, min(compute.max_concurrent_trials, n_trials)),
+            driver,
+            compute.isolate_trials,
+        )
     workers = sum(fits_per_node)
     if max(fits_per_node, default=0) < 1 or workers < compute.num_workers:
-        have = "; ".join(f"node {i}: {node.get('CPU', 0):g} CPU, {node.get('GPU', 0):g} GPU" for i, node in enumerate(nodes))
-        raise ResourceError(f"a trial needs {compute.num_workers} worker(s) of {compute.cpus_per_worker:g} CPU"
-                            f"{f' and {compute.gpus_per_worker:g} GPU' if compute.gpus_per_worker else ''} each, "
-                            f"each on one node; the cluster has {have} (set compute.cpus_per_worker / "
-                            "gpus_per_worker / num_workers to fit, or compute.max_concurrent_trials on an "
-                            "autoscaling cluster)")
+        have = "; ".join(
+            f"node {i}: {node.get('CPU', 0):g} CPU, {node.get('GPU', 0):g} GPU" for i, node in enumerate(nodes)
+        )
+        raise ResourceError(
+            f"a trial needs {compute.num_workers} worker(s) of {compute.cpus_per_worker:g} CPU"
+            f"{f' and {compute.gpus_per_worker:g} GPU' if compute.gpus_per_worker else ''} each, "
+            f"each on one node; the cluster has {have} (set compute.cpus_per_worker / "
+            "gpus_per_worker / num_workers to fit, or compute.max_concurrent_trials on an "
+            "autoscaling cluster)"
+        )
     concurrent = max(1, min(workers // compute.num_workers, n_trials))
-    return Resources(compute.num_workers, compute.cpus_per_worker, compute.gpus_per_worker, concurrent, driver,
-                     compute.isolate_trials)
+    return Resources(
+        compute.num_workers,
+        compute.cpus_per_worker,
+        compute.gpus_per_worker,
+        concurrent,
+        driver,
+        compute.isolate_trials,
+    )
+
+
+def _trainer(spec: TrialSpec, context: StudyContext, resources: Resources, loop_config: dict[str, Any]):
+    """The trial's `TorchTrainer`: Ray Train's local mode in this process for one worker, else a worker group
+    (DDP) reporting to Tune through `TuneReportCallback`."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raykd.train.worker import train_trial
+
+    if resources.local:
+        return TorchTrainer(
+            train_trial, train_loop_config=loop_config, scaling_config=ray.train.ScalingConfig(num_workers=0)
+        )
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    compute = context.config.compute
+    per_worker = {
+        "CPU": compute.cpus_per_worker,
+        **({"GPU": compute.gpus_per_worker} if compute.gpus_per_worker else {}),
+    }
+    return TorchTrainer(
+        train_trial,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=compute.num_workers, use_gpu=bool(compute.gpus_per_worker), resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=spec.trial_id,
+            storage_path=join(context.ray_storage or Path(context.study_dir) / "ray", "train"),
+            failure_config=ray.train.FailureConfig(max_failures=compute.max_failures),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
 
 
 def run_trial(params: dict[str, Any], context: StudyContext, resources: Resources) -> None:
     """Tune function trainable: one trial = one Ray Train run (local mode or a worker group), one MLflow run."""
-    import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
 
     from raykd import tracking as tr
-    from raykd.train.worker import train_trial
 
     spec = TrialSpec(**params["trial"])
     tracking, run_id = context.tracking, None
@@ -112,27 +165,20 @@ def run_trial(params: dict[str, Any], context: StudyContext, resources: Resource
         if ended is not None:  # ended in an earlier run of the study: report it, do not train again
             tune.report(ended)
             return
-        run_id = tr.child_run(tracking, role="trial", key=spec.trial_id, run_name=spec.trial_id,
-                              tags={"raykd.strategy": spec.strategy, "raykd.init": spec.init,
-                                    "raykd.weight": f"{spec.weight:g}", "raykd.seed": str(spec.seed)})
+        run_id = tr.child_run(
+            tracking,
+            role="trial",
+            key=spec.trial_id,
+            run_name=spec.trial_id,
+            tags={
+                "raykd.strategy": spec.strategy,
+                "raykd.init": spec.init,
+                "raykd.weight": f"{spec.weight:g}",
+                "raykd.seed": str(spec.seed),
+            },
+        )
     loop_config = {"context": context, "trial": spec.as_dict(), "run_id": run_id, "local": resources.local}
-    if resources.local:
-        trainer = TorchTrainer(train_trial, train_loop_config=loop_config,
-                               scaling_config=ray.train.ScalingConfig(num_workers=0))
-    else:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        compute = context.config.compute
-        per_worker = {"CPU": compute.cpus_per_worker, **({"GPU": compute.gpus_per_worker} if compute.gpus_per_worker else {})}
-        trainer = TorchTrainer(
-            train_trial, train_loop_config=loop_config,
-            scaling_config=ray.train.ScalingConfig(num_workers=compute.num_workers,
-                                                   use_gpu=bool(compute.gpus_per_worker),
-                                                   resources_per_worker=per_worker),
-            run_config=ray.train.RunConfig(name=spec.trial_id,
-                                           storage_path=join(context.ray_storage or Path(context.study_dir) / "ray", "train"),
-                                           failure_config=ray.train.FailureConfig(max_failures=compute.max_failures),
-                                           callbacks=[TuneReportCallback()]))
+    trainer = _trainer(spec, context, resources, loop_config)
     try:
         result = trainer.fit()
     except Exception as error:
@@ -144,8 +190,19 @@ def run_trial(params: dict[str, Any], context: StudyContext, resources: Resource
         tr.finish(tracking.client(), run_id, (final or {}).get("status", "failed"))
 
 
-def fit(storage: Path | str, name: str, config: StudyConfig, context: StudyContext, resources: Resources, callbacks: list,
-        *, trials: list[TrialSpec] | None = None, search_alg=None, num_samples: int = 1, restore: bool = False):
+def fit(
+    storage: Path | str,
+    name: str,
+    config: StudyConfig,
+    context: StudyContext,
+    resources: Resources,
+    callbacks: list,
+    *,
+    trials: list[TrialSpec] | None = None,
+    search_alg=None,
+    num_samples: int = 1,
+    restore: bool = False,
+):
     """One Tune run of trial drivers over `trials` (or what `search_alg` suggests).
 
     A grid run starts afresh each time (its trials resume from their own checkpoints); `restore` continues
@@ -155,8 +212,9 @@ def fit(storage: Path | str, name: str, config: StudyConfig, context: StudyConte
 
     from raykd.storage import delete_dir
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context, resources=resources),
-                                    resources.trial)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, context=context, resources=resources), resources.trial
+    )
     path = join(storage, name)
     if restore and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True).fit()
@@ -167,11 +225,21 @@ def fit(storage: Path | str, name: str, config: StudyConfig, context: StudyConte
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, search_alg=search_alg,
-                                    num_samples=num_samples, reuse_actors=resources.local,
-                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=callbacks,
-                                  failure_config=tune.FailureConfig(max_failures=retries)),
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=resources.max_concurrent,
+            search_alg=search_alg,
+            num_samples=num_samples,
+            reuse_actors=resources.local,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            verbose=0,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=retries),
+        ),
     ).fit()
 
 
@@ -183,8 +251,9 @@ class Progress:
     """The sweep as the user sees it: a line per ended trial (counts, its metric, an ETA), the best per cell every
     five, and between them a live line of the running trials (step and latest validation metric)."""
 
-    def __init__(self, n_trials: int, metric: str, higher: bool, already_done: int = 0, console=None,
-                 steps: int | None = None) -> None:
+    def __init__(
+        self, n_trials: int, metric: str, higher: bool, already_done: int = 0, console=None, steps: int | None = None
+    ) -> None:
         from ray.tune import Callback
 
         from raykd.console import Console
@@ -236,8 +305,13 @@ class Progress:
                 where += f", val {item['validation']:.4g}"
             parts.append(f"{item['name']} {where}")
         eta = self.eta_s()
-        self.console.progress("sweep", f"[sweep] {self.finished + self.failed}/{self.n} done"
-                              + (f", ETA {eta / 60:.1f} min" if eta is not None else "") + "; running: " + "; ".join(parts))
+        self.console.progress(
+            "sweep",
+            f"[sweep] {self.finished + self.failed}/{self.n} done"
+            + (f", ETA {eta / 60:.1f} min" if eta is not None else "")
+            + "; running: "
+            + "; ".join(parts),
+        )
 
     def done(self, trial, *, failed: bool) -> None:
         self.running.pop(trial.trial_id, None)
@@ -258,9 +332,11 @@ class Progress:
         total_done = self.finished + self.failed
         eta = self.eta_s() or 0.0
         shown = "-" if value is None else f"{value:.4g}"
-        self.console.line(f"[{total_done}/{self.n} done, {len(self.running)} running, {self.failed} failed/diverged, "
-                          f"ETA {eta / 60:.1f} min] {spec['trial_id']}: {status}, test {self.metric} {shown}",
-                          stage=False)
+        self.console.line(
+            f"[{total_done}/{self.n} done, {len(self.running)} running, {self.failed} failed/diverged, "
+            f"ETA {eta / 60:.1f} min] {spec['trial_id']}: {status}, test {self.metric} {shown}",
+            stage=False,
+        )
         if total_done % 5 == 0 and total_done < self.n:
             self.console.line(f"    {self.summary()}", stage=False)
 
@@ -269,8 +345,9 @@ class Progress:
         return f"best test {self.metric} per cell: {cells}" if cells else "no finished trial"
 
 
-def results_table(runs: dict[str, Any], grid: list[TrialSpec], metric: str,
-                  errors: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def results_table(
+    runs: dict[str, Any], grid: list[TrialSpec], metric: str, errors: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """One row per grid trial from its MLflow run (``runs``: trial id -> run): status, test and validation metric."""
     from raykd import tracking as tr
 
@@ -281,11 +358,20 @@ def results_table(runs: dict[str, Any], grid: list[TrialSpec], metric: str,
         tags = run.data.tags if run is not None else {}
         metrics = run.data.metrics if run is not None else {}
         status = tags.get(tr.STATUS) or ("failed" if spec.trial_id in errors else "unfinished")
-        rows.append({"trial_id": spec.trial_id, "strategy": spec.strategy, "init": spec.init, "weight": spec.weight,
-                     "seed": spec.seed, "status": status,
-                     "metric": metrics.get(f"test.{metric}") if status == "finished" else None,
-                     "best_validation": metrics.get("best_validation"), "steps": metrics.get("steps"),
-                     "error": errors.get(spec.trial_id) or tags.get(tr.ERROR)})
+        rows.append(
+            {
+                "trial_id": spec.trial_id,
+                "strategy": spec.strategy,
+                "init": spec.init,
+                "weight": spec.weight,
+                "seed": spec.seed,
+                "status": status,
+                "metric": metrics.get(f"test.{metric}") if status == "finished" else None,
+                "best_validation": metrics.get("best_validation"),
+                "steps": metrics.get("steps"),
+                "error": errors.get(spec.trial_id) or tags.get(tr.ERROR),
+            }
+        )
     return sorted(rows, key=lambda r: (r["strategy"], r["init"], r["weight"], r["seed"]))
 
 
@@ -293,8 +379,13 @@ def chosen_weights(rows: list[dict[str, Any]], cells, higher: bool = True) -> di
     """Per cell, the weight of the tuning trial with the best validation metric."""
     out: dict[tuple[str, str], float | None] = {}
     for cell in cells:
-        done = [r for r in rows if (r["strategy"], r["init"]) == tuple(cell) and r["status"] == "finished"
-                and r["best_validation"] is not None]
+        done = [
+            r
+            for r in rows
+            if (r["strategy"], r["init"]) == tuple(cell)
+            and r["status"] == "finished"
+            and r["best_validation"] is not None
+        ]
         best = (max if higher else min)(done, key=lambda r: r["best_validation"]) if done else None
         out[tuple(cell)] = None if best is None else best["weight"]
     return out
@@ -308,11 +399,16 @@ def write_results(rows: list[dict[str, Any]], folder: Path, metric: str) -> dict
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial_id"])
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"| strategy | init | weight | seed | status | test {metric} | best validation |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| strategy | init | weight | seed | status | test {metric} | best validation |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         value = "" if r["metric"] is None else f"{r['metric']:.4f}"
         best = "" if r["best_validation"] is None else f"{r['best_validation']:.4f}"
-        lines.append(f"| {r['strategy']} | {r['init']} | {r['weight']:g} | {r['seed']} | {r['status']} | {value} | {best} |")
+        lines.append(
+            f"| {r['strategy']} | {r['init']} | {r['weight']:g} | {r['seed']} | {r['status']} | {value} | {best} |"
+        )
     paths["md"].write_text("\n".join(lines) + "\n")
     return paths
 

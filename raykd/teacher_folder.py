@@ -17,8 +17,13 @@ from raykd.config import StudyConfig, config_hash
 
 
 def teacher_key(config: StudyConfig) -> str:
-    return config_hash({"task": config.task.model_dump(mode="json"), "teacher": config.teacher.model_dump(mode="json"),
-                        "precision": config.compute.precision})
+    return config_hash(
+        {
+            "task": config.task.model_dump(mode="json"),
+            "teacher": config.teacher.model_dump(mode="json"),
+            "precision": config.compute.precision,
+        }
+    )
 
 
 class TeacherFolder:

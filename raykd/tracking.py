@@ -30,11 +30,13 @@ PARENT = "raykd.parent_run"  # trial and teacher runs point at the study's run; 
 NOTE = "mlflow.note.content"  # a run's or experiment's description (MLflow renders it as markdown)
 # MLflow 3's UI picks an experiment's page from its kind; a study is classic model development: open it on the
 # runs table, not on the GenAI overview (traces, latency, token usage) it would otherwise infer.
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
-                   NOTE: "A raykd study: one run per trial (strategy, init, hidden-loss weight, seed), the teacher's run "
-                         "and the study's run, whose description holds the verdict and whose artifact "
-                         "`report/report.html` is the full report. The view `raykd-compare` (the link the study "
-                         "prints) groups the trials by strategy and init with the mean test metric per group."}
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    NOTE: "A raykd study: one run per trial (strategy, init, hidden-loss weight, seed), the teacher's run "
+    "and the study's run, whose description holds the verdict and whose artifact "
+    "`report/report.html` is the full report. The view `raykd-compare` (the link the study "
+    "prints) groups the trials by strategy and init with the mean test metric per group.",
+}
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
@@ -80,10 +82,12 @@ def tracking_lost(error: BaseException) -> str | None:
     try:
         check_reachable(uri)
     except TrackingError:
-        return (f"the MLflow tracking server {uri} went away during the study ({type(error).__name__}: "
-                f"{str(error).splitlines()[0][:200] if str(error) else ''}). Finished trials, checkpoints and "
-                f"everything logged so far are kept; re-run the same command once the server is back and the "
-                f"study resumes where it stopped")
+        return (
+            f"the MLflow tracking server {uri} went away during the study ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else ''}). Finished trials, checkpoints and "
+            f"everything logged so far are kept; re-run the same command once the server is back and the "
+            f"study resumes where it stopped"
+        )
     return None
 
 
@@ -141,10 +145,12 @@ def ended_result(tracking: Tracking, key: str) -> dict[str, Any] | None:
     if status not in ("finished", "diverged"):
         return None
     history = client.get_metric_history(run_id, "best_validation")
-    result = {k.replace(".", "/", 1) if k.startswith(("test.", "validation.")) else k: v
-              for k, v in run.data.metrics.items()}
-    result.update({"status": status, "step": max((m.step for m in history), default=0), "final": True,
-                   "already_ended": True})
+    result = {
+        k.replace(".", "/", 1) if k.startswith(("test.", "validation.")) else k: v for k, v in run.data.metrics.items()
+    }
+    result.update(
+        {"status": status, "step": max((m.step for m in history), default=0), "final": True, "already_ended": True}
+    )
     return result
 
 
@@ -154,8 +160,9 @@ def child_run(tracking: Tracking, *, role: str, key: str, run_name: str, tags: M
     wanted = {STUDY_UID: tracking.study_uid, ROLE: role, TRIAL_ID: key}
     run_id = find_run(client, tracking.experiment_id, wanted)
     if run_id is None:
-        run_id = client.create_run(tracking.experiment_id, run_name=run_name,
-                                   tags={**wanted, PARENT: tracking.parent_run_id, **dict(tags)}).info.run_id
+        run_id = client.create_run(
+            tracking.experiment_id, run_name=run_name, tags={**wanted, PARENT: tracking.parent_run_id, **dict(tags)}
+        ).info.run_id
     else:
         client.update_run(run_id, status="RUNNING")
     return run_id
@@ -167,8 +174,9 @@ def _tag_query(tags: Mapping[str, str]) -> str:
 
 def study_runs(client: MlflowClient, experiment_id: str, study_uid: str, role: str) -> list:
     """Every run of one role (trial, teacher) of a study."""
-    return client.search_runs([experiment_id], filter_string=_tag_query({STUDY_UID: study_uid, ROLE: role}),
-                              max_results=5000)
+    return client.search_runs(
+        [experiment_id], filter_string=_tag_query({STUDY_UID: study_uid, ROLE: role}), max_results=5000
+    )
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> str | None:
@@ -212,10 +220,15 @@ def share_comparison_view(client: MlflowClient, experiment_id: str, metric: str)
     as columns, best first. Returns the key the UI's URL names it by (``viewStateShareKey``)."""
     params = ("trial.strategy", "trial.init", "trial.seed", "trial.weight")
     state = {
-        "selectedColumns": [f"params.`{p}`" for p in params] + [f"metrics.`test.{metric}`", "metrics.`best_validation`"],
-        "groupBy": {"aggregateFunction": "average",
-                    "groupByKeys": [{"mode": "param", "groupByData": "trial.strategy"},
-                                    {"mode": "param", "groupByData": "trial.init"}]},
+        "selectedColumns": [f"params.`{p}`" for p in params]
+        + [f"metrics.`test.{metric}`", "metrics.`best_validation`"],
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [
+                {"mode": "param", "groupByData": "trial.strategy"},
+                {"mode": "param", "groupByData": "trial.init"},
+            ],
+        },
         "runsHiddenMode": "SHOW_ALL",
         "searchFilter": f"tags.`{ROLE}` = 'trial'",
         "orderByKey": f"metrics.`test.{metric}`",
@@ -227,8 +240,10 @@ def share_comparison_view(client: MlflowClient, experiment_id: str, metric: str)
 
 def comparison_url(base: str, experiment_id: str) -> str:
     """The page of a study's runs table in its comparison view (`share_comparison_view`)."""
-    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={COMPARISON_VIEW}"
-            "&workflowType=machine_learning")
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={COMPARISON_VIEW}"
+        "&workflowType=machine_learning"
+    )
 
 
 def describe(client: MlflowClient, run_id: str, markdown: str) -> None:
@@ -262,21 +277,35 @@ class TrialLog:
         if resumed_from is not None:
             set_tags(self.client, self.run_id, {"raykd.resumed_from_step": str(resumed_from)})
         else:
-            self.client.log_dict(self.run_id, {"layer_maps": {str(e): m for e, m in trial.maps.items()},
-                                               "student": student_metadata(trial.student),
-                                               "trial": trial.spec.as_dict()}, "layer_map.json")
+            self.client.log_dict(
+                self.run_id,
+                {
+                    "layer_maps": {str(e): m for e, m in trial.maps.items()},
+                    "student": student_metadata(trial.student),
+                    "trial": trial.spec.as_dict(),
+                },
+                "layer_map.json",
+            )
 
     def params(self, params: Mapping[str, Any]) -> None:
         log_params(self.client, self.run_id, params)
 
     def step(self, step: int, terms: Mapping[str, float], lr: float, examples_per_s: float) -> None:
-        log_metrics(self.client, self.run_id, {**{f"train/{k}": v for k, v in terms.items()}, "train/lr": lr,
-                                               "train/examples_per_s": examples_per_s}, step, _now_ms())
+        log_metrics(
+            self.client,
+            self.run_id,
+            {**{f"train/{k}": v for k, v in terms.items()}, "train/lr": lr, "train/examples_per_s": examples_per_s},
+            step,
+            _now_ms(),
+        )
 
     def metrics(self, step: int, report: Mapping[str, Any]) -> None:
         """The numbers of a report (validation, test, best, timings)."""
-        numbers = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and k not in ("epoch", "step")}
+        numbers = {
+            k: v
+            for k, v in report.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")
+        }
         log_metrics(self.client, self.run_id, numbers, step, _now_ms())
 
 

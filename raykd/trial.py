@@ -65,7 +65,7 @@ def trial_grid(config: StudyConfig, chosen: dict[tuple[str, str], float | None] 
 def student_depths(config: StudyConfig, teacher_depths: dict[str, int]) -> dict[str, int]:
     """Student blocks per stack: `student.depth` as given per stack, or the one number for every stack."""
     depth = config.student.depth
-    return dict(depth) if isinstance(depth, dict) else {stack: depth for stack in teacher_depths}
+    return dict(depth) if isinstance(depth, dict) else dict.fromkeys(teacher_depths, depth)
 
 
 def match_embeddings(config: StudyConfig, kind: str) -> bool:
@@ -74,18 +74,27 @@ def match_embeddings(config: StudyConfig, kind: str) -> bool:
     return kind != "decoder" if choice is None else choice
 
 
-def trial_layer_maps(config: StudyConfig, strategy: str, seed: int, students: dict[str, int],
-                     teachers: dict[str, int], kind: str, epoch: int = 0) -> dict[str, list[tuple[int, int]]]:
+def trial_layer_maps(
+    config: StudyConfig,
+    strategy: str,
+    seed: int,
+    students: dict[str, int],
+    teachers: dict[str, int],
+    kind: str,
+    epoch: int = 0,
+) -> dict[str, list[tuple[int, int]]]:
     """The layer maps of a trial at an epoch (fixed for every strategy but the per-epoch ones)."""
     options = dict(config.sweep.strategy_options.get(strategy, {}))
     if is_per_epoch(strategy):
         options["epoch"] = epoch
-    return layer_maps(strategy, students, teachers, seed=seed, match_embeddings=match_embeddings(config, kind),
-                      **options)
+    return layer_maps(
+        strategy, students, teachers, seed=seed, match_embeddings=match_embeddings(config, kind), **options
+    )
 
 
-def maps_by_epoch(config: StudyConfig, spec: TrialSpec, students: dict[str, int], teachers: dict[str, int],
-                  kind: str, epochs: int) -> dict[int, dict[str, list[tuple[int, int]]]]:
+def maps_by_epoch(
+    config: StudyConfig, spec: TrialSpec, students: dict[str, int], teachers: dict[str, int], kind: str, epochs: int
+) -> dict[int, dict[str, list[tuple[int, int]]]]:
     """Every epoch's layer maps of a trial (one entry unless the strategy re-draws per epoch)."""
     n = epochs if is_per_epoch(spec.strategy) else 1
     return {e: trial_layer_maps(config, spec.strategy, spec.seed, students, teachers, kind, e) for e in range(n)}

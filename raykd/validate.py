@@ -98,8 +98,9 @@ def _strategies(config: StudyConfig) -> None:
             raise ConfigError(f"sweep.strategies: {error}") from None
     unknown = set(config.sweep.strategy_options) - set(STRATEGIES.names())
     if unknown:
-        raise ConfigError(f"sweep.strategy_options: unknown strategies {sorted(unknown)}; registered: "
-                          f"{', '.join(STRATEGIES.names())}")
+        raise ConfigError(
+            f"sweep.strategy_options: unknown strategies {sorted(unknown)}; registered: {', '.join(STRATEGIES.names())}"
+        )
 
 
 def _losses(config: StudyConfig) -> None:
@@ -122,8 +123,10 @@ def _depths(config: StudyConfig) -> None:
     students = student_depths(config, teachers)
     for stack, n in students.items():
         if n > teachers[stack] and "teacher" in config.sweep.inits:
-            raise ConfigError(f"student.depth ({stack}) {n} exceeds the teacher's {teachers[stack]} blocks, "
-                              "which teacher init copies from")
+            raise ConfigError(
+                f"student.depth ({stack}) {n} exceeds the teacher's {teachers[stack]} blocks, "
+                "which teacher init copies from"
+            )
         for strategy in config.sweep.strategies:
             options = config.sweep.strategy_options.get(strategy, {})
             problem = strategy_problem(strategy, n, teachers[stack], **options)

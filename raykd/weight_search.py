@@ -33,11 +33,13 @@ class CellwiseOptuna(Searcher):
         self.cells = tuning_cells(config)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.studies = {
-            cell: optuna.create_study(direction="maximize" if mode == "max" else "minimize",
-                                      sampler=optuna.samplers.TPESampler(seed=search.sampler_seed + k))
+            cell: optuna.create_study(
+                direction="maximize" if mode == "max" else "minimize",
+                sampler=optuna.samplers.TPESampler(seed=search.sampler_seed + k),
+            )
             for k, cell in enumerate(self.cells)
         }
-        self.asked = {cell: 0 for cell in self.cells}
+        self.asked = dict.fromkeys(self.cells, 0)
         self.live: dict[str, tuple[tuple[str, str], int]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -51,8 +53,9 @@ class CellwiseOptuna(Searcher):
         self.asked[cell] += 1
         self.live[trial_id] = (cell, trial.number)
         strategy, init = cell
-        spec = TrialSpec(f"{TUNE_PREFIX}{strategy}-{init}-n{n}", strategy, init, round(weight, 6), self.tune_seed,
-                         phase="tune")
+        spec = TrialSpec(
+            f"{TUNE_PREFIX}{strategy}-{init}-n{n}", strategy, init, round(weight, 6), self.tune_seed, phase="tune"
+        )
         return {"trial": spec.as_dict()}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

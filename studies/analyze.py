@@ -18,13 +18,23 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="the study folder (<output dir>/<study name>)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an analysis setting, e.g. --set analysis.reference=reverse (repeatable)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the study's mlflow.db)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an analysis setting, e.g. --set analysis.reference=reverse (repeatable)",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the study's mlflow.db)"
+    )
     parser.add_argument("--no-mlflow-log", action="store_true", help="write the report files only")
-    parser.add_argument("--plan", action="store_true",
-                        help="print the power plan only: per question, what this design could decide and how many "
-                             "seeds would decide it (from the saved report when there is one, else analyses first)")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the power plan only: per question, what this design could decide and how many "
+        "seeds would decide it (from the saved report when there is one, else analyses first)",
+    )
     args = parser.parse_args(argv)
     bad = [s for s in args.set if not s.startswith("analysis.")]
     if bad:
@@ -38,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.plan:
             print(plan(args.study, args.set, args.tracking_uri))
             return 0
-        analyze_study(args.study, overrides=args.set, tracking_uri=args.tracking_uri,
-                      log_to_mlflow=not args.no_mlflow_log)
+        analyze_study(
+            args.study, overrides=args.set, tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_mlflow_log
+        )
     except (AnalysisError, TrackingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -59,10 +70,18 @@ def plan(study: str, overrides: list[str], tracking_uri: str | None) -> str:
     else:
         from raykd.analysis.actor import analyze_study
 
-        summary = analyze_study(study, overrides=overrides + ["analysis.angles.enabled=false"],
-                                tracking_uri=tracking_uri, log_to_mlflow=False, quiet=True, write=False)["summary"]
-    head = (f"== plan: {summary['study']} (alpha {summary['alpha']:g}, margin +-"
-            f"{summary['equivalence']['margin_points']:g} points, 80% power) ==")
+        summary = analyze_study(
+            study,
+            overrides=overrides + ["analysis.angles.enabled=false"],
+            tracking_uri=tracking_uri,
+            log_to_mlflow=False,
+            quiet=True,
+            write=False,
+        )["summary"]
+    head = (
+        f"== plan: {summary['study']} (alpha {summary['alpha']:g}, margin +-"
+        f"{summary['equivalence']['margin_points']:g} points, 80% power) =="
+    )
     return "\n".join([head, *plan_lines(summary, summary["points_per_unit"])])
 
 

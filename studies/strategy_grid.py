@@ -20,21 +20,34 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIGS / "default.yaml"), help="study YAML (default: %(default)s)")
-    parser.add_argument("--output-dir", default="outputs",
-                        help="studies live in OUTPUT_DIR/<name>, a (shared) POSIX path (default: %(default)s)")
-    parser.add_argument("--storage", metavar="URI",
-                        help="Ray's storage and the trial checkpoints on storage pyarrow understands (s3://, gs://, "
-                             "file://...) instead of the study folder")
+    parser.add_argument(
+        "--output-dir",
+        default="outputs",
+        help="studies live in OUTPUT_DIR/<name>, a (shared) POSIX path (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URI",
+        help="Ray's storage and the trial checkpoints on storage pyarrow understands (s3://, gs://, "
+        "file://...) instead of the study folder",
+    )
     parser.add_argument("--name", help="study name (overrides the config's)")
     parser.add_argument("--dry-run", action="store_true", help="validate, print the grid and layer maps, do not train")
     parser.add_argument("--fresh", action="store_true", help="delete an existing study of this name and start over")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set sweep.seeds=[0,1] (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set sweep.seeds=[0,1] (repeatable)",
+    )
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--quiet", action="store_true", help="one line per stage, then the verdict")
-    shown.add_argument("--verbose", action="store_true",
-                       help="also show Ray's, Tune's and MLflow's own output (by default it goes to a log file in the "
-                            "study folder)")
+    shown.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show Ray's, Tune's and MLflow's own output (by default it goes to a log file in the study folder)",
+    )
     args = parser.parse_args(argv)
 
     from raykd.config import ConfigError
@@ -70,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {lost}", file=sys.stderr)
         return 3
     counts = summary["counts"]
-    console.line(f"[raykd] done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed")
+    console.line(
+        f"[raykd] done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed"
+    )
     console.line(f"[raykd] results: {summary['results']['md']}")
     if summary.get("report"):
         console.line(f"[raykd] report: {summary['report']['paths']['report']} (and report.html)")

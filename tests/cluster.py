@@ -3,6 +3,7 @@ own resources (`ray start`), started and stopped by the test, which kills exactl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -49,9 +50,16 @@ class LocalCluster:
         self.nodes: list[set[int]] = []
         self.killed: set[int] = set()
         started = ray_processes()
-        args = [self.ray, "start", "--head", f"--port={self.port}", f"--num-cpus={head_cpus}",
-                f'--resources={{"tune_driver": {driver_slots}}}', f"--temp-dir={self.temp_dir}",
-                "--disable-usage-stats"]
+        args = [
+            self.ray,
+            "start",
+            "--head",
+            f"--port={self.port}",
+            f"--num-cpus={head_cpus}",
+            f'--resources={{"tune_driver": {driver_slots}}}',
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        ]
         args += [f"--dashboard-port={free_port()}"] if dashboard else ["--include-dashboard=false"]
         self._start(args)
         self.head = ray_processes() - started
@@ -74,8 +82,13 @@ class LocalCluster:
     def wait_for_nodes(self, n: int, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            status = subprocess.run([self.ray, "status", f"--address={self.address}"], capture_output=True, text=True,
-                                    env=self.env, timeout=60)
+            status = subprocess.run(
+                [self.ray, "status", f"--address={self.address}"],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=60,
+            )
             active = status.stdout.split("Active:")[-1].split("Pending:")[0]
             if active.count("node_") >= n:
                 return
@@ -95,19 +108,15 @@ class LocalCluster:
             except psutil.NoSuchProcess:
                 continue
         for proc in victims:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
         return len(victims)
 
     def stop(self) -> None:
         """Kill exactly the processes this cluster started (`ray stop` would stop every Ray on the machine)."""
         for pid in ray_processes() - self.before:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(2)
         left = ray_processes() - self.before
         assert not left, f"processes of the test cluster survived: {left}"

@@ -76,11 +76,14 @@ def test_real_models_pads_never_count_and_all_states_are_measured():
     noisy = {**batch, "input_ids": batch["input_ids"].clone()}
     noisy["input_ids"][batch["attention_mask"] == 0] = 7
     again = student_angles(student, teacher_states(teacher, [noisy]))
-    np.testing.assert_allclose(np.array(again["encoder"]["2"]["matrix"], dtype=float),
-                               np.array(trained["matrix"], dtype=float), atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(again["encoder"]["2"]["matrix"], dtype=float), np.array(trained["matrix"], dtype=float), atol=1e-5
+    )
     # the same numbers as the direct computation on the valid tokens
     with torch.no_grad():
-        t = torch.stack(teacher(**batch, output_hidden_states=True).hidden_states, dim=2)[batch["attention_mask"].bool()]
+        t = torch.stack(teacher(**batch, output_hidden_states=True).hidden_states, dim=2)[
+            batch["attention_mask"].bool()
+        ]
         s = student(**batch, output_hidden_states=True).hidden_states[2][batch["attention_mask"].bool()]
     matrix, _ = direct(t.double().numpy(), s.double().numpy())
     np.testing.assert_allclose(np.array(trained["matrix"], dtype=float), matrix, atol=1e-5)
@@ -112,11 +115,20 @@ def test_encoder_decoder_measures_both_stacks():
 
 def test_summary_averages_per_init():
     def stats(share, value):
-        return {"encoder": {"1": {"matrix": [[1.0, value], [value, 1.0]], "acute_share": share,
-                                  "histogram": {"edges": HIST_EDGES.tolist(), "counts": [1] * 40}}}}
+        return {
+            "encoder": {
+                "1": {
+                    "matrix": [[1.0, value], [value, 1.0]],
+                    "acute_share": share,
+                    "histogram": {"edges": HIST_EDGES.tolist(), "counts": [1] * 40},
+                }
+            }
+        }
 
-    rows = [{"init": "random", "strategy": "forward", "seed": 0, "at_init": stats(0.2, 0.1), "trained": stats(0.8, 0.5)},
-            {"init": "random", "strategy": "reverse", "seed": 0, "at_init": stats(0.2, 0.1), "trained": stats(0.6, 0.3)}]
+    rows = [
+        {"init": "random", "strategy": "forward", "seed": 0, "at_init": stats(0.2, 0.1), "trained": stats(0.8, 0.5)},
+        {"init": "random", "strategy": "reverse", "seed": 0, "at_init": stats(0.2, 0.1), "trained": stats(0.6, 0.3)},
+    ]
     out = summarise(rows)["random"]["encoder"]["1"]
     assert out["trained"]["acute_share"] == pytest.approx(0.7)
     assert out["trained"]["matrix"][0][1] == pytest.approx(0.4)

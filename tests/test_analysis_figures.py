@@ -14,8 +14,15 @@ from tests.test_analysis_stats import MATCHING, make_trials
 # a figure that fails on a summary would be skipped with a FigureWarning: here that is a failure
 pytestmark = pytest.mark.filterwarnings("error::raykd.analysis.figures.FigureWarning")
 
-FULL_KEYS = {"metric", "forest", "matching_vs_none", "angles_random_encoder", "hist_random_encoder",
-             "angles_teacher_encoder", "hist_teacher_encoder"}
+FULL_KEYS = {
+    "metric",
+    "forest",
+    "matching_vs_none",
+    "angles_random_encoder",
+    "hist_random_encoder",
+    "angles_teacher_encoder",
+    "hist_teacher_encoder",
+}
 
 
 def fake_stats(rng, share, *, nulls=True, size=5, degenerate=False):
@@ -41,8 +48,11 @@ def fake_stats(rng, share, *, nulls=True, size=5, degenerate=False):
 
 def fake_angles(rng, share, *, nulls=True, degenerate=False):
     """Three student states of one stack; with `degenerate`, state 0 has no direction to teacher layer 0."""
-    return {"encoder": {str(k): fake_stats(rng, share + 0.01 * k, nulls=nulls, degenerate=degenerate and k == 0)
-                        for k in range(3)}}
+    return {
+        "encoder": {
+            str(k): fake_stats(rng, share + 0.01 * k, nulls=nulls, degenerate=degenerate and k == 0) for k in range(3)
+        }
+    }
 
 
 def make_summary(trials, *, angles=True, margin=0.01, nulls=True, teacher=0.80):
@@ -52,15 +62,36 @@ def make_summary(trials, *, angles=True, margin=0.01, nulls=True, teacher=0.80):
     if angles:
         inits = sorted({t["init"] for t in trials})
         strategies = sorted({t["strategy"] for t in trials})
-        measured = summarise([{"init": i, "strategy": s, "seed": 0,
-                               "at_init": fake_angles(rng, 0.6, nulls=nulls, degenerate=True),
-                               "trained": fake_angles(rng, 0.8, nulls=nulls)}
-                              for i in inits for s in strategies])
-    teacher_info = {"test/accuracy": teacher, "baseline": {"name": "majority class", "accuracy": 0.5},
-                    "gain_points": 100 * (teacher - 0.5)}
-    return build_summary(study="demo", metric="accuracy", higher_is_better=True, teacher=teacher_info, trials=trials,
-                         stats=stats, angles=measured, angle_notes=[], margin_points=100 * margin,
-                         setup={"task": "classification (accuracy)"})
+        measured = summarise(
+            [
+                {
+                    "init": i,
+                    "strategy": s,
+                    "seed": 0,
+                    "at_init": fake_angles(rng, 0.6, nulls=nulls, degenerate=True),
+                    "trained": fake_angles(rng, 0.8, nulls=nulls),
+                }
+                for i in inits
+                for s in strategies
+            ]
+        )
+    teacher_info = {
+        "test/accuracy": teacher,
+        "baseline": {"name": "majority class", "accuracy": 0.5},
+        "gain_points": 100 * (teacher - 0.5),
+    }
+    return build_summary(
+        study="demo",
+        metric="accuracy",
+        higher_is_better=True,
+        teacher=teacher_info,
+        trials=trials,
+        stats=stats,
+        angles=measured,
+        angle_notes=[],
+        margin_points=100 * margin,
+        setup={"task": "classification (accuracy)"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +113,7 @@ def band_extent(ax):
 
 def right_labels(ax):
     """The per-row texts drawn at the right of a row plot (tick labels of its secondary axis)."""
-    (right,) = [child for child in ax.child_axes]
+    (right,) = list(ax.child_axes)
     return [t.get_text() for t in right.get_yticklabels()]
 
 
@@ -210,9 +241,20 @@ def test_angles_without_nulls_or_at_init(tmp_path):
 
 def test_empty_and_skeleton_summaries_make_nothing(tmp_path):
     assert figs.write_figures({}, tmp_path / "a") == {}
-    skeleton = {"study": "x", "metric": "accuracy", "points_per_unit": 100.0, "alpha": 0.05, "teacher": {},
-                "cells": [], "equivalence": None, "pairwise": None, "matching_vs_none": {}, "verdict": None,
-                "room": None, "angles": {"random": {"encoder": {"0": {"skipped": "width mismatch"}}}}}
+    skeleton = {
+        "study": "x",
+        "metric": "accuracy",
+        "points_per_unit": 100.0,
+        "alpha": 0.05,
+        "teacher": {},
+        "cells": [],
+        "equivalence": None,
+        "pairwise": None,
+        "matching_vs_none": {},
+        "verdict": None,
+        "room": None,
+        "angles": {"random": {"encoder": {"0": {"skipped": "width mismatch"}}}},
+    }
     assert figs.write_figures(skeleton, tmp_path / "b") == {}
 
 

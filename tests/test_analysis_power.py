@@ -9,9 +9,20 @@ import pytest
 from scipy import integrate
 from scipy import stats as sps
 
-from raykd.analysis.power import (MAX_SEEDS, design_plan, detectable_difference, equivalence_margin,
-                                  nonparametric_min_p, nonparametric_seeds_needed, plan_lines, seeds_for_equivalence,
-                                  seeds_to_detect, t_power, tost_power, tost_power_nct_bound)
+from raykd.analysis.power import (
+    MAX_SEEDS,
+    design_plan,
+    detectable_difference,
+    equivalence_margin,
+    nonparametric_min_p,
+    nonparametric_seeds_needed,
+    plan_lines,
+    seeds_for_equivalence,
+    seeds_to_detect,
+    t_power,
+    tost_power,
+    tost_power_nct_bound,
+)
 from raykd.analysis.stats import analyze_trials
 from tests.test_analysis_stats import make_trials
 
@@ -41,7 +52,7 @@ def test_t_power_matches_statsmodels():
             assert t_power(diff, sd, n, alpha) == pytest.approx(expected, abs=1e-9)
     assert t_power(0.5, 1.0, 5000, 0.05) == pytest.approx(1.0)  # far tail: no nan
     grid = [t_power(d, 1.0, 3, 0.05 / 3) for d in np.linspace(0, 10, 41)]
-    assert all(b >= a for a, b in zip(grid, grid[1:]))  # monotone where scipy's noncentral t is not
+    assert all(b >= a for a, b in itertools.pairwise(grid))  # monotone where scipy's noncentral t is not
 
 
 def test_tost_power_is_the_exact_integral_and_above_the_noncentral_t_bound():
@@ -56,8 +67,14 @@ def test_tost_power_is_the_exact_integral_and_above_the_noncentral_t_bound():
 
         return integrate.quad(inside, 0, margin * root / crit, limit=400, epsabs=1e-12, points=[sd])[0]
 
-    for diff, sd, n, margin, alpha in [(0, 1, 3, 2, 0.05), (0.3, 1, 10, 1, 0.05), (0.1, 0.5, 100, 0.2, 0.01),
-                                       (0, 1, 1000, 0.1, 0.05), (0.5, 0.2, 2, 1, 0.05), (-0.4, 0.7, 6, 1, 0.01)]:
+    for diff, sd, n, margin, alpha in [
+        (0, 1, 3, 2, 0.05),
+        (0.3, 1, 10, 1, 0.05),
+        (0.1, 0.5, 100, 0.2, 0.01),
+        (0, 1, 1000, 0.1, 0.05),
+        (0.5, 0.2, 2, 1, 0.05),
+        (-0.4, 0.7, 6, 1, 0.01),
+    ]:
         exact = tost_power(diff, sd, n, margin, alpha)
         assert exact == pytest.approx(direct(diff, sd, n, margin, alpha), abs=1e-9)
         assert tost_power_nct_bound(diff, sd, n, margin, alpha) <= exact + 1e-9
@@ -111,8 +128,10 @@ def test_seeds_to_detect_is_the_smallest_n_with_80_percent_power(diff, sd, alpha
         assert simulated_t_power(diff, sd, n - 1, alpha, rng) < 0.82
 
 
-@pytest.mark.parametrize("diff, sd, margin, alpha", [(0.0, 1.0, 1.0, 0.05), (0.3, 1.0, 1.0, 0.05),
-                                                     (0.5, 0.5, 1.0, 0.01), (0.0, 0.6, 1.0, 0.05)])
+@pytest.mark.parametrize(
+    "diff, sd, margin, alpha",
+    [(0.0, 1.0, 1.0, 0.05), (0.3, 1.0, 1.0, 0.05), (0.5, 0.5, 1.0, 0.01), (0.0, 0.6, 1.0, 0.05)],
+)
 def test_seeds_for_equivalence_is_the_smallest_n_with_80_percent_power(diff, sd, margin, alpha):
     rng = np.random.default_rng(int(diff * 10 + sd * 100 + alpha * 1000))
     n, note = seeds_for_equivalence(diff, sd, margin, alpha)
@@ -177,15 +196,18 @@ def test_plan_lines_read_in_points():
     assert "with 3 seeds and the observed sd (" in text and "this study could show equivalence only within +-" in text
     assert "it could detect differences of" in text and "with 80% power" in text
     undecided = [line for line in lines if ": undecided" in line]
-    assert undecided and all("detecting the observed" in line and "equivalence within +-1 points" in line
-                             for line in undecided)
+    assert undecided and all(
+        "detecting the observed" in line and "equivalence within +-1 points" in line for line in undecided
+    )
     short = plan_lines(out, 100.0, open_only=True)
     assert all("better (shown)" not in line for line in short) and len(short) < len(lines)
     assert plan_lines({"plan": None}, 100.0) == [] and plan_lines({}, 100.0) == []
     # alpha 0.01: Friedman with 3 seeds can never get there, and the line says so
     strict = analyze_trials(make_trials(), metric="accuracy", alpha=0.01)
-    assert any("cannot be significant at alpha 0.01 (that takes 4 seeds)" in line
-               for line in plan_lines(strict, 100.0, open_only=True))
+    assert any(
+        "cannot be significant at alpha 0.01 (that takes 4 seeds)" in line
+        for line in plan_lines(strict, 100.0, open_only=True)
+    )
 
 
 def test_plan_of_tiny_studies_degrades():

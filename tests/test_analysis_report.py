@@ -14,9 +14,16 @@ from tests.test_analysis_stats import make_trials
 
 def fake_angles(share):
     rng = np.random.default_rng(0)
-    return {"encoder": {str(k): {"matrix": rng.uniform(-1, 1, (4, 4)).round(3).tolist(), "acute_share": share,
-                                 "histogram": {"edges": HIST_EDGES.tolist(), "counts": list(range(40))}}
-                        for k in range(3)}}
+    return {
+        "encoder": {
+            str(k): {
+                "matrix": rng.uniform(-1, 1, (4, 4)).round(3).tolist(),
+                "acute_share": share,
+                "histogram": {"edges": HIST_EDGES.tolist(), "counts": list(range(40))},
+            }
+            for k in range(3)
+        }
+    }
 
 
 @pytest.fixture
@@ -24,19 +31,43 @@ def summary():
     trials = make_trials(none_shift={"random": -0.06})
     trials[0] = {**trials[0], "status": "diverged", "metric": None}
     stats = analyze_trials(trials, metric="accuracy", margin=0.01)
-    angles = summarise([{"init": i, "strategy": s, "seed": 0, "at_init": fake_angles(0.6), "trained": fake_angles(0.9)}
-                        for i in ("random", "teacher") for s in ("forward", "reverse")])
-    return build_summary(study="demo", metric="accuracy", higher_is_better=True,
-                         teacher={"test/accuracy": 0.78, "validation/accuracy": 0.8}, trials=trials, stats=stats,
-                         angles=angles, angle_notes=["angles: 4 trained students"], margin_points=1.0,
-                         setup={"task": "classification (accuracy)"})
+    angles = summarise(
+        [
+            {"init": i, "strategy": s, "seed": 0, "at_init": fake_angles(0.6), "trained": fake_angles(0.9)}
+            for i in ("random", "teacher")
+            for s in ("forward", "reverse")
+        ]
+    )
+    return build_summary(
+        study="demo",
+        metric="accuracy",
+        higher_is_better=True,
+        teacher={"test/accuracy": 0.78, "validation/accuracy": 0.8},
+        trials=trials,
+        stats=stats,
+        angles=angles,
+        angle_notes=["angles: 4 trained students"],
+        margin_points=1.0,
+        setup={"task": "classification (accuracy)"},
+    )
 
 
 def test_summary_has_the_contract_keys(summary, tmp_path):
     paths = write_report(summary, tmp_path)
     data = json.loads(paths["summary"].read_text())
-    for key in ("study", "metric", "higher_is_better", "teacher", "trials", "cells", "strategy_test", "equivalence",
-                "matching_vs_none", "angles", "verdict"):
+    for key in (
+        "study",
+        "metric",
+        "higher_is_better",
+        "teacher",
+        "trials",
+        "cells",
+        "strategy_test",
+        "equivalence",
+        "matching_vs_none",
+        "angles",
+        "verdict",
+    ):
         assert key in data, key
     assert data["teacher"]["metric"] == 0.78
     assert {"strategy", "init", "weight", "seed", "metric", "status"} <= set(data["trials"][0])
@@ -58,16 +89,30 @@ def test_summary_has_the_contract_keys(summary, tmp_path):
 def test_report_sections_and_figures(summary, tmp_path):
     paths = write_report(summary, tmp_path)
     text = paths["report"].read_text()
-    for heading in ("## Verdict", "## Setup", "## Strategy x init", "## Is the strategy a significant factor?",
-                    "## Each strategy against forward", "## Matching vs no matching",
-                    "## Angles: teacher layers seen from the student", "## Notes"):
+    for heading in (
+        "## Verdict",
+        "## Setup",
+        "## Strategy x init",
+        "## Is the strategy a significant factor?",
+        "## Each strategy against forward",
+        "## Matching vs no matching",
+        "## Angles: teacher layers seen from the student",
+        "## Notes",
+    ):
         assert heading in text, heading
     assert "forward-random-s0: diverged" in text  # excluded trials are listed
     assert "teacher test accuracy: 78.00" in text
     assert "Not significant is not equivalent" in text
     figures = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert figures == ["angles_random_encoder.png", "angles_teacher_encoder.png", "forest.png", "hist_random_encoder.png",
-                       "hist_teacher_encoder.png", "matching_vs_none.png", "metric_by_cell.png"]
+    assert figures == [
+        "angles_random_encoder.png",
+        "angles_teacher_encoder.png",
+        "forest.png",
+        "hist_random_encoder.png",
+        "hist_teacher_encoder.png",
+        "matching_vs_none.png",
+        "metric_by_cell.png",
+    ]
     html = paths["html"].read_text()  # the same report as one page, figures inlined
     assert html.count("data:image/png;base64,") == len(figures) and "<h2>Strategy x init</h2>" in html
     for name in figures:
@@ -95,8 +140,9 @@ def test_compact_verdict_answers_each_question_per_init_on_one_screen(summary):
     for init in ("random", "teacher"):
         for question in ("Q1 do the matching strategies differ?", "Q2 does matching beat no matching?"):
             line = next(x for x in lines if x.startswith(f"{question} {init} init:"))
-            status = summary["verdict"]["by_init"][init]["strategies_differ" if "Q1" in question
-                                                         else "matching_beats_none"]["claim_status"]
+            status = summary["verdict"]["by_init"][init][
+                "strategies_differ" if "Q1" in question else "matching_beats_none"
+            ]["claim_status"]
             assert status.upper() in line
     assert len(lines) <= 20 and max(map(len, lines)) < 400
 
@@ -104,8 +150,18 @@ def test_compact_verdict_answers_each_question_per_init_on_one_screen(summary):
 def test_partial_summary_without_angles_or_tests(tmp_path):
     trials = make_trials(strategies=("forward",), seeds=(0,))
     stats = analyze_trials(trials, metric="accuracy")
-    summary = build_summary(study="tiny", metric="accuracy", higher_is_better=True, teacher={}, trials=trials,
-                            stats=stats, angles=None, angle_notes=["angles: no checkpoints"], margin_points=1.0, setup={})
+    summary = build_summary(
+        study="tiny",
+        metric="accuracy",
+        higher_is_better=True,
+        teacher={},
+        trials=trials,
+        stats=stats,
+        angles=None,
+        angle_notes=["angles: no checkpoints"],
+        margin_points=1.0,
+        setup={},
+    )
     paths = write_report(summary, tmp_path)
     text = paths["report"].read_text()
     assert "Not testable (see Notes)" in text and "Not measured (see Notes)" in text

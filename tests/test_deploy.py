@@ -27,8 +27,9 @@ needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its bu
 
 
 def render(overlay: str) -> list[dict]:
-    out = subprocess.run([KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -60,8 +61,16 @@ def rendered(request):
 def test_every_overlay_renders_the_full_set(rendered):
     _, docs = rendered
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Deployment", "Namespace", "NetworkPolicy", "PersistentVolumeClaim",
-                     "PersistentVolumeClaim", "RayJob", "Service"]
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "Namespace",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "PersistentVolumeClaim",
+        "RayJob",
+        "Service",
+    ]
     assert all(d["metadata"].get("namespace") == "raykd" for d in docs if d["kind"] != "Namespace")
 
 
@@ -79,11 +88,23 @@ def test_rayjob_validates_against_the_kuberay_crd_schema(rendered, tmp_path):
     job = tmp_path / f"rayjob-{name}.yaml"
     job.write_text(yaml.safe_dump(by_kind(docs, "RayJob")[0]))
     cluster = tmp_path / f"raycluster-{name}.yaml"  # the embedded cluster spec is a valid RayCluster too
-    cluster.write_text(yaml.safe_dump({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c"},
-                                       "spec": by_kind(docs, "RayJob")[0]["spec"]["rayClusterSpec"]}))
+    cluster.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "ray.io/v1",
+                "kind": "RayCluster",
+                "metadata": {"name": "c"},
+                "spec": by_kind(docs, "RayJob")[0]["spec"]["rayClusterSpec"],
+            }
+        )
+    )
     for schema, path in (("rayjob-v1.json", job), ("raycluster-v1.json", cluster)):
-        result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--schemafile", str(K8S / "schemas" / schema),
-                                 str(path)], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "check_jsonschema", "--schemafile", str(K8S / "schemas" / schema), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -92,16 +113,26 @@ def test_schema_rejects_a_misspelt_field(tmp_path):
     job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplica"] = 3  # not maxReplicas
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(job))
-    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--schemafile",
-                             str(K8S / "schemas" / "rayjob-v1.json"), str(path)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--schemafile", str(K8S / "schemas" / "rayjob-v1.json"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "maxReplica" in result.stdout + result.stderr
 
 
 def test_strict_derivation_rules():
-    schema = derive.strict({"type": "object", "properties": {
-        "a": {"x-kubernetes-int-or-string": True}, "b": {"type": "string", "nullable": True},
-        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"x": {}}}}})
+    schema = derive.strict(
+        {
+            "type": "object",
+            "properties": {
+                "a": {"x-kubernetes-int-or-string": True},
+                "b": {"type": "string", "nullable": True},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"x": {}}},
+            },
+        }
+    )
     import jsonschema
 
     validator = jsonschema.Draft7Validator(schema)
@@ -111,16 +142,34 @@ def test_strict_derivation_rules():
 
 @pytest.mark.skipif(not CRDS.is_dir(), reason=f"KubeRay CRDs not found at {CRDS} (set RAYKD_KUBERAY_CRDS)")
 def test_committed_schemas_are_what_the_script_derives(tmp_path):
-    subprocess.run([sys.executable, str(K8S / "schemas" / "derive.py"), str(CRDS), "--out", str(tmp_path)], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(K8S / "schemas" / "derive.py"), str(CRDS), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     for name in ("raycluster-v1.json", "rayjob-v1.json"):
         assert json.loads((tmp_path / name).read_text()) == json.loads((K8S / "schemas" / name).read_text()), name
 
 
 def test_yamllint_is_clean():
-    result = subprocess.run([sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), "-f", "parsable",
-                             str(K8S), str(ROOT / "studies" / "configs"), str(ROOT / ".yamllint.yaml")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yamllint",
+            "-c",
+            str(ROOT / ".yamllint.yaml"),
+            "-f",
+            "parsable",
+            str(K8S),
+            str(ROOT / "studies" / "configs"),
+            str(ROOT / ".yamllint.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -141,7 +190,9 @@ def test_entrypoint_script_config_and_storage_are_consistent(rendered, tmp_path)
         if where not in ("submitter", "raykd-mlflow"):
             mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
             volumes = {v["name"]: v for v in spec["volumes"]}
-            storage = next(n for n, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") == "raykd-storage")
+            storage = next(
+                n for n, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") == "raykd-storage"
+            )
             assert output_dir.startswith(mounts[storage] + "/"), (where, output_dir, mounts)
             study = next(n for n, v in volumes.items() if "configMap" in v)
             assert volumes[study]["configMap"]["name"] == configmap["metadata"]["name"]  # the hash-suffixed one
@@ -163,7 +214,9 @@ def test_head_runs_drivers_not_training_and_mlflow_is_the_service(rendered):
     job = by_kind(docs, "RayJob")[0]
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-cpus"] == "0"
-    assert json.loads(json.loads(head["rayStartParams"]["resources"]))["tune_driver"] >= 1  # raykd.sweep.DRIVER_RESOURCE
+    assert (
+        json.loads(json.loads(head["rayStartParams"]["resources"]))["tune_driver"] >= 1
+    )  # raykd.sweep.DRIVER_RESOURCE
     service = by_kind(docs, "Service")[0]
     port = service["spec"]["ports"][0]["port"]
     expected = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{port}"
@@ -210,15 +263,18 @@ def test_hardening(rendered):
 
 def test_image_matches_the_pinned_ray_and_python():
     dockerfile = (K8S / "Dockerfile").read_text()
-    base = re.search(r"^ARG BASE=rayproject/ray:(\S+)$", dockerfile, re.M).group(1)
-    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    base = re.search(r"^ARG BASE=rayproject/ray:(\S+)$", dockerfile, re.MULTILINE).group(1)
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     ray_version, python_tag = base.split("-")[:2]
     assert ray_version == pins["ray"]
     assert python_tag == f"py{sys.version_info.major}{sys.version_info.minor}"  # the Python the tests run on
     assert f"ray.__version__ == '{pins['ray']}'" in dockerfile
     for folder in ("raykd", "studies", "mlflow"):
-        assert re.search(rf"^COPY .*\b{folder} \./{folder}$", dockerfile, re.M), folder
+        assert re.search(rf"^COPY .*\b{folder} \./{folder}$", dockerfile, re.MULTILINE), folder
     job = yaml.safe_load((K8S / "base" / "rayjob.yaml").read_text())
     assert job["spec"]["rayClusterSpec"]["rayVersion"] == pins["ray"]
     overlay = yaml.safe_load((K8S / "overlays" / "gpu" / "kustomization.yaml").read_text())
@@ -233,10 +289,22 @@ def test_mlflow_launcher_command_from_environment():
         sys.path.pop(0)
     import argparse
 
-    args = argparse.Namespace(local=None, backend_store_uri=None, artifacts_destination=None, host=None, port=None,
-                              workers=None, allowed_hosts=None, basic_auth=False)
-    env = {"MLFLOW_BACKEND_STORE_URI": "postgresql://db/mlflow", "MLFLOW_HOST": "0.0.0.0", "MLFLOW_PORT": "5000",
-           "MLFLOW_ALLOWED_HOSTS": "raykd-mlflow:5000"}
+    args = argparse.Namespace(
+        local=None,
+        backend_store_uri=None,
+        artifacts_destination=None,
+        host=None,
+        port=None,
+        workers=None,
+        allowed_hosts=None,
+        basic_auth=False,
+    )
+    env = {
+        "MLFLOW_BACKEND_STORE_URI": "postgresql://db/mlflow",
+        "MLFLOW_HOST": "0.0.0.0",
+        "MLFLOW_PORT": "5000",
+        "MLFLOW_ALLOWED_HOSTS": "raykd-mlflow:5000",
+    }
     command, extra = serve.server_command(args, env)
     assert command[command.index("--backend-store-uri") + 1] == "postgresql://db/mlflow"
     assert command[command.index("--host") + 1] == "0.0.0.0" and "--serve-artifacts" in command
@@ -248,8 +316,9 @@ def test_mlflow_launcher_command_from_environment():
         serve.server_command(args, env)
     with pytest.raises(SystemExit, match="at least 12 characters"):
         serve.server_command(args, {**env, "MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "pw"})
-    command, extra = serve.server_command(args, {**env, "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-                                                 "MLFLOW_AUTH_ADMIN_PASSWORD": "twelve-chars-or-more"})
+    command, extra = serve.server_command(
+        args, {**env, "MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "twelve-chars-or-more"}
+    )
     assert len(extra["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == 64  # a CSRF key when none is given
     assert command[-2:] == ["--app-name", "basic-auth"]
     ini = Path(extra["MLFLOW_AUTH_CONFIG_PATH"])
@@ -280,18 +349,27 @@ def test_readme_kubernetes_commands_match_the_manifests():
             continue
         assert argv[0] == "kubectl", command
         if argv[1] == "create":
-            out = subprocess.run([KUBECTL, *argv[1:], "--dry-run=client", "-o", "yaml"], capture_output=True, text=True,
-                                 check=True, timeout=60).stdout
+            out = subprocess.run(
+                [KUBECTL, *argv[1:], "--dry-run=client", "-o", "yaml"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
             obj = yaml.safe_load(out)
             created[obj["metadata"]["name"]] = obj
             if obj["kind"] == "Namespace":
                 assert obj["metadata"]["name"] == by_kind(docs["gpu"], "Namespace")[0]["metadata"]["name"]
             else:
-                assert obj["metadata"]["namespace"] == "raykd" and set(obj["data"]) == {secrets_wanted[obj["metadata"]["name"]]}
+                assert obj["metadata"]["namespace"] == "raykd" and set(obj["data"]) == {
+                    secrets_wanted[obj["metadata"]["name"]]
+                }
         elif argv[1] in ("kustomize", "apply"):
             assert argv[-1].removeprefix("k8s/overlays/") in OVERLAYS
             if argv[1] == "kustomize":
-                subprocess.run([KUBECTL, "kustomize", str(ROOT / argv[-1])], check=True, capture_output=True, timeout=60)
+                subprocess.run(
+                    [KUBECTL, "kustomize", str(ROOT / argv[-1])], check=True, capture_output=True, timeout=60
+                )
         elif argv[1] == "logs":
             assert argv[-1] == f"job/{job['metadata']['name']}"  # KubeRay names the submitter Job after the RayJob
         elif argv[1] == "port-forward":

@@ -17,12 +17,22 @@ def test_stacks_have_depth_plus_one_states(model_type):
     batch = tiny_batch(model)
     _, stacks = family.forward(model, batch)
     assert set(stacks) == set(family.stacks)
-    expected_kind = {"bert": "encoder", "roberta": "encoder", "electra": "encoder", "qwen3": "decoder",
-                     "llama": "decoder", "gpt2": "decoder"}.get(model_type, "encoder_decoder")
+    expected_kind = {
+        "bert": "encoder",
+        "roberta": "encoder",
+        "electra": "encoder",
+        "qwen3": "decoder",
+        "llama": "decoder",
+        "gpt2": "decoder",
+    }.get(model_type, "encoder_decoder")
     assert family.kind == expected_kind
     for stack, states in stacks.items():
         assert len(states) == family.depths(model.config)[stack] + 1 == 4
-        seq = batch["labels"].shape[1] if stack == "decoder" and family.kind == "encoder_decoder" else batch["input_ids"].shape[1]
+        seq = (
+            batch["labels"].shape[1]
+            if stack == "decoder" and family.kind == "encoder_decoder"
+            else batch["input_ids"].shape[1]
+        )
         assert all(s.shape == (2, seq, 32) for s in states)
     assert {k: len(v) for k, v in family.blocks(model).items()} == family.depths(model.config)
 

@@ -30,16 +30,26 @@ def tweets():
     encoded = tokenizer([r["text"] for r in rows], truncation=True, max_length=32, padding=True, return_tensors="pt")
     y = torch.tensor([labels[r["sentiment"]] for r in rows])
     batches = [
-        {"input_ids": encoded["input_ids"][i : i + 16], "attention_mask": encoded["attention_mask"][i : i + 16], "labels": y[i : i + 16]}
+        {
+            "input_ids": encoded["input_ids"][i : i + 16],
+            "attention_mask": encoded["attention_mask"][i : i + 16],
+            "labels": y[i : i + 16],
+        }
         for i in range(0, len(rows), 16)
     ]
     return {"train": batches[:16], "valid": batches[16:], "vocab": tokenizer.vocab_size}
 
 
 def tiny_bert(vocab, depth=4, width=32, seed=0):
-    config = transformers.BertConfig(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width,
-                                     num_hidden_layers=depth, num_attention_heads=4, num_labels=3,
-                                     max_position_embeddings=64)
+    config = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=depth,
+        num_attention_heads=4,
+        num_labels=3,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(seed)
     return transformers.BertForSequenceClassification(config).eval()
 
@@ -58,9 +68,17 @@ def test_distillation_on_real_text_reduces_losses(tweets, width):
     loss = LossConfig(ce=1.0, kd=1.0, hidden=3.0)
     before = evaluate_loss(teacher, student, tweets["valid"], layer_maps=maps, loss=loss)
     optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
-    result = distill(teacher, student, tweets["train"], optimizer, layer_maps=maps, loss=loss, epochs=3,
-                     eval_fn=lambda m: evaluate_loss(teacher, m, tweets["valid"], layer_maps=maps, loss=loss),
-                     eval_every=16)
+    result = distill(
+        teacher,
+        student,
+        tweets["train"],
+        optimizer,
+        layer_maps=maps,
+        loss=loss,
+        epochs=3,
+        eval_fn=lambda m: evaluate_loss(teacher, m, tweets["valid"], layer_maps=maps, loss=loss),
+        eval_every=16,
+    )
     assert result.status == "finished" and result.steps == 48
     first, last = result.history[:5], result.history[-5:]
     for term in ("total", "hidden", "hidden/encoder"):
@@ -83,7 +101,9 @@ def test_layer_maps_function_is_called_per_epoch(tweets):
         return {"encoder": layer_map("rail", 2, 4, seed=0, epoch=epoch)}
 
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    result = distill(teacher, student, tweets["train"][:2], optimizer, layer_maps=rail_maps, loss=LossConfig(), epochs=3)
+    result = distill(
+        teacher, student, tweets["train"][:2], optimizer, layer_maps=rail_maps, loss=LossConfig(), epochs=3
+    )
     assert seen == [0, 1, 2] and result.steps == 6
     assert [h["epoch"] for h in result.history] == [0, 0, 1, 1, 2, 2]
 
@@ -94,8 +114,16 @@ def test_max_steps_and_no_teacher_forward_for_none(tweets):
     calls = []
     teacher.register_forward_hook(lambda *args: calls.append(1))
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
-    result = distill(teacher, student, tweets["train"], optimizer, layer_maps={"encoder": []},
-                     loss=LossConfig(kd=0.0), max_steps=3, epochs=5)
+    result = distill(
+        teacher,
+        student,
+        tweets["train"],
+        optimizer,
+        layer_maps={"encoder": []},
+        loss=LossConfig(kd=0.0),
+        max_steps=3,
+        epochs=5,
+    )
     assert result.steps == 3 and not calls  # CE only: the teacher never runs
     assert all(h["kd"] == 0.0 and h["hidden"] == 0.0 for h in result.history)
 
@@ -105,8 +133,12 @@ def test_seq2seq_and_causal_students_train(model_type):
     teacher = tiny_model(model_type, depth=4)
     student = build_student(teacher, depth=2, init="teacher")
     family = family_of(teacher)
-    maps = layer_maps("forward", family.depths(student.config), family.depths(teacher.config),
-                      match_embeddings=family.kind != "decoder")
+    maps = layer_maps(
+        "forward",
+        family.depths(student.config),
+        family.depths(teacher.config),
+        match_embeddings=family.kind != "decoder",
+    )
     batch = tiny_batch(teacher, batch=4, seq=9, target=6)
     optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
     result = distill(teacher, student, [batch] * 40, optimizer, layer_maps=maps, loss=LossConfig())
@@ -122,8 +154,15 @@ def test_non_finite_loss_stops_as_diverged_without_stepping():
         student.classifier.weight.fill_(float("nan"))
     before = {k: v.clone() for k, v in student.state_dict().items()}
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
-    result = distill(teacher, student, [tiny_batch(teacher)] * 5, optimizer,
-                     layer_maps={"encoder": layer_map("forward", 2, 4)}, loss=LossConfig(), epochs=2)
+    result = distill(
+        teacher,
+        student,
+        [tiny_batch(teacher)] * 5,
+        optimizer,
+        layer_maps={"encoder": layer_map("forward", 2, 4)},
+        loss=LossConfig(),
+        epochs=2,
+    )
     assert result.status == "diverged" and result.steps == 0 and len(result.history) == 1
     for key, value in student.state_dict().items():
         assert torch.equal(value, before[key]) or torch.isnan(value).all(), key
@@ -148,8 +187,15 @@ def test_ddp_wrapped_student_with_projections_trains():
         before = projections.layers["decoder_2"].weight.clone()
         wrapped = DistributedDataParallel(student)
         optimizer = torch.optim.AdamW(wrapped.parameters(), lr=3e-3)
-        result = distill(teacher, wrapped, [tiny_batch(teacher, batch=4)] * 10, optimizer, layer_maps=maps,
-                         loss=LossConfig(), final_norm="pre_norm")
+        result = distill(
+            teacher,
+            wrapped,
+            [tiny_batch(teacher, batch=4)] * 10,
+            optimizer,
+            layer_maps=maps,
+            loss=LossConfig(),
+            final_norm="pre_norm",
+        )
         assert result.status == "finished"
         assert result.history[-1]["total"] < result.history[0]["total"]
         assert not torch.equal(before, projections.layers["decoder_2"].weight)  # projections trained

@@ -9,9 +9,9 @@ from raykd.losses import (
     HIDDEN_NORMS,
     HIDDEN_REDUCTIONS,
     LossConfig,
-    check_loss_settings,
     Projections,
     attach_projections,
+    check_loss_settings,
     hidden_loss,
     masked_mean,
     normalise_hidden,
@@ -85,7 +85,9 @@ def test_a_user_registered_hidden_loss_is_used_like_the_built_ins():
         check_loss_settings(LossSettings(hidden_kind="absolute"))  # a registered name validates
     finally:
         HIDDEN_KINDS.remove("absolute")
-    with pytest.raises(ValueError, match=r"distill.loss.hidden_kind must be one of \['cosine', 'mse'\], got 'absolute'"):
+    with pytest.raises(
+        ValueError, match=r"distill.loss.hidden_kind must be one of \['cosine', 'mse'\], got 'absolute'"
+    ):
         check_loss_settings(LossSettings(hidden_kind="absolute"))
 
 
@@ -100,10 +102,12 @@ def test_pads_never_count(norm, kind, reduction):
     s2[1, 3:] = 1e3
     t2[1, 3:] = -7.0
     maps = {"encoder": [(0, 0), (1, 1)]}
-    a, _ = hidden_loss({"encoder": [s, s]}, {"encoder": [t, t]}, maps, {"encoder": mask}, kind=kind, norm=norm,
-                       reduction=reduction)
-    b, _ = hidden_loss({"encoder": [s2, s2]}, {"encoder": [t2, t2]}, maps, {"encoder": mask}, kind=kind, norm=norm,
-                       reduction=reduction)
+    a, _ = hidden_loss(
+        {"encoder": [s, s]}, {"encoder": [t, t]}, maps, {"encoder": mask}, kind=kind, norm=norm, reduction=reduction
+    )
+    b, _ = hidden_loss(
+        {"encoder": [s2, s2]}, {"encoder": [t2, t2]}, maps, {"encoder": mask}, kind=kind, norm=norm, reduction=reduction
+    )
     torch.testing.assert_close(a, b)
 
 
@@ -118,7 +122,7 @@ def test_hidden_loss_pairs_stacks_and_reduction():
     assert per_stack["encoder"].item() == pytest.approx(4.6875)
     assert per_stack["decoder"].item() == pytest.approx(7.5)
     assert mean.item() == pytest.approx(12.1875)
-    summed, per_stack = hidden_loss(student, teacher, maps, masks, pair_reduction="sum")
+    _summed, per_stack = hidden_loss(student, teacher, maps, masks, pair_reduction="sum")
     assert per_stack["encoder"].item() == pytest.approx(9.375)
     empty, per_stack = hidden_loss(student, teacher, {"encoder": [], "decoder": []}, masks)
     assert empty.item() == 0.0 and per_stack == {}
@@ -148,7 +152,9 @@ def test_prediction_kd_token_level_excludes_non_targets():
     s2 = s.clone()
     s2[1, 2:] = 50.0
     torch.testing.assert_close(prediction_kd(s, t, mask=mask), prediction_kd(s2, t, mask=mask))
-    per_token = torch.stack([prediction_kd(s[b, i][None], t[b, i][None]) for b in range(2) for i in range(4) if mask[b, i]])
+    per_token = torch.stack(
+        [prediction_kd(s[b, i][None], t[b, i][None]) for b in range(2) for i in range(4) if mask[b, i]]
+    )
     torch.testing.assert_close(prediction_kd(s, t, mask=mask), per_token.mean())
 
 
@@ -172,13 +178,20 @@ def test_loss_config_validation(kwargs, message):
         LossConfig(**kwargs)
 
 
-@pytest.mark.parametrize("field, value", [("hidden_norm", "zscore"), ("hidden_kind", "l1"), ("hidden_reduction", "sum")])
+@pytest.mark.parametrize(
+    "field, value", [("hidden_norm", "zscore"), ("hidden_kind", "l1"), ("hidden_reduction", "sum")]
+)
 def test_unknown_registered_names_are_refused_listing_the_registry(field, value):
     with pytest.raises(ValueError, match=f"distill.loss.{field} must be one of .*got '{value}'"):
         check_loss_settings(LossConfig(**{field: value}))
     with pytest.raises(ValueError, match="unknown hidden"):  # and at use
-        hidden_loss({"encoder": [S]}, {"encoder": [S]}, {"encoder": [(0, 0)]}, {"encoder": MASK},
-                    **{"kind" if field == "hidden_kind" else "norm" if field == "hidden_norm" else "reduction": value})
+        hidden_loss(
+            {"encoder": [S]},
+            {"encoder": [S]},
+            {"encoder": [(0, 0)]},
+            {"encoder": MASK},
+            **{"kind" if field == "hidden_kind" else "norm" if field == "hidden_norm" else "reduction": value},
+        )
 
 
 def test_projection_keys_union_over_maps():
@@ -203,8 +216,13 @@ def test_projections_are_registered_trained_and_absent_when_widths_match():
     s = torch.randn(2, 3, 16)
     t = torch.randn(2, 3, 32)
     mask = torch.ones(2, 3).bool()
-    loss, _ = hidden_loss({"encoder": [s, s, s]}, {"encoder": [t] * 5}, {"encoder": [(1, 4), (2, 4)]},
-                          {"encoder": mask}, projections=projections)
+    loss, _ = hidden_loss(
+        {"encoder": [s, s, s]},
+        {"encoder": [t] * 5},
+        {"encoder": [(1, 4), (2, 4)]},
+        {"encoder": mask},
+        projections=projections,
+    )
     loss.backward()
     for key in ("encoder_1", "encoder_2"):
         grad = projections.layers[key].weight.grad

@@ -36,13 +36,16 @@ def test_classification_metrics_match_sklearn(seed):
     refs = [rng.randrange(3) for _ in range(200)]
     preds = [r if rng.random() < 0.6 else rng.randrange(3) for r in refs]
     assert load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"] == pytest.approx(
-        accuracy_score(refs, preds))
+        accuracy_score(refs, preds)
+    )
     assert load_metric("f1").compute(predictions=preds, references=refs, average="macro")["f1"] == pytest.approx(
-        f1_score(refs, preds, average="macro"))
+        f1_score(refs, preds, average="macro")
+    )
     binary_refs = [r % 2 for r in refs]
     binary_preds = [p % 2 for p in preds]
     assert load_metric("f1").compute(predictions=binary_preds, references=binary_refs)["f1"] == pytest.approx(
-        f1_score(binary_refs, binary_preds))
+        f1_score(binary_refs, binary_preds)
+    )
 
 
 def test_generation_metrics_match_sacrebleu(tmp_path):
@@ -66,14 +69,22 @@ def test_generation_metrics_match_sacrebleu(tmp_path):
 
 def test_exact_match_options():
     em = load_metric("exact_match")
-    assert em.compute(predictions=[" Dios ", "luz", "x"], references=["Dios", "Luz", "y"])["exact_match"] == pytest.approx(1 / 3)
-    assert em.compute(predictions=["luz!", "x"], references=["Luz", "y"], ignore_case=True,
-                      ignore_punctuation=True)["exact_match"] == 0.5
+    assert em.compute(predictions=[" Dios ", "luz", "x"], references=["Dios", "Luz", "y"])[
+        "exact_match"
+    ] == pytest.approx(1 / 3)
+    assert (
+        em.compute(predictions=["luz!", "x"], references=["Luz", "y"], ignore_case=True, ignore_punctuation=True)[
+            "exact_match"
+        ]
+        == 0.5
+    )
 
 
 def test_unknown_metric():
-    with pytest.raises(ValueError, match="raykd ships no local module for it; local modules: accuracy, chrf, exact_match, "
-                                         "f1, rouge, sacrebleu"):
+    with pytest.raises(
+        ValueError,
+        match="raykd ships no local module for it; local modules: accuracy, chrf, exact_match, f1, rouge, sacrebleu",
+    ):
         load_metric("bertscore")
 
 
@@ -95,7 +106,9 @@ def direct_rouge_means(preds, refs, use_stemmer=False):
 
 
 def test_offline_loads_the_local_rouge_module():
-    assert load_metric("rouge").description.startswith("ROUGE-N / ROUGE-L / ROUGE-Lsum F-measures computed by rouge_score")
+    assert load_metric("rouge").description.startswith(
+        "ROUGE-N / ROUGE-L / ROUGE-Lsum F-measures computed by rouge_score"
+    )
 
 
 @pytest.mark.parametrize("use_stemmer", [False, True])
@@ -136,7 +149,9 @@ def test_rouge_multi_reference_rouge_types_and_lsum_lines():
     direct = direct_rouge_means(lsum_preds, lsum_refs)
     assert result == {t: pytest.approx(direct[t], abs=1e-9) for t in ("rougeL", "rougeLsum")}
     assert result["rougeLsum"] > result["rougeL"] + 0.2
-    with pytest.raises(ValueError, match="rouge_types \\['bleu'\\]: valid types are rouge1 ... rouge9, rougeL and rougeLsum"):
+    with pytest.raises(
+        ValueError, match="rouge_types \\['bleu'\\]: valid types are rouge1 ... rouge9, rougeL and rougeLsum"
+    ):
         rouge.compute(predictions=preds, references=refs, rouge_types=["bleu"])
 
 
@@ -144,29 +159,45 @@ def test_rouge_golden_values():
     rouge = load_metric("rouge")
     three_of_four = 2 * 1 * 0.75 / 1.75  # precision 3/3, recall 3/4
     assert rouge.compute(predictions=["the cat sat"], references=["the cat sat down"]) == pytest.approx(
-        {"rouge1": three_of_four, "rouge2": 2 * 1 * (2 / 3) / (1 + 2 / 3), "rougeL": three_of_four,
-         "rougeLsum": three_of_four}, abs=1e-12)
+        {
+            "rouge1": three_of_four,
+            "rouge2": 2 * 1 * (2 / 3) / (1 + 2 / 3),
+            "rougeL": three_of_four,
+            "rougeLsum": three_of_four,
+        },
+        abs=1e-12,
+    )
     # case and punctuation do not count; "cats" matches "cat" only when stemmed
-    assert rouge.compute(predictions=["The cats, sat!"], references=["the cat sat down"],
-                         rouge_types=["rouge1"]) == {"rouge1": pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))}
-    assert rouge.compute(predictions=["The cats, sat!"], references=["the cat sat down"], rouge_types=["rouge1"],
-                         use_stemmer=True) == {"rouge1": pytest.approx(three_of_four)}
+    assert rouge.compute(predictions=["The cats, sat!"], references=["the cat sat down"], rouge_types=["rouge1"]) == {
+        "rouge1": pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    }
+    assert rouge.compute(
+        predictions=["The cats, sat!"], references=["the cat sat down"], rouge_types=["rouge1"], use_stemmer=True
+    ) == {"rouge1": pytest.approx(three_of_four)}
     # summary-level LCS: union LCS per reference line, each token counted once -> 3 hits of 6 / 3
-    lines = rouge.compute(predictions=["the dog sat"], references=["the cat sat\nthe dog ran"],
-                          rouge_types=["rougeL", "rougeLsum"])
-    assert lines == {"rougeL": pytest.approx(2 * (2 / 3) * (2 / 6) / (2 / 3 + 2 / 6)),
-                     "rougeLsum": pytest.approx(2 * 1 * 0.5 / 1.5)}
+    lines = rouge.compute(
+        predictions=["the dog sat"], references=["the cat sat\nthe dog ran"], rouge_types=["rougeL", "rougeLsum"]
+    )
+    assert lines == {
+        "rougeL": pytest.approx(2 * (2 / 3) * (2 / 6) / (2 / 3 + 2 / 6)),
+        "rougeLsum": pytest.approx(2 * 1 * 0.5 / 1.5),
+    }
     # the mean over examples, not a pooled count
-    assert rouge.compute(predictions=["the cat sat", "a b"], references=["the cat sat down", "a b"],
-                         rouge_types=["rouge1"]) == {"rouge1": pytest.approx((three_of_four + 1) / 2)}
+    assert rouge.compute(
+        predictions=["the cat sat", "a b"], references=["the cat sat down", "a b"], rouge_types=["rouge1"]
+    ) == {"rouge1": pytest.approx((three_of_four + 1) / 2)}
 
 
 def test_rouge_empty_predictions_score_zero():
     preds, refs = bible_pairs(n=5)
     result = load_metric("rouge").compute(predictions=[""] * len(refs), references=refs)
-    assert result == {t: 0.0 for t in ROUGE_TYPES}
-    assert load_metric("rouge").compute(predictions=["", preds[0]], references=["x", refs[0]], use_aggregator=False)[
-        "rouge1"][0] == 0.0
+    assert result == dict.fromkeys(ROUGE_TYPES, 0.0)
+    assert (
+        load_metric("rouge").compute(predictions=["", preds[0]], references=["x", refs[0]], use_aggregator=False)[
+            "rouge1"
+        ][0]
+        == 0.0
+    )
 
 
 def seq2seq_study(**task):
@@ -194,7 +225,11 @@ def test_rouge_is_a_seq2seq_study_metric():
     assert config.task.metric == "rouge1" and build_task(config.task).metric == "rouge1"
     assert parse_study_config(seq2seq_study(metric="rougeL")).task.metric == "rougeL"
     for unknown in ("rougeLsum", "bleu"):
-        with pytest.raises(ConfigError, match=re.escape(
+        with pytest.raises(
+            ConfigError,
+            match=re.escape(
                 f"task.metric: {unknown!r} is not one of seq2seq's metrics "
-                "['sacrebleu', 'chrf', 'rouge1', 'rouge2', 'rougeL']")):
+                "['sacrebleu', 'chrf', 'rouge1', 'rouge2', 'rougeL']"
+            ),
+        ):
             parse_study_config(seq2seq_study(metric=unknown))

@@ -33,8 +33,11 @@ def test_hub_teacher_while_offline_is_one_clear_error():
     cfg = config({"source": "hub", "name": "google-bert/bert-base-uncased"})
     task = build_task(cfg.task)
     task.load()
-    with pytest.raises(ValueError, match=r"teacher 'google-bert/bert-base-uncased' \(hub\) could not be loaded: .*"
-                                         r"The hub is offline \(HF_HUB_OFFLINE=1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"teacher 'google-bert/bert-base-uncased' \(hub\) could not be loaded: .*"
+        r"The hub is offline \(HF_HUB_OFFLINE=1\)",
+    ):
         load_teacher(cfg.teacher, task)
 
 
@@ -62,14 +65,27 @@ def test_train_tokenizer_round_trips_and_has_specials(kind):
 def test_from_config_teacher_uses_tokenizer_ids():
     from tests.studies import BIBLE
 
-    cfg = parse_config({"name": "m", "task": {"type": "seq2seq", "source_lang": "en", "target_lang": "es",
-                                              "data": {"files": BIBLE}},
-                        "teacher": {"source": "config", "model": {"model_type": "bart", "d_model": 32, "encoder_layers": 2,
-                                                                  "decoder_layers": 2, "encoder_attention_heads": 4,
-                                                                  "decoder_attention_heads": 4, "encoder_ffn_dim": 64,
-                                                                  "decoder_ffn_dim": 64},
-                                    "tokenizer": {"source": "train", "vocab_size": 400}},
-                        "student": {"depth": 1}})
+    cfg = parse_config(
+        {
+            "name": "m",
+            "task": {"type": "seq2seq", "source_lang": "en", "target_lang": "es", "data": {"files": BIBLE}},
+            "teacher": {
+                "source": "config",
+                "model": {
+                    "model_type": "bart",
+                    "d_model": 32,
+                    "encoder_layers": 2,
+                    "decoder_layers": 2,
+                    "encoder_attention_heads": 4,
+                    "decoder_attention_heads": 4,
+                    "encoder_ffn_dim": 64,
+                    "decoder_ffn_dim": 64,
+                },
+                "tokenizer": {"source": "train", "vocab_size": 400},
+            },
+            "student": {"depth": 1},
+        }
+    )
     task = build_task(cfg.task)
     raw = task.load()
     model, tok = load_teacher(cfg.teacher, task, list(raw["train"]["source"]))

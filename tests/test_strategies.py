@@ -124,7 +124,9 @@ def test_layer_maps_per_stack_single_stack_equals_layer_map():
 
 
 def test_layer_maps_encoder_decoder_independent_random_draws():
-    draws = [layer_maps("random", {"encoder": 6, "decoder": 6}, {"encoder": 12, "decoder": 12}, seed=s) for s in range(10)]
+    draws = [
+        layer_maps("random", {"encoder": 6, "decoder": 6}, {"encoder": 12, "decoder": 12}, seed=s) for s in range(10)
+    ]
     assert any(d["encoder"] != d["decoder"] for d in draws)
     forward = layer_maps("forward", {"encoder": 3, "decoder": 2}, {"encoder": 12, "decoder": 6})
     assert forward == {"encoder": [(0, 0), (1, 4), (2, 8), (3, 12)], "decoder": [(0, 0), (1, 3), (2, 6)]}
@@ -136,8 +138,12 @@ def test_layer_maps_stack_mismatch():
 
 
 def test_custom_per_stack_pairs():
-    maps = layer_maps("custom", {"encoder": 2, "decoder": 2}, {"encoder": 4, "decoder": 4},
-                      pairs={"encoder": [[1, 4], [2, 4]], "decoder": [[2, 1]]})
+    maps = layer_maps(
+        "custom",
+        {"encoder": 2, "decoder": 2},
+        {"encoder": 4, "decoder": 4},
+        pairs={"encoder": [[1, 4], [2, 4]], "decoder": [[2, 1]]},
+    )
     assert maps == {"encoder": [(1, 4), (2, 4)], "decoder": [(2, 1)]}
 
 

@@ -40,7 +40,7 @@ def test_no_import_cycles_inside_raykd():
         stack.append(node)
         for other in graph[node]:
             if state.get(other) == 1:
-                cycles.append(stack[stack.index(other):] + [other])
+                cycles.append(stack[stack.index(other) :] + [other])
             elif not state.get(other):
                 visit(other, stack)
         stack.pop()
@@ -64,7 +64,7 @@ def test_no_long_functions_without_a_reason():
         source = path.read_text().splitlines()
         for node in ast.walk(ast.parse("\n".join(source))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
-                head = source[node.lineno - 1: node.body[0].lineno + 2]
+                head = source[node.lineno - 1 : node.body[0].lineno + 2]
                 if not any(line.strip().startswith("# long:") for line in head):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert offenders == []
@@ -75,8 +75,9 @@ def test_no_private_names_imported_across_modules():
     for path in [*PACKAGE.rglob("*.py"), *(ROOT / "studies").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("raykd"):
-                offenders += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
-                              if a.name.startswith("_")]
+                offenders += [
+                    f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")
+                ]
     assert offenders == []
 
 
@@ -84,7 +85,14 @@ def test_docs_cite_the_paper_and_the_repository_only():
     """Docstrings and comments point at the paper and the repository's own docs, never at files a user of the
     repository does not have."""
     outside = ("PAPER.md", "DESIGN.md", "OFFLINE.md", "STYLE.md", "../shared")
-    offenders = [f"{path.relative_to(ROOT)}" for path in [*PACKAGE.rglob("*.py"), *(ROOT / "studies").rglob("*"),
-                                                          ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
-                 if path.is_file() and any(name in path.read_text(errors="replace") for name in outside)]
+    offenders = [
+        f"{path.relative_to(ROOT)}"
+        for path in [
+            *PACKAGE.rglob("*.py"),
+            *(ROOT / "studies").rglob("*"),
+            ROOT / "README.md",
+            *(ROOT / "docs").glob("*.md"),
+        ]
+        if path.is_file() and any(name in path.read_text(errors="replace") for name in outside)
+    ]
     assert offenders == []

@@ -20,7 +20,7 @@ def test_teacher_init_copies_blocks_and_everything_else(model_type, rule):
     family = family_of(teacher)
     expected = [2, 4, 6] if rule == "matched" else [1, 4, 6]  # spread 6->3: 1, 3.5->4, 6
     meta = student_metadata(student)
-    assert meta["copied_layers"] == {stack: expected for stack in family.stacks}
+    assert meta["copied_layers"] == dict.fromkeys(family.stacks, expected)
     assert meta["init"] == "teacher" and meta["copy_rule"] == rule
     for stack in family.stacks:
         for k, t in enumerate(expected):
@@ -55,7 +55,7 @@ def test_teacher_init_copies_the_head_by_head_type_as_the_paper(model_type):
     if classifier:
         again = build_student(teacher, depth=2, init="teacher", seed=1)
         other = build_student(teacher, depth=2, init="teacher", seed=2)
-        weight = [k for k in a.state_dict() if k.startswith(head) and k.endswith("weight")][0]
+        weight = next(k for k in a.state_dict() if k.startswith(head) and k.endswith("weight"))
         assert torch.equal(a.state_dict()[weight], again.state_dict()[weight])  # drawn from the seed
         assert not torch.equal(a.state_dict()[weight], other.state_dict()[weight])
         copied = build_student(teacher, depth=2, init="teacher", copy_head=True)
@@ -86,7 +86,7 @@ def test_student_runs_forward_with_hidden_states(model_type, init):
     teacher = tiny_model(model_type, depth=6)
     student = build_student(teacher, depth=3, init=init)
     family = family_of(student)
-    assert family.depths(student.config) == {s: 3 for s in family.stacks}
+    assert family.depths(student.config) == dict.fromkeys(family.stacks, 3)
     out, stacks = family.forward(student, tiny_batch(student))
     assert torch.isfinite(out.loss)
     assert all(len(states) == 4 for states in stacks.values())
@@ -94,8 +94,12 @@ def test_student_runs_forward_with_hidden_states(model_type, init):
 
 def test_encoder_decoder_depths_separately_and_explicit_lists():
     teacher = tiny_model("t5", depth=6)
-    student = build_student(teacher, depth={"encoder": 3, "decoder": 2}, init="teacher",
-                            copy_rule={"encoder": [1, 3, 6], "decoder": "spread"})
+    student = build_student(
+        teacher,
+        depth={"encoder": 3, "decoder": 2},
+        init="teacher",
+        copy_rule={"encoder": [1, 3, 6], "decoder": "spread"},
+    )
     assert family_of(student).depths(student.config) == {"encoder": 3, "decoder": 2}
     assert student_metadata(student)["copied_layers"] == {"encoder": [1, 3, 6], "decoder": [1, 6]}
     assert student_metadata(student)["copy_rule"] == "explicit"
@@ -106,8 +110,10 @@ def test_t5_relative_bias_comes_from_teacher_block_one_when_not_copied():
     student = build_student(teacher, depth=2, init="teacher", copy_rule=[4, 6])
     key = "layer.0.SelfAttention.relative_attention_bias.weight"
     torch.testing.assert_close(block_state(student, "encoder", 0)[key], block_state(teacher, "encoder", 0)[key])
-    torch.testing.assert_close(block_state(student, "encoder", 1)["layer.1.DenseReluDense.wi.weight"],
-                               block_state(teacher, "encoder", 5)["layer.1.DenseReluDense.wi.weight"])
+    torch.testing.assert_close(
+        block_state(student, "encoder", 1)["layer.1.DenseReluDense.wi.weight"],
+        block_state(teacher, "encoder", 5)["layer.1.DenseReluDense.wi.weight"],
+    )
 
 
 def test_qwen3_layer_types_follow_copied_blocks():
@@ -136,7 +142,7 @@ def test_width_change_scales_heads_and_ffn_at_fixed_head_size(model_type):
     for ffn_key in keys.ffn:
         if getattr(teacher.config, ffn_key, None) is not None:
             assert getattr(student.config, ffn_key) == getattr(teacher.config, ffn_key) // 2
-    out, stacks = family.forward(student, tiny_batch(student))
+    _out, stacks = family.forward(student, tiny_batch(student))
     assert all(s.shape[-1] == 16 for states in stacks.values() for s in states)
     assert student_metadata(student)["width"] == 16 and student_metadata(student)["teacher_width"] == 32
 

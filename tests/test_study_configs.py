@@ -36,20 +36,41 @@ def local_files(tmp_path, rows_of_split):
 
 
 def glue_pairs(first, second, labels):
-    return lambda split: [{first: v["translation"]["en"], second: v["translation"]["es"], "label": i % labels}
-                          for i, v in enumerate(verses(split, 60))]
+    return lambda split: [
+        {first: v["translation"]["en"], second: v["translation"]["es"], "label": i % labels}
+        for i, v in enumerate(verses(split, 60))
+    ]
 
 
 CASES = {
     "bert_base_to_3l_mnli": ("bert", lambda tmp: {"files": local_files(tmp, glue_pairs("premise", "hypothesis", 3))}),
     "bert_base_to_3l_qqp": ("bert", lambda tmp: {"files": local_files(tmp, glue_pairs("question1", "question2", 2))}),
     "bert_base_to_3l_qnli": ("bert", lambda tmp: {"files": local_files(tmp, glue_pairs("question", "sentence", 2))}),
-    "bert_base_to_3l_sst2": ("bert", lambda tmp: {"files": local_files(
-        tmp, lambda s: [{"sentence": v["translation"]["en"], "label": i % 2} for i, v in enumerate(verses(s, 60))])}),
-    "bart_large_to_3l_dart": ("bart", lambda tmp: {"files": local_files(
-        tmp, lambda s: [{"tripleset": [[v["id"], "says", v["translation"]["en"][:40]]], "target": v["translation"]["en"]}
-                        for v in verses(s, 60)])}),
-    "t5_base_to_3l_wmt16_en_ro": ("t5", lambda tmp: {"files": BIBLE, "max_examples": {"train": 120, "validation": 8, "test": 8}}),
+    "bert_base_to_3l_sst2": (
+        "bert",
+        lambda tmp: {
+            "files": local_files(
+                tmp,
+                lambda s: [{"sentence": v["translation"]["en"], "label": i % 2} for i, v in enumerate(verses(s, 60))],
+            )
+        },
+    ),
+    "bart_large_to_3l_dart": (
+        "bart",
+        lambda tmp: {
+            "files": local_files(
+                tmp,
+                lambda s: [
+                    {"tripleset": [[v["id"], "says", v["translation"]["en"][:40]]], "target": v["translation"]["en"]}
+                    for v in verses(s, 60)
+                ],
+            )
+        },
+    ),
+    "t5_base_to_3l_wmt16_en_ro": (
+        "t5",
+        lambda tmp: {"files": BIBLE, "max_examples": {"train": 120, "validation": 8, "test": 8}},
+    ),
     "qwen3_8b_to_9l_hellaswag": ("qwen3", lambda tmp: {"files": hellaswag_like(tmp)}),
 }
 
@@ -81,13 +102,22 @@ def test_paper_config_code_path_on_tiny_family_models(name, tmp_path):
                 expected = [1, 5, 10, 14, 19, 23, 27, 32, 36]
             assert all(v == expected for v in student_metadata(student)["copied_layers"].values())
         for strategy in config.sweep.strategies:
-            maps = layer_maps(strategy, student_depths, family.depths(teacher.config), seed=0,
-                              match_embeddings=match_embeddings)
+            maps = layer_maps(
+                strategy, student_depths, family.depths(teacher.config), seed=0, match_embeddings=match_embeddings
+            )
             if strategy == "forward" and model_type == "qwen3":
                 assert maps["decoder"] == [(k, 4 * k) for k in range(1, 10)]
             attach_projections(student, projection_keys(maps), family.width(teacher.config))
-            result = distill(teacher, student, loader, torch.optim.AdamW(student.parameters(), lr=1e-3),
-                             layer_maps=maps, loss=loss, final_norm=config.distill.final_norm, max_steps=1)
+            result = distill(
+                teacher,
+                student,
+                loader,
+                torch.optim.AdamW(student.parameters(), lr=1e-3),
+                layer_maps=maps,
+                loss=loss,
+                final_norm=config.distill.final_norm,
+                max_steps=1,
+            )
             assert result.status == "finished"
             assert (result.history[0]["hidden"] > 0) == (strategy != "none")
         metrics = task.evaluate(student, tok, splits["test"].select(range(4)))
@@ -111,8 +141,15 @@ def test_offline_configs_run_their_code_path_as_written(name):
     match = config.distill.match_embeddings if config.distill.match_embeddings is not None else family.kind != "decoder"
     maps = layer_maps("forward", family.depths(student.config), family.depths(teacher.config), match_embeddings=match)
     loader = task.dataloader(splits["train"], tok, batch_size=16, shuffle=True)
-    result = distill(teacher, student, loader, torch.optim.AdamW(student.parameters(), lr=1e-4), layer_maps=maps,
-                     loss=LossConfig(hidden=3.0, **config.distill.loss.model_dump()), max_steps=2)
+    result = distill(
+        teacher,
+        student,
+        loader,
+        torch.optim.AdamW(student.parameters(), lr=1e-4),
+        layer_maps=maps,
+        loss=LossConfig(hidden=3.0, **config.distill.loss.model_dump()),
+        max_steps=2,
+    )
     assert result.status == "finished" and result.history[0]["hidden"] > 0
     assert task.metric in task.evaluate(student, tok, splits["test"])
     if name == "default":

@@ -15,8 +15,15 @@ def test_trial_grid_pairs_seeds_and_runs_none_once_per_cell():
     assert len(ids) == len(set(ids)) == (2 * 2 * 2 * 2) + 2 * 2  # forward, all_to_one x inits x weights x seeds; none
     assert "none-random-w0-s1" in ids and "forward-teacher-w1-s0" in ids
     assert {t.seed for t in grid} == {0, 1}
-    tuned = trial_grid(config, {("forward", "random"): 2.5, ("forward", "teacher"): None,
-                                ("all_to_one", "random"): 0.7, ("all_to_one", "teacher"): 1.0})
+    tuned = trial_grid(
+        config,
+        {
+            ("forward", "random"): 2.5,
+            ("forward", "teacher"): None,
+            ("all_to_one", "random"): 0.7,
+            ("all_to_one", "teacher"): 1.0,
+        },
+    )
     assert "forward-random-w2.5-s1" in [t.trial_id for t in tuned]
     assert not [t for t in tuned if (t.strategy, t.init) == ("forward", "teacher")]  # no weight found
 
@@ -30,27 +37,46 @@ def test_plan_resources_fits_the_cluster():
     assert capped.max_concurrent == 1 and capped.driver == {"CPU": 0.01}  # no tune_driver resource
     gpu = plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=0.25"]), {"CPU": 16, "GPU": 1}, n_trials=10)
     assert gpu.max_concurrent == 4  # four trials share one GPU
-    with pytest.raises(ResourceError, match=r"a trial needs 1 worker\(s\) of 1 CPU and 1 GPU each, each on one node; "
-                                            "the cluster has node 0: 8 CPU, 0 GPU"):
+    with pytest.raises(
+        ResourceError,
+        match=r"a trial needs 1 worker\(s\) of 1 CPU and 1 GPU each, each on one node; "
+        "the cluster has node 0: 8 CPU, 0 GPU",
+    ):
         plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=1"]), {"CPU": 8}, n_trials=1)
     # every worker must fit on one node: two 1-CPU nodes hold two 1-CPU workers, never one 2-CPU worker
     nodes = [{"CPU": 1}, {"CPU": 1}]
     ddp = plan_resources(load_config(SMOKE, ["compute.num_workers=2"]), {"CPU": 2, "tune_driver": 1000}, 4, nodes=nodes)
     assert ddp.max_concurrent == 1 and not ddp.local and ddp.trial == {"CPU": 0, "tune_driver": 1}
-    with pytest.raises(ResourceError, match="2 CPU each, each on one node; the cluster has node 0: 1 CPU, 0 GPU; node 1"):
+    with pytest.raises(
+        ResourceError, match="2 CPU each, each on one node; the cluster has node 0: 1 CPU, 0 GPU; node 1"
+    ):
         plan_resources(load_config(SMOKE, ["compute.cpus_per_worker=2"]), {"CPU": 2}, 4, nodes=nodes)
     # an explicit cap is trusted: an autoscaling cluster shows no GPU worker yet, Tune queues until one comes
-    scaling = plan_resources(load_config(SMOKE, ["compute.gpus_per_worker=0.5", "compute.max_concurrent_trials=8"]),
-                             {"CPU": 0, "tune_driver": 1000}, n_trials=30)
+    scaling = plan_resources(
+        load_config(SMOKE, ["compute.gpus_per_worker=0.5", "compute.max_concurrent_trials=8"]),
+        {"CPU": 0, "tune_driver": 1000},
+        n_trials=30,
+    )
     assert scaling.max_concurrent == 8 and scaling.driver == {"CPU": 0, "tune_driver": 1}
 
 
 def test_cellwise_optuna_round_robin_tell_and_restore(tmp_path):
-    config = load_config(SMOKE, ["sweep.weight_search.method=optuna", "sweep.weight_search.trials_per_cell=4",
-                                 "sweep.weight_search.low=0.5", "sweep.weight_search.high=8"])
+    config = load_config(
+        SMOKE,
+        [
+            "sweep.weight_search.method=optuna",
+            "sweep.weight_search.trials_per_cell=4",
+            "sweep.weight_search.low=0.5",
+            "sweep.weight_search.high=8",
+        ],
+    )
     searcher = CellwiseOptuna(config)
-    assert tuning_cells(config) == [("forward", "random"), ("forward", "teacher"),
-                                    ("all_to_one", "random"), ("all_to_one", "teacher")]
+    assert tuning_cells(config) == [
+        ("forward", "random"),
+        ("forward", "teacher"),
+        ("all_to_one", "random"),
+        ("all_to_one", "teacher"),
+    ]
     suggested = []
     while (cfg := searcher.suggest(f"t{len(suggested)}")) != CellwiseOptuna.FINISHED:
         suggested.append((f"t{len(suggested)}", cfg["trial"]))
@@ -71,10 +97,14 @@ def test_cellwise_optuna_round_robin_tell_and_restore(tmp_path):
 
 
 def test_chosen_weights_from_results_rows():
-    rows = [{"strategy": "forward", "init": "random", "weight": w, "status": s, "best_validation": v}
-            for w, s, v in [(1.0, "finished", 0.5), (2.0, "finished", 0.7), (3.0, "diverged", None)]]
+    rows = [
+        {"strategy": "forward", "init": "random", "weight": w, "status": s, "best_validation": v}
+        for w, s, v in [(1.0, "finished", 0.5), (2.0, "finished", 0.7), (3.0, "diverged", None)]
+    ]
     assert chosen_weights(rows, [("forward", "random"), ("forward", "teacher")]) == {
-        ("forward", "random"): 2.0, ("forward", "teacher"): None}
+        ("forward", "random"): 2.0,
+        ("forward", "teacher"): None,
+    }
     assert chosen_weights(rows, [("forward", "random")], higher=False) == {("forward", "random"): 1.0}
 
 
@@ -90,9 +120,11 @@ def test_weight_search_config_validated():
 def test_cell_means_line_counts_finished_trials_only():
     from raykd.study import cell_means
 
-    rows = [{"status": "finished", "metric": 0.5, "strategy": "forward", "init": "random"},
-            {"status": "finished", "metric": 0.7, "strategy": "forward", "init": "random"},
-            {"status": "diverged", "metric": None, "strategy": "reverse", "init": "random"}]
+    rows = [
+        {"status": "finished", "metric": 0.5, "strategy": "forward", "init": "random"},
+        {"status": "finished", "metric": 0.7, "strategy": "forward", "init": "random"},
+        {"status": "diverged", "metric": None, "strategy": "reverse", "init": "random"},
+    ]
     assert cell_means(rows, "accuracy") == "mean test accuracy per cell: forward/random 0.6 (n=2)"
     assert cell_means(rows[2:], "accuracy") == "no finished trial"
 

@@ -32,8 +32,12 @@ def examples(kind: str, n: int = 24, seed: int = 0) -> datasets.Dataset:
 def collate(features):
     """Right padding (inputs 0, sequence labels -100); scalar labels stay scalars."""
     width = max(len(f["input_ids"]) for f in features)
-    out = {"input_ids": torch.tensor([f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in features]),
-           "attention_mask": torch.tensor([f["attention_mask"] + [0] * (width - len(f["attention_mask"])) for f in features])}
+    out = {
+        "input_ids": torch.tensor([f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in features]),
+        "attention_mask": torch.tensor(
+            [f["attention_mask"] + [0] * (width - len(f["attention_mask"])) for f in features]
+        ),
+    }
     if isinstance(features[0]["labels"], list):
         target = max(len(f["labels"]) for f in features)
         out["labels"] = torch.tensor([f["labels"] + [-100] * (target - len(f["labels"])) for f in features])
@@ -52,14 +56,28 @@ def test_cached_outputs_equal_a_live_forward_in_shuffled_batches(model_type, dty
     family = family_of(teacher)
     depths = family.depths(teacher.config)
     data = examples(CASES[model_type])
-    maps = [layer_maps(s, {k: 2 for k in depths}, depths, seed=0) for s in ("forward", "reverse")]
+    maps = [layer_maps(s, dict.fromkeys(depths, 2), depths, seed=0) for s in ("forward", "reverse")]
     layers = tc.needed_layers(maps)
     sequence_level = CASES[model_type] == "classifier"
     logit_width = 3 if sequence_level else VOCAB
-    plan = tc.plan(family, data, collate, layers, width=32, logits=True, logit_width=logit_width,
-                   sequence_level=sequence_level, dtype=dtype, final_norm="as_returned", batch_size=5)
+    plan = tc.plan(
+        family,
+        data,
+        collate,
+        layers,
+        width=32,
+        logits=True,
+        logit_width=logit_width,
+        sequence_level=sequence_level,
+        dtype=dtype,
+        final_norm="as_returned",
+        batch_size=5,
+    )
     assert plan.tokens[family.stacks[0]] == sum(len(x) for x in data["input_ids"])
-    assert plan.bytes == sum(plan.tokens[s] * len(ls) * 32 * 2 for s, ls in layers.items()) + plan.logit_rows * logit_width * 2
+    assert (
+        plan.bytes
+        == sum(plan.tokens[s] * len(ls) * 32 * 2 for s, ls in layers.items()) + plan.logit_rows * logit_width * 2
+    )
     folder = tc.build(teacher, family, data, collate, plan, tmp_path / "cache", batch_size=5)
     assert not (tmp_path / "cache.tmp").exists()
     cached = tc.CachedTeacher(folder, family, depths)
@@ -68,7 +86,7 @@ def test_cached_outputs_equal_a_live_forward_in_shuffled_batches(model_type, dty
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1)).tolist()
     tolerance = {"fp16": 2e-3, "bf16": 1.6e-2}[dtype]
     for start in range(0, len(order), 7):  # other batch sizes and orders than the build used
-        rows = [dict(data[i], raykd_index=i) for i in order[start: start + 7]]
+        rows = [dict(data[i], raykd_index=i) for i in order[start : start + 7]]
         batch = indexed(rows)
         live_out, live_states = teacher_outputs(teacher, batch, family)
         out, states = cached.outputs(batch)
@@ -84,23 +102,36 @@ def test_cached_outputs_equal_a_live_forward_in_shuffled_batches(model_type, dty
             assert torch.allclose(out.logits, live_out.logits, rtol=tolerance, atol=tolerance)
         else:
             pred = family.prediction_mask(batch, live_out.logits)
-            assert torch.allclose(out.logits[pred], live_out.logits[pred], rtol=tolerance,
-                                  atol=tolerance * live_out.logits.abs().max())
+            assert torch.allclose(
+                out.logits[pred], live_out.logits[pred], rtol=tolerance, atol=tolerance * live_out.logits.abs().max()
+            )
 
         student = build_student(teacher, depth=2, init="random", seed=0).eval()  # no dropout: same student twice
         loss = LossConfig(hidden=3.0, kd=1.0)
         live = distill_loss(teacher, student, batch, maps[1], loss)
         read = distill_loss(cached, student, batch, maps[1], loss)
         for key in ("ce", "kd", "hidden", "total"):
-            assert abs(float(read[key].detach()) - float(live[key].detach())) <= tolerance * max(1.0, abs(float(live[key]))), key
+            assert abs(float(read[key].detach()) - float(live[key].detach())) <= tolerance * max(
+                1.0, abs(float(live[key]))
+            ), key
 
 
 def test_a_cache_from_other_data_is_refused(tmp_path):
     teacher = tiny_model("bert", depth=4)
     family = family_of(teacher)
     data = examples("classifier")
-    plan = tc.plan(family, data, collate, {"encoder": [4]}, width=32, logits=False, logit_width=3,
-                   sequence_level=True, dtype="fp16", final_norm="as_returned")
+    plan = tc.plan(
+        family,
+        data,
+        collate,
+        {"encoder": [4]},
+        width=32,
+        logits=False,
+        logit_width=3,
+        sequence_level=True,
+        dtype="fp16",
+        final_norm="as_returned",
+    )
     cached = tc.CachedTeacher(tc.build(teacher, family, data, collate, plan, tmp_path / "c"), family, {"encoder": 4})
     other = examples("classifier", seed=5)
     batch = tc.with_index(collate)([dict(other[i], raykd_index=i) for i in range(4)])
@@ -120,10 +151,23 @@ def test_a_trial_runs_live_when_the_cache_was_built_from_other_training_data(tmp
     teacher = tiny_model("bert", depth=4)
     family = family_of(teacher)
     data, other = examples("classifier"), examples("classifier", seed=5)
-    plan = tc.plan(family, data, collate, {"encoder": [2, 4]}, width=32, logits=True, logit_width=3,
-                   sequence_level=True, dtype="fp16", final_norm="as_returned")
-    cache = tc.CachedTeacher(tc.build(teacher, family, data, collate, plan, tmp_path / "c",
-                                      fingerprint=data._fingerprint), family, {"encoder": 4})
+    plan = tc.plan(
+        family,
+        data,
+        collate,
+        {"encoder": [2, 4]},
+        width=32,
+        logits=True,
+        logit_width=3,
+        sequence_level=True,
+        dtype="fp16",
+        final_norm="as_returned",
+    )
+    cache = tc.CachedTeacher(
+        tc.build(teacher, family, data, collate, plan, tmp_path / "c", fingerprint=data._fingerprint),
+        family,
+        {"encoder": 4},
+    )
     maps = {0: {"encoder": [(1, 2), (2, 4)]}}
     assert tc.why_not_served(cache, data, maps, matches=True, needs_logits=True) is None
     assert "built from other training data" in tc.why_not_served(cache, other, maps, matches=True, needs_logits=True)

@@ -52,6 +52,7 @@ def test_comparison_view_is_a_shared_view_of_the_trials_grouped_by_arm(tmp_path)
     assert [k["groupByData"] for k in state["groupBy"]["groupByKeys"]] == ["trial.strategy", "trial.init"]
     assert "metrics.`test.accuracy`" in state["selectedColumns"] and state["orderByKey"] == "metrics.`test.accuracy`"
     url = tr.comparison_url("http://127.0.0.1:5000", tracking.experiment_id)
-    assert url.endswith(f"/#/experiments/{tracking.experiment_id}/runs?viewStateShareKey={key}"
-                        "&workflowType=machine_learning")
+    assert url.endswith(
+        f"/#/experiments/{tracking.experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
+    )
     assert tracking.uri == uri and Path(tr.sqlite_path(uri)) == tmp_path / "mlflow.db"

@@ -16,9 +16,14 @@ from raykd.train.trial import TeacherArtifacts, TrialRun
 from raykd.trial import StudyContext, TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-OVERRIDES = ["task.data.max_examples={train: 96, validation: 32, test: 32}", "teacher.train.epochs=1",
-             "compute.precision=fp32", "compute.teacher_cache.enabled=false", "distill.train.epochs=2",
-             "distill.train.eval_every=2"]
+OVERRIDES = [
+    "task.data.max_examples={train: 96, validation: 32, test: 32}",
+    "teacher.train.epochs=1",
+    "compute.precision=fp32",
+    "compute.teacher_cache.enabled=false",
+    "distill.train.epochs=2",
+    "distill.train.eval_every=2",
+]
 # fp32, one thread: the first three total losses of forward-random-w3-s0 on the tiny teacher below (golden: any change
 # to the loss, the data order, the seeding or the student build shows up here)
 GOLDEN = [7.341847896575928, 7.067557334899902, 6.7701826095581055]
@@ -129,18 +134,22 @@ def test_a_reused_process_computes_what_a_fresh_process_computes(context):
     run_trial(context, TrialSpec.of("reverse", "random", 3.0, 7), artifacts)  # trial A: another arm and seed
     torch.rand(5)  # and some stray use of the global RNG
     losses, test = run_trial(context, TrialSpec.of("forward", "teacher", 3.0, 3), artifacts)
-    out = subprocess.run([sys.executable, "-c", FRESH, pickle.dumps(context).hex()], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH, pickle.dumps(context).hex()], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     fresh = json.loads(out.stdout.strip().splitlines()[-1])
     assert losses == fresh["losses"] and test == fresh["test"]
 
 
 def test_the_analysis_rebuilds_exactly_the_student_a_trial_started_from(context):
-    """"At init" in the angle statistics is the very student (projections included, here for a narrower student)
+    """ "At init" in the angle statistics is the very student (projections included, here for a narrower student)
     the trial trained from: `TrialRun.setup` draws it from the trial's seed alone."""
-    narrow = StudyContext(**{**context.__dict__,
-                             "config": load_config(ROOT / "studies" / "configs" / "smoke.yaml",
-                                                   [*OVERRIDES, "student.width=32"])})
+    narrow = StudyContext(
+        **{
+            **context.__dict__,
+            "config": load_config(ROOT / "studies" / "configs" / "smoke.yaml", [*OVERRIDES, "student.width=32"]),
+        }
+    )
     spec = TrialSpec.of("reverse", "random", 3.0, 5)
     artifacts = TeacherArtifacts.load(narrow, "cpu")
     trained_from = TrialRun(narrow, spec, artifacts).setup()

@@ -35,8 +35,11 @@ def strict(node: Any) -> Any:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if out.pop("nullable", False) and isinstance(out.get("type"), str):
         out["type"] = [out["type"], "null"]
-    if ("properties" in out and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -53,8 +56,11 @@ def derive(crd: dict[str, Any]) -> dict[str, dict[str, Any]]:
         schema["title"] = f"{kind} {group}/{version['name']} (derived from the KubeRay CRD by k8s/schemas/derive.py)"
         schema["properties"]["apiVersion"] = {"const": f"{group}/{version['name']}"}
         schema["properties"]["kind"] = {"const": kind}
-        schema["properties"]["metadata"] = {"type": "object", "required": ["name"],
-                                            "properties": {"name": {"type": "string"}}}
+        schema["properties"]["metadata"] = {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string"}},
+        }
         schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata", "spec"})
         schemas[f"{kind.lower()}-{version['name']}.json"] = schema
     return schemas

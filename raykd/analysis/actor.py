@@ -39,8 +39,9 @@ def load_study(study_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
         raise AnalysisError(f"study folder {str(root)!r} does not exist")
     state, saved = root / "study.json", root / "config.yaml"
     if not state.is_file() or not saved.is_file():
-        raise AnalysisError(f"{root} is not a raykd study folder (no study.json / config.yaml); pass "
-                            "--study <output dir>/<study name>")
+        raise AnalysisError(
+            f"{root} is not a raykd study folder (no study.json / config.yaml); pass --study <output dir>/<study name>"
+        )
     data = yaml.safe_load(saved.read_text()) or {}
     for override in overrides:
         apply_override(data, override)
@@ -63,16 +64,23 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(config.name)
     if experiment is None:
-        raise AnalysisError(f"tracking store {tracking_uri} has no experiment {config.name!r}: the study never "
-                            "started there (set MLFLOW_TRACKING_URI to where it tracked)")
+        raise AnalysisError(
+            f"tracking store {tracking_uri} has no experiment {config.name!r}: the study never "
+            "started there (set MLFLOW_TRACKING_URI to where it tracked)"
+        )
     parent = tr.find_run(client, experiment.experiment_id, {tr.STUDY_UID: uid, tr.ROLE: "study"})
     if parent is None:
         raise AnalysisError(f"experiment {config.name!r} has no parent run of study uid {uid}")
     runs = tr.study_runs(client, experiment.experiment_id, uid, "trial")
     teacher = {}
     for run in tr.study_runs(client, experiment.experiment_id, uid, "teacher"):
-        teacher.update({k.removeprefix("teacher.").replace(".", "/", 1): v for k, v in run.data.metrics.items()
-                        if k.startswith("teacher.")})
+        teacher.update(
+            {
+                k.removeprefix("teacher.").replace(".", "/", 1): v
+                for k, v in run.data.metrics.items()
+                if k.startswith("teacher.")
+            }
+        )
     trials = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
@@ -81,12 +89,20 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
         status = tags.get(tr.STATUS) or ("running" if run.info.status == "RUNNING" else "unfinished")
         value = metrics.get(f"test.{metric}")
         layer_map = run.data.params.get("trial.layer_map")
-        trials.append({"trial_id": tags.get(tr.TRIAL_ID), "strategy": tags.get("raykd.strategy"),
-                       "init": tags.get("raykd.init"), "weight": float(tags.get("raykd.weight", "nan")),
-                       "seed": int(tags.get("raykd.seed", -1)), "status": status,
-                       "metric": value if status == "finished" else None,
-                       "best_validation": metrics.get("best_validation"), "run_id": run.info.run_id,
-                       "layer_map": json.loads(layer_map) if layer_map else None})
+        trials.append(
+            {
+                "trial_id": tags.get(tr.TRIAL_ID),
+                "strategy": tags.get("raykd.strategy"),
+                "init": tags.get("raykd.init"),
+                "weight": float(tags.get("raykd.weight", "nan")),
+                "seed": int(tags.get("raykd.seed", -1)),
+                "status": status,
+                "metric": value if status == "finished" else None,
+                "best_validation": metrics.get("best_validation"),
+                "run_id": run.info.run_id,
+                "layer_map": json.loads(layer_map) if layer_map else None,
+            }
+        )
     trials.sort(key=lambda t: (t["strategy"] or "", t["init"] or "", t["weight"], t["seed"]))
     return {"client": client, "parent_run_id": parent, "teacher": teacher, "trials": trials}
 
@@ -96,10 +112,17 @@ def in_grid(config: StudyConfig, trial: dict) -> bool:
     from raykd.trial import NONE
 
     sweep = config.sweep
-    weight_ok = (trial["strategy"] == NONE or sweep.weight_search.method == "optuna"
-                 or any(abs(trial["weight"] - w) < 1e-12 for w in sweep.weights))
-    return (trial["strategy"] in sweep.strategies and trial["init"] in sweep.inits and trial["seed"] in sweep.seeds
-            and weight_ok)
+    weight_ok = (
+        trial["strategy"] == NONE
+        or sweep.weight_search.method == "optuna"
+        or any(abs(trial["weight"] - w) < 1e-12 for w in sweep.weights)
+    )
+    return (
+        trial["strategy"] in sweep.strategies
+        and trial["init"] in sweep.inits
+        and trial["seed"] in sweep.seeds
+        and weight_ok
+    )
 
 
 def coinciding_maps(trials: list[dict]) -> list[dict[str, Any]]:
@@ -111,9 +134,17 @@ def coinciding_maps(trials: list[dict]) -> list[dict[str, Any]]:
             continue
         key = (t["init"], t["seed"], json.dumps(t["layer_map"], sort_keys=True))
         groups.setdefault(key, {}).setdefault(t["strategy"], []).append(t["trial_id"])
-    return [{"init": init, "seed": seed, "layer_map": json.loads(maps), "strategies": sorted(by_strategy),
-             "trials": sorted(i for ids in by_strategy.values() for i in ids)}
-            for (init, seed, maps), by_strategy in sorted(groups.items()) if len(by_strategy) > 1]
+    return [
+        {
+            "init": init,
+            "seed": seed,
+            "layer_map": json.loads(maps),
+            "strategies": sorted(by_strategy),
+            "trials": sorted(i for ids in by_strategy.values() for i in ids),
+        }
+        for (init, seed, maps), by_strategy in sorted(groups.items())
+        if len(by_strategy) > 1
+    ]
 
 
 def with_chosen_weights(trials: list[dict], chosen: dict[str, float]) -> list[dict]:
@@ -131,8 +162,30 @@ def checkpoint_store(root: Path, trial_id: str):
     return CheckpointStore(state.get("checkpoints") or root / "checkpoints", trial_id)
 
 
-def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, device: str = "cpu",
-                   notes: list[str], progress=None) -> tuple[dict | None, list[dict]]:
+def _angle_trials_to_measure(root: Path, config: StudyConfig, trials: list[dict], notes: list[str]):
+    """(teacher folder, seeds, the trial per (strategy, init, seed)) to measure; None (and a note) when angles
+    are off, the teacher stage's folder is gone, or no trial finished at the angle seeds."""
+    from raykd.teacher_folder import TeacherFolder
+
+    settings = config.analysis.angles
+    if not settings.enabled:
+        notes.append("angles: disabled (analysis.angles.enabled: false)")
+        return None
+    folder = TeacherFolder.of(root, config)
+    if not folder.complete:
+        notes.append(f"angles: the teacher stage's folder {folder.path} is missing; angles not measured")
+        return None
+    seeds = settings.seeds if settings.seeds is not None else config.sweep.seeds[:1]
+    chosen = _angle_trials(trials, seeds)
+    if not chosen:
+        notes.append(f"angles: no finished trial at seeds {seeds}; angles not measured")
+        return None
+    return folder, seeds, chosen
+
+
+def measure_angles(
+    root: Path, config: StudyConfig, trials: list[dict], *, device: str = "cpu", notes: list[str], progress=None
+) -> tuple[dict | None, list[dict]]:
     """Angle statistics at init and trained for one trial per (strategy, init) cell per chosen seed.
 
     "At init" is the exact student the trial started from (rebuilt by the trial's own setup from its seed,
@@ -141,30 +194,23 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
     from torch.utils.data import DataLoader
 
     from raykd.analysis.angles import student_angles, summarise, teacher_states
-    from raykd.teacher_folder import TeacherFolder
     from raykd.train.trial import TrialRun, teacher_artifacts
     from raykd.trial import StudyContext, TrialSpec
 
     settings = config.analysis.angles
-    if not settings.enabled:
-        notes.append("angles: disabled (analysis.angles.enabled: false)")
+    found = _angle_trials_to_measure(root, config, trials, notes)
+    if found is None:
         return None, []
-    folder = TeacherFolder.of(root, config)
-    if not folder.complete:
-        notes.append(f"angles: the teacher stage's folder {folder.path} is missing; angles not measured")
-        return None, []
-    seeds = settings.seeds if settings.seeds is not None else config.sweep.seeds[:1]
-    chosen = _angle_trials(trials, seeds)
-    if not chosen:
-        notes.append(f"angles: no finished trial at seeds {seeds}; angles not measured")
-        return None, []
-
-    context = StudyContext(config=config, study_dir=str(root), teacher_dir=str(folder.path),
-                           checkpoints=str(root / "checkpoints"))
+    folder, seeds, chosen = found
+    context = StudyContext(
+        config=config, study_dir=str(root), teacher_dir=str(folder.path), checkpoints=str(root / "checkpoints")
+    )
     artifacts = teacher_artifacts(context, device)
     validation = artifacts.data["validation"]
     examples = validation.select(range(min(settings.examples, len(validation))))
-    loader = DataLoader(examples, batch_size=settings.batch_size, collate_fn=artifacts.task.collator(artifacts.tokenizer))
+    loader = DataLoader(
+        examples, batch_size=settings.batch_size, collate_fn=artifacts.task.collator(artifacts.tokenizer)
+    )
     final_norm = config.distill.final_norm
     cached = teacher_states(artifacts.model, loader, final_norm=final_norm, device=device)
 
@@ -178,13 +224,23 @@ def measure_angles(root: Path, config: StudyConfig, trials: list[dict], *, devic
         run = TrialRun(context, TrialSpec(t["trial_id"], strategy, init, float(t["weight"]), int(seed)), artifacts)
         at_init = angles_of(run.setup().student)
         if _load_tested_weights(root, t["trial_id"], run.student, notes):
-            measurements.append({"strategy": strategy, "init": init, "seed": seed, "trial_id": t["trial_id"],
-                                 "at_init": at_init, "trained": angles_of(run.student)})
+            measurements.append(
+                {
+                    "strategy": strategy,
+                    "init": init,
+                    "seed": seed,
+                    "trial_id": t["trial_id"],
+                    "at_init": at_init,
+                    "trained": angles_of(run.student),
+                }
+            )
     if not measurements:
         return None, []
-    notes.append(f"angles: {len(measurements)} trained students (one per strategy x init at seeds {seeds}), "
-                 f"{len(examples)} validation examples; at init = the exact student each trial started from "
-                 f"(rebuilt from its seed, projections included); null baselines over {settings.null_seeds} seeds")
+    notes.append(
+        f"angles: {len(measurements)} trained students (one per strategy x init at seeds {seeds}), "
+        f"{len(examples)} validation examples; at init = the exact student each trial started from "
+        f"(rebuilt from its seed, projections included); null baselines over {settings.null_seeds} seeds"
+    )
     return summarise(measurements), measurements
 
 
@@ -220,14 +276,61 @@ def _load_tested_weights(root: Path, trial_id: str, student, notes: list[str]) -
     return True
 
 
-def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ...] = (), tracking_uri: str | None = None,
-                  device: str | None = None, log_to_mlflow: bool = True, quiet: bool = False,
-                  write: bool = True, progress=None) -> dict[str, Any]:
+def _finished_trials(uri: str, config, uid: str, metric: str) -> dict[str, Any]:
+    """The study's trial runs (`fetch_trials`), refused with one AnalysisError when none has finished."""
+    fetched = fetch_trials(uri, config, uid, metric)
+    trials = fetched["trials"]
+    if not trials:
+        raise AnalysisError(f"study {config.name!r} has no trial runs in {uri}: nothing to analyse yet")
+    if not any(t["status"] == "finished" for t in trials):
+        raise AnalysisError(
+            f"study {config.name!r} has {len(trials)} trial run(s) and none finished "
+            f"({', '.join(sorted({t['status'] for t in trials}))}): nothing to analyse yet"
+        )
+    return fetched
+
+
+def _judge_teacher(summary: dict[str, Any], quality: dict[str, Any]) -> None:
+    """Add the teacher's quality to the summary; a weak teacher makes the verdict not a finding."""
+    summary["teacher"].update(quality)
+    if summary["teacher"].get("weak"):
+        summary["verdict"]["finding"] = False
+        summary["verdict"]["text"] = f"NOT A FINDING: {summary['teacher']['weak']}. " + summary["verdict"]["text"]
+
+
+def _statistics(trials: list[dict], config: StudyConfig, metric: str, higher: bool, teacher_metric) -> dict[str, Any]:
+    """`analyze_trials` with the study's analysis settings (the margin converted from points to metric units)."""
+    from raykd.analysis.stats import analyze_trials, points_per_unit
+
+    analysis = config.analysis
+    return analyze_trials(
+        trials,
+        metric=metric,
+        higher_is_better=higher,
+        reference=analysis.reference,
+        margin=analysis.margin_points / points_per_unit(metric),
+        alpha=analysis.alpha,
+        teacher_metric=teacher_metric,
+        min_room_margins=analysis.min_room_margins,
+    )
+
+
+def analyze_study(
+    study_dir: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    tracking_uri: str | None = None,
+    device: str | None = None,
+    log_to_mlflow: bool = True,
+    quiet: bool = False,
+    write: bool = True,
+    progress=None,
+) -> dict[str, Any]:
     """The whole analysis of a study folder; writes ``<study>/report/`` (unless not `write`) and returns the
     summary."""
     from raykd import tracking as tr
-    from raykd.analysis.report import build_summary, compact_verdict, write_report
-    from raykd.analysis.stats import analyze_trials, points_per_unit
+    from raykd.analysis.report import build_summary
+    from raykd.analysis.stats import points_per_unit
     from raykd.tasks import build_task
 
     started = time.time()
@@ -236,59 +339,67 @@ def analyze_study(study_dir: str | Path, *, overrides: list[str] | tuple[str, ..
     tr.check_reachable(uri)
     task = build_task(config.task)
     metric, higher = task.metric, task.higher_is_better
-    fetched = fetch_trials(uri, config, uid, metric)
-    trials = fetched["trials"]
-    if not trials:
-        raise AnalysisError(f"study {config.name!r} has no trial runs in {uri}: nothing to analyse yet")
-    if not any(t["status"] == "finished" for t in trials):
-        raise AnalysisError(f"study {config.name!r} has {len(trials)} trial run(s) and none finished "
-                            f"({', '.join(sorted({t['status'] for t in trials}))}): nothing to analyse yet")
-    analysis = config.analysis
+    fetched = _finished_trials(uri, config, uid, metric)
     scale = points_per_unit(metric)
-    outside = [t["trial_id"] for t in trials if not in_grid(config, t)]
-    trials = [t for t in trials if in_grid(config, t)]
-    teacher_metric = fetched["teacher"].get(f"test/{metric}")
+    outside = [t["trial_id"] for t in fetched["trials"] if not in_grid(config, t)]
+    trials = [t for t in fetched["trials"] if in_grid(config, t)]
     if progress is not None:
         progress("analysis", what="statistics")
-    stats = analyze_trials(trials, metric=metric, higher_is_better=higher, reference=analysis.reference,
-                           margin=analysis.margin_points / scale, alpha=analysis.alpha, teacher_metric=teacher_metric,
-                           min_room_margins=analysis.min_room_margins)
+    stats = _statistics(trials, config, metric, higher, fetched["teacher"].get(f"test/{metric}"))
     same = coinciding_maps(trials)
     stats["notes"] += _grid_notes(outside, same)
     angle_notes: list[str] = []
+    chosen = with_chosen_weights(trials, stats["chosen_weights"])
     device = device or default_device()
-    angles, _ = measure_angles(root, config, with_chosen_weights(trials, stats["chosen_weights"]), device=device,
-                               progress=progress,
-                               notes=angle_notes)
-    summary = build_summary(study=config.name, metric=metric, higher_is_better=higher, teacher=fetched["teacher"],
-                            trials=trials, stats=stats, angles=angles, angle_notes=angle_notes,
-                            margin_points=analysis.margin_points, setup=_setup(config, metric, uri))
+    angles, _ = measure_angles(root, config, chosen, device=device, progress=progress, notes=angle_notes)
+    summary = build_summary(
+        study=config.name,
+        metric=metric,
+        higher_is_better=higher,
+        teacher=fetched["teacher"],
+        trials=trials,
+        stats=stats,
+        angles=angles,
+        angle_notes=angle_notes,
+        margin_points=config.analysis.margin_points,
+        setup=_setup(config, metric, uri),
+    )
     summary["coinciding_maps"] = same
-    summary["teacher"].update(_teacher_quality(root, config, fetched["teacher"], metric, scale))
-    if summary["teacher"].get("weak"):
-        summary["verdict"]["finding"] = False
-        summary["verdict"]["text"] = (f"NOT A FINDING: {summary['teacher']['weak']}. " + summary["verdict"]["text"])
+    _judge_teacher(summary, _teacher_quality(root, config, fetched["teacher"], metric, scale))
     summary["seconds"] = round(time.time() - started, 1)
     if not write:
         return {"summary": summary, "paths": {}}
     if progress is not None:
         progress("analysis", what="report and figures")
+    paths = _publish(summary, root, fetched if log_to_mlflow else None, quiet)
+    return {"summary": summary, "paths": paths}
+
+
+def _publish(summary: dict[str, Any], root: Path, fetched: dict[str, Any] | None, quiet: bool) -> dict[str, str]:
+    """Write ``<study>/report/``, log it to the study's MLflow run (unless `fetched` is None), print the verdict."""
+    from raykd.analysis.report import compact_verdict, write_report
+
     paths = write_report(summary, root / REPORT_DIR)
-    if log_to_mlflow:
+    if fetched is not None:
         _log(fetched["client"], fetched["parent_run_id"], summary, root / REPORT_DIR)
     if not quiet:
         print(compact_verdict(summary), flush=True)
         print(f"[raykd] report: {paths['report']}", flush=True)
-    return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}}
+    return {k: str(v) for k, v in paths.items()}
 
 
 def _grid_notes(outside: list[str], same: list[dict]) -> list[str]:
     notes = []
     if outside:
-        notes.append(f"{len(outside)} trial run(s) outside the study's current grid are not analysed: "
-                     f"{', '.join(sorted(outside)[:6])}{' ...' if len(outside) > 6 else ''}")
-    notes += [f"arms {', '.join(g['strategies'])} matched the same layer pairs at {g['init']} init, seed {g['seed']} "
-              f"({g['layer_map']}): not different treatments there" for g in same]
+        notes.append(
+            f"{len(outside)} trial run(s) outside the study's current grid are not analysed: "
+            f"{', '.join(sorted(outside)[:6])}{' ...' if len(outside) > 6 else ''}"
+        )
+    notes += [
+        f"arms {', '.join(g['strategies'])} matched the same layer pairs at {g['init']} init, seed {g['seed']} "
+        f"({g['layer_map']}): not different treatments there"
+        for g in same
+    ]
     return notes
 
 
@@ -299,16 +410,17 @@ def _setup(config: StudyConfig, metric: str, uri: str) -> dict[str, str]:
         "task": f"{config.task.type} ({metric})",
         "teacher": f"{config.teacher.source} {config.teacher.name or config.teacher.model.get('model_type')}",
         "student": f"depth {config.student.depth}, width {config.student.width or 'teacher'}, "
-                   f"copy rule {config.student.copy_rule}",
+        f"copy rule {config.student.copy_rule}",
         "grid": f"{len(sweep.strategies)} strategies {sweep.strategies} x inits {sweep.inits} x seeds {sweep.seeds}, "
-                f"weights {sweep.weights} ({sweep.weight_search.method})",
+        f"weights {sweep.weights} ({sweep.weight_search.method})",
         "loss": ", ".join(f"{k}={v}" for k, v in config.distill.loss.model_dump().items()),
         "tracking": uri,
     }
 
 
-def _teacher_quality(root: Path, config: StudyConfig, teacher: dict[str, float], metric: str,
-                     scale: float) -> dict[str, Any]:
+def _teacher_quality(
+    root: Path, config: StudyConfig, teacher: dict[str, float], metric: str, scale: float
+) -> dict[str, Any]:
     """The teacher against its task's trivial baseline (from the teacher stage): name, value, gain in points,
     and ``weak`` (why nothing here is a finding) when the gain is below ``teacher.min_gain_points``."""
     from raykd.teacher_folder import TeacherFolder
@@ -321,9 +433,11 @@ def _teacher_quality(root: Path, config: StudyConfig, teacher: dict[str, float],
         return out
     out["gain_points"] = (mine - value) * scale
     if out["gain_points"] < config.teacher.min_gain_points:
-        out["weak"] = (f"the teacher beats the trivial baseline ({baseline.get('name')}) by only "
-                       f"{out['gain_points']:.2f} points (teacher.min_gain_points {config.teacher.min_gain_points:g}); "
-                       "there was nothing to distil")
+        out["weak"] = (
+            f"the teacher beats the trivial baseline ({baseline.get('name')}) by only "
+            f"{out['gain_points']:.2f} points (teacher.min_gain_points {config.teacher.min_gain_points:g}); "
+            "there was nothing to distil"
+        )
     return out
 
 
@@ -349,8 +463,12 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
     verdict = summary["verdict"]
     tags = {f"raykd.verdict.{k}": str(v) for k, v in verdict.items() if k not in ("text", "by_init")}
     for init, answers in (verdict.get("by_init") or {}).items():
-        tags.update({f"raykd.verdict.{init}.{question}": f"{answer['answer']} ({answer['claim_status']})"
-                     for question, answer in answers.items()})
+        tags.update(
+            {
+                f"raykd.verdict.{init}.{question}": f"{answer['answer']} ({answer['claim_status']})"
+                for question, answer in answers.items()
+            }
+        )
     tr.set_tags(client, run_id, tags | {"raykd.verdict": verdict["text"][:5000]})
     from raykd.analysis.report import description_markdown
 
@@ -362,6 +480,7 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
 
 def analysis_actor_class():
     """`AnalysisActor`: the analysis as a Ray actor (defined lazily so importing this needs no Ray)."""
+    # long: a class factory; its body is the actor's two methods
     import ray
 
     from raykd.teacher_folder import TeacherFolder
@@ -376,7 +495,7 @@ def analysis_actor_class():
             import scipy.stats  # noqa: F401
             import statsmodels.formula.api  # noqa: F401
 
-            import raykd.analysis.report  # noqa: F401
+            import raykd.analysis.report
             import raykd.tracking  # noqa: F401  (mlflow)
             from raykd.train.trial import teacher_artifacts
 
@@ -384,11 +503,25 @@ def analysis_actor_class():
                 root, config, _ = load_study(study_dir)
                 folder = TeacherFolder.of(root, config)
                 if config.analysis.angles.enabled and folder.complete:
-                    teacher_artifacts(StudyContext(config=config, study_dir=str(root), teacher_dir=str(folder.path),
-                                                   checkpoints=str(root / "checkpoints")), default_device())
+                    teacher_artifacts(
+                        StudyContext(
+                            config=config,
+                            study_dir=str(root),
+                            teacher_dir=str(folder.path),
+                            checkpoints=str(root / "checkpoints"),
+                        ),
+                        default_device(),
+                    )
 
-        def run(self, study_dir: str, overrides: list[str] | None = None, tracking_uri: str | None = None,
-                quiet: bool = True, threads: int | None = None, progress_path: str | None = None) -> dict[str, Any]:
+        def run(
+            self,
+            study_dir: str,
+            overrides: list[str] | None = None,
+            tracking_uri: str | None = None,
+            quiet: bool = True,
+            threads: int | None = None,
+            progress_path: str | None = None,
+        ) -> dict[str, Any]:
             from raykd.analysis.report import compact_verdict
             from raykd.console import ProgressFile
             from raykd.devices import use_assigned_cpus
@@ -397,8 +530,13 @@ def analysis_actor_class():
             use_assigned_cpus(threads)
             board = ProgressFile(progress_path) if progress_path else None
             fault_pause("analysis")
-            out = analyze_study(study_dir, overrides=overrides or (), tracking_uri=tracking_uri, quiet=quiet,
-                                progress=None if board is None else board.write)
+            out = analyze_study(
+                study_dir,
+                overrides=overrides or (),
+                tracking_uri=tracking_uri,
+                quiet=quiet,
+                progress=None if board is None else board.write,
+            )
             return {**out, "verdict_block": compact_verdict(out["summary"])}
 
     return AnalysisActor

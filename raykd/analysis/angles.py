@@ -100,10 +100,14 @@ class AngleAccumulator:
     def result(self) -> dict[str, Any]:
         with np.errstate(invalid="ignore", divide="ignore"):
             matrix = np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan)
-        return {"matrix": [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in matrix],
-                "acute_share": self.acute / self.pairs if self.pairs else None,
-                "histogram": {"edges": HIST_EDGES.round(4).tolist(), "counts": self.hist.tolist()},
-                "tokens": self.tokens, "pairs": self.pairs, "degenerate": self.degenerate}
+        return {
+            "matrix": [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in matrix],
+            "acute_share": self.acute / self.pairs if self.pairs else None,
+            "histogram": {"edges": HIST_EDGES.round(4).tolist(), "counts": self.hist.tolist()},
+            "tokens": self.tokens,
+            "pairs": self.pairs,
+            "degenerate": self.degenerate,
+        }
 
 
 def angle_matrix(teacher: np.ndarray | torch.Tensor, student: np.ndarray | torch.Tensor) -> dict[str, Any]:
@@ -114,8 +118,13 @@ def angle_matrix(teacher: np.ndarray | torch.Tensor, student: np.ndarray | torch
 
 
 @torch.no_grad()
-def teacher_states(teacher, batches: Iterable[Mapping[str, torch.Tensor]], *, final_norm: str = "as_returned",
-                   device: torch.device | str = "cpu") -> list[dict[str, Any]]:
+def teacher_states(
+    teacher,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    final_norm: str = "as_returned",
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
     """Per batch: the valid-token teacher states of each stack, ``[tokens, T+1, width]`` (kept on CPU)."""
     from raykd.families import family_of
 
@@ -126,14 +135,25 @@ def teacher_states(teacher, batches: Iterable[Mapping[str, torch.Tensor]], *, fi
         _, stacks = family.forward(teacher, batch, final_norm=final_norm)
         masks = family.hidden_masks(batch)
         states = {s: torch.stack(states, dim=2)[masks[s]].float().cpu() for s, states in stacks.items()}
-        out.append({"batch": {k: v.cpu() for k, v in batch.items()}, "states": states,
-                    "gram": {s: t.double() @ t.double().transpose(1, 2) for s, t in states.items()}})
+        out.append(
+            {
+                "batch": {k: v.cpu() for k, v in batch.items()},
+                "states": states,
+                "gram": {s: t.double() @ t.double().transpose(1, 2) for s, t in states.items()},
+            }
+        )
     return out
 
 
 @torch.no_grad()
-def student_angles(student, cached_teacher: list[dict[str, Any]], *, final_norm: str = "as_returned",
-                   device: torch.device | str = "cpu", null_seeds: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+def student_angles(
+    student,
+    cached_teacher: list[dict[str, Any]],
+    *,
+    final_norm: str = "as_returned",
+    device: torch.device | str = "cpu",
+    null_seeds: int = 0,
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Angle statistics of every state of every stack of `student`: ``{stack: {k: stats}}``; with
     `null_seeds`, each stats entry also has ``null: {kind: [stats per seed]}`` (`NULLS`).
 
@@ -148,8 +168,11 @@ def student_angles(student, cached_teacher: list[dict[str, Any]], *, final_norm:
     student.eval()
     accs: dict[str, dict[int, AngleAccumulator]] = {}
     nulls: dict[tuple[str, int], dict[str, list[AngleAccumulator]]] = {}
-    generators = {(kind, j): torch.Generator().manual_seed(1000 * i + j) for i, kind in enumerate(NULLS)
-                  for j in range(null_seeds)}
+    generators = {
+        (kind, j): torch.Generator().manual_seed(1000 * i + j)
+        for i, kind in enumerate(NULLS)
+        for j in range(null_seeds)
+    }
     skipped: dict[str, dict[int, str]] = {}
     for item in cached_teacher:
         batch = {k: v.to(device) for k, v in item["batch"].items()}
@@ -162,25 +185,33 @@ def student_angles(student, cached_teacher: list[dict[str, Any]], *, final_norm:
                 if tokens.shape[-1] != teacher.shape[-1]:
                     key = projection_key(stack, k)
                     if projections is None or key not in projections.layers:
-                        skipped.setdefault(stack, {})[k] = (f"width {tokens.shape[-1]} != teacher {teacher.shape[-1]} "
-                                                            "and no trained projection for this state")
+                        why = f"width {tokens.shape[-1]} != teacher {teacher.shape[-1]}, no trained projection for it"
+                        skipped.setdefault(stack, {})[k] = why
                         continue
                     tokens = projections(stack, k, tokens)
                 tokens = tokens.cpu()
                 gram = item.get("gram", {}).get(stack)
                 accs.setdefault(stack, {}).setdefault(k, AngleAccumulator(teacher.shape[1])).add(teacher, tokens, gram)
-                per_kind = nulls.setdefault((stack, k), {kind: [AngleAccumulator(teacher.shape[1]) for _ in
-                                                                 range(null_seeds)] for kind in NULLS})
+                per_kind = nulls.setdefault(
+                    (stack, k),
+                    {kind: [AngleAccumulator(teacher.shape[1]) for _ in range(null_seeds)] for kind in NULLS},
+                )
                 for (kind, j), generator in generators.items():
                     per_kind[kind][j].add(teacher, null_state(kind, tokens, generator), gram)
+    return _angle_results(accs, nulls, skipped, null_seeds)
+
+
+def _angle_results(accs, nulls, skipped, null_seeds: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """`student_angles`' answer from its accumulators: ``{stack: {k: stats (+ null), or {"skipped": why}}}``."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for stack in sorted(set(accs) | set(skipped)):
         out[stack] = {}
         for k, acc in sorted(accs.get(stack, {}).items()):
             out[stack][str(k)] = acc.result()
             if null_seeds:
-                out[stack][str(k)]["null"] = {kind: [a.result() for a in runs]
-                                              for kind, runs in nulls[(stack, k)].items()}
+                out[stack][str(k)]["null"] = {
+                    kind: [a.result() for a in runs] for kind, runs in nulls[(stack, k)].items()
+                }
         for k, reason in skipped.get(stack, {}).items():
             out[stack][str(k)] = {"skipped": reason}
     return out
@@ -206,50 +237,68 @@ def summarise(measurements: list[dict[str, Any]]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for init in sorted({m["init"] for m in measurements}):
-        rows = [m for m in measurements if m["init"] == init]
         per_init: dict[str, Any] = {}
-        for when in ("at_init", "trained"):
-            for m in rows:
+        for m in (m for m in measurements if m["init"] == init):
+            for when in ("at_init", "trained"):
                 for stack, layers in (m.get(when) or {}).items():
                     for k, stats in layers.items():
-                        if "skipped" in stats or stats["acute_share"] is None:
-                            continue
-                        slot = per_init.setdefault(stack, {}).setdefault(k, {}).setdefault(when, {
-                            "matrices": [], "acute": [], "by_strategy": {}, "hist": None, "null": {}})
-                        for kind, runs in (stats.get("null") or {}).items():
-                            null = slot["null"].setdefault(kind, {"acute": [], "matrices": [], "mean_cos": []})
-                            for run in runs:
-                                if run["acute_share"] is not None:
-                                    null["acute"].append(run["acute_share"])
-                                    null["matrices"].append(np.array(run["matrix"], dtype=float))
-                                    null["mean_cos"].append(_mean_cos(run))
-                        slot["matrices"].append(np.array(stats["matrix"], dtype=float))
-                        slot.setdefault("mean_cos", []).append(_mean_cos(stats))
-                        slot["acute"].append(stats["acute_share"])
-                        slot["by_strategy"].setdefault(m["strategy"], []).append(stats["acute_share"])
-                        counts = np.array(stats["histogram"]["counts"])
-                        slot["hist"] = counts if slot["hist"] is None else slot["hist"] + counts
-        for stack, layers in per_init.items():
-            for k, whens in layers.items():
+                        if "skipped" not in stats and stats["acute_share"] is not None:
+                            slot = per_init.setdefault(stack, {}).setdefault(k, {}).setdefault(when, _empty_slot())
+                            _add_measurement(slot, stats, m["strategy"])
+        for layers in per_init.values():
+            for whens in layers.values():
                 for when, slot in whens.items():
-                    with warnings.catch_warnings():  # all-None entries (degenerate pairs) stay None
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        matrix = np.nanmean(np.stack(slot["matrices"]), axis=0) if slot["matrices"] else None
-                    whens[when] = {
-                        "matrix": None if matrix is None else [[None if np.isnan(v) else round(float(v), 6) for v in r]
-                                                               for r in matrix],
-                        "acute_share": float(np.mean(slot["acute"])),
-                        "acute_share_ci95": interval(slot["acute"])["ci95"],
-                        "mean_cos": float(np.nanmean(slot["mean_cos"])) if slot.get("mean_cos") else None,
-                        "null": {kind: {"acute_share": interval(null["acute"]), "mean_cos": interval(null["mean_cos"]),
-                                        "matrix": _mean_matrix(null["matrices"])}
-                                 for kind, null in slot["null"].items() if null["acute"]},
-                        "acute_share_by_strategy": {s: float(np.mean(v)) for s, v in sorted(slot["by_strategy"].items())},
-                        "histogram": {"edges": HIST_EDGES.round(4).tolist(), "counts": slot["hist"].tolist()},
-                        "n": len(slot["acute"]),
-                    }
+                    whens[when] = _slot_summary(slot)
         out[init] = per_init
     return out
+
+
+def _empty_slot() -> dict[str, Any]:
+    return {"matrices": [], "acute": [], "mean_cos": [], "by_strategy": {}, "hist": None, "null": {}}
+
+
+def _add_measurement(slot: dict[str, Any], stats: dict[str, Any], strategy: str) -> None:
+    """One trained (or at-init) student's statistics of one layer, and its null baselines, into `slot`."""
+    for kind, runs in (stats.get("null") or {}).items():
+        null = slot["null"].setdefault(kind, {"acute": [], "matrices": [], "mean_cos": []})
+        for run in runs:
+            if run["acute_share"] is not None:
+                null["acute"].append(run["acute_share"])
+                null["matrices"].append(np.array(run["matrix"], dtype=float))
+                null["mean_cos"].append(_mean_cos(run))
+    slot["matrices"].append(np.array(stats["matrix"], dtype=float))
+    slot["mean_cos"].append(_mean_cos(stats))
+    slot["acute"].append(stats["acute_share"])
+    slot["by_strategy"].setdefault(strategy, []).append(stats["acute_share"])
+    counts = np.array(stats["histogram"]["counts"])
+    slot["hist"] = counts if slot["hist"] is None else slot["hist"] + counts
+
+
+def _slot_summary(slot: dict[str, Any]) -> dict[str, Any]:
+    """The means over the students in `slot` (NaN entries of degenerate pairs ignored; all-NaN stays None)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        matrix = np.nanmean(np.stack(slot["matrices"]), axis=0) if slot["matrices"] else None
+    return {
+        "matrix": None
+        if matrix is None
+        else [[None if np.isnan(v) else round(float(v), 6) for v in r] for r in matrix],
+        "acute_share": float(np.mean(slot["acute"])),
+        "acute_share_ci95": interval(slot["acute"])["ci95"],
+        "mean_cos": float(np.nanmean(slot["mean_cos"])) if slot["mean_cos"] else None,
+        "null": {
+            kind: {
+                "acute_share": interval(null["acute"]),
+                "mean_cos": interval(null["mean_cos"]),
+                "matrix": _mean_matrix(null["matrices"]),
+            }
+            for kind, null in slot["null"].items()
+            if null["acute"]
+        },
+        "acute_share_by_strategy": {s: float(np.mean(v)) for s, v in sorted(slot["by_strategy"].items())},
+        "histogram": {"edges": HIST_EDGES.round(4).tolist(), "counts": slot["hist"].tolist()},
+        "n": len(slot["acute"]),
+    }
 
 
 def _mean_cos(stats: Mapping[str, Any]) -> float:
@@ -284,6 +333,11 @@ def acute_share_overall(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]
                             if null["acute_share"]["mean"] is not None:
                                 nulls[when].setdefault(kind, []).append(null["acute_share"]["mean"])
         out[init] = {when: (float(np.mean(v)) if v else None) for when, v in shares.items()}
-        out[init]["null"] = {when: {kind: {"mean": float(np.mean(v)), "range": [float(min(v)), float(max(v))]}
-                                    for kind, v in per_kind.items()} for when, per_kind in nulls.items()}
+        out[init]["null"] = {
+            when: {
+                kind: {"mean": float(np.mean(v)), "range": [float(min(v)), float(max(v))]}
+                for kind, v in per_kind.items()
+            }
+            for when, per_kind in nulls.items()
+        }
     return out

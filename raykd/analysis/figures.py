@@ -35,14 +35,25 @@ FILES = {"metric": "metric_by_cell.png", "forest": "forest.png", "matching_vs_no
 NONE = "none"
 
 INIT_COLOURS = ("#1f77b4", "#d95f02", "#7570b3", "#1b9e77", "#e7298a", "#66a61e")
-READING_COLOURS = {"equivalent": "#1b7837", "differs": "#b2182b", "differs, within margin": "#d95f02",
-                   "undecided": "#555555", "not testable": "#999999"}
+READING_COLOURS = {
+    "equivalent": "#1b7837",
+    "differs": "#b2182b",
+    "differs, within margin": "#d95f02",
+    "undecided": "#555555",
+    "not testable": "#999999",
+}
 MARGIN_COLOUR = "#1b7837"
-ANSWER_WORDS = {"differ": "the strategies differ", "differ_within_margin": "they differ, but within the margin",
-                "equivalent": "equivalent within the margin", "undecided": "undecided", "untestable": "not testable",
-                "better": "matching beats none", "worse": "matching is worse than none",
-                "better_within_margin": "matching is better, but within the margin",
-                "worse_within_margin": "matching is worse, but within the margin"}
+ANSWER_WORDS = {
+    "differ": "the strategies differ",
+    "differ_within_margin": "they differ, but within the margin",
+    "equivalent": "equivalent within the margin",
+    "undecided": "undecided",
+    "untestable": "not testable",
+    "better": "matching beats none",
+    "worse": "matching is worse than none",
+    "better_within_margin": "matching is better, but within the margin",
+    "worse_within_margin": "matching is worse, but within the margin",
+}
 
 
 class FigureWarning(RuntimeWarning):
@@ -50,6 +61,7 @@ class FigureWarning(RuntimeWarning):
 
 
 # --- small helpers ----------------------------------------------------------------------------------
+
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -108,7 +120,6 @@ def _chars(fig, fontsize: float, bold: bool = True) -> int:
 
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
-
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     # laid out at the dpi it is saved at (text widths do not scale exactly with dpi), with a little slack
@@ -145,8 +156,19 @@ def _limits(core: list[float], wide: list[float], floor: float, stretch: float =
     return max(base, min(1.06 * max(abs(v) for v in wide), stretch * base))
 
 
-def _segment(ax, pos: float, lo: float, hi: float, bounds: tuple[float, float], *, horizontal: bool,
-             colour: str, linewidth: float, alpha: float = 1.0, zorder: float = 2) -> bool:
+def _segment(
+    ax,
+    pos: float,
+    lo: float,
+    hi: float,
+    bounds: tuple[float, float],
+    *,
+    horizontal: bool,
+    colour: str,
+    linewidth: float,
+    alpha: float = 1.0,
+    zorder: float = 2,
+) -> bool:
     """An interval drawn from lo to hi, clipped to bounds with an arrowhead where it runs past them."""
     a, b = bounds
     inset = 0.012 * (b - a)
@@ -160,8 +182,15 @@ def _segment(ax, pos: float, lo: float, hi: float, bounds: tuple[float, float], 
         if value != limit:
             clipped = True
             point = (limit, pos) if horizontal else (pos, limit)
-            ax.plot(*point, marker=marker, color=colour, markersize=4 + linewidth, alpha=alpha, zorder=zorder,
-                    linestyle="none")
+            ax.plot(
+                *point,
+                marker=marker,
+                color=colour,
+                markersize=4 + linewidth,
+                alpha=alpha,
+                zorder=zorder,
+                linestyle="none",
+            )
     return clipped
 
 
@@ -178,6 +207,7 @@ def _right_labels(ax, labels: list[str], colours: list[str], weights: list[str],
 
 
 # --- 1. the metric per cell -------------------------------------------------------------------------
+
 
 def _strategy_order(names: list[str]) -> list[str]:
     names = list(dict.fromkeys(names))
@@ -197,7 +227,7 @@ def _metric_headline(summary: dict[str, Any], cells: list[dict[str, Any]]) -> st
     if _finite(effect.get("p")):
         f = effect.get("F")
         f = "" if not _finite(f) else f"F={f:.0f}, " if f >= 100 else f"F={f:.3g}, "
-        head = ("Strategy is a significant factor" if effect["p"] < alpha else "No significant strategy effect")
+        head = "Strategy is a significant factor" if effect["p"] < alpha else "No significant strategy effect"
         head += f" (ANOVA {f}{_p(effect['p'])})"
     elif len({c["strategy"] for c in cells if c["strategy"] != NONE}) < 2:
         head = "One matching strategy: no strategy effect to test"
@@ -212,8 +242,14 @@ def metric_figure(summary: dict[str, Any]):
     from matplotlib.lines import Line2D
 
     scale = summary.get("points_per_unit") or 1.0
-    cells = [c for c in summary.get("cells") or [] if isinstance(c, dict) and _finite(c.get("mean"))
-             and c.get("strategy") is not None and c.get("init") is not None]
+    cells = [
+        c
+        for c in summary.get("cells") or []
+        if isinstance(c, dict)
+        and _finite(c.get("mean"))
+        and c.get("strategy") is not None
+        and c.get("init") is not None
+    ]
     if not cells:
         return None
     metric = summary.get("metric", "metric")
@@ -231,9 +267,17 @@ def metric_figure(summary: dict[str, Any]):
             if cell is None:
                 continue
             values = [float(v) * scale for v in cell.get("values") or [] if _finite(v)]
-            drawn.append({"x": i + (j - (len(inits) - 1) / 2) * width, "colour": INIT_COLOURS[j % len(INIT_COLOURS)],
-                          "mean": cell["mean"] * scale, "ci": _interval(cell.get("ci95"), scale), "values": values,
-                          "n": cell.get("n", len(values)), "init": init})
+            drawn.append(
+                {
+                    "x": i + (j - (len(inits) - 1) / 2) * width,
+                    "colour": INIT_COLOURS[j % len(INIT_COLOURS)],
+                    "mean": cell["mean"] * scale,
+                    "ci": _interval(cell.get("ci95"), scale),
+                    "values": values,
+                    "n": cell.get("n", len(values)),
+                    "init": init,
+                }
+            )
 
     core = [d["mean"] for d in drawn] + [v for d in drawn for v in d["values"]]
     core += [v for v in (teacher, baseline) if v is not None]
@@ -252,35 +296,84 @@ def metric_figure(summary: dict[str, Any]):
     clipped = False
     for d in drawn:
         if d["ci"]:
-            clipped |= _segment(ax, d["x"], d["ci"][0], d["ci"][1], (bottom, top), horizontal=False,
-                                colour=d["colour"], linewidth=1.6, zorder=3)
+            clipped |= _segment(
+                ax,
+                d["x"],
+                d["ci"][0],
+                d["ci"][1],
+                (bottom, top),
+                horizontal=False,
+                colour=d["colour"],
+                linewidth=1.6,
+                zorder=3,
+            )
             for end in d["ci"]:
                 if bottom < end < top:
-                    ax.plot([d["x"] - width * 0.12, d["x"] + width * 0.12], [end, end], color=d["colour"],
-                            linewidth=1.4, zorder=3)
-        ax.plot(d["x"], d["mean"], marker="o", markersize=7, color=d["colour"], zorder=4,
-                markeredgecolor="white", markeredgewidth=0.8)
+                    ax.plot(
+                        [d["x"] - width * 0.12, d["x"] + width * 0.12],
+                        [end, end],
+                        color=d["colour"],
+                        linewidth=1.4,
+                        zorder=3,
+                    )
+        ax.plot(
+            d["x"],
+            d["mean"],
+            marker="o",
+            markersize=7,
+            color=d["colour"],
+            zorder=4,
+            markeredgecolor="white",
+            markeredgewidth=0.8,
+        )
         k = len(d["values"])
         offsets = [width * 0.3 + (width * 0.12 * (s - (k - 1) / 2) / max(k - 1, 1)) for s in range(k)]
-        ax.scatter([d["x"] + o for o in offsets], d["values"], s=14, color=d["colour"], alpha=0.55,
-                   edgecolors="none", zorder=5)
-        ax.annotate(f"n={d['n']}", xy=(d["x"], 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=7, color=d["colour"])
-    handles = [Line2D([], [], marker="o", color=INIT_COLOURS[j % len(INIT_COLOURS)], linewidth=1.6,
-                      label=f"{init} init: mean, 95% CI") for j, init in enumerate(inits)]
-    handles.append(Line2D([], [], marker="o", color="grey", alpha=0.55, linestyle="none", markersize=4,
-                          label="one seed"))
+        ax.scatter(
+            [d["x"] + o for o in offsets], d["values"], s=14, color=d["colour"], alpha=0.55, edgecolors="none", zorder=5
+        )
+        ax.annotate(
+            f"n={d['n']}",
+            xy=(d["x"], 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color=d["colour"],
+        )
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            color=INIT_COLOURS[j % len(INIT_COLOURS)],
+            linewidth=1.6,
+            label=f"{init} init: mean, 95% CI",
+        )
+        for j, init in enumerate(inits)
+    ]
+    handles.append(
+        Line2D([], [], marker="o", color="grey", alpha=0.55, linestyle="none", markersize=4, label="one seed")
+    )
     if teacher is not None:
         ax.axhline(teacher, color="black", linestyle="--", linewidth=1)
         handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1, label=f"teacher {teacher:.1f}"))
     if baseline is not None:
         ax.axhline(baseline, color="black", linestyle=":", linewidth=1.2)
         name = baseline_info.get("name") or "trivial baseline"
-        handles.append(Line2D([], [], color="black", linestyle=":", linewidth=1.2,
-                              label=_wrap(f"trivial baseline {baseline:.1f} ({name})", 28)))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                linestyle=":",
+                linewidth=1.2,
+                label=_wrap(f"trivial baseline {baseline:.1f} ({name})", 28),
+            )
+        )
     if clipped:
-        handles.append(Line2D([], [], marker="^", color="grey", linestyle="none",
-                              label="95% CI runs past the axis"))
+        handles.append(Line2D([], [], marker="^", color="grey", linestyle="none", label="95% CI runs past the axis"))
     ax.set_ylim(bottom, top)
     ax.set_xlim(-0.6, len(strategies) - 0.4)
     ax.set_xticks(range(len(strategies)), strategies)
@@ -289,12 +382,12 @@ def metric_figure(summary: dict[str, Any]):
     ax.grid(axis="y", alpha=0.3)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.suptitle(_wrap(_metric_headline(summary, cells), _chars(fig, 11)), fontsize=11, fontweight="bold")
-    ax.set_title(f"{summary.get('study', '')}: test {metric} per cell, mean and 95% t interval over seeds",
-                 fontsize=9)
+    ax.set_title(f"{summary.get('study', '')}: test {metric} per cell, mean and 95% t interval over seeds", fontsize=9)
     return fig
 
 
 # --- 2. each strategy against the reference --------------------------------------------------------
+
 
 def _reading(pair: dict[str, Any], eq: dict[str, Any]) -> str:
     if not _finite(pair.get("p")) and not _finite(eq.get("p")):
@@ -331,9 +424,18 @@ def forest_figure(summary: dict[str, Any]):
             diff = diff if diff is not None else _scaled(c.get("diff"), scale)
             if diff is None:
                 continue
-            rows.append({"strategy": strategy, "diff": diff, "tost": _interval(e.get("ci90"), scale),
-                         "ci95": _interval(c.get("ci95"), scale), "reading": _reading(c, e),
-                         "n": e.get("n", c.get("n")), "p_holm": c.get("p_holm"), "tost_p": e.get("p")})
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "diff": diff,
+                    "tost": _interval(e.get("ci90"), scale),
+                    "ci95": _interval(c.get("ci95"), scale),
+                    "reading": _reading(c, e),
+                    "n": e.get("n", c.get("n")),
+                    "p_holm": c.get("p_holm"),
+                    "tost_p": e.get("p"),
+                }
+            )
         if rows:
             panels.append((init, rows))
     if not panels:
@@ -356,11 +458,13 @@ def forest_figure(summary: dict[str, Any]):
         for y, r in enumerate(rows):
             colour = READING_COLOURS[r["reading"]]
             if r["ci95"]:
-                clipped |= _segment(ax, y, *r["ci95"], (-limit, limit), horizontal=True, colour=colour,
-                                    linewidth=1.0, alpha=0.7)
+                clipped |= _segment(
+                    ax, y, *r["ci95"], (-limit, limit), horizontal=True, colour=colour, linewidth=1.0, alpha=0.7
+                )
             if r["tost"]:
-                clipped |= _segment(ax, y, *r["tost"], (-limit, limit), horizontal=True, colour=colour,
-                                    linewidth=4.0, alpha=0.55)
+                clipped |= _segment(
+                    ax, y, *r["tost"], (-limit, limit), horizontal=True, colour=colour, linewidth=4.0, alpha=0.55
+                )
             ax.plot(r["diff"], y, marker="D", markersize=6, color=colour, markeredgecolor="white", zorder=4)
             flat = r["tost"] is not None and r["tost"][0] == r["tost"][1]
             detail = [f"n={r['n']}"] if r["n"] is not None else []
@@ -370,28 +474,45 @@ def forest_figure(summary: dict[str, Any]):
                 detail.append(f"TOST {_p(r['tost_p'])}")
             r["label"] = f"{r['reading']}\n{r['diff']:+.2f} pts, " + ", ".join(detail)
         ax.set_yticks(range(len(rows)), [r["strategy"] for r in rows])
-        _right_labels(ax, [r["label"] for r in rows], [READING_COLOURS[r["reading"]] for r in rows],
-                      ["normal" if r["reading"] == "undecided" else "bold" for r in rows], [8] * len(rows))
+        _right_labels(
+            ax,
+            [r["label"] for r in rows],
+            [READING_COLOURS[r["reading"]] for r in rows],
+            ["normal" if r["reading"] == "undecided" else "bold" for r in rows],
+            [8] * len(rows),
+        )
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(_answer_title(init, _answer(summary, init, "strategies_differ"), 95), fontsize=9, loc="left")
     axes[-1].set_xlim(-limit, limit)
-    axes[-1].set_xlabel(f"strategy minus {reference}: test {summary.get('metric', 'metric')} difference in points, "
-                        f"paired by seed (+ = better than {reference})")
-    handles = [Line2D([], [], marker="D", color="grey", linestyle="none", label="mean paired difference"),
-               Line2D([], [], color="grey", linewidth=4, alpha=0.55, label=f"{level} CI (decides TOST)"),
-               Line2D([], [], color="grey", linewidth=1, label="95% CI (paired t)")]
+    axes[-1].set_xlabel(
+        f"strategy minus {reference}: test {summary.get('metric', 'metric')} difference in points, "
+        f"paired by seed (+ = better than {reference})"
+    )
+    handles = [
+        Line2D([], [], marker="D", color="grey", linestyle="none", label="mean paired difference"),
+        Line2D([], [], color="grey", linewidth=4, alpha=0.55, label=f"{level} CI (decides TOST)"),
+        Line2D([], [], color="grey", linewidth=1, label="95% CI (paired t)"),
+    ]
     if margin:
         handles.append(Patch(color=MARGIN_COLOUR, alpha=0.25, label=f"equivalence margin \u00b1{margin:g} pts"))
     if clipped:
         handles.append(Line2D([], [], marker=">", color="grey", linestyle="none", label="CI runs past the axis"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
-    fig.suptitle(_wrap(f"Does the strategy matter? Each strategy minus {reference}: equivalent only when the "
-                       f"{level} CI lies inside the margin", _chars(fig, 11)), fontsize=11, fontweight="bold")
+    fig.suptitle(
+        _wrap(
+            f"Does the strategy matter? Each strategy minus {reference}: equivalent only when the "
+            f"{level} CI lies inside the margin",
+            _chars(fig, 11),
+        ),
+        fontsize=11,
+        fontweight="bold",
+    )
     return fig
 
 
 # --- 3. matching vs none ----------------------------------------------------------------------------
+
 
 def matching_figure(summary: dict[str, Any]):
     # long: one figure, drawn top to bottom; cut into helpers it would scatter one picture
@@ -406,13 +527,32 @@ def matching_figure(summary: dict[str, Any]):
     for init, v in (summary.get("matching_vs_none") or {}).items():
         if not isinstance(v, dict) or not _finite(v.get("diff")):
             continue
-        rows = [{"label": "all matching (mean)", "diff": v["diff"] * scale, "ci95": _interval(v.get("ci95"), scale),
-                 "tost": _interval(v.get("ci_tost"), scale), "n": v.get("n"), "p": v.get("p"),
-                 "tost_p": v.get("tost_p"), "main": True}]
+        rows = [
+            {
+                "label": "all matching (mean)",
+                "diff": v["diff"] * scale,
+                "ci95": _interval(v.get("ci95"), scale),
+                "tost": _interval(v.get("ci_tost"), scale),
+                "n": v.get("n"),
+                "p": v.get("p"),
+                "tost_p": v.get("tost_p"),
+                "main": True,
+            }
+        ]
         for strategy, d in (v.get("by_strategy") or {}).items():
             if isinstance(d, dict) and _finite(d.get("diff")):
-                rows.append({"label": strategy, "diff": d["diff"] * scale, "ci95": _interval(d.get("ci95"), scale),
-                             "tost": None, "n": d.get("n"), "p": d.get("p"), "tost_p": None, "main": False})
+                rows.append(
+                    {
+                        "label": strategy,
+                        "diff": d["diff"] * scale,
+                        "ci95": _interval(d.get("ci95"), scale),
+                        "tost": None,
+                        "n": d.get("n"),
+                        "p": d.get("p"),
+                        "tost_p": None,
+                        "main": False,
+                    }
+                )
         space = (summary.get("room") or {}).get(init) or {}
         room = _scaled(space.get("room"), scale) if isinstance(space, dict) else None
         panels.append((init, rows, room, space))
@@ -439,21 +579,43 @@ def matching_figure(summary: dict[str, Any]):
             room_drawn = True
         for y, r in enumerate(rows):
             if r["ci95"]:
-                clipped |= _segment(ax, y, *r["ci95"], (-limit, limit), horizontal=True, colour=colour,
-                                    linewidth=1.2 if r["main"] else 0.8, alpha=0.8 if r["main"] else 0.45)
+                clipped |= _segment(
+                    ax,
+                    y,
+                    *r["ci95"],
+                    (-limit, limit),
+                    horizontal=True,
+                    colour=colour,
+                    linewidth=1.2 if r["main"] else 0.8,
+                    alpha=0.8 if r["main"] else 0.45,
+                )
             if r["tost"]:
-                clipped |= _segment(ax, y, *r["tost"], (-limit, limit), horizontal=True, colour=colour,
-                                    linewidth=4.0, alpha=0.55)
-            ax.plot(r["diff"], y, marker="o", markersize=8 if r["main"] else 4.5, color=colour,
-                    markeredgecolor="white", alpha=1.0 if r["main"] else 0.7, zorder=4)
+                clipped |= _segment(
+                    ax, y, *r["tost"], (-limit, limit), horizontal=True, colour=colour, linewidth=4.0, alpha=0.55
+                )
+            ax.plot(
+                r["diff"],
+                y,
+                marker="o",
+                markersize=8 if r["main"] else 4.5,
+                color=colour,
+                markeredgecolor="white",
+                alpha=1.0 if r["main"] else 0.7,
+                zorder=4,
+            )
             detail = [f"{r['diff']:+.2f} pts"] + ([f"n={r['n']}"] if r["n"] is not None else [])
             detail.append(_p(r["p"]) if _finite(r["p"]) else "no test")
             if r["main"] and _finite(r["tost_p"]):
                 detail.append(f"TOST {_p(r['tost_p'])}")
             r["detail"] = ", ".join(detail)
         ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
-        _right_labels(ax, [r["detail"] for r in rows], [colour if r["main"] else "#444444" for r in rows],
-                      ["bold" if r["main"] else "normal" for r in rows], [8 if r["main"] else 7.5 for r in rows])
+        _right_labels(
+            ax,
+            [r["detail"] for r in rows],
+            [colour if r["main"] else "#444444" for r in rows],
+            ["bold" if r["main"] else "normal" for r in rows],
+            [8 if r["main"] else 7.5 for r in rows],
+        )
         for tick, r in zip(ax.get_yticklabels(), rows):
             tick.set_fontweight("bold" if r["main"] else "normal")
             tick.set_fontsize(9 if r["main"] else 8)
@@ -463,24 +625,31 @@ def matching_figure(summary: dict[str, Any]):
         if room is not None:
             against = space.get("against", NONE)
             needed = _scaled(space.get("min_room"), scale)
-            title += (f"\nroom: teacher minus {against} = {room:+.2f} pts"
-                      + (f" ({'enough' if space.get('enough') else 'not enough'}: a finding needs \u2265 {needed:g})"
-                         if needed is not None else ""))
+            title += f"\nroom: teacher minus {against} = {room:+.2f} pts" + (
+                f" ({'enough' if space.get('enough') else 'not enough'}: a finding needs \u2265 {needed:g})"
+                if needed is not None
+                else ""
+            )
         ax.set_title(title, fontsize=9, loc="left")
     axes[-1].set_xlim(-limit, limit)
-    axes[-1].set_xlabel(f"matching minus none: test {summary.get('metric', 'metric')} difference in points, "
-                        "paired by seed (+ = matching better)")
-    handles = [Line2D([], [], marker="o", color="grey", linestyle="none", markersize=8,
-                      label="mean of the matching strategies"),
-               Line2D([], [], marker="o", color="grey", linestyle="none", markersize=4.5, alpha=0.7,
-                      label="one strategy"),
-               Line2D([], [], color="grey", linewidth=4, alpha=0.55, label=f"{level} CI (decides TOST)"),
-               Line2D([], [], color="grey", linewidth=1.2, label="95% CI (paired t)")]
+    axes[-1].set_xlabel(
+        f"matching minus none: test {summary.get('metric', 'metric')} difference in points, "
+        "paired by seed (+ = matching better)"
+    )
+    handles = [
+        Line2D(
+            [], [], marker="o", color="grey", linestyle="none", markersize=8, label="mean of the matching strategies"
+        ),
+        Line2D([], [], marker="o", color="grey", linestyle="none", markersize=4.5, alpha=0.7, label="one strategy"),
+        Line2D([], [], color="grey", linewidth=4, alpha=0.55, label=f"{level} CI (decides TOST)"),
+        Line2D([], [], color="grey", linewidth=1.2, label="95% CI (paired t)"),
+    ]
     if margin:
         handles.append(Patch(color=MARGIN_COLOUR, alpha=0.25, label=f"equivalence margin \u00b1{margin:g} pts"))
     if room_drawn:
-        handles.append(Line2D([], [], color="black", linestyle="-.", linewidth=1,
-                              label="room: teacher minus none (all the gap)"))
+        handles.append(
+            Line2D([], [], color="black", linestyle="-.", linewidth=1, label="room: teacher minus none (all the gap)")
+        )
     if clipped:
         handles.append(Line2D([], [], marker=">", color="grey", linestyle="none", label="CI runs past the axis"))
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
@@ -490,9 +659,13 @@ def matching_figure(summary: dict[str, Any]):
 
 # --- 4./5. angles -----------------------------------------------------------------------------------
 
+
 def _state_keys(layers: dict[str, Any]) -> list[str]:
-    keys = [k for k, v in layers.items() if isinstance(v, dict)
-            and any(isinstance(v.get(w), dict) for w in ("at_init", "trained"))]
+    keys = [
+        k
+        for k, v in layers.items()
+        if isinstance(v, dict) and any(isinstance(v.get(w), dict) for w in ("at_init", "trained"))
+    ]
 
     def order(k: str):
         return (0, int(k), k) if str(k).lstrip("-").isdigit() else (1, 0, str(k))
@@ -531,19 +704,24 @@ def _angle_headline(init: str, stack: str, layers: dict[str, Any], keys: list[st
         mean, ci = _null_share(entry, "random_point")
         if mean is None:
             continue
-        lo, hi = ci if ci else (mean, mean)
+        lo, hi = ci or (mean, mean)
         places.append("below" if share < lo - 1e-9 else "above" if share > hi + 1e-9 else "at")
     if not shares:
         return f"{init} init, {stack}: no acute share measured"
     label = "trained" if when == "trained" else "at init"
     low, high = _share(min(shares)), _share(max(shares))
-    text = (f"{init} init, {stack}: acute share {label} "
-            + (f"{low} in all {len(shares)} student states" if low == high
-               else f"{low}\u2013{high} over {len(shares)} student states"))
+    text = f"{init} init, {stack}: acute share {label} " + (
+        f"{low} in all {len(shares)} student states"
+        if low == high
+        else f"{low}\u2013{high} over {len(shares)} student states"
+    )
     if places:
         nulls = [m for k in keys if (m := _null_share(layers[k].get(when), "random_point")[0]) is not None]
-        null_text = (_share(min(nulls)) if _share(min(nulls)) == _share(max(nulls))
-                     else f"{_share(min(nulls))}\u2013{_share(max(nulls))}")
+        null_text = (
+            _share(min(nulls))
+            if _share(min(nulls)) == _share(max(nulls))
+            else f"{_share(min(nulls))}\u2013{_share(max(nulls))}"
+        )
         words = {"below": "below it", "at": "within its 95% interval", "above": "above it"}
         counts = [f"{words[place]} in {places.count(place)}/{len(places)}" for place in words if places.count(place)]
         text += f"; random-point null {null_text}: " + ", ".join(counts)
@@ -551,8 +729,11 @@ def _angle_headline(init: str, stack: str, layers: dict[str, Any], keys: list[st
 
 
 def _null_pair_text(entry: dict[str, Any] | None) -> str:
-    shown = [_share(_null_share(entry, kind)[0]) for kind in ("random_point", "other_token")
-             if _null_share(entry, kind)[0] is not None]
+    shown = [
+        _share(_null_share(entry, kind)[0])
+        for kind in ("random_point", "other_token")
+        if _null_share(entry, kind)[0] is not None
+    ]
     return " / ".join(shown)
 
 
@@ -586,21 +767,30 @@ def angles_figure(summary: dict[str, Any], init: str, stack: str):
             matrix = _matrix(source.get("matrix"))
             if matrix is None:
                 ax.set_axis_off()
-                ax.text(0.5, 0.5, f"state {k}, {name}:\nnot measured", ha="center", va="center", fontsize=8,
-                        color="grey", transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"state {k}, {name}:\nnot measured",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="grey",
+                    transform=ax.transAxes,
+                )
                 continue
             missing |= bool(np.isnan(matrix).any())
             image = ax.imshow(matrix, vmin=-1, vmax=1, cmap=cmap)
             if when == "null":
                 share, _ = _null_share(entry, "random_point")
-                n = ((_null(entry, "random_point").get("acute_share") or {}).get("n"))
+                n = (_null(entry, "random_point").get("acute_share") or {}).get("n")
                 title = f"state {k}, random point\nacute {_share(share)}" + (f" (n={n})" if n else "")
             else:
                 if _finite(entry.get("n")):
                     ns.add(int(entry["n"]))
                 nulls = _null_pair_text(entry)
-                title = (f"state {k}, {name}\nacute {_share(entry.get('acute_share'))}"
-                         + (f" | null {nulls}" if nulls else ""))
+                title = f"state {k}, {name}\nacute {_share(entry.get('acute_share'))}" + (
+                    f" | null {nulls}" if nulls else ""
+                )
             ax.set_title(title, fontsize=8)
             size = len(matrix)
             step = 1 if size <= 8 else 2 if size <= 16 else 4
@@ -615,14 +805,15 @@ def angles_figure(summary: dict[str, Any], init: str, stack: str):
         bar = fig.colorbar(image, ax=axes, shrink=0.8, ticks=[-1, -0.5, 0, 0.5, 1], pad=0.02)
         bar.set_label("mean cos(t_i \u2212 s, t_j \u2212 s)   (red: acute, blue: obtuse)", fontsize=8)
     n_text = (f"n={min(ns)}" if len(ns) == 1 else f"n={min(ns)}\u2013{max(ns)}") if ns else "n=?"
-    note = (f"Each panel: mean over {n_text} measured students of this init. 'acute' = share of token-level teacher "
-            "layer pairs i<j with cos > 0; 'null' = the same share with the student state replaced by a random point "
-            "of equal norm / by another token's state.")
+    note = (
+        f"Each panel: mean over {n_text} measured students of this init. 'acute' = share of token-level teacher "
+        "layer pairs i<j with cos > 0; 'null' = the same share with the student state replaced by a random point "
+        "of equal norm / by another token's state."
+    )
     if missing:
         note += " Grey: no direction (t_i equals s)."
     fig.supxlabel(_wrap(note, _chars(fig, 7.5, bold=False)), fontsize=7.5, color="#333333")
-    fig.suptitle(_wrap(_angle_headline(init, stack, layers, keys), _chars(fig, 10.5)),
-                 fontsize=10.5, fontweight="bold")
+    fig.suptitle(_wrap(_angle_headline(init, stack, layers, keys), _chars(fig, 10.5)), fontsize=10.5, fontweight="bold")
     return fig
 
 
@@ -648,15 +839,17 @@ def hist_figure(summary: dict[str, Any], init: str, stack: str):
     keys = [k for k in _state_keys(layers) if any(hist(layers[k].get(w)) for w in ("at_init", "trained"))]
     if not keys:
         return None
-    styles = {"at_init": dict(color="#7f7f7f", linewidth=1.0, label="at init", fill=True, alpha=0.4),
-              "trained": dict(color="#1f77b4", linewidth=1.8, label="trained")}
+    styles = {
+        "at_init": dict(color="#7f7f7f", linewidth=1.0, label="at init", fill=True, alpha=0.4),
+        "trained": dict(color="#1f77b4", linewidth=1.8, label="trained"),
+    }
     ncols = min(len(keys), 4)  # long stacks wrap onto more rows instead of one very wide strip
     nrows = math.ceil(len(keys) / ncols)
     fig = _figure(1.1 + 2.9 * ncols, 1.3 + 2.8 * nrows)
     grid = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in grid.flat[len(keys):]:
+    for ax in grid.flat[len(keys) :]:
         ax.set_axis_off()
-    axes = list(grid.flat[:len(keys)])
+    axes = list(grid.flat[: len(keys)])
     shares, ns = {"at_init": [], "trained": []}, set()
     for ax, k in zip(axes, keys):
         lines = []
@@ -671,9 +864,10 @@ def hist_figure(summary: dict[str, Any], init: str, stack: str):
             if _finite(entry.get("n")):
                 ns.add(int(entry["n"]))
             nulls = _null_pair_text(entry)
-            lines.append(f"{'at init (grey)' if when == 'at_init' else 'trained (blue)'}: acute "
-                         f"{_share(entry.get('acute_share'))}"
-                         + (f" (null {nulls})" if nulls else ""))
+            lines.append(
+                f"{'at init (grey)' if when == 'at_init' else 'trained (blue)'}: acute "
+                f"{_share(entry.get('acute_share'))}" + (f" (null {nulls})" if nulls else "")
+            )
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_xlim(-1, 1)
         ax.set_ylim(0, None)
@@ -686,24 +880,33 @@ def hist_figure(summary: dict[str, Any], init: str, stack: str):
     for row in grid:
         row[0].set_ylabel("share of token pairs i<j", fontsize=8)
     n_text = (f"n={min(ns)}" if len(ns) == 1 else f"n={min(ns)}\u2013{max(ns)}") if ns else "n=?"
-    fig.supxlabel(_wrap(f"Pooled over {n_text} measured students of this init; cos > 0 (right of the black line) is "
-                        "acute. Null shares: random point / other token. The summary holds the nulls' acute shares, "
-                        "not their histograms, so no null histogram is drawn.", _chars(fig, 7.5, bold=False)),
-                  fontsize=7.5, color="#333333")
+    fig.supxlabel(
+        _wrap(
+            f"Pooled over {n_text} measured students of this init; cos > 0 (right of the black line) is "
+            "acute. Null shares: random point / other token. The summary holds the nulls' acute shares, "
+            "not their histograms, so no null histogram is drawn.",
+            _chars(fig, 7.5, bold=False),
+        ),
+        fontsize=7.5,
+        color="#333333",
+    )
     head = f"{init} init, {stack}: per-token cosines over teacher layer pairs"
     if shares["at_init"] and shares["trained"]:
-        head += (f"; mean acute share {_share(float(np.mean(shares['at_init'])))} at init \u2192 "
-                 f"{_share(float(np.mean(shares['trained'])))} trained")
+        head += (
+            f"; mean acute share {_share(float(np.mean(shares['at_init'])))} at init \u2192 "
+            f"{_share(float(np.mean(shares['trained'])))} trained"
+        )
     fig.suptitle(_wrap(head, _chars(fig, 10.5)), fontsize=10.5, fontweight="bold")
     return fig
 
 
 # --- writing --------------------------------------------------------------------------------------
 
+
 def _build(key: str, build: Callable[[], Any]):
     try:
         return build()
-    except Exception as exc:  # a malformed part of a summary must not cost the whole report
+    except Exception as exc:  # noqa: BLE001 - a malformed part of a summary must not cost the whole report
         warnings.warn(f"figure {key!r} not drawn: {type(exc).__name__}: {exc}", FigureWarning, stacklevel=3)
         return None
 
@@ -719,7 +922,7 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, str, Any]]:
         for stack in (stacks or {}) if isinstance(stacks, dict) else ():
             for prefix, build in (("angles", angles_figure), ("hist", hist_figure)):
                 key = f"{prefix}_{init}_{stack}"
-                fig = _build(key, lambda build=build: build(summary, init, stack))
+                fig = _build(key, lambda build=build, init=init, stack=stack: build(summary, init, stack))
                 if fig is not None:
                     out.append((key, _file_name(key), fig))
     return out
@@ -735,6 +938,6 @@ def write_figures(summary: dict[str, Any], folder: Path) -> dict[str, str]:
         try:
             fig.savefig(folder / name, dpi=DPI, facecolor="white")
             written[key] = name
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one figure that cannot be saved must not cost the report
             warnings.warn(f"figure {key!r} not saved: {type(exc).__name__}: {exc}", FigureWarning, stacklevel=2)
     return written

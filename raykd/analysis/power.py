@@ -49,6 +49,7 @@ _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(24)
 
 # --- power of the paired tests -----------------------------------------------------------------------
 
+
 def _chi_logpdf(x: np.ndarray, df: int) -> np.ndarray:
     from scipy import special
 
@@ -147,6 +148,7 @@ def tost_power_nct_bound(diff: float, sd: float, n: int, margin: float, alpha: f
 
 # --- what a design can reach -------------------------------------------------------------------------
 
+
 def _solve_increasing(fn, target: float, start: float) -> float | None:
     """The x > 0 with fn(x) = target for an increasing fn (None if it cannot be bracketed)."""
     from scipy.optimize import brentq
@@ -194,8 +196,9 @@ def _smallest_n(fn, power: float, max_seeds: int) -> int | None:
     return hi
 
 
-def seeds_to_detect(diff: float, sd: float, alpha: float, power: float = POWER,
-                    max_seeds: int = MAX_SEEDS) -> tuple[int | None, str | None]:
+def seeds_to_detect(
+    diff: float, sd: float, alpha: float, power: float = POWER, max_seeds: int = MAX_SEEDS
+) -> tuple[int | None, str | None]:
     """(seeds, note): paired seeds that detect a true difference `diff` with `power` (two-sided t at alpha)."""
     if sd is None or diff is None:
         return None, "no estimate of the spread (fewer than two paired seeds)"
@@ -207,8 +210,9 @@ def seeds_to_detect(diff: float, sd: float, alpha: float, power: float = POWER,
     return (n, None) if n is not None else (None, f"> {max_seeds}")
 
 
-def seeds_for_equivalence(diff: float, sd: float, margin: float, alpha: float, power: float = POWER,
-                          max_seeds: int = MAX_SEEDS) -> tuple[int | None, str | None]:
+def seeds_for_equivalence(
+    diff: float, sd: float, margin: float, alpha: float, power: float = POWER, max_seeds: int = MAX_SEEDS
+) -> tuple[int | None, str | None]:
     """(seeds, note): paired seeds that show equivalence within +-margin with `power` if the true difference is
     `diff`."""
     if sd is None or diff is None:
@@ -248,16 +252,36 @@ def nonparametric_seeds_needed(strategies: int, alpha: float, max_seeds: int = 1
 
 # --- the plan of a study ------------------------------------------------------------------------------
 
-def comparison_plan(label: str, diff: float | None, sd: float | None, n: int, ci: list[float] | None,
-                    answer: str, margin: float, alpha: float, test_alpha: float, power: float = POWER,
-                    max_seeds: int = MAX_SEEDS) -> dict[str, Any]:
+
+def comparison_plan(
+    label: str,
+    diff: float | None,
+    sd: float | None,
+    n: int,
+    ci: list[float] | None,
+    answer: str,
+    margin: float,
+    alpha: float,
+    test_alpha: float,
+    power: float = POWER,
+    max_seeds: int = MAX_SEEDS,
+) -> dict[str, Any]:
     """Everything the plan says about one paired comparison (numbers in the metric's units)."""
-    out: dict[str, Any] = {"comparison": label, "answer": answer, "n": n, "diff": diff, "sd": sd,
-                           "test_alpha": test_alpha,
-                           "equivalence_shown_within": None if ci is None else max(abs(ci[0]), abs(ci[1])),
-                           "equivalence_margin_80": None, "detectable_difference_80": None,
-                           "seeds_to_detect_observed": None, "seeds_to_detect_observed_note": None,
-                           "seeds_for_equivalence": None, "seeds_for_equivalence_note": None}
+    out: dict[str, Any] = {
+        "comparison": label,
+        "answer": answer,
+        "n": n,
+        "diff": diff,
+        "sd": sd,
+        "test_alpha": test_alpha,
+        "equivalence_shown_within": None if ci is None else max(abs(ci[0]), abs(ci[1])),
+        "equivalence_margin_80": None,
+        "detectable_difference_80": None,
+        "seeds_to_detect_observed": None,
+        "seeds_to_detect_observed_note": None,
+        "seeds_for_equivalence": None,
+        "seeds_for_equivalence_note": None,
+    }
     if n < 2 or sd is None or diff is None:
         reason = "fewer than two paired seeds"
         out["seeds_to_detect_observed_note"] = out["seeds_for_equivalence_note"] = reason
@@ -287,53 +311,101 @@ def pair_answer(significant: bool | None, equivalent: bool | None) -> str:
 def design_plan(result: dict[str, Any], power: float = POWER, max_seeds: int = MAX_SEEDS) -> dict[str, Any]:
     """The ``plan`` of an `analyze_trials` result: what this design (seeds, observed spread) could decide."""
     alpha = result["alpha"]
-    margin = result["equivalence"]["margin"]
-    reference = result["equivalence"]["reference"]
-    by_verdict = (result.get("verdict") or {}).get("by_init") or {}
-    inits = sorted(set(result["equivalence"]["by_init"]) | set(result["matching_vs_none"])
-                   | set((result["strategy_test"] or {}).get("nonparametric") or {}))
-    out: dict[str, Any] = {"power": power, "alpha": alpha, "margin": margin, "reference": reference,
-                           "max_seeds": max_seeds, "by_init": {}}
+    nonparametric = (result["strategy_test"] or {}).get("nonparametric") or {}
+    inits = sorted(set(result["equivalence"]["by_init"]) | set(result["matching_vs_none"]) | set(nonparametric))
+    out: dict[str, Any] = {
+        "power": power,
+        "alpha": alpha,
+        "margin": result["equivalence"]["margin"],
+        "reference": result["equivalence"]["reference"],
+        "max_seeds": max_seeds,
+        "by_init": {},
+    }
     for init in inits:
         entry: dict[str, Any] = {}
-        npar = ((result["strategy_test"] or {}).get("nonparametric") or {}).get(init)
-        if npar:
-            k, n = len(npar["strategies"]), len(npar["seeds"])
-            floor = nonparametric_min_p(k, n)
-            entry["nonparametric"] = {"test": npar["test"], "strategies": k, "seeds": n, "min_p": floor,
-                                      "can_reach_alpha": floor is not None and floor < alpha,
-                                      "seeds_needed": nonparametric_seeds_needed(k, alpha)}
-        eq = result["equivalence"]["by_init"].get(init) or {}
-        pw = (result["pairwise"]["by_init"].get(init) or {})
-        m = max(1, len(eq))
-        vs_ref = {}
-        for strategy, e in eq.items():
-            c = pw.get(strategy, {})
-            vs_ref[strategy] = comparison_plan(f"{strategy} vs {reference}", e.get("diff"), e.get("sd"),
-                                               e.get("n") or 0, e.get("ci90"),
-                                               pair_answer(c.get("significant"), e.get("equivalent")),
-                                               margin, alpha, alpha / m, power, max_seeds)
+        if nonparametric.get(init):
+            entry["nonparametric"] = _nonparametric_plan(nonparametric[init], alpha)
+        vs_ref = _vs_reference_plans(result, init, power, max_seeds)
         if vs_ref:
             entry["vs_reference"] = vs_ref
         mv = result["matching_vs_none"].get(init)
         if mv:
+            by_verdict = (result.get("verdict") or {}).get("by_init") or {}
             answer = ((by_verdict.get(init) or {}).get("matching_beats_none") or {}).get("answer", "undecided")
-            entry["matching_vs_none"] = comparison_plan("matching vs none", mv.get("diff"), mv.get("sd"),
-                                                        mv.get("n") or 0, mv.get("ci_tost"), answer, margin, alpha,
-                                                        alpha, power, max_seeds)
-        entry["n_seeds"] = max([c["n"] for c in vs_ref.values()] + ([entry["matching_vs_none"]["n"]]
-                                                                    if "matching_vs_none" in entry else []), default=0)
+            entry["matching_vs_none"] = comparison_plan(
+                "matching vs none",
+                mv.get("diff"),
+                mv.get("sd"),
+                mv.get("n") or 0,
+                mv.get("ci_tost"),
+                answer,
+                out["margin"],
+                alpha,
+                alpha,
+                power,
+                max_seeds,
+            )
+        seeds = [c["n"] for c in vs_ref.values()]
+        if "matching_vs_none" in entry:
+            seeds.append(entry["matching_vs_none"]["n"])
+        entry["n_seeds"] = max(seeds, default=0)
         out["by_init"][init] = entry
     return out
 
 
+def _nonparametric_plan(npar: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """Whether the rank test (Friedman/Wilcoxon) can reach alpha at all with this many seeds."""
+    k, n = len(npar["strategies"]), len(npar["seeds"])
+    floor = nonparametric_min_p(k, n)
+    return {
+        "test": npar["test"],
+        "strategies": k,
+        "seeds": n,
+        "min_p": floor,
+        "can_reach_alpha": floor is not None and floor < alpha,
+        "seeds_needed": nonparametric_seeds_needed(k, alpha),
+    }
+
+
+def _vs_reference_plans(result: dict[str, Any], init: str, power: float, max_seeds: int) -> dict[str, Any]:
+    """Per strategy, the plan of its comparison with the reference (Holm's alpha / m for the difference)."""
+    alpha, margin = result["alpha"], result["equivalence"]["margin"]
+    reference = result["equivalence"]["reference"]
+    eq = result["equivalence"]["by_init"].get(init) or {}
+    pw = result["pairwise"]["by_init"].get(init) or {}
+    m = max(1, len(eq))
+    plans = {}
+    for strategy, e in eq.items():
+        answer = pair_answer(pw.get(strategy, {}).get("significant"), e.get("equivalent"))
+        plans[strategy] = comparison_plan(
+            f"{strategy} vs {reference}",
+            e.get("diff"),
+            e.get("sd"),
+            e.get("n") or 0,
+            e.get("ci90"),
+            answer,
+            margin,
+            alpha,
+            alpha / m,
+            power,
+            max_seeds,
+        )
+    return plans
+
+
 # --- the plan as text ---------------------------------------------------------------------------------
 
-_WORDS = {"differ": "differs (shown)", "differ_within_margin": "differs, but within the margin (shown)",
-          "equivalent": "equivalent within the margin (shown)", "undecided": "undecided",
-          "untestable": "not testable", "better": "better (shown)", "worse": "worse (shown)",
-          "better_within_margin": "better, but within the margin (shown)",
-          "worse_within_margin": "worse, but within the margin (shown)"}
+_WORDS = {
+    "differ": "differs (shown)",
+    "differ_within_margin": "differs, but within the margin (shown)",
+    "equivalent": "equivalent within the margin (shown)",
+    "undecided": "undecided",
+    "untestable": "not testable",
+    "better": "better (shown)",
+    "worse": "worse (shown)",
+    "better_within_margin": "better, but within the margin (shown)",
+    "worse_within_margin": "worse, but within the margin (shown)",
+}
 
 
 def _pts(value: float | None, scale: float, signed: bool = False) -> str:
@@ -366,8 +438,10 @@ def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_o
     for init, entry in plan["by_init"].items():
         npar = entry.get("nonparametric")
         if npar and npar["min_p"] is not None and (not open_only or not npar["can_reach_alpha"]):
-            line = (f"{init} init: {npar['test'].split(' ')[0]} with {npar['seeds']} seeds and {npar['strategies']} "
-                    f"strategies cannot return p below {npar['min_p']:.3g}")
+            line = (
+                f"{init} init: {npar['test'].split(' ')[0]} with {npar['seeds']} seeds and {npar['strategies']} "
+                f"strategies cannot return p below {npar['min_p']:.3g}"
+            )
             if not npar["can_reach_alpha"]:
                 line += f", so it cannot be significant at alpha {plan['alpha']:g}"
                 if npar["seeds_needed"]:
@@ -388,14 +462,21 @@ def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_o
                 lines.append(f"{label}; fewer than two paired seeds, nothing to plan from")
                 continue
             lines.append(_open_line(c, init, scale, margin, pct) if c["answer"] == "undecided" else label)
-            design = [f"  with {c['n']} seeds and the observed sd ({_pts(c['sd'], scale)} points) this study could "
-                      f"show equivalence only within +-{_pts(c['equivalence_margin_80'], scale)} points ({pct} if the "
-                      "true difference were 0)"]
+            design = [
+                (
+                    f"  with {c['n']} seeds and the observed sd ({_pts(c['sd'], scale)} points) this study could "
+                    f"show equivalence only within +-{_pts(c['equivalence_margin_80'], scale)} points ({pct} if the "
+                    "true difference were 0)"
+                )
+            ]
             if c["detectable_difference_80"] is not None:
-                level = ("" if c["test_alpha"] == plan["alpha"] else
-                         f" at alpha {c['test_alpha']:.3g} (Holm's first step)")
-                design.append(f"it could detect differences of {_pts(c['detectable_difference_80'], scale)} points "
-                              f"with {pct}{level}")
+                level = (
+                    "" if c["test_alpha"] == plan["alpha"] else f" at alpha {c['test_alpha']:.3g} (Holm's first step)"
+                )
+                design.append(
+                    f"it could detect differences of {_pts(c['detectable_difference_80'], scale)} points "
+                    f"with {pct}{level}"
+                )
             lines.append("; ".join(design))
     return lines
 
@@ -405,12 +486,19 @@ def _open_line(c: dict[str, Any], init: str, scale: float, margin: float, pct: s
     label = f"{c['comparison']} ({init} init): {_WORDS.get(c['answer'], c['answer'])}"
     if c["sd"] is None:
         return f"{label}; fewer than two paired seeds, nothing to plan from"
-    parts = [label,
-             f"detecting the observed {_pts(c['diff'], scale, True)} points "
-             f"{_needs(c['seeds_to_detect_observed'], c['seeds_to_detect_observed_note'])} ({pct})",
-             f"equivalence within +-{margin:g} points "
-             + (f"would need {c['seeds_for_equivalence']} seeds ({pct} if the true difference is the observed one)"
-                if c["seeds_for_equivalence"] is not None else _needs(None, c["seeds_for_equivalence_note"]))]
+    parts = [
+        label,
+        (
+            f"detecting the observed {_pts(c['diff'], scale, True)} points "
+            f"{_needs(c['seeds_to_detect_observed'], c['seeds_to_detect_observed_note'])} ({pct})"
+        ),
+        f"equivalence within +-{margin:g} points "
+        + (
+            f"would need {c['seeds_for_equivalence']} seeds ({pct} if the true difference is the observed one)"
+            if c["seeds_for_equivalence"] is not None
+            else _needs(None, c["seeds_for_equivalence_note"])
+        ),
+    ]
     if c["equivalence_shown_within"] is not None:
         parts.append(f"the data show equivalence only within +-{_pts(c['equivalence_shown_within'], scale)} points")
     return "; ".join(parts)
@@ -424,16 +512,25 @@ def _span(values: list[float], scale: float) -> str:
 def _design_summary(entry: dict[str, Any], init: str, scale: float, pct: str, reference: str) -> str:
     """Per init, in one line: the equivalence margins and differences this design reaches with `pct`."""
     parts = []
-    for label, group in ((f"each strategy vs {reference}", list((entry.get("vs_reference") or {}).values())),
-                         ("matching vs none", [entry["matching_vs_none"]] if entry.get("matching_vs_none") else [])):
+    for label, group in (
+        (f"each strategy vs {reference}", list((entry.get("vs_reference") or {}).values())),
+        ("matching vs none", [entry["matching_vs_none"]] if entry.get("matching_vs_none") else []),
+    ):
         margins = [c["equivalence_margin_80"] for c in group if c["equivalence_margin_80"] is not None]
         effects = [c["detectable_difference_80"] for c in group if c["detectable_difference_80"] is not None]
         if margins and effects:
-            parts.append(f"{label}: equivalence only within +-{_span(margins, scale)} points, differences of "
-                         f"{_span(effects, scale)} points")
+            parts.append(
+                f"{label}: equivalence only within +-{_span(margins, scale)} points, differences of "
+                f"{_span(effects, scale)} points"
+            )
     if not parts:
         return f"  {init} init: too few paired seeds to say what this design could reach"
-    ns = sorted({c["n"] for c in list((entry.get("vs_reference") or {}).values()) + [entry.get("matching_vs_none")]
-                 if c and c["n"] >= 2})
+    ns = sorted(
+        {
+            c["n"]
+            for c in list((entry.get("vs_reference") or {}).values()) + [entry.get("matching_vs_none")]
+            if c and c["n"] >= 2
+        }
+    )
     seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
     return f"  {init} init, with {seeds} seeds and the observed sd, this study could show ({pct}) " + "; ".join(parts)

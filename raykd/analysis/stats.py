@@ -115,9 +115,16 @@ def cells_table(trials: list[dict]) -> list[dict[str, Any]]:
     for (strategy, init), rows in cells.items():
         rows = sorted(rows, key=lambda r: r["seed"])
         weights = sorted({float(r.get("weight", 0.0)) for r in rows})
-        out.append({"strategy": strategy, "init": init, "weight": weights[0] if len(weights) == 1 else weights,
-                    **mean_ci(r["metric"] for r in rows), "seeds": [r["seed"] for r in rows],
-                    "values": [r["metric"] for r in rows]})
+        out.append(
+            {
+                "strategy": strategy,
+                "init": init,
+                "weight": weights[0] if len(weights) == 1 else weights,
+                **mean_ci(r["metric"] for r in rows),
+                "seeds": [r["seed"] for r in rows],
+                "values": [r["metric"] for r in rows],
+            }
+        )
     return out
 
 
@@ -170,8 +177,15 @@ def tost_paired(diffs: np.ndarray, margin: float, alpha: float) -> dict[str, Any
     from scipy import stats
 
     n = int(diffs.size)
-    out: dict[str, Any] = {"n": n, "diff": float(diffs.mean()) if n else None, "sd": None, "ci": None,
-                           "ci_level": ci_level(alpha), "p": None, "equivalent": None}
+    out: dict[str, Any] = {
+        "n": n,
+        "diff": float(diffs.mean()) if n else None,
+        "sd": None,
+        "ci": None,
+        "ci_level": ci_level(alpha),
+        "p": None,
+        "equivalent": None,
+    }
     if n < 2:
         return out
     mean, sd = out["diff"], float(diffs.std(ddof=1))
@@ -205,11 +219,16 @@ def _anova(rows: list[dict], formula: str):
     import pandas as pd
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
-
     from statsmodels.tools.sm_exceptions import SingularMatrixWarning, ValueWarning
 
-    frame = pd.DataFrame({"metric": [t["metric"] for t in rows], "strategy": [t["strategy"] for t in rows],
-                          "init": [t["init"] for t in rows], "seed": [str(t["seed"]) for t in rows]})
+    frame = pd.DataFrame(
+        {
+            "metric": [t["metric"] for t in rows],
+            "strategy": [t["strategy"] for t in rows],
+            "init": [t["init"] for t in rows],
+            "seed": [str(t["seed"]) for t in rows],
+        }
+    )
     with warnings.catch_warnings():
         # seeds that differ between inits (a failed seed under one init) leave empty C(init):C(seed) columns:
         # the fit is rank-deficient, df_resid counts the rank and the type-II strategy SS is still
@@ -230,8 +249,12 @@ def _effect(table, term: str) -> dict[str, Any] | None:
     row = table.loc[term]
     ss = float(row["sum_sq"])
     f, p = float(row["F"]), float(row["PR(>F)"])
-    return {"F": f if math.isfinite(f) else None, "p": p if math.isfinite(p) else None,
-            "df": int(row["df"]), "partial_eta2": ss / (ss + ss_resid) if ss + ss_resid > 0 else None}
+    return {
+        "F": f if math.isfinite(f) else None,
+        "p": p if math.isfinite(p) else None,
+        "df": int(row["df"]),
+        "partial_eta2": ss / (ss + ss_resid) if ss + ss_resid > 0 else None,
+    }
 
 
 def strategy_anova(trials: list[dict], notes: list[str]) -> dict[str, Any] | None:
@@ -244,11 +267,15 @@ def strategy_anova(trials: list[dict], notes: list[str]) -> dict[str, Any] | Non
         notes.append(f"strategy test: needs at least two matching strategies with finished trials, has {strategies}")
         return None
     terms = ["C(strategy)"]
-    missing = [(s, i) for s in strategies for i in inits if not any(t["strategy"] == s and t["init"] == i for t in rows)]
+    missing = [
+        (s, i) for s in strategies for i in inits if not any(t["strategy"] == s and t["init"] == i for t in rows)
+    ]
     if len(inits) > 1 and missing:
         terms = ["C(strategy) + C(init)"]
-        notes.append(f"strategy test: no finished trial in cell(s) {missing}; the strategy x init interaction "
-                     "cannot be estimated, so the model is additive")
+        notes.append(
+            f"strategy test: no finished trial in cell(s) {missing}; the strategy x init interaction "
+            "cannot be estimated, so the model is additive"
+        )
     elif len(inits) > 1:
         terms = ["C(strategy) * C(init)"]
     else:
@@ -259,13 +286,28 @@ def strategy_anova(trials: list[dict], notes: list[str]) -> dict[str, Any] | Non
     formula = "metric ~ " + " + ".join(terms)
     model, table = _anova(rows, formula)
     if table is None:
-        notes.append(f"strategy test: {formula} leaves no residual degrees of freedom ({len(rows)} trials); "
-                     "more seeds are needed")
-        return {"test": "type-II ANOVA (OLS)", "formula": formula, "n": len(rows), "df_resid": 0,
-                "strategy": None, "init": None, "interaction": None}
-    return {"test": "type-II ANOVA (OLS)", "formula": formula, "n": len(rows), "df_resid": int(model.df_resid),
-            "strategy": _effect(table, "C(strategy)"), "init": _effect(table, "C(init)"),
-            "interaction": _effect(table, "C(strategy):C(init)")}
+        notes.append(
+            f"strategy test: {formula} leaves no residual degrees of freedom ({len(rows)} trials); "
+            "more seeds are needed"
+        )
+        return {
+            "test": "type-II ANOVA (OLS)",
+            "formula": formula,
+            "n": len(rows),
+            "df_resid": 0,
+            "strategy": None,
+            "init": None,
+            "interaction": None,
+        }
+    return {
+        "test": "type-II ANOVA (OLS)",
+        "formula": formula,
+        "n": len(rows),
+        "df_resid": int(model.df_resid),
+        "strategy": _effect(table, "C(strategy)"),
+        "init": _effect(table, "C(init)"),
+        "interaction": _effect(table, "C(strategy):C(init)"),
+    }
 
 
 def anova_within_init(trials: list[dict], notes: list[str]) -> dict[str, Any]:
@@ -286,9 +328,13 @@ def anova_within_init(trials: list[dict], notes: list[str]) -> dict[str, Any]:
             continue
         formula = "metric ~ C(strategy)" + (" + C(seed)" if len(seeds) > 1 else "")
         model, table = _anova(here, formula)
-        out[init] = {"test": "type-II ANOVA (OLS) within init", "formula": formula, "n": len(here),
-                     "df_resid": int(model.df_resid) if table is not None else 0,
-                     "strategy": _effect(table, "C(strategy)")}
+        out[init] = {
+            "test": "type-II ANOVA (OLS) within init",
+            "formula": formula,
+            "n": len(here),
+            "df_resid": int(model.df_resid) if table is not None else 0,
+            "strategy": _effect(table, "C(strategy)"),
+        }
         if table is None:
             notes.append(f"strategy test within {init} init: {formula} leaves no residual degrees of freedom")
     return out
@@ -308,13 +354,17 @@ def friedman_per_init(trials: list[dict], notes: list[str]) -> dict[str, Any]:
         strategies = sorted(table)
         seeds = sorted(set.intersection(*(set(v) for v in table.values())))
         if len(strategies) < 2 or len(seeds) < 2:
-            notes.append(f"non-parametric check ({init}): needs two strategies on two common seeds, has "
-                         f"{len(strategies)} strategies, {len(seeds)} common seeds")
+            notes.append(
+                f"non-parametric check ({init}): needs two strategies on two common seeds, has "
+                f"{len(strategies)} strategies, {len(seeds)} common seeds"
+            )
             out[init] = None
             continue
         if any(set(v) != set(seeds) for v in table.values()):
-            notes.append(f"non-parametric check ({init}): incomplete blocks; only the {len(seeds)} seeds every "
-                         "strategy finished are used")
+            notes.append(
+                f"non-parametric check ({init}): incomplete blocks; only the {len(seeds)} seeds every "
+                "strategy finished are used"
+            )
         samples = [[table[s][k] for k in seeds] for s in strategies]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -325,14 +375,19 @@ def friedman_per_init(trials: list[dict], notes: list[str]) -> dict[str, Any]:
                 result = stats.friedmanchisquare(*samples)
                 name = "Friedman (blocked by seed)"
         p = float(result.pvalue)
-        out[init] = {"test": name, "statistic": float(result.statistic), "p": p if math.isfinite(p) else None,
-                     "strategies": strategies, "seeds": seeds}
+        out[init] = {
+            "test": name,
+            "statistic": float(result.statistic),
+            "p": p if math.isfinite(p) else None,
+            "strategies": strategies,
+            "seeds": seeds,
+        }
     return out
 
 
-
-def pairwise_and_equivalence(trials: list[dict], reference: str, margin: float, alpha: float, sign: float,
-                             notes: list[str]) -> tuple[dict, dict]:
+def pairwise_and_equivalence(
+    trials: list[dict], reference: str, margin: float, alpha: float, sign: float, notes: list[str]
+) -> tuple[dict, dict]:
     """Each matching strategy vs the reference per init: Holm-corrected paired t and TOST within +-margin at alpha."""
     pairwise: dict[str, dict] = {}
     equivalence: dict[str, dict] = {}
@@ -341,8 +396,10 @@ def pairwise_and_equivalence(trials: list[dict], reference: str, margin: float, 
         others = sorted({t["strategy"] for t in rows if t["init"] == init} - {reference})
         has_reference = any(t["init"] == init and t["strategy"] == reference for t in rows)
         if not has_reference or not others:
-            notes.append(f"pairwise/equivalence ({init}): needs the reference {reference!r} and another matching "
-                         "strategy with finished trials")
+            notes.append(
+                f"pairwise/equivalence ({init}): needs the reference {reference!r} and another matching "
+                "strategy with finished trials"
+            )
             continue
         comparisons, raw_p = {}, []
         eq = {}
@@ -350,13 +407,25 @@ def pairwise_and_equivalence(trials: list[dict], reference: str, margin: float, 
             a, b, seeds = paired(trials, init, strategy, reference)
             diffs = sign * (a - b)
             d95 = paired_difference(diffs, 0.95)
-            comparisons[strategy] = {"diff": d95["diff"], "ci95": d95["ci"], "p": d95["p"], "n": d95["n"],
-                                     "seeds": seeds}
+            comparisons[strategy] = {
+                "diff": d95["diff"],
+                "ci95": d95["ci"],
+                "p": d95["p"],
+                "n": d95["n"],
+                "seeds": seeds,
+            }
             raw_p.append(d95["p"])
             tost = tost_paired(diffs, margin, alpha)
             # "ci90" is the (1 - 2 alpha) interval whatever alpha is; "ci_level" says which
-            eq[strategy] = {"diff": tost["diff"], "ci90": tost["ci"], "ci_level": tost["ci_level"], "p": tost["p"],
-                            "equivalent": tost["equivalent"], "n": tost["n"], "sd": tost["sd"]}
+            eq[strategy] = {
+                "diff": tost["diff"],
+                "ci90": tost["ci"],
+                "ci_level": tost["ci_level"],
+                "p": tost["p"],
+                "equivalent": tost["equivalent"],
+                "n": tost["n"],
+                "sd": tost["sd"],
+            }
         testable = [i for i, p in enumerate(raw_p) if p is not None]
         if testable:
             for i, p_adj in zip(testable, holm(raw_p[i] for i in testable)):
@@ -369,13 +438,16 @@ def pairwise_and_equivalence(trials: list[dict], reference: str, margin: float, 
         pairwise[init] = comparisons
         equivalence[init] = eq
         if any(c["p"] is None for c in comparisons.values()):
-            notes.append(f"pairwise/equivalence ({init}): some strategies share fewer than two seeds with "
-                         f"{reference!r}; they are not tested")
+            notes.append(
+                f"pairwise/equivalence ({init}): some strategies share fewer than two seeds with "
+                f"{reference!r}; they are not tested"
+            )
     return pairwise, equivalence
 
 
-def matching_vs_none(trials: list[dict], sign: float, notes: list[str], margin: float | None = None,
-                     alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
+def matching_vs_none(
+    trials: list[dict], sign: float, notes: list[str], margin: float | None = None, alpha: float = DEFAULT_ALPHA
+) -> dict[str, Any]:
     """Per init: mean over the matching strategies minus `none`, paired by seed (paired t and, given a margin,
     TOST at alpha: ``tost_p``, its (1 - 2 alpha) interval ``ci_tost`` and ``equivalent``); also per strategy."""
     out: dict[str, Any] = {}
@@ -399,18 +471,29 @@ def matching_vs_none(trials: list[dict], sign: float, notes: list[str], margin: 
             a, b, _ = paired(trials, init, strategy, NONE)
             d = paired_difference(sign * (a - b), 0.95)
             by_strategy[strategy] = {"diff": d["diff"], "ci95": d["ci"], "p": d["p"], "n": d["n"]}
-        out[init] = {"diff": summary["diff"], "ci95": summary["ci"], "p": summary["p"], "n": summary["n"],
-                     "sd": summary["sd"], "significant": None if summary["p"] is None else bool(summary["p"] < alpha),
-                     "margin": margin, "ci_level": tost.get("ci_level"), "ci_tost": tost.get("ci"),
-                     "tost_p": tost.get("p"), "equivalent": tost.get("equivalent"),
-                     "seeds": sorted(per_seed), "by_strategy": by_strategy}
+        out[init] = {
+            "diff": summary["diff"],
+            "ci95": summary["ci"],
+            "p": summary["p"],
+            "n": summary["n"],
+            "sd": summary["sd"],
+            "significant": None if summary["p"] is None else bool(summary["p"] < alpha),
+            "margin": margin,
+            "ci_level": tost.get("ci_level"),
+            "ci_tost": tost.get("ci"),
+            "tost_p": tost.get("p"),
+            "equivalent": tost.get("equivalent"),
+            "seeds": sorted(per_seed),
+            "by_strategy": by_strategy,
+        }
         if summary["n"] < 2:
             notes.append(f"matching vs none ({init}): {summary['n']} paired seed(s); no test")
     return out
 
 
-def room(trials: list[dict], teacher_metric: float | None, margin: float, min_room_margins: float,
-         sign: float) -> dict[str, Any]:
+def room(
+    trials: list[dict], teacher_metric: float | None, margin: float, min_room_margins: float, sign: float
+) -> dict[str, Any]:
     """Per init: how much room the arms had to differ, the teacher's metric minus the `none` arm's mean (the gap
     matching could close; the worst matching cell's mean when there is no `none` arm), in metric units. An
     equivalence margin says something only against that room: below `min_room_margins` x the margin,
@@ -430,14 +513,41 @@ def room(trials: list[dict], teacher_metric: float | None, margin: float, min_ro
             against = min(means, key=lambda k: sign * means[k])
             floor = means[against]
         gap = sign * (teacher_metric - floor)
-        out[init] = {"teacher": teacher_metric, "against": against, "floor": floor, "room": gap,
-                     "min_room": min_room_margins * margin, "enough": bool(gap >= min_room_margins * margin)}
+        out[init] = {
+            "teacher": teacher_metric,
+            "against": against,
+            "floor": floor,
+            "room": gap,
+            "min_room": min_room_margins * margin,
+            "enough": bool(gap >= min_room_margins * margin),
+        }
     return out
 
 
-def analyze_trials(trials: Iterable[Mapping[str, Any]], *, metric: str = "metric", higher_is_better: bool = True,
-                   reference: str = "forward", margin: float = 0.01, alpha: float = DEFAULT_ALPHA,
-                   teacher_metric: float | None = None, min_room_margins: float = 2.0) -> dict[str, Any]:
+def _strategy_tests(usable: list[Mapping[str, Any]], notes: list[str]) -> dict[str, Any]:
+    """Is the strategy a factor: the two-way ANOVA, the ANOVA within each init, and the rank test per init."""
+    anova = strategy_anova(usable, notes) if usable else None
+    if not usable:
+        notes.append("no finished trials: nothing to test")
+    empty = {"test": "type-II ANOVA (OLS)", "formula": None, "strategy": None, "init": None, "interaction": None}
+    return {
+        **(anova or empty),
+        "within_init": anova_within_init(usable, notes) if usable else {},
+        "nonparametric": friedman_per_init(usable, notes) if usable else {},
+    }
+
+
+def analyze_trials(
+    trials: Iterable[Mapping[str, Any]],
+    *,
+    metric: str = "metric",
+    higher_is_better: bool = True,
+    reference: str = "forward",
+    margin: float = 0.01,
+    alpha: float = DEFAULT_ALPHA,
+    teacher_metric: float | None = None,
+    min_room_margins: float = 2.0,
+) -> dict[str, Any]:
     """Every test above on a study's trial rows; JSON-ready (the statistical half of ``summary.json``)."""
     from raykd.analysis.power import design_plan
 
@@ -445,34 +555,41 @@ def analyze_trials(trials: Iterable[Mapping[str, Any]], *, metric: str = "metric
     usable, excluded = split_trials(trials)
     usable, chosen = select_weights(usable, higher_is_better)
     if chosen:
-        notes.append("several hidden-loss weights per cell: each cell is represented by the weight with the best "
-                     f"mean validation metric ({chosen})")
+        notes.append(
+            "several hidden-loss weights per cell: each cell is represented by the weight with the best "
+            f"mean validation metric ({chosen})"
+        )
     sign = 1.0 if higher_is_better else -1.0
     matching = sorted({t["strategy"] for t in usable} - {NONE})
     if reference not in matching and matching:
         notes.append(f"reference strategy {reference!r} has no finished trials; using {matching[0]!r}")
         reference = matching[0]
-    anova = strategy_anova(usable, notes) if usable else None
-    if not usable:
-        notes.append("no finished trials: nothing to test")
-    strategy_test = {**(anova or {"test": "type-II ANOVA (OLS)", "formula": None, "strategy": None, "init": None,
-                                  "interaction": None}),
-                     "within_init": anova_within_init(usable, notes) if usable else {},
-                     "nonparametric": friedman_per_init(usable, notes) if usable else {}}
+    strategy_test = _strategy_tests(usable, notes)
     pairwise, equivalence = pairwise_and_equivalence(usable, reference, margin, alpha, sign, notes)
     versus_none = matching_vs_none(usable, sign, notes, margin, alpha)
     level = ci_level(alpha)
     result = {
-        "metric": metric, "higher_is_better": higher_is_better, "alpha": alpha,
-        "n_trials": len(usable) + len(excluded), "n_used": len(usable),
-        "excluded": [{k: e.get(k) for k in ("trial_id", "strategy", "init", "weight", "seed", "status", "reason")}
-                     for e in excluded],
+        "metric": metric,
+        "higher_is_better": higher_is_better,
+        "alpha": alpha,
+        "n_trials": len(usable) + len(excluded),
+        "n_used": len(usable),
+        "excluded": [
+            {k: e.get(k) for k in ("trial_id", "strategy", "init", "weight", "seed", "status", "reason")}
+            for e in excluded
+        ],
         "chosen_weights": chosen,
         "cells": cells_table(usable),
         "strategy_test": strategy_test,
         "pairwise": {"reference": reference, "correction": "holm", "by_init": pairwise},
-        "equivalence": {"reference": reference, "margin": margin, "alpha": alpha, "ci_level": level,
-                        "test": f"TOST (paired t, {level_label(level)} CI)", "by_init": equivalence},
+        "equivalence": {
+            "reference": reference,
+            "margin": margin,
+            "alpha": alpha,
+            "ci_level": level,
+            "test": f"TOST (paired t, {level_label(level)} CI)",
+            "by_init": equivalence,
+        },
         "matching_vs_none": versus_none,
         "room": room(usable, teacher_metric, margin, min_room_margins, sign),
         "notes": notes,
@@ -489,11 +606,22 @@ CLAIM_MATCHING = "matching beats no matching"
 # answer -> status of the paper's claim. A difference inside the margin is treated as no difference that
 # matters (the margin is the smallest difference that does): the claim "does not matter" holds and
 # "matching beats none" does not.
-STRATEGY_CLAIM = {"differ": "refuted", "differ_within_margin": "shown", "equivalent": "shown",
-                  "undecided": "undecided", "untestable": "undecided"}
-MATCHING_CLAIM = {"better": "shown", "better_within_margin": "refuted", "worse": "refuted",
-                  "worse_within_margin": "refuted", "equivalent": "refuted", "undecided": "undecided",
-                  "untestable": "undecided"}
+STRATEGY_CLAIM = {
+    "differ": "refuted",
+    "differ_within_margin": "shown",
+    "equivalent": "shown",
+    "undecided": "undecided",
+    "untestable": "undecided",
+}
+MATCHING_CLAIM = {
+    "better": "shown",
+    "better_within_margin": "refuted",
+    "worse": "refuted",
+    "worse_within_margin": "refuted",
+    "equivalent": "refuted",
+    "undecided": "undecided",
+    "untestable": "undecided",
+}
 
 
 def _p(p: float | None) -> str:
@@ -524,8 +652,9 @@ def strategies_answer(result: dict[str, Any], init: str, alpha: float) -> dict[s
     difference = []
     within = (test.get("within_init") or {}).get(init)
     if within and within.get("strategy") and within["strategy"].get("p") is not None:
-        difference.append({"test": f"ANOVA within init ({within['formula']})", "p": within["strategy"]["p"],
-                           "kind": "difference"})
+        difference.append(
+            {"test": f"ANOVA within init ({within['formula']})", "p": within["strategy"]["p"], "kind": "difference"}
+        )
     npar = (test.get("nonparametric") or {}).get(init)
     if npar and npar.get("p") is not None:
         difference.append({"test": npar["test"], "p": npar["p"], "kind": "difference"})
@@ -538,8 +667,11 @@ def strategies_answer(result: dict[str, Any], init: str, alpha: float) -> dict[s
     tost_ps = [e["p"] for e in eq.values()]
     equivalence = None
     if eq and all(p is not None for p in tost_ps):
-        equivalence = {"test": f"TOST of every strategy vs {reference} (largest p)", "p": max(tost_ps),
-                       "kind": "equivalence"}
+        equivalence = {
+            "test": f"TOST of every strategy vs {reference} (largest p)",
+            "p": max(tost_ps),
+            "kind": "equivalence",
+        }
     elif any(p is not None for p in tost_ps):
         equivalence = {"test": f"TOST vs {reference} (not every strategy testable)", "p": None, "kind": "equivalence"}
     shown_difference = [d for d in difference if d["p_adjusted"] < alpha]
@@ -554,8 +686,13 @@ def strategies_answer(result: dict[str, Any], init: str, alpha: float) -> dict[s
         answer, basis = "undecided", difference + ([equivalence] if equivalence else [])
     else:
         answer, basis = "untestable", []
-    return {"question": "do the matching strategies differ?", "answer": answer, "basis": basis,
-            "claim": CLAIM_STRATEGIES, "claim_status": STRATEGY_CLAIM[answer]}
+    return {
+        "question": "do the matching strategies differ?",
+        "answer": answer,
+        "basis": basis,
+        "claim": CLAIM_STRATEGIES,
+        "claim_status": STRATEGY_CLAIM[answer],
+    }
 
 
 def matching_answer(result: dict[str, Any], init: str, alpha: float) -> dict[str, Any]:
@@ -566,8 +703,13 @@ def matching_answer(result: dict[str, Any], init: str, alpha: float) -> dict[str
     v = result["matching_vs_none"].get(init)
     question = "does matching beat no matching?"
     if not v or v["p"] is None:
-        return {"question": question, "answer": "untestable", "basis": [], "claim": CLAIM_MATCHING,
-                "claim_status": "undecided"}
+        return {
+            "question": question,
+            "answer": "untestable",
+            "basis": [],
+            "claim": CLAIM_MATCHING,
+            "claim_status": "undecided",
+        }
     t = {"test": "paired t, mean of the matching strategies minus none", "p": v["p"], "kind": "difference"}
     e = {"test": "TOST of matching minus none", "p": v.get("tost_p"), "kind": "equivalence"}
     significant, equivalent = v["p"] < alpha, v.get("equivalent") is True
@@ -579,8 +721,13 @@ def matching_answer(result: dict[str, Any], init: str, alpha: float) -> dict[str
         answer, basis = "equivalent", [e]
     else:
         answer, basis = "undecided", [t] + ([e] if e["p"] is not None else [])
-    return {"question": question, "answer": answer, "basis": basis, "claim": CLAIM_MATCHING,
-            "claim_status": MATCHING_CLAIM[answer]}
+    return {
+        "question": question,
+        "answer": answer,
+        "basis": basis,
+        "claim": CLAIM_MATCHING,
+        "claim_status": MATCHING_CLAIM[answer],
+    }
 
 
 def verdict(result: dict[str, Any], alpha: float) -> dict[str, Any]:
@@ -594,12 +741,20 @@ def verdict(result: dict[str, Any], alpha: float) -> dict[str, Any]:
     """
     effect = (result["strategy_test"] or {}).get("strategy")
     significant = None if not effect or effect.get("p") is None else bool(effect["p"] < alpha)
-    inits = sorted(set(result["equivalence"]["by_init"]) | set(result["pairwise"]["by_init"])
-                   | set((result["strategy_test"] or {}).get("within_init") or {})
-                   | set((result["strategy_test"] or {}).get("nonparametric") or {})
-                   | set(result["matching_vs_none"]))
-    by_init = {init: {"strategies_differ": strategies_answer(result, init, alpha),
-                      "matching_beats_none": matching_answer(result, init, alpha)} for init in inits}
+    inits = sorted(
+        set(result["equivalence"]["by_init"])
+        | set(result["pairwise"]["by_init"])
+        | set((result["strategy_test"] or {}).get("within_init") or {})
+        | set((result["strategy_test"] or {}).get("nonparametric") or {})
+        | set(result["matching_vs_none"])
+    )
+    by_init = {
+        init: {
+            "strategies_differ": strategies_answer(result, init, alpha),
+            "matching_beats_none": matching_answer(result, init, alpha),
+        }
+        for init in inits
+    }
     _gate_by_room(result, by_init)
 
     def statuses(key: str) -> dict[str, str]:
@@ -633,9 +788,11 @@ def _gate_by_room(result: dict[str, Any], by_init: dict[str, dict]) -> None:
         space = (result.get("room") or {}).get(init)
         if not space or space["enough"]:
             continue
-        reason = (f"the arms had {space['room'] * scale:.2f} points of room (teacher minus {space['against']}), "
-                  f"less than {space['min_room'] * scale:g} points ({space['min_room'] / result['equivalence']['margin']:g}"
-                  f" x the +-{result['equivalence']['margin'] * scale:g} margin): equivalence here is not a finding")
+        reason = (
+            f"the arms had {space['room'] * scale:.2f} points of room (teacher minus {space['against']}), "
+            f"less than {space['min_room'] * scale:g} points ({space['min_room'] / result['equivalence']['margin']:g}"
+            f" x the +-{result['equivalence']['margin'] * scale:g} margin): equivalence here is not a finding"
+        )
         for answer in answers.values():
             if answer["answer"] in EQUIVALENCE_ANSWERS:
                 answer["claim_status"] = "undecided"
@@ -643,8 +800,10 @@ def _gate_by_room(result: dict[str, Any], by_init: dict[str, dict]) -> None:
 
 
 def _basis(items: list[dict]) -> str:
-    return ", ".join(f"{b['test']} {_pe(b['p'])}"
-                     + (f" (Holm-adjusted {_p(b['p_adjusted'])})" if "p_adjusted" in b else "") for b in items)
+    return ", ".join(
+        f"{b['test']} {_pe(b['p'])}" + (f" (Holm-adjusted {_p(b['p_adjusted'])})" if "p_adjusted" in b else "")
+        for b in items
+    )
 
 
 def verdict_text(result: dict[str, Any], by_init: dict[str, dict], flags: dict[str, Any], alpha: float) -> str:
@@ -654,11 +813,15 @@ def verdict_text(result: dict[str, Any], by_init: dict[str, dict], flags: dict[s
     if flags["strategy_significant"] is None:
         sentences.append("The strategy main effect could not be tested")
     elif flags["strategy_significant"]:
-        sentences.append(f"The strategy main effect is significant (ANOVA {_pe(effect['p'])}, partial eta2="
-                         f"{effect['partial_eta2']:.2f})")
+        sentences.append(
+            f"The strategy main effect is significant (ANOVA {_pe(effect['p'])}, partial eta2="
+            f"{effect['partial_eta2']:.2f})"
+        )
     else:
-        sentences.append(f"The strategy main effect is not significant (ANOVA {_pe(effect['p'])}; that alone does not "
-                         "show the strategies equivalent)")
+        sentences.append(
+            f"The strategy main effect is not significant (ANOVA {_pe(effect['p'])}; that alone does not "
+            "show the strategies equivalent)"
+        )
     for init, answers in by_init.items():
         q1, q2 = answers["strategies_differ"], answers["matching_beats_none"]
         part1, part2 = _strategies_sentence(result, q1), _matching_sentence(result, init, q2)
@@ -681,20 +844,33 @@ def _strategies_sentence(result: dict[str, Any], q1: dict[str, Any]) -> str:
     if q1["answer"] == "differ_within_margin":
         diff_basis = [b for b in q1["basis"] if b["kind"] == "difference"]
         eq_basis = [b for b in q1["basis"] if b["kind"] == "equivalence"]
-        return (f"the strategies differ ({_basis(diff_basis)}) but every strategy is within +-{margin:g} "
-                f"points of {reference} ({_basis(eq_basis)}): {claim1} at this margin")
+        return (
+            f"the strategies differ ({_basis(diff_basis)}) but every strategy is within +-{margin:g} "
+            f"points of {reference} ({_basis(eq_basis)}): {claim1} at this margin"
+        )
     if q1["answer"] == "equivalent":
-        return f"every strategy is equivalent to {reference} within +-{margin:g} points ({_basis(q1['basis'])}): {claim1}"
+        return (
+            f"every strategy is equivalent to {reference} within +-{margin:g} points ({_basis(q1['basis'])}): {claim1}"
+        )
     if q1["answer"] == "undecided":
         diffs = [b for b in q1["basis"] if b["kind"] == "difference"]
         eqs = [b for b in q1["basis"] if b["kind"] == "equivalence"]
         smallest = min(diffs, key=lambda b: b["p_adjusted"]) if diffs else None
-        no_diff = (f"no difference between the strategies is shown (smallest Holm-adjusted "
-                   f"{_pe(smallest['p_adjusted'])} over {len(diffs)} difference tests, {smallest['test']})"
-                   if smallest else "no difference test ran")
-        no_eq = (f"equivalence to {reference} within +-{margin:g} points is not shown ("
-                 + (f"{eqs[0]['test']}: {_pe(eqs[0]['p'])}" if eqs and eqs[0]["p"] is not None else
-                    "TOST could not run for every strategy") + ")")
+        no_diff = (
+            f"no difference between the strategies is shown (smallest Holm-adjusted "
+            f"{_pe(smallest['p_adjusted'])} over {len(diffs)} difference tests, {smallest['test']})"
+            if smallest
+            else "no difference test ran"
+        )
+        no_eq = (
+            f"equivalence to {reference} within +-{margin:g} points is not shown ("
+            + (
+                f"{eqs[0]['test']}: {_pe(eqs[0]['p'])}"
+                if eqs and eqs[0]["p"] is not None
+                else "TOST could not run for every strategy"
+            )
+            + ")"
+        )
         return f"{no_diff} and {no_eq}: {claim1}"
     return "the strategies could not be compared"
 
@@ -711,15 +887,22 @@ def _matching_sentence(result: dict[str, Any], init: str, q2: dict[str, Any]) ->
     if q2["answer"] == "worse":
         return f"matching is worse than none by {d:+.2f} points (paired t {_pe(v['p'])}): {claim2}"
     if q2["answer"] == "equivalent":
-        return (f"matching and none are equivalent within +-{margin:g} points ({d:+.2f} points, TOST "
-                f"{_pe(v['tost_p'])}): {claim2}")
+        return (
+            f"matching and none are equivalent within +-{margin:g} points ({d:+.2f} points, TOST "
+            f"{_pe(v['tost_p'])}): {claim2}"
+        )
     if q2["answer"] in ("better_within_margin", "worse_within_margin"):
         word = "beats" if q2["answer"] == "better_within_margin" else "is worse than"
-        return (f"matching {word} none by {d:+.2f} points (paired t {_pe(v['p'])}) but within +-{margin:g} points "
-                f"(TOST {_pe(v['tost_p'])}), smaller than the margin: {claim2} at this margin")
+        return (
+            f"matching {word} none by {d:+.2f} points (paired t {_pe(v['p'])}) but within +-{margin:g} points "
+            f"(TOST {_pe(v['tost_p'])}), smaller than the margin: {claim2} at this margin"
+        )
     if q2["answer"] == "undecided":
-        tost = (f"equivalence within +-{margin:g} points is not shown (TOST {_pe(v['tost_p'])})"
-                if v.get("tost_p") is not None else "equivalence was not tested")
+        tost = (
+            f"equivalence within +-{margin:g} points is not shown (TOST {_pe(v['tost_p'])})"
+            if v.get("tost_p") is not None
+            else "equivalence was not tested"
+        )
         return f"matching vs none: no significant difference ({d:+.2f} points, paired t {_pe(v['p'])}) and {tost}: {claim2}"
     return "matching vs none was not tested (needs a 'none' arm and two paired seeds)"
 
@@ -727,10 +910,16 @@ def _matching_sentence(result: dict[str, Any], init: str, q2: dict[str, Any]) ->
 def _overall(by_init: dict[str, dict], flags: dict[str, Any]) -> list[str]:
     """The sentence over all inits (empty when nothing was testable)."""
     overall = []
-    s1 = {i: a["strategies_differ"]["claim_status"] for i, a in by_init.items()
-          if a["strategies_differ"]["answer"] != "untestable"}
-    s2 = {i: a["matching_beats_none"]["claim_status"] for i, a in by_init.items()
-          if a["matching_beats_none"]["answer"] != "untestable"}
+    s1 = {
+        i: a["strategies_differ"]["claim_status"]
+        for i, a in by_init.items()
+        if a["strategies_differ"]["answer"] != "untestable"
+    }
+    s2 = {
+        i: a["matching_beats_none"]["claim_status"]
+        for i, a in by_init.items()
+        if a["matching_beats_none"]["answer"] != "untestable"
+    }
 
     def where(statuses: dict[str, str], status: str) -> str:
         return ", ".join(i for i, s in statuses.items() if s == status)
@@ -746,8 +935,9 @@ def _overall(by_init: dict[str, dict], flags: dict[str, Any]) -> list[str]:
     elif flags["matching_beats_none"] is False:
         overall.append(f"'{CLAIM_MATCHING}' is refuted under {where(s2, 'refuted')} and shown under none")
     elif "shown" in s2.values():
-        overall.append(f"'{CLAIM_MATCHING}' is mixed: shown under {where(s2, 'shown')}, refuted under "
-                       f"{where(s2, 'refuted')}")
+        overall.append(
+            f"'{CLAIM_MATCHING}' is mixed: shown under {where(s2, 'shown')}, refuted under {where(s2, 'refuted')}"
+        )
     elif s2:
         overall.append(f"'{CLAIM_MATCHING}' is undecided")
     return ["Overall: " + "; ".join(overall)] if overall else []

@@ -12,7 +12,9 @@ from raykd.corpora import bible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raykd-data", description="Prepare raykd's built-in corpora.")
     sub = parser.add_subparsers(dest="corpus", required=True)
-    b = sub.add_parser("bible", help="English->Spanish Bible verse pairs (WMT16-shaped JSONL) from Debian's SWORD texts")
+    b = sub.add_parser(
+        "bible", help="English->Spanish Bible verse pairs (WMT16-shaped JSONL) from Debian's SWORD texts"
+    )
     b.add_argument("--out", required=True, help="output folder for train/validation/test.jsonl")
     b.add_argument("--seed", type=int, default=0, help="seed of the chapter-level split")
     args = parser.parse_args(argv)

@@ -22,9 +22,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from raykd.lazy import lazy_module
-
 from raykd.corpora.registry import BUILTIN_DATASETS
+from raykd.lazy import lazy_module
 
 datasets = lazy_module("datasets")
 
@@ -47,15 +46,18 @@ def export_verses(module: str) -> dict[str, str]:
     """
     if shutil.which("diatheke") is None:
         raise MissingSwordTexts(f"diatheke is not installed; install the Debian packages: apt-get install {PACKAGES}")
-    result = subprocess.run(["diatheke", "-b", module, "-f", "plain", "-k", WHOLE_BIBLE],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["diatheke", "-b", module, "-f", "plain", "-k", WHOLE_BIBLE], capture_output=True, text=True, check=False
+    )
     verses = {}
     for line in result.stdout.splitlines():
         match = VERSE.match(line.strip())
         if match:
             verses[match["ref"]] = " ".join(match["text"].split())
     if not verses:
-        raise MissingSwordTexts(f"SWORD module {module} gave no verses; install the Debian packages: apt-get install {PACKAGES}")
+        raise MissingSwordTexts(
+            f"SWORD module {module} gave no verses; install the Debian packages: apt-get install {PACKAGES}"
+        )
     return verses
 
 
@@ -93,8 +95,14 @@ def build(out: str | Path, *, seed: int = 0, fractions: dict[str, float] | None 
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items), encoding="utf-8")
         tmp.replace(out / f"{split}.jsonl")
     counts = {split: len(items) for split, items in rows.items()}
-    manifest = {"modules": MODULES, "seed": seed, "fractions": fractions, "counts": counts,
-                "split_unit": "chapter", "license": "public domain (KJV, Reina-Valera 1909)"}
+    manifest = {
+        "modules": MODULES,
+        "seed": seed,
+        "fractions": fractions,
+        "counts": counts,
+        "split_unit": "chapter",
+        "license": "public domain (KJV, Reina-Valera 1909)",
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return counts
 

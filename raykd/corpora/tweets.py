@@ -8,9 +8,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from raykd.lazy import lazy_module
-
 from raykd.corpora.registry import BUILTIN_DATASETS
+from raykd.lazy import lazy_module
 
 datasets = lazy_module("datasets")
 

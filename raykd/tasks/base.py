@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
-
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
 
-from raykd.lazy import lazy_module
-
 from raykd.config import SPLITS, TaskConfig
+from raykd.lazy import lazy_module
 from raykd.tasks.data import DataError, column, describe, load_splits
 from raykd.tasks.metrics import load_metric
 
@@ -78,19 +76,34 @@ class Task:
 
         return collate
 
-    def dataloader(self, dataset: datasets.Dataset, tokenizer, *, batch_size: int, shuffle: bool = False,
-                   seed: int = 0, group_by_length: bool = False) -> DataLoader:
+    def dataloader(
+        self,
+        dataset: datasets.Dataset,
+        tokenizer,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        group_by_length: bool = False,
+    ) -> DataLoader:
         # always its own generator: iterating must not draw from the global RNG (dropout streams, checkpoints)
         generator = torch.Generator().manual_seed(seed)
         if group_by_length:  # similar lengths per batch (less padding), still randomised
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
-            sampler = LengthGroupedSampler(batch_size, lengths=[len(ids) for ids in column(dataset, "input_ids")],
-                                           generator=generator)
-            return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collator(tokenizer),
-                              generator=torch.Generator().manual_seed(seed))
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          collate_fn=self.collator(tokenizer))
+            sampler = LengthGroupedSampler(
+                batch_size, lengths=[len(ids) for ids in column(dataset, "input_ids")], generator=generator
+            )
+            return DataLoader(
+                dataset,
+                batch_size=batch_size,
+                sampler=sampler,
+                collate_fn=self.collator(tokenizer),
+                generator=torch.Generator().manual_seed(seed),
+            )
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=self.collator(tokenizer)
+        )
 
     def input_length_limit(self) -> int:
         """The longest input (in tokens) the tokenized data can hold; longer texts are truncated to it."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 
 from raykd.lazy import lazy_module
-
-from raykd.tasks.registry import TASKS
 from raykd.tasks.base import eval_mode, model_device
 from raykd.tasks.data import column
+from raykd.tasks.registry import TASKS
 from raykd.tasks.text_pairs import TextPairTask
 
 datasets = lazy_module("datasets")
@@ -32,10 +31,15 @@ class CausalLM(TextPairTask):
             raise ValueError("causal_lm needs a tokenizer with an eos token")
 
         def encode(batch):
-            prompts = tokenizer(batch["source"], add_special_tokens=False, truncation=True,
-                                max_length=config.max_source_length)["input_ids"]
-            completions = tokenizer([" " + t for t in batch["target"]], add_special_tokens=False, truncation=True,
-                                    max_length=config.max_target_length - 1)["input_ids"]
+            prompts = tokenizer(
+                batch["source"], add_special_tokens=False, truncation=True, max_length=config.max_source_length
+            )["input_ids"]
+            completions = tokenizer(
+                [" " + t for t in batch["target"]],
+                add_special_tokens=False,
+                truncation=True,
+                max_length=config.max_target_length - 1,
+            )["input_ids"]
             out = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_ids": [], "reference": batch["target"]}
             for prompt, completion in zip(prompts, completions):
                 completion = completion + [tokenizer.eos_token_id]
@@ -60,9 +64,15 @@ class CausalLM(TextPairTask):
                 width = max(len(p) for p in chunk)
                 ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-                generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.config.max_new_tokens,
-                                           do_sample=False, num_beams=1, pad_token_id=pad,
-                                           eos_token_id=tokenizer.eos_token_id)
+                generated = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=self.config.max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=pad,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
                 new_tokens = generated[:, width:]  # left padding: every prompt ends at `width`
                 outputs.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return outputs
@@ -80,6 +90,7 @@ class CausalLM(TextPairTask):
         references = [r.strip() for r in references]
         return {
             "exact_match": self.compute("exact_match", predictions=predictions, references=references)["exact_match"],
-            "sacrebleu": self.compute("sacrebleu", predictions=predictions,
-                                      references=[[r] for r in references])["score"],
+            "sacrebleu": self.compute("sacrebleu", predictions=predictions, references=[[r] for r in references])[
+                "score"
+            ],
         }

@@ -5,16 +5,21 @@ from __future__ import annotations
 import torch
 
 from raykd.lazy import lazy_module
-
-from raykd.tasks.registry import TASKS
 from raykd.tasks.base import Task, eval_mode, model_device
 from raykd.tasks.data import DataError, column, describe
+from raykd.tasks.registry import TASKS
 
 datasets = lazy_module("datasets")
 
 # Column pairs tried in order when task.data.columns does not name them (GLUE conventions).
-TEXT_COLUMNS = [("premise", "hypothesis"), ("question1", "question2"), ("question", "sentence"),
-                ("sentence1", "sentence2"), ("sentence", None), ("text", None)]
+TEXT_COLUMNS = [
+    ("premise", "hypothesis"),
+    ("question1", "question2"),
+    ("question", "sentence"),
+    ("sentence1", "sentence2"),
+    ("sentence", None),
+    ("text", None),
+]
 
 
 @TASKS.register("classification")
@@ -37,8 +42,10 @@ class Classification(Task):
     def load(self) -> datasets.DatasetDict:
         splits = super().load()
         if self.metric == "f1" and len(self.label_names) != 2:
-            raise DataError(f"task.metric 'f1' is the positive-class F1 of a 2-label task; {describe(self.config.data)} "
-                            f"has {len(self.label_names)} labels {self.label_names}: use 'f1_macro' or 'accuracy'")
+            raise DataError(
+                f"task.metric 'f1' is the positive-class F1 of a 2-label task; {describe(self.config.data)} "
+                f"has {len(self.label_names)} labels {self.label_names}: use 'f1_macro' or 'accuracy'"
+            )
         self.info.update(label_names=self.label_names, columns=self.columns)
         return splits
 
@@ -64,8 +71,12 @@ class Classification(Task):
         if unknown:
             raise DataError(
                 f"{describe(self.config.data)} split {split!r} column {label_column!r} has labels {unknown[:10]} "
-                f"outside the label set {self.label_names}" + (" (GLUE test splits hide their labels: evaluate on a "
-                                                                "validation split instead)" if -1 in unknown else "")
+                f"outside the label set {self.label_names}"
+                + (
+                    " (GLUE test splits hide their labels: evaluate on a validation split instead)"
+                    if -1 in unknown
+                    else ""
+                )
             )
         texts = {"text": column(dataset, self.columns["text"])}
         if "text_pair" in self.columns:
@@ -73,8 +84,10 @@ class Classification(Task):
         for role, values_of_role in texts.items():
             empty = sum(1 for t in values_of_role if not isinstance(t, str) or not t.strip())
             if empty:
-                raise DataError(f"{describe(self.config.data)} split {split!r} column {self.columns[role]!r} "
-                                f"has {empty} empty or missing texts")
+                raise DataError(
+                    f"{describe(self.config.data)} split {split!r} column {self.columns[role]!r} "
+                    f"has {empty} empty or missing texts"
+                )
         return datasets.Dataset.from_dict({**texts, "label": ids})
 
     def _resolve_columns(self, train: datasets.Dataset) -> dict[str, str]:
@@ -87,13 +100,17 @@ class Classification(Task):
                         mapping.setdefault("text_pair", second)
                     break
             else:
-                raise DataError(f"{describe(self.config.data)} split 'train': no text column found among "
-                                f"{train.column_names}; name it with task.data.columns.text")
+                raise DataError(
+                    f"{describe(self.config.data)} split 'train': no text column found among "
+                    f"{train.column_names}; name it with task.data.columns.text"
+                )
         mapping.setdefault("label", "label")
         unknown = set(mapping) - {"text", "text_pair", "label"}
         if unknown:
-            raise DataError(f"task.data.columns: unknown roles {sorted(unknown)} for classification; "
-                            "roles are text, text_pair, label")
+            raise DataError(
+                f"task.data.columns: unknown roles {sorted(unknown)} for classification; "
+                "roles are text, text_pair, label"
+            )
         self.require_columns(train, "train", mapping)
         return mapping
 
@@ -116,14 +133,17 @@ class Classification(Task):
 
     def model_kwargs(self) -> dict:
         names = self.label_names
-        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                "label2id": {n: i for i, n in enumerate(names)}}
+        return {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+        }
 
     def tokenize(self, splits: datasets.DatasetDict, tokenizer) -> datasets.DatasetDict:
         max_length = self.config.max_length
 
         def encode(batch):
-            pair = batch["text_pair"] if "text_pair" in batch else None
+            pair = batch.get("text_pair")
             encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
             encoded["labels"] = batch["label"]
             return encoded
@@ -160,8 +180,10 @@ class Classification(Task):
         train = column(data["train"], "labels")
         majority = max(set(train), key=train.count)
         predictions = [majority] * len(data[split])
-        return {"name": f"majority class ({self.label_names[majority]})",
-                **self.scores(predictions, column(data[split], "labels"))}
+        return {
+            "name": f"majority class ({self.label_names[majority]})",
+            **self.scores(predictions, column(data[split], "labels")),
+        }
 
     def evaluate(self, model, tokenizer, dataset: datasets.Dataset, *, device=None) -> dict[str, float]:
         return self.scores(self.predict(model, tokenizer, dataset, device=device), column(dataset, "labels"))

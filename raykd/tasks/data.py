@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raykd.lazy import lazy_module
-
 from raykd.config import SPLITS, DataConfig
 from raykd.devices import hub_offline
+from raykd.lazy import lazy_module
 
 datasets = lazy_module("datasets")
 
@@ -61,8 +60,9 @@ def load_splits(data: DataConfig, *, stratify_column: str | None = None) -> data
         )
     for split, n in data.max_examples.items():
         if len(splits[split]) > n:
-            splits[split] = _subset(splits[split], n, seed=data.split.seed if data.split else 0,
-                                    stratify_column=stratify_column)
+            splits[split] = _subset(
+                splits[split], n, seed=data.split.seed if data.split else 0, stratify_column=stratify_column
+            )
     for split in SPLITS:
         if len(splits[split]) == 0:
             raise DataError(f"{name}: split {split!r} is empty")
@@ -75,7 +75,7 @@ def _load_hub(data: DataConfig) -> dict[str, datasets.Dataset]:
     for split, hub_split in hub.splits.items():
         try:
             out[split] = datasets.load_dataset(hub.id, hub.config, split=hub_split, revision=hub.revision)
-        except Exception as error:  # datasets raises many types (connection, missing config, ...)
+        except Exception as error:  # noqa: BLE001 - datasets raises many types (connection, missing config, ...)
             hint = (
                 " while offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set) and it is not in the cache under "
                 f"{os.environ.get('HF_HOME', '~/.cache/huggingface')}; use `files:` or a built-in dataset"
@@ -101,15 +101,17 @@ def _load_files(data: DataConfig) -> dict[str, datasets.Dataset]:
             raise DataError(f"local file {str(path)!r} for split {split!r} does not exist")
         fmt = files.format or FILE_FORMATS.get("".join(path.suffixes[-1:]).lower())
         if fmt is None:
-            raise DataError(f"local file {str(path)!r} (split {split!r}): unknown format; "
-                            f"use one of {sorted(FILE_FORMATS)} or set files.format")
+            raise DataError(
+                f"local file {str(path)!r} (split {split!r}): unknown format; "
+                f"use one of {sorted(FILE_FORMATS)} or set files.format"
+            )
         kwargs = {"encoding": files.encoding} if fmt == "csv" else {}
         try:
             if fmt == "json":
                 # datasets' json reader ignores encodings; check it first for a clear message
                 path.read_text(encoding=files.encoding)
             out[split] = datasets.load_dataset(fmt, data_files={split: str(path.resolve())}, split=split, **kwargs)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any reader error becomes one DataError naming the file
             raise DataError(
                 f"local file {str(path)!r} (split {split!r}) could not be read as {fmt} with encoding "
                 f"{files.encoding!r}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -126,7 +128,7 @@ def _carve(splits, data: DataConfig, name: str, stratify_column: str | None) -> 
         size = getattr(carve, split)
         if size is None or split in splits:
             continue
-        n = int(round(size * len(train))) if size < 1 else int(size)
+        n = round(size * len(train)) if size < 1 else int(size)
         if not 0 < n < len(train):
             raise DataError(f"{name}: cannot carve {n} {split} examples from a train split of {len(train)}")
         labels = _labels_for_stratify(train, stratify_column) if carve.stratify else None

@@ -32,9 +32,11 @@ def load_metric(name: str):
     if not hub_offline():
         try:
             return evaluate.load(name)
-        except Exception as error:  # no network, hub down, renamed module...
+        except Exception as error:  # noqa: BLE001 - no network, hub down, renamed module...
             log.info("metric %r did not load from the hub (%s); using raykd's local module", name, error)
     if (local / f"{name}.py").is_file():
         return evaluate.load(str(local))
-    raise ValueError(f"metric {name!r} did not load from the hub and raykd ships no local module for it; "
-                     f"local modules: {', '.join(local_metric_names())}")
+    raise ValueError(
+        f"metric {name!r} did not load from the hub and raykd ships no local module for it; "
+        f"local modules: {', '.join(local_metric_names())}"
+    )

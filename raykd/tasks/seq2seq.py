@@ -7,10 +7,9 @@ import math
 import torch
 
 from raykd.lazy import lazy_module
-
-from raykd.tasks.registry import TASKS
 from raykd.tasks.base import eval_mode, model_device
 from raykd.tasks.data import column
+from raykd.tasks.registry import TASKS
 from raykd.tasks.text_pairs import TextPairTask
 
 datasets = lazy_module("datasets")
@@ -36,10 +35,12 @@ class Seq2Seq(TextPairTask):
         config = self.config
 
         def encode(batch):
-            encoded = tokenizer([config.prefix + s for s in batch["source"]], truncation=True,
-                                max_length=config.max_source_length)
-            encoded["labels"] = tokenizer(text_target=batch["target"], truncation=True,
-                                          max_length=config.max_target_length)["input_ids"]
+            encoded = tokenizer(
+                [config.prefix + s for s in batch["source"]], truncation=True, max_length=config.max_source_length
+            )
+            encoded["labels"] = tokenizer(
+                text_target=batch["target"], truncation=True, max_length=config.max_target_length
+            )["input_ids"]
             encoded["reference"] = batch["target"]
             return encoded
 
@@ -68,8 +69,9 @@ class Seq2Seq(TextPairTask):
         references = [[r] for r in references]
         # Per-example F-measures averaged here: the same exact mean whether `evaluate` loaded the hub
         # module or raykd's (the hub's own aggregate is a bootstrap median drawn from numpy's global RNG).
-        rouge = self.compute("rouge", predictions=predictions, references=references, rouge_types=list(ROUGE_TYPES),
-                             use_aggregator=False)
+        rouge = self.compute(
+            "rouge", predictions=predictions, references=references, rouge_types=list(ROUGE_TYPES), use_aggregator=False
+        )
         return {
             "sacrebleu": self.compute("sacrebleu", predictions=predictions, references=references)["score"],
             "chrf": self.compute("chrf", predictions=predictions, references=references)["score"],

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from raykd.lazy import lazy_module
-
 from raykd.tasks.base import Task
 from raykd.tasks.data import DataError, column, describe
 
@@ -37,8 +36,11 @@ class TextPairTask(Task):
         references = [r.strip() for r in column(data[split], "reference")]
         train_targets = [r.strip() for r in column(data["train"], "reference")]
         frequent = max(set(train_targets), key=train_targets.count)
-        candidates = {"empty output": [""] * len(references), "copy of the source": self.sources(data[split], tokenizer),
-                      f"most frequent training target ({frequent[:40]!r})": [frequent] * len(references)}
+        candidates = {
+            "empty output": [""] * len(references),
+            "copy of the source": self.sources(data[split], tokenizer),
+            f"most frequent training target ({frequent[:40]!r})": [frequent] * len(references),
+        }
         scored = {name: self.scores(predictions, references) for name, predictions in candidates.items()}
         best = max(scored, key=lambda name: scored[name][self.metric])
         return {"name": best, **scored[best]}
@@ -50,24 +52,32 @@ class TextPairTask(Task):
         columns = dict(config.data.columns)
         unknown = set(columns) - {"source", "target", "translation"}
         if unknown:
-            raise DataError(f"task.data.columns: unknown roles {sorted(unknown)} for {self.name}; "
-                            "roles are source, target, translation")
+            raise DataError(
+                f"task.data.columns: unknown roles {sorted(unknown)} for {self.name}; "
+                "roles are source, target, translation"
+            )
         translation = columns.get("translation", "translation")
         rows = dataset.to_list()
         if translation in dataset.column_names and "source" not in columns:
             languages = sorted(rows[0][translation]) if rows else []
             for role, lang in (("source_lang", config.source_lang), ("target_lang", config.target_lang)):
                 if lang not in languages:
-                    raise DataError(f"{where} column {translation!r} has languages {languages}; "
-                                    f"task.{role} is {lang!r}")
-            pairs = [{"source": r[translation][config.source_lang], "target": r[translation][config.target_lang]}
-                     for r in rows]
+                    raise DataError(
+                        f"{where} column {translation!r} has languages {languages}; task.{role} is {lang!r}"
+                    )
+            pairs = [
+                {"source": r[translation][config.source_lang], "target": r[translation][config.target_lang]}
+                for r in rows
+            ]
         else:
             # source/target columns are needed only where a template uses them (HellaSwag-style
             # templates draw on other columns).
             names = {role: columns.get(role, role) for role in ("source", "target")}
-            used = {role: name for role, name in names.items()
-                    if role in columns or "{" + role in config.prompt_template + config.completion_template}
+            used = {
+                role: name
+                for role, name in names.items()
+                if role in columns or "{" + role in config.prompt_template + config.completion_template
+            }
             self.require_columns(dataset, split, used)
             pairs = [{role: _linearise(r[name]) for role, name in used.items()} for r in rows]
         sources, targets = [], []
@@ -96,5 +106,6 @@ def _format(template: str, values: dict, where: str, field: str) -> str:
     try:
         return template.format_map(values)
     except (KeyError, IndexError, AttributeError) as error:
-        raise DataError(f"task.{field} {template!r} refers to {error} which {where} rows lack; "
-                        f"available: {sorted(values)}") from None
+        raise DataError(
+            f"task.{field} {template!r} refers to {error} which {where} rows lack; available: {sorted(values)}"
+        ) from None

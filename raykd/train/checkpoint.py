@@ -82,9 +82,13 @@ class CheckpointStore:
         steps = []
         for entry in entries:
             name = entry.base_name
-            if entry.type == fs.FileType.Directory and name.startswith(PREFIX) and name[len(PREFIX):].isdigit():
-                if self.fs.get_file_info(f"{entry.path}/{COMMITTED}").type == fs.FileType.File:
-                    steps.append((int(name[len(PREFIX):]), entry.path))
+            if (
+                entry.type == fs.FileType.Directory
+                and name.startswith(PREFIX)
+                and name[len(PREFIX) :].isdigit()
+                and self.fs.get_file_info(f"{entry.path}/{COMMITTED}").type == fs.FileType.File
+            ):
+                steps.append((int(name[len(PREFIX) :]), entry.path))
         return sorted(steps)
 
     def latest(self) -> Path | str | None:
@@ -106,8 +110,15 @@ class CheckpointStore:
             fs.copy_files(str(checkpoint), local, source_filesystem=self.fs)
             yield Path(local)
 
-    def save(self, step: int, write: Callable[[Path], None], *, rank: int = 0, world: int = 1,
-             barrier: Callable[[], None] = lambda: None) -> str:
+    def save(
+        self,
+        step: int,
+        write: Callable[[Path], None],
+        *,
+        rank: int = 0,
+        world: int = 1,
+        barrier: Callable[[], None] = lambda: None,
+    ) -> str:
         """Write a checkpoint at `step`: every rank calls this; `write(folder)` writes that rank's part.
 
         Rank 0 commits after the others have written (`barrier` is the collective barrier when `world` > 1).
@@ -180,8 +191,9 @@ def write_rank(folder: Path, rank: int) -> None:
     torch.save(rng_state(), folder / f"rng.{rank}.pt")
 
 
-def write_checkpoint(folder: Path, *, student, best_weights, optimizer, scheduler, state: dict[str, Any],
-                     rank: int = 0) -> None:
+def write_checkpoint(
+    folder: Path, *, student, best_weights, optimizer, scheduler, state: dict[str, Any], rank: int = 0
+) -> None:
     """Rank 0's part of a checkpoint (see the module docstring)."""
     save_student(student, folder / "student")
     if best_weights is not None:

@@ -101,13 +101,24 @@ def distill_loss(
     if need_teacher:
         teacher_out, teacher_states = teacher.outputs(batch)
         if loss.kd > 0:
-            kd = prediction_kd(student_out.logits, teacher_out.logits, temperature=loss.temperature,
-                               mask=family.prediction_mask(batch, student_out.logits))
+            kd = prediction_kd(
+                student_out.logits,
+                teacher_out.logits,
+                temperature=loss.temperature,
+                mask=family.prediction_mask(batch, student_out.logits),
+            )
         if loss.hidden > 0 and has_pairs:
-            hidden, per_stack = hidden_loss(student_states, teacher_states, layer_maps, family.hidden_masks(batch),
-                                            kind=loss.hidden_kind, norm=loss.hidden_norm,
-                                            reduction=loss.hidden_reduction, pair_reduction=loss.pair_reduction,
-                                            projections=get_projections(unwrap(student)))
+            hidden, per_stack = hidden_loss(
+                student_states,
+                teacher_states,
+                layer_maps,
+                family.hidden_masks(batch),
+                kind=loss.hidden_kind,
+                norm=loss.hidden_norm,
+                reduction=loss.hidden_reduction,
+                pair_reduction=loss.pair_reduction,
+                projections=get_projections(unwrap(student)),
+            )
     terms = {"total": total_loss(ce, kd, hidden, loss), "ce": ce, "kd": kd, "hidden": hidden}
     terms.update({f"hidden/{stack}": value for stack, value in per_stack.items()})
     return terms
@@ -186,11 +197,18 @@ def distill_steps(
             if scheduler is not None:
                 scheduler.step()
         values = {k: float(v.detach()) for k, v in terms.items()}
-        yield StepResult(epoch=epoch, step=step, terms=values, examples=int(batch["input_ids"].shape[0]),
-                         seconds=time.perf_counter() - started, finite=finite and all(map(math.isfinite, values.values())))
+        yield StepResult(
+            epoch=epoch,
+            step=step,
+            terms=values,
+            examples=int(batch["input_ids"].shape[0]),
+            seconds=time.perf_counter() - started,
+            finite=finite and all(map(math.isfinite, values.values())),
+        )
 
 
 def distill(
+    # long: the signature is the loop's whole public surface (20 keyword options); the body is ~35 lines
     teacher: nn.Module | FrozenTeacher | None,
     student: nn.Module,
     batches: Iterable[Batch],
@@ -231,10 +249,20 @@ def distill(
         sampler = getattr(batches, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        steps = distill_steps(teacher, student, itertools.islice(batches, state.step_in_epoch, None), optimizer,
-                              layer_maps=layer_maps(epoch) if callable(layer_maps) else layer_maps, loss=loss,
-                              epoch=epoch, scheduler=scheduler, grad_clip=grad_clip, final_norm=final_norm,
-                              device=device, precision=precision)
+        steps = distill_steps(
+            teacher,
+            student,
+            itertools.islice(batches, state.step_in_epoch, None),
+            optimizer,
+            layer_maps=layer_maps(epoch) if callable(layer_maps) else layer_maps,
+            loss=loss,
+            epoch=epoch,
+            scheduler=scheduler,
+            grad_clip=grad_clip,
+            final_norm=final_norm,
+            device=device,
+            precision=precision,
+        )
         outcome = run.epoch(steps, limit, eval_every)
         if outcome == "diverged":
             return run.result
@@ -314,7 +342,9 @@ def evaluate_loss(
     return {key: value / max(count, 1) for key, value in sums.items()}
 
 
-def finetune(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, **kwargs: Any) -> DistillResult:
+def finetune(
+    model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, **kwargs: Any
+) -> DistillResult:
     """Plain supervised training (CE only, no teacher): the same loop as `distill`.
 
     Used to fine-tune teachers and to train no-KD student baselines.

@@ -31,8 +31,9 @@ from raykd.train.optim import make_optimizer, total_steps
 from raykd.trial import TrialSpec, maps_by_epoch, student_depths
 
 
-def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: str | None = None,
-                    progress=None) -> dict[str, float]:
+def prepare_teacher(
+    config: StudyConfig, directory: str, tracking=None, device: str | None = None, progress=None
+) -> dict[str, float]:
     """Run the teacher stage into `directory` unless it is already there; return its metrics.
 
     `progress(stage, **fields)` (optional) hears where the stage is: fine-tuning steps (step, steps, loss,
@@ -48,12 +49,7 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
     torch.manual_seed(config.teacher.seed)  # the task head, from-config weights and dropout
     task = build_task(config.task)
     raw = task.load()
-    texts = [t for col in ("text", "text_pair", "source", "target") if col in raw["train"].column_names
-             for t in column(raw["train"], col)]
-    model, tokenizer = load_teacher(config.teacher, task, texts)
-    family = family_of(model)
-    if config.teacher.depths and family.depths(model.config) != config.teacher.depths:
-        raise ValueError(f"teacher.depths says {config.teacher.depths}, the loaded teacher has {family.depths(model.config)}")
+    model, tokenizer, family = _load_checked_teacher(config, task, raw)
     data = task.tokenize(raw, tokenizer)
     model.to(device)
     run_id = client = None
@@ -63,8 +59,11 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
         tr.log_params(client, run_id, {f"teacher.{k}": v for k, v in config.teacher.model_dump(mode="json").items()})
     started = time.time()
     precision = resolve_precision(config.compute.precision, device)
-    steps = 0 if config.teacher.finetuned else _finetune(config, task, model, tokenizer, data, device, precision,
-                                                         client, run_id, progress)
+    steps = (
+        0
+        if config.teacher.finetuned
+        else _finetune(config, task, model, tokenizer, data, device, precision, client, run_id, progress)
+    )
     if progress is not None:
         progress("teacher evaluation", what="validation and test splits")
     with autocast(precision, device):
@@ -73,10 +72,17 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
     baseline = task.trivial_baseline(data, tokenizer, "test")
     metrics.update({f"baseline/{k}": v for k, v in baseline.items() if k != "name"})
     info = {
-        **task.info, "family": family.name, "depths": family.depths(model.config), "width": family.width(model.config),
-        "metric": task.metric, "train_steps": steps, "precision": precision, "seed": config.teacher.seed,
+        **task.info,
+        "family": family.name,
+        "depths": family.depths(model.config),
+        "width": family.width(model.config),
+        "metric": task.metric,
+        "train_steps": steps,
+        "precision": precision,
+        "seed": config.teacher.seed,
         "inputs_at_max_length": inputs_at_limit(task, data),
-        "baseline": baseline, "seconds": round(time.time() - started, 1),
+        "baseline": baseline,
+        "seconds": round(time.time() - started, 1),
     }
     _write(Path(directory), model, tokenizer, data, info, metrics)
     if client is not None:
@@ -86,13 +92,37 @@ def prepare_teacher(config: StudyConfig, directory: str, tracking=None, device: 
     return metrics
 
 
+def _load_checked_teacher(config: StudyConfig, task, raw):
+    """The teacher model and tokenizer (a tokenizer trained on the training texts where the config says so) and
+    its family; the family's depths must be what ``teacher.depths`` declared."""
+    texts = [
+        t
+        for col in ("text", "text_pair", "source", "target")
+        if col in raw["train"].column_names
+        for t in column(raw["train"], col)
+    ]
+    model, tokenizer = load_teacher(config.teacher, task, texts)
+    family = family_of(model)
+    if config.teacher.depths and family.depths(model.config) != config.teacher.depths:
+        raise ValueError(
+            f"teacher.depths says {config.teacher.depths}, the loaded teacher has {family.depths(model.config)}"
+        )
+    return model, tokenizer, family
+
+
 def _finetune(config, task, model, tokenizer, data, device, precision, client, run_id, progress) -> int:
     """Fine-tune the teacher on the task (CE only, the same loop as every trial); returns the steps taken."""
     from raykd import tracking as tr
 
     train = config.teacher.train
-    loader = task.dataloader(data["train"], tokenizer, batch_size=train.batch_size, shuffle=True,
-                             seed=config.teacher.seed, group_by_length=train.group_by_length)
+    loader = task.dataloader(
+        data["train"],
+        tokenizer,
+        batch_size=train.batch_size,
+        shuffle=True,
+        seed=config.teacher.seed,
+        group_by_length=train.group_by_length,
+    )
     steps = total_steps(train, len(loader))
     optimizer, scheduler = make_optimizer(model.parameters(), train, steps)
     done, started = [0], time.time()
@@ -105,9 +135,19 @@ def _finetune(config, task, model, tokenizer, data, device, precision, client, r
             eta = (time.time() - started) / done[0] * (steps - done[0])
             progress("teacher fine-tuning", step=done[0], steps=steps, loss=step.terms["ce"], eta_s=eta)
 
-    result = finetune(model, loader, optimizer, scheduler=scheduler, epochs=math.ceil(train.epochs), max_steps=steps,
-                      grad_clip=train.grad_clip, device=device, on_step=on_step, precision=precision,
-                      keep_history=False)
+    result = finetune(
+        model,
+        loader,
+        optimizer,
+        scheduler=scheduler,
+        epochs=math.ceil(train.epochs),
+        max_steps=steps,
+        grad_clip=train.grad_clip,
+        device=device,
+        on_step=on_step,
+        precision=precision,
+        keep_history=False,
+    )
     if result.status != "finished":
         raise RuntimeError(f"teacher fine-tuning {result.status} after {result.steps} steps")
     return steps
@@ -125,8 +165,9 @@ def _write(directory: Path, model, tokenizer, data, info: dict[str, Any], metric
     tmp.rename(directory)
 
 
-def teacher_stage(config: StudyConfig, directory: str, trials: list[TrialSpec], tracking=None,
-                  progress_path: str | None = None) -> dict[str, Any]:
+def teacher_stage(
+    config: StudyConfig, directory: str, trials: list[TrialSpec], tracking=None, progress_path: str | None = None
+) -> dict[str, Any]:
     """Stages 1 and 1b in one process (one start-up, one import of torch and transformers): the teacher, then
     the shared cache, unless the teacher is too weak to go on (`teacher_gain` below ``min_gain_points``
     without ``allow_weak``) or the cache is off. Returns ``{"metrics", "cache"}`` (cache: `prepare_cache`'s
@@ -151,6 +192,41 @@ def teacher_stage(config: StudyConfig, directory: str, trials: list[TrialSpec], 
     return {"metrics": metrics, "cache": {**cache, "seconds": round(time.time() - started, 1)}}
 
 
+def _cache_plan(config: StudyConfig, folder: TeacherFolder, task, family, trials: list[TrialSpec], data, collate):
+    """What the cache for `trials` holds (the union of their teacher layers, the logits when KD is on) and its
+    size; None when no trial reads the teacher."""
+    from transformers import AutoConfig
+
+    from raykd.train import teacher_cache as tc
+
+    depths = folder.depths
+    students = student_depths(config, depths)
+    epochs = math.ceil(config.distill.train.epochs)
+    maps = [m for trial in trials for m in maps_by_epoch(config, trial, students, depths, family.kind, epochs).values()]
+    layers = tc.needed_layers(maps)
+    logits = config.distill.loss.kd > 0
+    if not layers and not logits:
+        return None
+    sequence_level = task.sequence_level_logits
+    logit_width = (
+        len(folder.info["label_names"])
+        if sequence_level
+        else int(AutoConfig.from_pretrained(folder.path / "model").vocab_size)
+    )
+    return tc.plan(
+        family,
+        data,
+        collate,
+        layers,
+        width=folder.info["width"],
+        logits=logits,
+        logit_width=logit_width,
+        sequence_level=sequence_level,
+        dtype=config.compute.teacher_cache.dtype,
+        final_norm=config.distill.final_norm,
+    )
+
+
 def prepare_cache(config: StudyConfig, directory: str, trials: list[TrialSpec], progress=None) -> dict[str, Any]:
     """Stage 1b: size the shared teacher cache for `trials`, and build it when it fits the budget.
 
@@ -158,45 +234,45 @@ def prepare_cache(config: StudyConfig, directory: str, trials: list[TrialSpec], 
     is already built is reused; one over ``compute.teacher_cache.budget_gb`` is not built (trials then
     run the teacher live).
     """
-    from transformers import AutoConfig
-
     from raykd.train import teacher_cache as tc
 
     settings = config.compute.teacher_cache
     folder = TeacherFolder(directory)
     task = folder.task(config)
-    depths, family = folder.depths, FAMILIES.get(folder.info["family"])
-    students = student_depths(config, depths)
-    epochs = math.ceil(config.distill.train.epochs)
-    maps = [m for trial in trials for m in maps_by_epoch(config, trial, students, depths, family.kind, epochs).values()]
-    layers = tc.needed_layers(maps)
-    logits = config.distill.loss.kd > 0
-    if not layers and not logits:
+    family = FAMILIES.get(folder.info["family"])
+    data, tokenizer = folder.data()["train"], folder.tokenizer()
+    cache_plan = _cache_plan(config, folder, task, family, trials, data, task.collator(tokenizer))
+    if cache_plan is None:
         return {"path": None, "plan": "nothing to cache", "reason": "no trial reads the teacher"}
-    data = folder.data()["train"]
-    tokenizer = folder.tokenizer()
-    sequence_level = task.sequence_level_logits
-    logit_width = (len(folder.info["label_names"]) if sequence_level
-                   else int(AutoConfig.from_pretrained(folder.path / "model").vocab_size))
-    cache_plan = tc.plan(family, data, task.collator(tokenizer), layers, width=folder.info["width"], logits=logits,
-                         logit_width=logit_width, sequence_level=sequence_level, dtype=settings.dtype,
-                         final_norm=config.distill.final_norm)
     target = folder.path / "cache" / cache_plan.key(teacher_key(config))
     described = cache_plan.describe()
     if (target / "index.json").is_file():
         return {"path": str(target), "plan": described, "reason": "reused"}
     if cache_plan.bytes > settings.budget_gb * 2**30:
-        return {"path": None, "plan": described,
-                "reason": f"over compute.teacher_cache.budget_gb ({settings.budget_gb:g} GiB): trials run the teacher live"}
+        return {
+            "path": None,
+            "plan": described,
+            "reason": f"over compute.teacher_cache.budget_gb ({settings.budget_gb:g} GiB): trials run the teacher live",
+        }
     device = default_device()
     use_assigned_cpus()
     started = time.time()
+
     def on_batch(done: int, total: int) -> None:
         if progress is not None:
             progress("teacher cache", what="examples", done=done, of=total)
 
-    tc.build(folder.model(task, device), family, data, task.collator(tokenizer), cache_plan, target, device=device,
-             fingerprint=getattr(data, "_fingerprint", ""), on_batch=on_batch)
+    tc.build(
+        folder.model(task, device),
+        family,
+        data,
+        task.collator(tokenizer),
+        cache_plan,
+        target,
+        device=device,
+        fingerprint=getattr(data, "_fingerprint", ""),
+        on_batch=on_batch,
+    )
     for stale in (folder.path / "cache").iterdir():  # caches for an earlier grid (a grown study needs more layers)
         if stale != target and not stale.name.endswith(".tmp"):
             shutil.rmtree(stale, ignore_errors=True)

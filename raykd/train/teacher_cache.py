@@ -20,7 +20,6 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -59,12 +58,22 @@ class CachePlan:
     def describe(self) -> str:
         layers = ", ".join(f"{s} {ls}" for s, ls in self.layers.items()) or "none"
         logits = f" + logits ({self.logit_rows} rows x {self.logit_width})" if self.logits else ""
-        return (f"{self.examples} examples, teacher layers {layers} at width {self.width}{logits}, "
-                f"{self.dtype}: {self.bytes / 2**20:,.0f} MiB")
+        return (
+            f"{self.examples} examples, teacher layers {layers} at width {self.width}{logits}, "
+            f"{self.dtype}: {self.bytes / 2**20:,.0f} MiB"
+        )
 
     def key(self, teacher_key: str) -> str:
-        return config_hash({"teacher": teacher_key, "layers": self.layers, "logits": self.logits, "width": self.width,
-                            "dtype": self.dtype, "final_norm": self.final_norm})
+        return config_hash(
+            {
+                "teacher": teacher_key,
+                "layers": self.layers,
+                "logits": self.logits,
+                "width": self.width,
+                "dtype": self.dtype,
+                "final_norm": self.final_norm,
+            }
+        )
 
 
 def needed_layers(maps: Iterable[Mapping[str, list]]) -> dict[str, list[int]]:
@@ -76,12 +85,24 @@ def needed_layers(maps: Iterable[Mapping[str, list]]) -> dict[str, list[int]]:
     return {stack: sorted(ts) for stack, ts in out.items() if ts}
 
 
-def plan(family: Family, data, collate, layers: dict[str, list[int]], *, width: int, logits: bool, logit_width: int,
-         sequence_level: bool, dtype: str, final_norm: str, batch_size: int = 64) -> CachePlan:
+def plan(
+    family: Family,
+    data,
+    collate,
+    layers: dict[str, list[int]],
+    *,
+    width: int,
+    logits: bool,
+    logit_width: int,
+    sequence_level: bool,
+    dtype: str,
+    final_norm: str,
+    batch_size: int = 64,
+) -> CachePlan:
     """Count the valid positions of the training split (tokenized, no model run) to size the cache."""
     if dtype not in DTYPES:
         raise ValueError(f"teacher cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    tokens = {stack: 0 for stack in layers}
+    tokens = dict.fromkeys(layers, 0)
     logit_rows = 0
     for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
         masks = family.hidden_masks(batch)
@@ -90,9 +111,18 @@ def plan(family: Family, data, collate, layers: dict[str, list[int]], *, width: 
         if logits:
             mask = _logit_mask(family, batch, sequence_level)
             logit_rows += int(batch["input_ids"].shape[0]) if mask is None else int(mask.sum())
-    return CachePlan(layers=layers, logits=logits, dtype=dtype, final_norm=final_norm, examples=len(data),
-                     tokens=tokens, width=width, logit_rows=logit_rows, logit_width=logit_width,
-                     sequence_level=sequence_level)
+    return CachePlan(
+        layers=layers,
+        logits=logits,
+        dtype=dtype,
+        final_norm=final_norm,
+        examples=len(data),
+        tokens=tokens,
+        width=width,
+        logit_rows=logit_rows,
+        logit_width=logit_width,
+        sequence_level=sequence_level,
+    )
 
 
 def _logit_mask(family: Family, batch, sequence_level: bool) -> torch.Tensor | None:
@@ -104,27 +134,34 @@ def _logit_mask(family: Family, batch, sequence_level: bool) -> torch.Tensor | N
 
 
 @torch.no_grad()
-def build(teacher, family: Family, data, collate, cache_plan: CachePlan, folder: Path, *,
-          device="cpu", batch_size: int = 64, fingerprint: str = "", on_batch=None) -> Path:
+def build(
+    teacher,
+    family: Family,
+    data,
+    collate,
+    cache_plan: CachePlan,
+    folder: Path,
+    *,
+    device="cpu",
+    batch_size: int = 64,
+    fingerprint: str = "",
+    on_batch=None,
+) -> Path:
     """Run the teacher once over `data` (in order) and write the cache into `folder` (atomic rename)."""
     if (folder / "index.json").is_file():
         return folder
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np_dtype, torch_dtype = _NUMPY[cache_plan.dtype], DTYPES[cache_plan.dtype]
-    width = cache_plan.width
-    stores = {stack: np.lib.format.open_memmap(tmp / f"{stack}.npy", mode="w+", dtype=np_dtype,
-                                               shape=(cache_plan.tokens[stack], len(ls), width))
-              for stack, ls in cache_plan.layers.items()}
-    offsets = {stack: np.zeros(len(data) + 1, dtype=np.int64) for stack in stores}
-    logit_store = logit_offsets = None
+    width, dtype = cache_plan.width, cache_plan.dtype
+    stores = {
+        stack: _RaggedStore(tmp, stack, (cache_plan.tokens[stack], len(ls), width), dtype, len(data))
+        for stack, ls in cache_plan.layers.items()
+    }
+    logit_store = None
     if cache_plan.logits:
-        logit_store = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=np_dtype,
-                                                shape=(cache_plan.logit_rows, cache_plan.logit_width))
-        logit_offsets = np.zeros(len(data) + 1, dtype=np.int64)
-    cursor = {stack: 0 for stack in stores}
-    logit_cursor = row = 0
+        logit_store = _RaggedStore(tmp, "logits", (cache_plan.logit_rows, cache_plan.logit_width), dtype, len(data))
+    row = 0
     live = LiveTeacher(teacher, final_norm=cache_plan.final_norm, family=family)
     for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -132,42 +169,66 @@ def build(teacher, family: Family, data, collate, cache_plan: CachePlan, folder:
         masks = family.hidden_masks(batch)
         n = int(batch["input_ids"].shape[0])
         for stack, ls in cache_plan.layers.items():
-            mask = masks[stack]
-            picked = torch.stack([states[stack][t] for t in ls], dim=2)[mask]  # [valid tokens, layers, width]
-            _write(stores[stack], cursor[stack], picked, torch_dtype)
-            counts = mask.sum(1).cpu().numpy()
-            offsets[stack][row + 1: row + n + 1] = cursor[stack] + np.cumsum(counts)
-            cursor[stack] += int(counts.sum())
+            picked = torch.stack([states[stack][t] for t in ls], dim=2)[masks[stack]]  # [valid tokens, layers, width]
+            stores[stack].append(row, picked, masks[stack].sum(1).cpu().numpy())
         if logit_store is not None:
             mask = _logit_mask(family, batch, cache_plan.sequence_level)
             rows = out.logits if mask is None else out.logits[mask]
-            _write(logit_store, logit_cursor, rows, torch_dtype)
-            counts = np.ones(n, dtype=np.int64) if mask is None else mask.sum(1).cpu().numpy()
-            logit_offsets[row + 1: row + n + 1] = logit_cursor + np.cumsum(counts)
-            logit_cursor += int(counts.sum())
+            logit_store.append(row, rows, np.ones(n, dtype=np.int64) if mask is None else mask.sum(1).cpu().numpy())
         row += n
         if on_batch is not None:
             on_batch(row, len(data))
-    for stack, store in stores.items():
-        store.flush()
-        np.save(tmp / f"{stack}.offsets.npy", offsets[stack])
-    if logit_store is not None:
-        logit_store.flush()
-        np.save(tmp / "logits.offsets.npy", logit_offsets)
-    index = {"layers": cache_plan.layers, "logits": cache_plan.logits, "dtype": cache_plan.dtype,
-             "final_norm": cache_plan.final_norm, "examples": len(data), "width": width,
-             "sequence_level": cache_plan.sequence_level, "bytes": cache_plan.bytes, "fingerprint": fingerprint, "family": family.name}
-    (tmp / "index.json").write_text(json.dumps(index, indent=2))
+    for store in [*stores.values(), *([logit_store] if logit_store is not None else [])]:
+        store.close()
+    _write_index(tmp, cache_plan, len(data), family.name, fingerprint)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+def _write_index(folder: Path, cache_plan: CachePlan, examples: int, family: str, fingerprint: str) -> None:
+    """``index.json``: what the cache holds and what it was built from (checked before a trial reads it)."""
+    index = {
+        "layers": cache_plan.layers,
+        "logits": cache_plan.logits,
+        "dtype": cache_plan.dtype,
+        "final_norm": cache_plan.final_norm,
+        "examples": examples,
+        "width": cache_plan.width,
+        "sequence_level": cache_plan.sequence_level,
+        "bytes": cache_plan.bytes,
+        "fingerprint": fingerprint,
+        "family": family,
+    }
+    (folder / "index.json").write_text(json.dumps(index, indent=2))
+
+
+class _RaggedStore:
+    """One cache file being written: rows of variable length per example (``<name>.npy``, a memmap), and where
+    each example's rows start (``<name>.offsets.npy``)."""
+
+    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], dtype: str, examples: int) -> None:
+        self.folder, self.name, self.torch_dtype = folder, name, DTYPES[dtype]
+        self.values = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=_NUMPY[dtype], shape=shape)
+        self.offsets = np.zeros(examples + 1, dtype=np.int64)
+        self.cursor = 0
+
+    def append(self, row: int, values: torch.Tensor, counts: np.ndarray) -> None:
+        """The rows of examples ``row, row + 1, ...`` (``counts[i]`` rows each), in order."""
+        _write(self.values, self.cursor, values, self.torch_dtype)
+        self.offsets[row + 1 : row + len(counts) + 1] = self.cursor + np.cumsum(counts)
+        self.cursor += int(counts.sum())
+
+    def close(self) -> None:
+        self.values.flush()
+        np.save(self.folder / f"{self.name}.offsets.npy", self.offsets)
 
 
 def _write(store: np.ndarray, start: int, values: torch.Tensor, dtype: torch.dtype) -> None:
     cast = values.detach().float().to(dtype).cpu()
     if dtype == torch.bfloat16:
         cast = cast.view(torch.int16)
-    store[start: start + cast.shape[0]] = cast.numpy().view(store.dtype)
+    store[start : start + cast.shape[0]] = cast.numpy().view(store.dtype)
 
 
 @dataclass
@@ -197,7 +258,7 @@ class CachedTeacher:
         return all(int(t) in self.layers.get(stack, []) for stack, pairs in layer_maps.items() for _, t in pairs)
 
     def _rows(self, store: np.ndarray, offsets: np.ndarray, index: list[int]) -> tuple[torch.Tensor, list[int]]:
-        chunks = [store[offsets[i]: offsets[i + 1]] for i in index]
+        chunks = [store[offsets[i] : offsets[i + 1]] for i in index]
         flat = torch.from_numpy(np.ascontiguousarray(np.concatenate(chunks)))
         if self.torch_dtype == torch.bfloat16:
             flat = flat.view(torch.bfloat16)
@@ -233,8 +294,14 @@ class CachedTeacher:
         return _Output(logits=logits), states
 
 
-def why_not_served(cache: CachedTeacher, train_data, maps_by_epoch: Mapping[int, Mapping[str, list]], *,
-                   matches: bool, needs_logits: bool) -> str | None:
+def why_not_served(
+    cache: CachedTeacher,
+    train_data,
+    maps_by_epoch: Mapping[int, Mapping[str, list]],
+    *,
+    matches: bool,
+    needs_logits: bool,
+) -> str | None:
     """Why `cache` cannot stand in for the live teacher for a trial (None when it can): it was built from
     other training data, or it lacks a layer the trial's maps use (when it `matches` at all) or the logits."""
     built_from = cache.index.get("fingerprint")
@@ -247,5 +314,7 @@ def why_not_served(cache: CachedTeacher, train_data, maps_by_epoch: Mapping[int,
 
 def _check(cached: list[int], batch: list[int], what: str) -> None:
     if cached != batch:
-        raise RuntimeError(f"teacher cache does not match the batch ({what}: cached valid positions {cached[:4]}..., "
-                           f"batch has {batch[:4]}...): the cache was built from other data; delete it to rebuild")
+        raise RuntimeError(
+            f"teacher cache does not match the batch ({what}: cached valid positions {cached[:4]}..., "
+            f"batch has {batch[:4]}...): the cache was built from other data; delete it to rebuild"
+        )

@@ -37,9 +37,9 @@ from raykd.teacher_folder import TeacherFolder
 from raykd.train import checkpoint as ckpt
 from raykd.train.batches import INDEX, with_index
 from raykd.train.frozen import LiveTeacher
-from raykd.train.teacher_cache import why_not_served
 from raykd.train.loop import LoopState, StepResult, autocast, distill, resolve_precision, unwrap
 from raykd.train.optim import make_optimizer, total_steps
+from raykd.train.teacher_cache import why_not_served
 from raykd.trial import StudyContext, TrialSpec, maps_by_epoch, student_depths
 
 
@@ -65,8 +65,14 @@ class TeacherArtifacts:
     def load(cls, context: StudyContext, device: str) -> TeacherArtifacts:
         folder = TeacherFolder(context.teacher_dir)
         task = folder.task(context.config)
-        return cls(folder=folder, task=task, tokenizer=folder.tokenizer(), model=folder.model(task, device),
-                   data=folder.data(), device=device)
+        return cls(
+            folder=folder,
+            task=task,
+            tokenizer=folder.tokenizer(),
+            model=folder.model(task, device),
+            data=folder.data(),
+            device=device,
+        )
 
     @cached_property
     def indexed_train(self):
@@ -97,8 +103,9 @@ def teacher_artifacts(context: StudyContext, device: str) -> TeacherArtifacts:
 class TrialRun:
     """One trial: `setup`, then optionally `load_checkpoint`, then `train`, `validate`, `test`."""
 
-    def __init__(self, context: StudyContext, spec: TrialSpec, artifacts: TeacherArtifacts, *, rank: int = 0,
-                 world: int = 1) -> None:
+    def __init__(
+        self, context: StudyContext, spec: TrialSpec, artifacts: TeacherArtifacts, *, rank: int = 0, world: int = 1
+    ) -> None:
         self.context, self.spec, self.artifacts = context, spec, artifacts
         self.config = context.config
         self.rank, self.world, self.device = rank, world, artifacts.device
@@ -118,8 +125,15 @@ class TrialRun:
         family = art.folder.family
         self.teacher_depths = art.folder.depths
         self.epochs = math.ceil(config.distill.train.epochs)
-        student = build_student(art.model, depth=config.student.depth, width=config.student.width, init=spec.init,
-                                copy_rule=config.student.copy_rule, seed=spec.seed, copy_head=config.student.copy_head)
+        student = build_student(
+            art.model,
+            depth=config.student.depth,
+            width=config.student.width,
+            init=spec.init,
+            copy_rule=config.student.copy_rule,
+            seed=spec.seed,
+            copy_head=config.student.copy_head,
+        )
         self.student_depths = student_depths(config, self.teacher_depths)
         self.maps = maps_by_epoch(config, spec, self.student_depths, self.teacher_depths, family.kind, self.epochs)
         with torch.random.fork_rng(devices=[]):
@@ -145,8 +159,9 @@ class TrialRun:
         if not folder:
             return live, art.data["train"], collate
         cache = art.cached_teacher(folder)
-        reason = why_not_served(cache, art.data["train"], self.maps, matches=self.spec.weight > 0,
-                                needs_logits=config.distill.loss.kd > 0)
+        reason = why_not_served(
+            cache, art.data["train"], self.maps, matches=self.spec.weight > 0, needs_logits=config.distill.loss.kd > 0
+        )
         if reason is not None:
             warnings.warn(f"{reason}; running the teacher live", stacklevel=2)
             return live, art.data["train"], collate
@@ -156,26 +171,47 @@ class TrialRun:
     def _loader(self, train_data, collate) -> DataLoader:
         train, seed = self.config.distill.train, self.spec.seed
         if train.group_by_length:
-            sampler = DistributedLengthGroupedSampler(train.batch_size, num_replicas=self.world, rank=self.rank,
-                                                      seed=seed, lengths=[len(ids) for ids in column(train_data, "input_ids")])
+            sampler = DistributedLengthGroupedSampler(
+                train.batch_size,
+                num_replicas=self.world,
+                rank=self.rank,
+                seed=seed,
+                lengths=[len(ids) for ids in column(train_data, "input_ids")],
+            )
         else:
             sampler = DistributedSampler(train_data, num_replicas=self.world, rank=self.rank, shuffle=True, seed=seed)
         # its own generator: creating an iterator (each epoch, and on resume) must not draw from the global RNG,
         # which carries the dropout stream a checkpoint restores
-        return DataLoader(train_data, batch_size=max(1, train.batch_size // self.world), sampler=sampler,
-                          collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+        return DataLoader(
+            train_data,
+            batch_size=max(1, train.batch_size // self.world),
+            sampler=sampler,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     # --- checkpoints --------------------------------------------------------------------------------
     def checkpoint_state(self, final: bool = False) -> dict[str, Any]:
-        return {**self.state.as_dict(), "best": self.best, "best_step": self.best_step,
-                "evaluated_at": self.evaluated_at, "final": final}
+        return {
+            **self.state.as_dict(),
+            "best": self.best,
+            "best_step": self.best_step,
+            "evaluated_at": self.evaluated_at,
+            "final": final,
+        }
 
     def save_checkpoint(self, folder: Path, final: bool = False) -> None:
         """This rank's part of a checkpoint (rank 0 writes the model; every rank its random streams)."""
         if self.rank == 0:
-            ckpt.write_checkpoint(folder, student=self.student, best_weights=self.best_weights,
-                                  optimizer=self.optimizer, scheduler=self.scheduler,
-                                  state=self.checkpoint_state(final), rank=self.rank)
+            ckpt.write_checkpoint(
+                folder,
+                student=self.student,
+                best_weights=self.best_weights,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                state=self.checkpoint_state(final),
+                rank=self.rank,
+            )
         elif not final:
             ckpt.write_rank(folder, self.rank)
 
@@ -200,25 +236,43 @@ class TrialRun:
     def done(self) -> bool:
         return self.state.step >= self.steps
 
-    def train(self, on_step: Callable[[StepResult], None] | None = None,
-              on_eval: Callable[[LoopState], None] | None = None) -> str:
+    def train(
+        self, on_step: Callable[[StepResult], None] | None = None, on_eval: Callable[[LoopState], None] | None = None
+    ) -> str:
         """Train from the current state to the end; returns ``finished`` or ``diverged``."""
         if self.done:
             return "finished"
         train = self.config.distill.train
         maps = self.maps
-        result = distill(self.teacher, self.model, self.loader, self.optimizer, layer_maps=lambda e: maps.get(e, maps[0]),
-                         loss=self.loss, epochs=self.epochs, max_steps=self.steps, scheduler=self.scheduler,
-                         grad_clip=train.grad_clip, final_norm=self.config.distill.final_norm, device=self.device,
-                         precision=self.precision, eval_every=train.eval_every, eval_each_epoch=True, state=self.state,
-                         on_step=on_step, on_eval=on_eval, keep_history=False)
+        result = distill(
+            self.teacher,
+            self.model,
+            self.loader,
+            self.optimizer,
+            layer_maps=lambda e: maps.get(e, maps[0]),
+            loss=self.loss,
+            epochs=self.epochs,
+            max_steps=self.steps,
+            scheduler=self.scheduler,
+            grad_clip=train.grad_clip,
+            final_norm=self.config.distill.final_norm,
+            device=self.device,
+            precision=self.precision,
+            eval_every=train.eval_every,
+            eval_each_epoch=True,
+            state=self.state,
+            on_step=on_step,
+            on_eval=on_eval,
+            keep_history=False,
+        )
         return result.status
 
     def evaluate(self, split: str) -> dict[str, float]:
         """The task's metrics of the current weights on a split."""
         with autocast(self.precision, self.device):
-            return self.task.evaluate(unwrap(self.model), self.artifacts.tokenizer, self.artifacts.data[split],
-                                      device=self.device)
+            return self.task.evaluate(
+                unwrap(self.model), self.artifacts.tokenizer, self.artifacts.data[split], device=self.device
+            )
 
     def validate(self) -> dict[str, float]:
         """Validation metrics now (once per step), keeping the best weights; {} if already validated here."""
@@ -240,9 +294,16 @@ class TrialRun:
 
     def params(self) -> dict[str, Any]:
         """What this trial is, for tracking."""
-        return {"trial.strategy": self.spec.strategy, "trial.init": self.spec.init, "trial.weight": self.spec.weight,
-                "trial.seed": self.spec.seed, "trial.layer_map": self.maps[0],
-                "trial.copied_layers": student_metadata(self.student).get("copied_layers", {}),
-                "trial.copied_head": student_metadata(self.student).get("copied_head"),
-                "teacher.depths_loaded": self.teacher_depths, "world_size": self.world,
-                "trial.precision": self.precision, "trial.teacher": self.teacher_source}
+        return {
+            "trial.strategy": self.spec.strategy,
+            "trial.init": self.spec.init,
+            "trial.weight": self.spec.weight,
+            "trial.seed": self.spec.seed,
+            "trial.layer_map": self.maps[0],
+            "trial.copied_layers": student_metadata(self.student).get("copied_layers", {}),
+            "trial.copied_head": student_metadata(self.student).get("copied_head"),
+            "teacher.depths_loaded": self.teacher_depths,
+            "world_size": self.world,
+            "trial.precision": self.precision,
+            "trial.teacher": self.teacher_source,
+        }

@@ -74,8 +74,9 @@ def train_trial(loop_config: dict[str, Any]) -> dict[str, Any]:
     spec = TrialSpec(**loop_config["trial"])
     session = LocalSession() if loop_config.get("local") else DistributedSession()
     use_assigned_cpus(context.config.compute.cpus_per_worker)
-    trial = TrialRun(context, spec, teacher_artifacts(context, session.device), rank=session.rank,
-                     world=session.world).setup(wrap=session.wrap)
+    trial = TrialRun(
+        context, spec, teacher_artifacts(context, session.device), rank=session.rank, world=session.world
+    ).setup(wrap=session.wrap)
     hooks = TrialHooks(trial, session, CheckpointStore(context.checkpoints, spec.trial_id), loop_config.get("run_id"))
     setup_s = time.perf_counter() - entered
     status = trial.train(on_step=hooks.on_step, on_eval=hooks.on_eval)
@@ -88,8 +89,14 @@ def train_trial(loop_config: dict[str, Any]) -> dict[str, Any]:
         ranks = ranks_report(trial)
         if hooks.log is not None:
             hooks.log.params({"ddp.ranks": ranks})
-    final.update({"steps": trial.state.step, "time/worker_s": time.perf_counter() - entered, "time/setup_s": setup_s,
-                  "teacher_source": trial.teacher_source})
+    final.update(
+        {
+            "steps": trial.state.step,
+            "time/worker_s": time.perf_counter() - entered,
+            "time/setup_s": setup_s,
+            "teacher_source": trial.teacher_source,
+        }
+    )
     return hooks.report(final)
 
 
@@ -110,8 +117,12 @@ class TrialHooks:
             from raykd.tracking import TrialLog
 
             self.log = TrialLog(context.tracking, run_id)
-            self.log.start(context, trial, resumed_from=None if latest is None or discarded else trial.state.step,
-                           discarded=discarded)
+            self.log.start(
+                context,
+                trial,
+                resumed_from=None if latest is None or discarded else trial.state.step,
+                discarded=discarded,
+            )
         self.die = fault_hook(context.study_dir, spec.trial_id, session.rank)
         self.poison = nan_hook(spec.trial_id, session.rank, trial.student)
         self.started, self.examples = time.perf_counter(), 0
@@ -126,8 +137,9 @@ class TrialHooks:
         self.examples += result.examples * self.session.world
         if self.log is not None and trial.state.step % self.log_every == 0 and result.finite:
             elapsed = time.perf_counter() - self.started
-            self.log.step(trial.state.step, result.terms, trial.scheduler.get_last_lr()[0],
-                          self.examples / max(elapsed, 1e-9))
+            self.log.step(
+                trial.state.step, result.terms, trial.scheduler.get_last_lr()[0], self.examples / max(elapsed, 1e-9)
+            )
             self.started, self.examples = time.perf_counter(), 0
 
     def on_eval(self, state: LoopState) -> None:
@@ -137,13 +149,23 @@ class TrialHooks:
 
     def checkpoint(self, final: bool = False) -> None:
         trial, session = self.trial, self.session
-        self.store.save(trial.state.step, lambda folder: trial.save_checkpoint(folder, final), rank=session.rank,
-                        world=session.world, barrier=session.barrier)
+        self.store.save(
+            trial.state.step,
+            lambda folder: trial.save_checkpoint(folder, final),
+            rank=session.rank,
+            world=session.world,
+            barrier=session.barrier,
+        )
 
     def report(self, metrics: dict[str, Any]) -> dict[str, Any]:
         trial = self.trial
-        metrics = {**metrics, "epoch": trial.state.epoch, "step": trial.state.step, "best_validation": trial.best,
-                   "best_step": trial.best_step}
+        metrics = {
+            **metrics,
+            "epoch": trial.state.epoch,
+            "step": trial.state.step,
+            "best_validation": trial.best,
+            "best_step": trial.best_step,
+        }
         if self.log is not None:
             self.log.metrics(trial.state.step, metrics)
         self.session.report(metrics)
@@ -160,10 +182,15 @@ def ranks_report(trial: TrialRun) -> list[dict[str, Any]]:
 
     trial.loader.sampler.set_epoch(0)
     order = list(trial.loader.sampler)
-    mine = {"rank": trial.rank, "node": ray.get_runtime_context().get_node_id(), "examples": len(order),
-            "shard_hash": hashlib.sha256(str(order).encode()).hexdigest()[:12], "teacher": trial.teacher_source,
-            "weights_sum": float(sum(p.detach().double().sum() for p in trial.student.parameters())),
-            "first_examples": order[:4]}
+    mine = {
+        "rank": trial.rank,
+        "node": ray.get_runtime_context().get_node_id(),
+        "examples": len(order),
+        "shard_hash": hashlib.sha256(str(order).encode()).hexdigest()[:12],
+        "teacher": trial.teacher_source,
+        "weights_sum": float(sum(p.detach().double().sum() for p in trial.student.parameters())),
+        "first_examples": order[:4],
+    }
     gathered: list[Any] = [None] * trial.world
     torch.distributed.all_gather_object(gathered, mine)
     return gathered

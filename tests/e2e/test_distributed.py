@@ -24,8 +24,20 @@ from tests.e2e.test_strategy_grid import runs_by_name
 from tests.smoke_studies import ROOT, SCRIPT, SMOKE, seed_teacher, set_items
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
-ONE_ARM = ["--set", "sweep.strategies=[forward]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]",
-           "--set", "analysis.enabled=false", "--set", "distill.train.eval_every=4", "--set", "distill.train.log_every=1"]
+ONE_ARM = [
+    "--set",
+    "sweep.strategies=[forward]",
+    "--set",
+    "sweep.inits=[random]",
+    "--set",
+    "sweep.seeds=[0]",
+    "--set",
+    "analysis.enabled=false",
+    "--set",
+    "distill.train.eval_every=4",
+    "--set",
+    "distill.train.log_every=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +54,14 @@ def study(cluster, out, *args, env=None, timeout=900, teacher=None):
     """The smoke study joined to `cluster`; `teacher`: start from the session's smoke teacher (tests/smoke_studies.py)."""
     if teacher is not None:
         seed_teacher(teacher, out, "smoke", set_items(args))
-    return subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(out), *args],
-                          capture_output=True, text=True, env={**cluster.env, **(env or {})}, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(out), *args],
+        capture_output=True,
+        text=True,
+        env={**cluster.env, **(env or {})},
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def history(client, run, key):
@@ -55,9 +73,21 @@ def test_ddp_trials_on_two_nodes_against_one_worker_and_a_non_finite_loss_on_one
     (test switch RAYKD_TEST_NAN_AT_STEP), so only rank 1's loss at step 4 is not finite."""
     storage = f"file://{tmp_path / 'storage'}"  # Ray's storage and the checkpoints on "remote" storage
     started = time.time()
-    ddp = study(cluster, tmp_path / "ddp", *ONE_ARM, "--set", "sweep.seeds=[0,1]", "--set", "compute.num_workers=2",
-                "--set", "compute.cpus_per_worker=1", "--storage", storage, teacher=smoke_teacher,
-                env={"RAYKD_TEST_NAN_AT_STEP": "forward-random-w3-s1:3:1"})
+    ddp = study(
+        cluster,
+        tmp_path / "ddp",
+        *ONE_ARM,
+        "--set",
+        "sweep.seeds=[0,1]",
+        "--set",
+        "compute.num_workers=2",
+        "--set",
+        "compute.cpus_per_worker=1",
+        "--storage",
+        storage,
+        teacher=smoke_teacher,
+        env={"RAYKD_TEST_NAN_AT_STEP": "forward-random-w3-s1:3:1"},
+    )
     assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
     assert "[raykd] done: 1 finished, 1 diverged, 0 failed" in ddp.stdout, ddp.stdout[-3000:]
     assert time.time() - started < 400  # not a collective timeout (30 min): both ranks stopped together
@@ -79,7 +109,9 @@ def test_ddp_trials_on_two_nodes_against_one_worker_and_a_non_finite_loss_on_one
 
     diverged = runs["forward-random-w3-s1"]
     assert diverged.data.tags["raykd.status"] == "diverged"
-    assert len(json.loads(diverged.data.params["ddp.ranks"])) == 2  # both ranks reached the end (a hung one never reports)
+    assert (
+        len(json.loads(diverged.data.params["ddp.ranks"])) == 2
+    )  # both ranks reached the end (a hung one never reports)
     assert diverged.data.metrics["steps"] == 4  # step 4 was the first non-finite one, on rank 1 only
 
     # the same global batch (32) on one worker; its analysis actor runs on the cluster too (a partial report)
@@ -104,14 +136,34 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path, 
     once a trial there has a checkpoint: that trial is retried from its last checkpoint on the head, and the study
     finishes with one MLflow run per trial and every logged step. Then the node rejoins, the driver of a second
     study is killed mid-sweep, and the same command resumes it."""
-    longer = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0,1]",
-              "--set", "analysis.enabled=false", "--set", "distill.train.epochs=4", "--set", "distill.train.eval_every=4",
-              "--set", "distill.train.log_every=1", "--set", "compute.max_failures=2"]
+    longer = [
+        "--set",
+        "sweep.strategies=[forward,none]",
+        "--set",
+        "sweep.inits=[random]",
+        "--set",
+        "sweep.seeds=[0,1]",
+        "--set",
+        "analysis.enabled=false",
+        "--set",
+        "distill.train.epochs=4",
+        "--set",
+        "distill.train.eval_every=4",
+        "--set",
+        "distill.train.log_every=1",
+        "--set",
+        "compute.max_failures=2",
+    ]
     for out in ("a", "b"):
         seed_teacher(smoke_teacher, tmp_path / out, "smoke", set_items(longer))
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path / "a"),
-                             *longer], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.env,
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path / "a"), *longer],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cluster.env,
+        cwd=ROOT,
+    )
     checkpoints = tmp_path / "a" / "smoke" / "checkpoints"
     deadline = time.time() + 600
     while time.time() < deadline and not (checkpoints.is_dir() and len(list(checkpoints.glob("*/step-*"))) >= 2):
@@ -132,8 +184,15 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path, 
 
     cluster.add_node(cpus=1)  # the machine is back
     command = [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path / "b"), *longer]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.env,
-                              cwd=ROOT, start_new_session=True)
+    driver = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cluster.env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
     lines, deadline = [], time.time() + 600
     while time.time() < deadline:
         line = driver.stdout.readline()
@@ -151,8 +210,13 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path, 
 
 
 def test_a_study_folder_on_remote_storage_is_refused_naming_what_needs_posix(tmp_path):
-    result = subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", "s3://bucket/studies"],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", "s3://bucket/studies"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 2 and "must be a (shared) POSIX path" in result.stderr and "--storage" in result.stderr
 
 

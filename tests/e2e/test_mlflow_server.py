@@ -33,10 +33,25 @@ def server(tmp_path_factory):
 def serve(folder: Path, *flags: str, env: dict | None = None):
     """Start mlflow/serve.py on a free loopback port, yield once it answers, then stop its process group."""
     port = free_port()
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
-                             "--port", str(port), "--workers", "1", *flags], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=folder, env={**os.environ, **(env or {})})
+    with open(folder / "server.log", "w") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "mlflow" / "serve.py"),
+                "--local",
+                str(folder / "store"),
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                *flags,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=folder,
+            env={**os.environ, **(env or {})},
+        )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 240
@@ -89,11 +104,29 @@ def test_tracking_helpers_over_http(server, tmp_path, monkeypatch):
 
 def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": server["uri"]}
-    result = subprocess.run([sys.executable, str(ROOT / "studies" / "strategy_grid.py"), "--config",
-                             str(ROOT / "studies" / "configs" / "smoke.yaml"), "--output-dir", str(tmp_path),
-                             "--name", "smoke_http", "--set", "sweep.strategies=[forward,none]",
-                             "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]"],
-                            capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "studies" / "strategy_grid.py"),
+            "--config",
+            str(ROOT / "studies" / "configs" / "smoke.yaml"),
+            "--output-dir",
+            str(tmp_path),
+            "--name",
+            "smoke_http",
+            "--set",
+            "sweep.strategies=[forward,none]",
+            "--set",
+            "sweep.inits=[random]",
+            "--set",
+            "sweep.seeds=[0]",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert f"compare in MLflow: open {server['uri']}/#/experiments/" in result.stdout  # the server's page, no local ui
     study_dir = tmp_path / "smoke_http"
@@ -106,15 +139,29 @@ def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path):
     assert trial.info.status == "FINISHED" and "test.accuracy" in trial.data.metrics
     assert len(client.get_metric_history(trial.info.run_id, "train.total")) >= 1
     parent = runs["smoke_http"]
-    assert {"report/summary.json", "report/report.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    again = subprocess.run([sys.executable, str(ROOT / "studies" / "analyze.py"), "--study", str(study_dir),
-                            "--tracking-uri", server["uri"], "--no-mlflow-log"], capture_output=True, text=True,
-                           timeout=300, cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    assert {"report/summary.json", "report/report.md"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "report")
+    }
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "studies" / "analyze.py"),
+            "--study",
+            str(study_dir),
+            "--tracking-uri",
+            server["uri"],
+            "--no-mlflow-log",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads((study_dir / "report" / "summary.json").read_text())
     assert summary["setup"]["tracking"] == server["uri"]
     assert [t["trial_id"] for t in summary["trials"]] == ["forward-random-w3-s0", "none-random-w0-s0"]
-
 
 
 def test_basic_auth_server_refuses_anonymous_clients(tmp_path, monkeypatch):

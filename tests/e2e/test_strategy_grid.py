@@ -13,8 +13,16 @@ from mlflow.tracking import MlflowClient
 
 from tests.smoke_studies import ANALYZE, ROOT, SCRIPT, SMOKE, seed_teacher, set_items
 
-SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.seeds=[0]", "--set", "distill.train.eval_every=4",
-         "--set", "analysis.enabled=false"]  # studies that do not look at the report skip the analysis stage
+SMALL = [
+    "--set",
+    "sweep.strategies=[forward,none]",
+    "--set",
+    "sweep.seeds=[0]",
+    "--set",
+    "distill.train.eval_every=4",
+    "--set",
+    "analysis.enabled=false",
+]  # studies that do not look at the report skip the analysis stage
 ONE_AT_A_TIME = ["--set", "compute.max_concurrent_trials=1"]  # tiny trials: one actor's start-up, not two at once
 FULL = ["--set", "distill.train.eval_every=4", "--set", "distill.train.log_every=2"]  # the whole smoke grid: 3 x 2 x 2
 
@@ -27,13 +35,25 @@ def run(*args, env=None, timeout=600, teacher: Path | None = None):
         out = Path(args[args.index("--output-dir") + 1])
         seed_teacher(teacher, out, args[args.index("--name") + 1] if "--name" in args else "smoke", set_items(args))
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, str(SCRIPT), "--config", str(SMOKE), *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--config", str(SMOKE), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def analyze(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, str(ANALYZE), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ANALYZE), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def wait_for_orphans(seconds: float = 8.0):
@@ -54,23 +74,36 @@ def runs_by_name(study_dir: Path, name="smoke"):
 def trial_metrics(study_dir: Path, name="smoke") -> dict:
     """Per trial run: its test metrics and its logged training-loss curve (read from the sqlite file)."""
     client, runs = runs_by_name(study_dir, name)
-    return {n: {"test": {k: v for k, v in r.data.metrics.items() if k.startswith("test.")},
-                "curve": [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "train.total")],
-                "end": r.info.end_time}
-            for n, r in runs.items() if r.data.tags.get("raykd.role") == "trial"}
+    return {
+        n: {
+            "test": {k: v for k, v in r.data.metrics.items() if k.startswith("test.")},
+            "curve": [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "train.total")],
+            "end": r.info.end_time,
+        }
+        for n, r in runs.items()
+        if r.data.tags.get("raykd.role") == "trial"
+    }
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The smoke study grown the way a researcher grows one: seed 0 first, then the config's seeds [0, 1]."""
     out = tmp_path_factory.mktemp("smoke")
-    first = run("--output-dir", str(out), *FULL, *ONE_AT_A_TIME, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
+    first = run(
+        "--output-dir", str(out), *FULL, *ONE_AT_A_TIME, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false"
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     before = trial_metrics(out / "smoke")
     started = time.time()
     result = run("--output-dir", str(out), *FULL)
-    return {"out": out, "dir": out / "smoke", "result": result, "seconds": time.time() - started, "first": first,
-            "before": before}
+    return {
+        "out": out,
+        "dir": out / "smoke",
+        "result": result,
+        "seconds": time.time() - started,
+        "first": first,
+        "before": before,
+    }
 
 
 def test_growing_the_study_runs_only_the_new_trials(study):
@@ -94,10 +127,13 @@ def test_two_fresh_studies_give_identical_teachers_and_trials(study, tmp_path, s
     first one exactly; so does the teacher stage run in this very process (the session's smoke teacher)."""
     again = run("--output-dir", str(tmp_path), *FULL, "--set", "sweep.seeds=[0]", "--set", "analysis.enabled=false")
     assert again.returncode == 0, again.stderr[-3000:]
-    teacher_line = [line for line in again.stdout.splitlines() if line.startswith("[raykd] teacher: test")][0]
+    teacher_line = next(line for line in again.stdout.splitlines() if line.startswith("[raykd] teacher: test"))
     assert teacher_line.split(" (")[0] in study["first"].stdout
-    teachers = [tmp_path / "smoke" / "teacher" / smoke_teacher.name, study["dir"] / "teacher" / smoke_teacher.name,
-                smoke_teacher]
+    teachers = [
+        tmp_path / "smoke" / "teacher" / smoke_teacher.name,
+        study["dir"] / "teacher" / smoke_teacher.name,
+        smoke_teacher,
+    ]
     assert len({(t / "metrics.json").read_text() for t in teachers}) == 1
     repeated = trial_metrics(tmp_path / "smoke")
     for name, seen in study["before"].items():
@@ -118,15 +154,21 @@ def test_smoke_study_end_to_end(study):
     table = json.loads((study["dir"] / "results" / "trials.json").read_text())
     assert table["metric"] == "accuracy"
     assert sorted(r["trial_id"] for r in table["trials"]) == sorted(
-        f"{s}-{i}-w{0 if s == 'none' else 3}-s{seed}" for s in ("forward", "all_to_one", "none")
-        for i in ("random", "teacher") for seed in (0, 1))
+        f"{s}-{i}-w{0 if s == 'none' else 3}-s{seed}"
+        for s in ("forward", "all_to_one", "none")
+        for i in ("random", "teacher")
+        for seed in (0, 1)
+    )
     assert all(r["status"] == "finished" and 0 <= r["metric"] <= 1 for r in table["trials"])
 
     client, runs = runs_by_name(study["dir"])
     parent = runs["smoke"]
     assert parent.info.status == "FINISHED" and parent.data.tags["raykd.role"] == "study"
     assert parent.data.params["sweep.strategies"] == '["forward", "all_to_one", "none"]'
-    assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} >= {"results/trials.csv", "results/trials.md"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} >= {
+        "results/trials.csv",
+        "results/trials.md",
+    }
     teacher = runs["teacher"]
     assert teacher.info.status == "FINISHED" and "teacher.test.accuracy" in teacher.data.metrics
     assert teacher.data.tags["raykd.parent_run"] == parent.info.run_id
@@ -144,7 +186,14 @@ def test_smoke_study_end_to_end(study):
         assert params["trial.copied_head"] == ("false" if row["init"] == "teacher" else "null")  # a fresh classifier
         metrics = trial.data.metrics
         assert metrics["test.accuracy"] == pytest.approx(row["metric"])
-        assert {"validation.accuracy", "train.total", "train.ce", "train.kd", "train.lr", "train.examples_per_s"} <= set(metrics)
+        assert {
+            "validation.accuracy",
+            "train.total",
+            "train.ce",
+            "train.kd",
+            "train.lr",
+            "train.examples_per_s",
+        } <= set(metrics)
         assert ("train.hidden.encoder" in metrics) == (row["strategy"] != "none")
         assert len(client.get_metric_history(trial.info.run_id, "validation.accuracy")) >= 3  # steps 4, 8, 12, end
         assert [a.path for a in client.list_artifacts(trial.info.run_id)] == ["layer_map.json"]
@@ -159,7 +208,10 @@ def test_smoke_study_report(study):
     assert study["result"].returncode == 0, study["result"].stderr[-3000:]
     stdout = study["result"].stdout
     assert "== verdict: smoke (test accuracy; 12 of 12 trials; alpha 0.05, margin +-1 points) ==" in stdout
-    assert "Q1 do the matching strategies differ? random init:" in stdout and "Q2 does matching beat no matching?" in stdout
+    assert (
+        "Q1 do the matching strategies differ? random init:" in stdout
+        and "Q2 does matching beat no matching?" in stdout
+    )
     assert "[raykd] report: " in stdout
     report = study["dir"] / "report"
     summary = json.loads((report / "summary.json").read_text())
@@ -190,21 +242,36 @@ def test_smoke_study_report(study):
                 assert entry["n"] == 3  # forward, all_to_one, none at seed 0
     verdict = summary["verdict"]
     assert set(verdict) >= {"strategy_significant", "strategies_equivalent", "matching_beats_none", "text", "by_init"}
-    assert all(verdict[k] in (True, False, None) for k in ("strategy_significant", "strategies_equivalent",
-                                                           "matching_beats_none"))
+    assert all(
+        verdict[k] in (True, False, None)
+        for k in ("strategy_significant", "strategies_equivalent", "matching_beats_none")
+    )
     for init in ("random", "teacher"):  # per init, each question is shown, refuted or undecided
         for answer in verdict["by_init"][init].values():
             assert answer["claim_status"] in ("shown", "refuted", "undecided")
     assert summary["plan"]["by_init"]["random"]["n_seeds"] == 2
     text = (report / "report.md").read_text()
-    for heading in ("## Verdict", "## Setup", "## Strategy x init", "## Is the strategy a significant factor?",
-                    "## Each strategy against forward", "## Matching vs no matching",
-                    "## Angles: teacher layers seen from the student"):
+    for heading in (
+        "## Verdict",
+        "## Setup",
+        "## Strategy x init",
+        "## Is the strategy a significant factor?",
+        "## Each strategy against forward",
+        "## Matching vs no matching",
+        "## Angles: teacher layers seen from the student",
+    ):
         assert heading in text
     assert "n/a" not in text.split("## Angles")[0]  # every number before the angle section is there
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert pngs == ["angles_random_encoder.png", "angles_teacher_encoder.png", "forest.png", "hist_random_encoder.png",
-                    "hist_teacher_encoder.png", "matching_vs_none.png", "metric_by_cell.png"]
+    assert pngs == [
+        "angles_random_encoder.png",
+        "angles_teacher_encoder.png",
+        "forest.png",
+        "hist_random_encoder.png",
+        "hist_teacher_encoder.png",
+        "matching_vs_none.png",
+        "metric_by_cell.png",
+    ]
     html = (report / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(pngs) and "## Verdict" not in html and "<h2>Verdict</h2>" in html
     for name in pngs:
@@ -218,8 +285,15 @@ def test_smoke_study_report(study):
 
 
 def test_analyze_standalone_with_other_settings_and_bad_input(study, tmp_path):
-    result = analyze("--study", str(study["dir"]), "--set", "analysis.reference=all_to_one",
-                     "--set", "analysis.angles.enabled=false", "--no-mlflow-log")
+    result = analyze(
+        "--study",
+        str(study["dir"]),
+        "--set",
+        "analysis.reference=all_to_one",
+        "--set",
+        "analysis.angles.enabled=false",
+        "--no-mlflow-log",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 
@@ -233,7 +307,9 @@ def test_analyze_standalone_with_other_settings_and_bad_input(study, tmp_path):
     wrong = analyze("--study", str(study["dir"]), "--set", "sweep.seeds=[0]")
     assert wrong.returncode == 2 and "analysis settings only" in wrong.stderr
     plan = analyze("--study", str(study["dir"]), "--plan")  # from the saved summary: instant, writes nothing
-    assert plan.returncode == 0 and plan.stdout.startswith("== plan: smoke (alpha 0.05, margin +-1 points, 80% power) ==")
+    assert plan.returncode == 0 and plan.stdout.startswith(
+        "== plan: smoke (alpha 0.05, margin +-1 points, 80% power) =="
+    )
     assert "seeds" in plan.stdout and "with 2 seeds and the observed sd" in plan.stdout
 
 
@@ -282,24 +358,53 @@ def test_bad_input_exits_2_before_ray_starts(tmp_path, args, env, message):
 def test_dry_run_prints_grid_and_maps(tmp_path):
     result = run("--output-dir", str(tmp_path), "--dry-run", timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "12 trials" in result.stdout and "all_to_one (every seed): {'encoder': [(0, 2), (1, 2), (2, 2)]}" in result.stdout
+    assert (
+        "12 trials" in result.stdout
+        and "all_to_one (every seed): {'encoder': [(0, 2), (1, 2), (2, 2)]}" in result.stdout
+    )
     assert "teacher init copies blocks {'encoder': [2, 4]} (copy_rule matched); task head by head type" in result.stdout
-    seeds = run("--output-dir", str(tmp_path), "--dry-run", "--set", "sweep.strategies=[random]", "--set",
-                "student.depth=3", "--set", "sweep.seeds=[0,1,2,3,4]", timeout=120)
+    seeds = run(
+        "--output-dir",
+        str(tmp_path),
+        "--dry-run",
+        "--set",
+        "sweep.strategies=[random]",
+        "--set",
+        "student.depth=3",
+        "--set",
+        "sweep.seeds=[0,1,2,3,4]",
+        timeout=120,
+    )
     assert "random (per seed):" in seeds.stdout and "seed 4: {'encoder'" in seeds.stdout  # every seed's map
-    assert "random: 5 seeds share the 4 permutations other than forward and reverse, each used 1-2 times" in seeds.stdout
+    assert (
+        "random: 5 seeds share the 4 permutations other than forward and reverse, each used 1-2 times" in seeds.stdout
+    )
     assert "12 trials x 13 steps = 156 student steps" in result.stdout
     assert not (tmp_path / "smoke").exists()
 
 
 def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path, smoke_teacher):
     """(Worker deaths, retries, checkpoints and resumes: tests/reliability/test_faults.py.)"""
-    diverged = run("--output-dir", str(tmp_path / "d"), "--set", "sweep.strategies=[forward]", "--set", "sweep.seeds=[0]",
-                   "--set", "sweep.inits=[random]", "--set", "distill.train.lr=1.0e+12", "--set", "distill.train.grad_clip=null",
-                   "--set", "distill.loss.kd=0", teacher=smoke_teacher)
+    diverged = run(
+        "--output-dir",
+        str(tmp_path / "d"),
+        "--set",
+        "sweep.strategies=[forward]",
+        "--set",
+        "sweep.seeds=[0]",
+        "--set",
+        "sweep.inits=[random]",
+        "--set",
+        "distill.train.lr=1.0e+12",
+        "--set",
+        "distill.train.grad_clip=null",
+        "--set",
+        "distill.loss.kd=0",
+        teacher=smoke_teacher,
+    )
     assert "1 diverged" in diverged.stdout, diverged.stdout[-2000:] + diverged.stderr[-2000:]
     assert diverged.returncode == 1  # no trial finished
-    client, runs = runs_by_name(tmp_path / "d" / "smoke")
+    _client, runs = runs_by_name(tmp_path / "d" / "smoke")
     assert runs["forward-random-w3-s0"].data.tags["raykd.status"] == "diverged"
     import json
 
@@ -310,8 +415,18 @@ def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path, sm
 
     # the same study folder with a changed config: refused (exit 2), then --fresh starts a new study
     uid = (tmp_path / "d" / "smoke" / "study.json").read_text()
-    changed = ["--set", "sweep.strategies=[none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]",
-               "--set", "analysis.enabled=false", "--set", "distill.train.lr=0.002"]
+    changed = [
+        "--set",
+        "sweep.strategies=[none]",
+        "--set",
+        "sweep.inits=[random]",
+        "--set",
+        "sweep.seeds=[0]",
+        "--set",
+        "analysis.enabled=false",
+        "--set",
+        "distill.train.lr=0.002",
+    ]
     refused = run("--output-dir", str(tmp_path / "d"), *changed)
     assert refused.returncode == 2 and "was started with another config" in refused.stderr
     fresh = run("--output-dir", str(tmp_path / "d"), *changed, "--fresh")  # (fine-tunes its teacher again: --fresh)
@@ -324,9 +439,22 @@ def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path, sm
 
 
 def test_optuna_weight_search_then_seeds(tmp_path, smoke_teacher):
-    result = run("--output-dir", str(tmp_path), "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
-                 "--set", "sweep.seeds=[0]", "--set", "sweep.weight_search.method=optuna",
-                 "--set", "sweep.weight_search.trials_per_cell=2", *ONE_AT_A_TIME, teacher=smoke_teacher)
+    result = run(
+        "--output-dir",
+        str(tmp_path),
+        "--set",
+        "sweep.strategies=[forward,none]",
+        "--set",
+        "sweep.inits=[random]",
+        "--set",
+        "sweep.seeds=[0]",
+        "--set",
+        "sweep.weight_search.method=optuna",
+        "--set",
+        "sweep.weight_search.trials_per_cell=2",
+        *ONE_AT_A_TIME,
+        teacher=smoke_teacher,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 
@@ -337,8 +465,11 @@ def test_optuna_weight_search_then_seeds(tmp_path, smoke_teacher):
     chosen = json.loads((study_dir / "results" / "chosen_weights.json").read_text())
     assert chosen == {"forward/random": best["weight"]}
     rows = json.loads((study_dir / "results" / "trials.json").read_text())["trials"]
-    assert sorted((r["strategy"], r["weight"], r["seed"]) for r in rows) == [("forward", best["weight"], 0), ("none", 0.0, 0)]
-    client, runs = runs_by_name(study_dir)
+    assert sorted((r["strategy"], r["weight"], r["seed"]) for r in rows) == [
+        ("forward", best["weight"], 0),
+        ("none", 0.0, 0),
+    ]
+    _client, runs = runs_by_name(study_dir)
     assert len([n for n in runs if n.startswith("tune-")]) == 2  # tuning trials are tracked too
     summary = json.loads((study_dir / "report" / "summary.json").read_text())  # ... but not analysed
     assert sorted(t["trial_id"] for t in summary["trials"]) == sorted(r["trial_id"] for r in rows)
@@ -355,8 +486,17 @@ def _browser():
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1700,4000",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1700,4000",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ):
         options.add_argument(arg)
     options.binary_location = chromium
     return webdriver.Chrome(service=Service(driver), options=options)
@@ -386,12 +526,27 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
 
     browser = _browser()
     if browser is None:
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
-                    ".ci/run installs them)")
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
+            ".ci/run installs them)"
+        )
     port = free_port()
-    ui = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
-                           f"sqlite:///{study['dir'] / 'mlflow.db'}", "--port", str(port), "--host", "127.0.0.1"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
+    ui = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{study['dir'] / 'mlflow.db'}",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     try:
         import urllib.request
 
@@ -411,7 +566,9 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
         body = _wait_for_text(browser, ["trial.strategy", "trial.init", "trial.seed", "test.accuracy", *trials])
         assert "/runs" in browser.current_url and "overview" not in browser.current_url
         groups = re.findall(r"Group: trial\.strategy: (\w+), trial\.init: (\w+)", body)
-        assert sorted(groups) == sorted((s, i) for s in ("forward", "all_to_one", "none") for i in ("random", "teacher"))
+        assert sorted(groups) == sorted(
+            (s, i) for s in ("forward", "all_to_one", "none") for i in ("random", "teacher")
+        )
         assert "Traces" not in body.split("Runs")[0] or "No data" not in body  # not the GenAI overview
 
         parent = runs["smoke"]

@@ -45,8 +45,14 @@ BAD = [
     ("name=../escape", "name: study name must be"),
     # paths and encodings
     ("teacher={source: path, name: /nonexistent/teacher}", "teacher folder '/nonexistent/teacher' does not exist"),
-    ("task.data={files: {train: /nonexistent.csv}}", "task.data.files.train: local file '/nonexistent.csv' does not exist"),
-    (f"task.data={{files: {{train: {SMOKE}, encoding: klingon}}}}", "task.data.files.encoding: unknown encoding 'klingon'"),
+    (
+        "task.data={files: {train: /nonexistent.csv}}",
+        "task.data.files.train: local file '/nonexistent.csv' does not exist",
+    ),
+    (
+        f"task.data={{files: {{train: {SMOKE}, encoding: klingon}}}}",
+        "task.data.files.encoding: unknown encoding 'klingon'",
+    ),
 ]
 
 

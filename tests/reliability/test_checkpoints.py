@@ -34,8 +34,9 @@ def fresh(teacher):
 def save(folder, student, optimizer, scheduler, state=STATE, best=True):
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.clone() for k, v in student.state_dict().items()} if best else None
-    write_checkpoint(folder, student=student, best_weights=weights, optimizer=optimizer, scheduler=scheduler,
-                     state=state)
+    write_checkpoint(
+        folder, student=student, best_weights=weights, optimizer=optimizer, scheduler=scheduler, state=state
+    )
 
 
 def test_intact_checkpoint_restores_everything(tmp_path):
@@ -56,8 +57,10 @@ def test_intact_checkpoint_restores_everything(tmp_path):
     assert torch.equal(torch.rand(3), expected_draw)
 
 
-@pytest.mark.parametrize("victim", ["student/model.safetensors", "optimizer.pt", "scheduler.pt", "rng.0.pt",
-                                    "state.json", "best.safetensors"])
+@pytest.mark.parametrize(
+    "victim",
+    ["student/model.safetensors", "optimizer.pt", "scheduler.pt", "rng.0.pt", "state.json", "best.safetensors"],
+)
 def test_truncated_file_is_detected_and_nothing_is_applied(tmp_path, victim):
     teacher, student, optimizer, scheduler = trained_pair()
     save(tmp_path, student, optimizer, scheduler)
@@ -95,6 +98,7 @@ def test_store_commits_whole_checkpoints_and_keeps_the_newest(tmp_path):
     def writer(step):
         def write(folder):
             (folder / "state.json").write_text(json.dumps({"step": step}))
+
         return write
 
     store.save(4, writer(4))

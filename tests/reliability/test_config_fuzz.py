@@ -12,14 +12,24 @@ from raykd.config import ConfigError, StudyConfig
 from raykd.validate import load_study_config, parse_study_config
 
 ROOT = Path(__file__).resolve().parents[2]
-BASES = {name: yaml.safe_load((ROOT / "studies" / "configs" / f"{name}.yaml").read_text())
-         for name in ("smoke", "default", "bible_t5_to_3l_en_es")}
+BASES = {
+    name: yaml.safe_load((ROOT / "studies" / "configs" / f"{name}.yaml").read_text())
+    for name in ("smoke", "default", "bible_t5_to_3l_en_es")
+}
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=12), st.sampled_from(["forward", "random", "teacher", "-1", "1e309", "", "none"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                      max_leaves=8)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["forward", "random", "teacher", "-1", "1e309", "", "none"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=8,
+)
 
 
 def paths(node, prefix=()):
@@ -88,9 +98,17 @@ KNOWN_KEYS = sorted({".".join(str(p) for p in path) for path in paths(BASES["smo
 
 
 @settings(max_examples=300, deadline=None)
-@given(key=st.one_of(st.text(max_size=20), st.sampled_from(KNOWN_KEYS),
-                     st.tuples(st.sampled_from(KNOWN_KEYS), st.text(max_size=5)).map(".".join)),
-       raw=st.one_of(st.text(max_size=20), st.sampled_from(["[", "{a: 1}", "[0, -1]", "1e400", "null", "!!python/object:os.system ls"])))
+@given(
+    key=st.one_of(
+        st.text(max_size=20),
+        st.sampled_from(KNOWN_KEYS),
+        st.tuples(st.sampled_from(KNOWN_KEYS), st.text(max_size=5)).map(".".join),
+    ),
+    raw=st.one_of(
+        st.text(max_size=20),
+        st.sampled_from(["[", "{a: 1}", "[0, -1]", "1e400", "null", "!!python/object:os.system ls"]),
+    ),
+)
 def test_arbitrary_command_line_overrides(key, raw):
     try:
         config = load_study_config(ROOT / "studies" / "configs" / "smoke.yaml", [f"{key}={raw}"])

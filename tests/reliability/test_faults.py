@@ -18,9 +18,22 @@ from mlflow.tracking import MlflowClient
 from tests.smoke_studies import ROOT, SCRIPT, SMOKE, seed_teacher, set_items
 
 # 4 trials (2 strategies x 2 seeds) of 39 steps, checkpoints every 4 steps, a small angle measurement
-SMALL = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0,1]",
-         "--set", "distill.train.eval_every=4", "--set", "distill.train.epochs=3", "--set", "compute.max_concurrent_trials=1",
-         "--set", "analysis.angles.examples=32"]
+SMALL = [
+    "--set",
+    "sweep.strategies=[forward,none]",
+    "--set",
+    "sweep.inits=[random]",
+    "--set",
+    "sweep.seeds=[0,1]",
+    "--set",
+    "distill.train.eval_every=4",
+    "--set",
+    "distill.train.epochs=3",
+    "--set",
+    "compute.max_concurrent_trials=1",
+    "--set",
+    "analysis.angles.examples=32",
+]
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
@@ -33,8 +46,15 @@ def start(out: Path, *args: str, env=None, teacher: Path | None = None) -> subpr
     """The study in its own process group; `teacher`: start from the session's smoke teacher (tests/smoke_studies.py)."""
     if teacher is not None:
         seed_teacher(teacher, out, args[args.index("--name") + 1] if "--name" in args else "smoke", set_items(args))
-    return subprocess.Popen(command(out, *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        command(out, *args),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def kill_when(proc: subprocess.Popen, marker: str, *, then=None, timeout: float = 300) -> list[str]:
@@ -84,9 +104,11 @@ def shape(value):
 
 
 def counted(summary: dict) -> dict:
-    return {"trials": sorted((t["trial_id"], t["status"]) for t in summary["trials"]),
-            "excluded": summary["excluded"],
-            "cells": sorted((c["strategy"], c["init"], c["n"], tuple(c["seeds"])) for c in summary["cells"])}
+    return {
+        "trials": sorted((t["trial_id"], t["status"]) for t in summary["trials"]),
+        "excluded": summary["excluded"],
+        "cells": sorted((c["strategy"], c["init"], c["n"], tuple(c["seeds"])) for c in summary["cells"]),
+    }
 
 
 def test_killed_at_every_stage_resumes_to_the_uninterrupted_result_beside_another_study(tmp_path, smoke_teacher):
@@ -116,8 +138,11 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     # 2. between trials: as soon as the first trial has ended
     kill_when(start(tmp_path, *chain, env=env), "[1/4 done")
     runs = trial_runs(uri, "chain")
-    ended_first = {n: r.info.end_time for n, r in runs.items()
-                   if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"}
+    ended_first = {
+        n: r.info.end_time
+        for n, r in runs.items()
+        if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"
+    }
     assert len(ended_first) == 1
 
     # 3. mid-trial: once the third trial has written a checkpoint
@@ -134,19 +159,28 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     lines = kill_when(start(tmp_path, *chain, env=env), "[2/4 done", then=third_trial_checkpointed)
     assert any("resuming: 1 of 4 trials already ended; running 3" in line for line in lines)
     runs = trial_runs(uri, "chain")
-    finished = {n for n, r in runs.items()
-                if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"}
+    finished = {
+        n
+        for n, r in runs.items()
+        if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"
+    }
     train_dirs = {d.name for d in (chain_dir / "checkpoints").iterdir() if any(d.glob("step-*"))}
     interrupted = sorted(train_dirs - finished)
     assert len(interrupted) == 1, (train_dirs, finished)
 
     # 4. during the analysis (held open for 20 s by the test switch, so the kill lands inside it on any machine)
-    lines = kill_when(start(tmp_path, *chain, env={**env, "RAYKD_TEST_PAUSE": "analysis:20"}), "[raykd] mean test",
-                      then=lambda: time.sleep(3))
+    lines = kill_when(
+        start(tmp_path, *chain, env={**env, "RAYKD_TEST_PAUSE": "analysis:20"}),
+        "[raykd] mean test",
+        then=lambda: time.sleep(3),
+    )
     assert not (chain_dir / "report" / "summary.json").exists(), "the analysis had already finished"
 
     out = finish(start(tmp_path, *chain, env=env))
-    assert "[raykd] resuming: 4 of 4 trials already ended; running 0" in out and "[raykd] done: 4 finished, 0 diverged, 0 failed" in out
+    assert (
+        "[raykd] resuming: 4 of 4 trials already ended; running 0" in out
+        and "[raykd] done: 4 finished, 0 diverged, 0 failed" in out
+    )
     reference_out = finish(reference)
     assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in reference_out
 
@@ -158,7 +192,9 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     assert int(trials[interrupted[0]].data.tags["raykd.resumed_from_step"]) >= 4  # from its last checkpoint
     assert runs["chain"].info.status == "FINISHED"
     assert len([r for r in runs.values() if r.data.tags.get("raykd.role") == "teacher"]) == 1
-    assert [d.name for d in (chain_dir / "teacher").iterdir()] == [runs["teacher"].data.tags["raykd.trial_id"][len("teacher-"):]]
+    assert [d.name for d in (chain_dir / "teacher").iterdir()] == [
+        runs["teacher"].data.tags["raykd.trial_id"][len("teacher-") :]
+    ]
 
     other = trial_runs(uri, "reference")  # the other study: its own experiment, untouched by the kills
     assert sum(r.data.tags.get("raykd.role") == "trial" for r in other.values()) == 4
@@ -170,8 +206,9 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     assert counted(chain_summary) == counted(reference_summary)
 
 
-def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_truncated_checkpoint_restarts(tmp_path,
-                                                                                                        smoke_teacher):
+def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_truncated_checkpoint_restarts(
+    tmp_path, smoke_teacher
+):
     """Fault injection through the test-only switch (RAYKD_TEST_FAIL_AT_STEP, see raykd/train/worker.py):
 
     - forward-random-s0 dies at step 2 on every attempt: retried once (compute.max_failures=1), then failed;
@@ -182,9 +219,23 @@ def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_trunc
     import threading
 
     env = {"RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:2:always,none-random-w0-s1:6,none-random-w0-s0:6"}
-    proc = start(tmp_path, "--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]",
-                 "--set", "sweep.seeds=[0,1]", "--set", "compute.max_failures=1", "--set", "distill.train.eval_every=4",
-                 "--set", "analysis.angles.examples=32", env=env, teacher=smoke_teacher)
+    proc = start(
+        tmp_path,
+        "--set",
+        "sweep.strategies=[forward,none]",
+        "--set",
+        "sweep.inits=[random]",
+        "--set",
+        "sweep.seeds=[0,1]",
+        "--set",
+        "compute.max_failures=1",
+        "--set",
+        "distill.train.eval_every=4",
+        "--set",
+        "analysis.angles.examples=32",
+        env=env,
+        teacher=smoke_teacher,
+    )
     study = tmp_path / "smoke"
     truncated = []
 
@@ -192,7 +243,9 @@ def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_trunc
         deadline = time.time() + 400
         while time.time() < deadline and proc.poll() is None:
             if (study / "faults" / "none-random-w0-s0").exists():
-                for model_file in (study / "checkpoints" / "none-random-w0-s0").glob("step-*/student/model.safetensors"):
+                for model_file in (study / "checkpoints" / "none-random-w0-s0").glob(
+                    "step-*/student/model.safetensors"
+                ):
                     data = model_file.read_bytes()
                     model_file.write_bytes(data[: len(data) // 3])
                     truncated.append(model_file)
@@ -227,10 +280,23 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
     """mlflow/serve.py on `port` over the store in `folder`; returns once /health answers."""
     import urllib.request
 
-    log = open(folder / f"server-{time.time():.0f}.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "mlflow" / "serve.py"), "--local", str(folder / "store"),
-                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=folder)
+    with open(folder / f"server-{time.time():.0f}.log", "w") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "mlflow" / "serve.py"),
+                "--local",
+                str(folder / "store"),
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=folder,
+        )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -260,8 +326,20 @@ def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resum
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": uri}
-    longer = ["--set", "sweep.strategies=[forward,none]", "--set", "sweep.inits=[random]", "--set", "sweep.seeds=[0]",
-              "--set", "distill.train.epochs=3", "--set", "distill.train.log_every=2", "--set", "analysis.enabled=false"]
+    longer = [
+        "--set",
+        "sweep.strategies=[forward,none]",
+        "--set",
+        "sweep.inits=[random]",
+        "--set",
+        "sweep.seeds=[0]",
+        "--set",
+        "distill.train.epochs=3",
+        "--set",
+        "distill.train.log_every=2",
+        "--set",
+        "analysis.enabled=false",
+    ]
     server = start_server(tmp_path, port)
     try:
         # A short outage while the trials train: MLflow's client retries, nothing is lost, nothing fails.
@@ -288,8 +366,12 @@ def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resum
 
         # A server that stays away: the study stops with one clear message ...
         stop_server(server)
-        quick = {**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+        quick = {
+            **env,
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+        }
         server = start_server(tmp_path, port)
         one = [*longer, "--set", "sweep.strategies=[none]"]  # one trial is enough to lose the server under
         proc = start(tmp_path / "b", "--name", "smoke_b", *one, env=quick, teacher=smoke_teacher)

