@@ -13,10 +13,20 @@ DRIVER_RESOURCE = "tune_driver"  # trial drivers of multi-worker trials hold thi
 # Settings of this shell that every Ray worker of the study must see. A local Ray's workers inherit the driver's
 # environment; a cluster's workers inherit their raylet's, so on a cluster these travel in the job's runtime_env.
 # (Not HF_HOME or other paths: those are per machine.)
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
-                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
-FORWARDED_PREFIXES = ("RAYKD_", "MLFLOW_HTTP_REQUEST_", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                      "MLFLOW_TRACKING_TOKEN")
+FORWARDED_ENV = (
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+)
+FORWARDED_PREFIXES = (
+    "RAYKD_",
+    "MLFLOW_HTTP_REQUEST_",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 
 
 def forwarded_env(environ: dict[str, str] | None = None) -> dict[str, str]:

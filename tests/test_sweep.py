@@ -134,8 +134,20 @@ def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
     retry settings and credentials, and raykd's own switches travel in the job's runtime_env; paths do not."""
     from raykd.cluster import forwarded_env
 
-    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": "/home/me/.cache/hf", "PATH": "/usr/bin",
-           "RAYKD_TEST_NAN_AT_STEP": "t:3:1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-           "MLFLOW_TRACKING_PASSWORD": "secret", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
-    assert forwarded_env(env) == {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "RAYKD_TEST_NAN_AT_STEP": "t:3:1",
-                                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_TRACKING_PASSWORD": "secret"}
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": "/home/me/.cache/hf",
+        "PATH": "/usr/bin",
+        "RAYKD_TEST_NAN_AT_STEP": "t:3:1",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_TRACKING_PASSWORD": "secret",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    }
+    assert forwarded_env(env) == {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "RAYKD_TEST_NAN_AT_STEP": "t:3:1",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_TRACKING_PASSWORD": "secret",
+    }
