@@ -43,6 +43,8 @@ def prepare_teacher(
 
     folder = TeacherFolder(directory)
     if folder.complete:
+        if tracking is not None:
+            _record_reused_teacher(tracking, config, folder)
         return folder.metrics
     device = device or default_device()
     use_assigned_cpus()
@@ -90,6 +92,26 @@ def prepare_teacher(
         tr.set_tags(client, run_id, {"raykd.baseline": baseline["name"]})
         tr.finish(client, run_id, "finished")
     return metrics
+
+
+def _record_reused_teacher(tracking, config: StudyConfig, folder: TeacherFolder) -> None:
+    """A teacher stage found complete (a resumed study, or a teacher folder copied from another study with the
+    same teacher): give this study its teacher run, with the folder's metrics, if it has none yet (the analysis
+    reads the teacher's metrics from it)."""
+    from raykd import tracking as tr
+
+    client = tracking.client()
+    wanted = {tr.STUDY_UID: tracking.study_uid, tr.ROLE: "teacher", tr.TRIAL_ID: f"teacher-{teacher_key(config)}"}
+    if tr.find_run(client, tracking.experiment_id, wanted) is not None:
+        return
+    run_id = tr.child_run(tracking, role="teacher", key=wanted[tr.TRIAL_ID], run_name="teacher")
+    tr.log_params(client, run_id, {f"teacher.{k}": v for k, v in config.teacher.model_dump(mode="json").items()})
+    steps = int(folder.info.get("train_steps") or 0)
+    metrics = {f"teacher/{k}": v for k, v in folder.metrics.items()}
+    tr.log_metrics(client, run_id, metrics, steps, int(time.time() * 1000))
+    tags = {"raykd.teacher_folder": str(folder.path), "raykd.teacher_reused": "true"}
+    tr.set_tags(client, run_id, {**tags, "raykd.baseline": (folder.info.get("baseline") or {}).get("name", "")})
+    tr.finish(client, run_id, "finished")
 
 
 def _load_checked_teacher(config: StudyConfig, task, raw):
