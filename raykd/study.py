@@ -10,11 +10,13 @@ weights) runs just the new trials; a change to what a finished trial means is re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +138,10 @@ class Study:
         from raykd.trial import StudyContext
 
         config = self.config
-        start_ray(dashboard=config.compute.num_workers > 1 or config.compute.isolate_trials)
-        self.tracking = tracking = tr.open_study(self.root, config.name, uid, flatten(config))
+        with ThreadPoolExecutor(1) as pool:  # a new store creates its schema (seconds) while Ray starts
+            opening = pool.submit(tr.open_study, self.root, config.name, uid, flatten(config))
+            start_ray(dashboard=config.compute.num_workers > 1 or config.compute.isolate_trials)
+            self.tracking = tracking = opening.result()
         client = tracking.client()
         tr.share_comparison_view(client, tracking.experiment_id, _metric_name(config))
         tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config.identity())})
@@ -200,13 +204,18 @@ class Study:
         config = self.config
         folder = TeacherFolder.of(self.root, config)
         started = time.time()
-        # max_calls=1: the stage's worker process exits afterwards instead of idling with a model in memory
-        stage = ray.remote(num_cpus=self.cpus, num_gpus=math.ceil(config.compute.gpus_per_worker), max_calls=1)(
-            _run_teacher_stage
-        )
-        progress = self.progress("teacher")
-        ref = stage.remote(config, str(folder.path), trial_grid(config), self.tracking, str(progress.path))
-        out = wait_with_progress(ref, progress, self.console, "teacher")
+        grid = trial_grid(config)
+        record = StageRecord(folder.path, config, grid, self.tracking.study_uid)
+        out = record.read()  # an unchanged re-run of this study: nothing to load or build
+        if out is None:
+            # max_calls=1: the stage's worker process exits afterwards instead of idling with a model in memory
+            stage = ray.remote(num_cpus=self.cpus, num_gpus=math.ceil(config.compute.gpus_per_worker), max_calls=1)(
+                _run_teacher_stage
+            )
+            progress = self.progress("teacher")
+            ref = stage.remote(config, str(folder.path), grid, self.tracking, str(progress.path))
+            out = wait_with_progress(ref, progress, self.console, "teacher")
+            record.write(out)
         metrics, info = out["metrics"], folder.info
         metric = info["metric"]
         baseline = info.get("baseline") or {}
@@ -417,6 +426,42 @@ class Study:
         shown = ", ".join(f"{s}/{i} {w if w is None else f'{w:.3g}'}" for (s, i), w in chosen.items())
         self.say(f"chosen weights (best validation {self.metric}): {shown}")
         return chosen
+
+
+class StageRecord:
+    """What the teacher stage answered for this study and grid (``<teacher>/stage.json``). A re-run of the same
+    study with the same grid (a resume) reads it instead of starting a Ray task that would load the teacher only to
+    find its folder and cache complete. Another study (a copied teacher folder) or another grid runs the stage."""
+
+    def __init__(self, folder: Path, config: StudyConfig, grid: list, study_uid: str) -> None:
+        self.path = folder / "stage.json"
+        cache = config.compute.teacher_cache.model_dump(mode="json")
+        self.key = config_hash({"grid": [t.trial_id for t in grid], "identity": config.identity(), "cache": cache})
+        self.study_uid = study_uid
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if saved.get("key") != self.key or saved.get("study_uid") != self.study_uid:
+            return None
+        out = saved["out"]
+        cache = out.get("cache")
+        if not (self.path.parent / "metrics.json").is_file():
+            return None
+        if cache and cache.get("path") and not (Path(cache["path"]) / "index.json").is_file():
+            return None
+        if cache:
+            out["cache"] = {**cache, "reason": "reused"}
+        return out
+
+    def write(self, out: dict[str, Any]) -> None:
+        record = {"key": self.key, "study_uid": self.study_uid, "out": out}
+        with contextlib.suppress(OSError, TypeError, ValueError):  # a courtesy for re-runs, never a failure
+            tmp = self.path.with_name(".stage.json.tmp")
+            tmp.write_text(json.dumps(record, default=str))
+            tmp.replace(self.path)
 
 
 def _run_teacher_stage(*args: Any) -> dict[str, Any]:

@@ -151,3 +151,29 @@ def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_TRACKING_PASSWORD": "secret",
     }
+
+
+def test_a_rerun_with_the_same_grid_reads_the_teacher_stage_record_instead_of_running_it(tmp_path):
+    """stage.json answers for this study and grid only, and only while the folder and cache it names exist."""
+    from raykd.study import StageRecord
+    from raykd.trial import trial_grid
+    from raykd.validate import load_study_config
+    from tests.smoke_studies import SMOKE
+
+    config = load_study_config(SMOKE)
+    grid = trial_grid(config)
+    folder, cache = tmp_path / "teacher", tmp_path / "teacher" / "cache" / "abc"
+    cache.mkdir(parents=True)
+    out = {"metrics": {"test/accuracy": 0.57}, "cache": {"path": str(cache), "plan": "p", "reason": "built in 4 s"}}
+    record = StageRecord(folder, config, grid, "uid-1")
+    assert record.read() is None  # nothing recorded yet
+    record.write(out)
+    assert record.read() is None  # the teacher stage's folder is not complete (no metrics.json)
+    (folder / "metrics.json").write_text("{}")
+    assert record.read() is None  # ... nor its cache
+    (cache / "index.json").write_text("{}")
+    assert record.read() == {**out, "cache": {**out["cache"], "reason": "reused"}}
+    assert StageRecord(folder, config, grid[:-1], "uid-1").read() is None  # another grid
+    assert StageRecord(folder, config, grid, "uid-2").read() is None  # another study (a copied teacher folder)
+    other = load_study_config(SMOKE, ["distill.loss.kd=0"])
+    assert StageRecord(folder, other, trial_grid(other), "uid-1").read() is None  # other distillation settings

@@ -146,7 +146,7 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path, 
         "--set",
         "analysis.enabled=false",
         "--set",
-        "distill.train.epochs=4",
+        "distill.train.epochs=3",
         "--set",
         "distill.train.eval_every=4",
         "--set",
@@ -155,7 +155,7 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path, 
         "compute.max_failures=2",
     ]
     for out in ("a", "b"):
-        seed_teacher(smoke_teacher, tmp_path / out, "smoke", set_items(longer))
+        seed_teacher(smoke_teacher, tmp_path / out, "smoke", set_items(longer))  # (seeds do not change the teacher)
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path / "a"), *longer],
         stdout=subprocess.PIPE,
@@ -183,7 +183,8 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path, 
         assert steps == set(range(1, int(run.data.metrics["steps"]) + 1)), sorted(steps)
 
     cluster.add_node(cpus=1)  # the machine is back
-    command = [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path / "b"), *longer]
+    two = [*longer, "--set", "sweep.seeds=[0]"]  # two trials, one per node
+    command = [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path / "b"), *two]
     driver = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -197,16 +198,17 @@ def test_a_lost_node_is_survived_and_a_killed_driver_resumes(cluster, tmp_path, 
     while time.time() < deadline:
         line = driver.stdout.readline()
         lines.append(line)
-        if "[1/4 done" in line:
+        if "[1/2 done" in line:
             break
         assert line or driver.poll() is None, "".join(lines[-40:])
     os.kill(driver.pid, signal.SIGKILL)  # the driver only: the cluster and its other processes stay
     driver.wait()
     again = subprocess.run(command, capture_output=True, text=True, env=cluster.env, cwd=ROOT, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "[raykd] resuming: " in again.stdout and "[raykd] done: 4 finished, 0 diverged, 0 failed" in again.stdout
+    assert "[raykd] resuming: " in again.stdout, again.stdout[-3000:]
+    assert "[raykd] done: 2 finished, 0 diverged, 0 failed" in again.stdout
     _, runs = runs_by_name(tmp_path / "b" / "smoke")
-    assert sum(r.data.tags.get("raykd.role") == "trial" for r in runs.values()) == 4
+    assert sum(r.data.tags.get("raykd.role") == "trial" for r in runs.values()) == 2
 
 
 def test_a_study_folder_on_remote_storage_is_refused_naming_what_needs_posix(tmp_path):

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.smoke_studies import seed_teacher
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -102,8 +104,10 @@ def test_tracking_helpers_over_http(server, tmp_path, monkeypatch):
     assert len(stored) == 1 and json.loads(stored[0].read_text()) == {"x": 1}
 
 
-def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path):
+def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path, smoke_teacher):
     env = {**os.environ, "MLFLOW_TRACKING_URI": server["uri"]}
+    one_at_a_time = ["--set", "compute.max_concurrent_trials=1"]
+    seed_teacher(smoke_teacher, tmp_path, "smoke_http", one_at_a_time)  # its teacher run is still logged (reused)
     result = subprocess.run(
         [
             sys.executable,
@@ -120,6 +124,7 @@ def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path):
             "sweep.inits=[random]",
             "--set",
             "sweep.seeds=[0]",
+            *one_at_a_time,
         ],
         capture_output=True,
         text=True,
@@ -135,6 +140,8 @@ def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path):
     experiment = client.get_experiment_by_name("smoke_http")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"smoke_http", "teacher", "forward-random-w3-s0", "none-random-w0-s0"}
+    teacher = runs["teacher"]  # the copied teacher folder still gets this study's teacher run, with its metrics
+    assert teacher.data.tags["raykd.teacher_reused"] == "true" and "teacher/test/accuracy" in teacher.data.metrics
     trial = runs["forward-random-w3-s0"]
     assert trial.info.status == "FINISHED" and "test.accuracy" in trial.data.metrics
     assert len(client.get_metric_history(trial.info.run_id, "train.total")) >= 1

@@ -112,7 +112,8 @@ def counted(summary: dict) -> dict:
 
 
 def test_killed_at_every_stage_resumes_to_the_uninterrupted_result_beside_another_study(tmp_path, smoke_teacher):
-    """SIGKILL during the teacher stage, between trials, mid-trial and during the analysis; each time the same command goes on. Meanwhile a second study with another name runs
+    """SIGKILL during the teacher stage, between trials while another trial is mid-way, and during the analysis; each
+    time the same command goes on. Meanwhile a second study with another name runs
     uninterrupted in the same output folder against the same tracking store: it is the reference, and the
     two must not interfere."""
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
@@ -135,8 +136,18 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
     teacher_dirs = list((chain_dir / "teacher").glob("*"))
     assert not any((d / "metrics.json").is_file() for d in teacher_dirs), "the teacher stage had already finished"
 
-    # 2. between trials: as soon as the first trial has ended
-    kill_when(start(tmp_path, *chain, env=env), "[1/4 done")
+    # 2. between trials and mid-trial at once: once the first trial has ended and the second has a checkpoint
+    def second_trial_checkpointed():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            folder = chain_dir / "checkpoints"
+            started = [d for d in folder.iterdir() if any(d.glob("step-*"))] if folder.is_dir() else []
+            if len(started) >= 2:
+                return
+            time.sleep(0.3)
+        raise AssertionError("the second trial wrote no checkpoint")
+
+    kill_when(start(tmp_path, *chain, env=env), "[1/4 done", then=second_trial_checkpointed)
     runs = trial_runs(uri, "chain")
     ended_first = {
         n: r.info.end_time
@@ -144,29 +155,9 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
         if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"
     }
     assert len(ended_first) == 1
-
-    # 3. mid-trial: once the third trial has written a checkpoint
-    def third_trial_checkpointed():
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            folder = chain_dir / "checkpoints"
-            started = [d for d in folder.iterdir() if any(d.glob("step-*"))] if folder.is_dir() else []
-            if len(started) >= 3:
-                return
-            time.sleep(0.3)
-        raise AssertionError("the third trial wrote no checkpoint")
-
-    lines = kill_when(start(tmp_path, *chain, env=env), "[2/4 done", then=third_trial_checkpointed)
-    assert any("resuming: 1 of 4 trials already ended; running 3" in line for line in lines)
-    runs = trial_runs(uri, "chain")
-    finished = {
-        n
-        for n, r in runs.items()
-        if r.data.tags.get("raykd.role") == "trial" and r.data.tags.get("raykd.status") == "finished"
-    }
     train_dirs = {d.name for d in (chain_dir / "checkpoints").iterdir() if any(d.glob("step-*"))}
-    interrupted = sorted(train_dirs - finished)
-    assert len(interrupted) == 1, (train_dirs, finished)
+    interrupted = sorted(train_dirs - set(ended_first))
+    assert len(interrupted) == 1, (train_dirs, ended_first)
 
     # 4. during the analysis (held open for 20 s by the test switch, so the kill lands inside it on any machine)
     lines = kill_when(
@@ -174,6 +165,7 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
         "[raykd] mean test",
         then=lambda: time.sleep(3),
     )
+    assert any("resuming: 1 of 4 trials already ended; running 3" in line for line in lines)
     assert not (chain_dir / "report" / "summary.json").exists(), "the analysis had already finished"
 
     out = finish(start(tmp_path, *chain, env=env))
@@ -339,6 +331,8 @@ def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resum
         "distill.train.log_every=2",
         "--set",
         "analysis.enabled=false",
+        "--set",
+        "compute.max_concurrent_trials=1",
     ]
     server = start_server(tmp_path, port)
     try:
