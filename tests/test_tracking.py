@@ -56,3 +56,26 @@ def test_comparison_view_is_a_shared_view_of_the_trials_grouped_by_arm(tmp_path)
         f"/#/experiments/{tracking.experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
     )
     assert tracking.uri == uri and Path(tr.sqlite_path(uri)) == tmp_path / "mlflow.db"
+
+
+def test_a_teacher_folder_found_complete_gives_the_study_its_teacher_run_once(tmp_path, smoke_teacher):
+    """A copied teacher folder (another study's, same teacher) skips fine-tuning, but this study still gets its
+    teacher run with the folder's metrics (the analysis reads them from it); a second call adds nothing."""
+    import shutil
+
+    from raykd.train.teacher import prepare_teacher
+    from raykd.validate import load_study_config
+    from tests.smoke_studies import SMOKE
+
+    config = load_study_config(SMOKE)
+    folder = tmp_path / "teacher" / smoke_teacher.name
+    shutil.copytree(smoke_teacher, folder)
+    tracking = tr.open_study(tmp_path, "smoke", "uid-1", {})
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for _ in range(2):
+        assert prepare_teacher(config, str(folder), tracking) == metrics
+    client = tracking.client()
+    runs = tr.study_runs(client, tracking.experiment_id, "uid-1", "teacher")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["raykd.teacher_reused"] == "true"
+    assert runs[0].data.metrics["teacher.test.accuracy"] == metrics["test/accuracy"]

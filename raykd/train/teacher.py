@@ -88,10 +88,16 @@ def prepare_teacher(
     }
     _write(Path(directory), model, tokenizer, data, info, metrics)
     if client is not None:
-        tr.log_metrics(client, run_id, {f"teacher/{k}": v for k, v in metrics.items()}, steps, int(time.time() * 1000))
-        tr.set_tags(client, run_id, {"raykd.baseline": baseline["name"]})
-        tr.finish(client, run_id, "finished")
+        _finish_teacher_run(client, run_id, metrics, steps, {"raykd.baseline": baseline["name"]})
     return metrics
+
+
+def _finish_teacher_run(client, run_id: str, metrics: dict[str, float], steps: int, tags: dict[str, str]) -> None:
+    from raykd import tracking as tr
+
+    tr.log_metrics(client, run_id, {f"teacher/{k}": v for k, v in metrics.items()}, steps, int(time.time() * 1000))
+    tr.set_tags(client, run_id, tags)
+    tr.finish(client, run_id, "finished")
 
 
 def _record_reused_teacher(tracking, config: StudyConfig, folder: TeacherFolder) -> None:
@@ -106,12 +112,9 @@ def _record_reused_teacher(tracking, config: StudyConfig, folder: TeacherFolder)
         return
     run_id = tr.child_run(tracking, role="teacher", key=wanted[tr.TRIAL_ID], run_name="teacher")
     tr.log_params(client, run_id, {f"teacher.{k}": v for k, v in config.teacher.model_dump(mode="json").items()})
-    steps = int(folder.info.get("train_steps") or 0)
-    metrics = {f"teacher/{k}": v for k, v in folder.metrics.items()}
-    tr.log_metrics(client, run_id, metrics, steps, int(time.time() * 1000))
     tags = {"raykd.teacher_folder": str(folder.path), "raykd.teacher_reused": "true"}
-    tr.set_tags(client, run_id, {**tags, "raykd.baseline": (folder.info.get("baseline") or {}).get("name", "")})
-    tr.finish(client, run_id, "finished")
+    tags["raykd.baseline"] = (folder.info.get("baseline") or {}).get("name", "")
+    _finish_teacher_run(client, run_id, folder.metrics, int(folder.info.get("train_steps") or 0), tags)
 
 
 def _load_checked_teacher(config: StudyConfig, task, raw):

@@ -141,7 +141,7 @@ def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path, smoke
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"smoke_http", "teacher", "forward-random-w3-s0", "none-random-w0-s0"}
     teacher = runs["teacher"]  # the copied teacher folder still gets this study's teacher run, with its metrics
-    assert teacher.data.tags["raykd.teacher_reused"] == "true" and "teacher/test/accuracy" in teacher.data.metrics
+    assert teacher.data.tags["raykd.teacher_reused"] == "true" and "teacher.test.accuracy" in teacher.data.metrics
     trial = runs["forward-random-w3-s0"]
     assert trial.info.status == "FINISHED" and "test.accuracy" in trial.data.metrics
     assert len(client.get_metric_history(trial.info.run_id, "train.total")) >= 1
