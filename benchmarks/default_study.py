@@ -36,8 +36,17 @@ def machine() -> dict:
     }
 
 
-def _in_verdict(line: str) -> bool:
-    return line.startswith(("== verdict", "teacher ", "mean test", "Q1 ", "Q2 ", "acute angles", "to decide", "  "))
+def verdict_block(lines: list[str]) -> str:
+    """The verdict block the study prints: from its "== verdict" line to the next "[raykd]" line."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("== verdict"):
+            out = [line]
+        elif out and not line.startswith("[raykd]"):
+            out.append(line)
+        elif out:
+            break
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -82,7 +91,7 @@ def main() -> None:
         "teacher_cache": cache.group(1) if cache else None,
         "cell_means": next((line for _, line in run.lines if line.startswith("[raykd] mean test")), None),
         "done": next((line for _, line in run.lines if line.startswith("[raykd] done:")), None),
-        "verdict": "\n".join(line for _, line in run.lines if _in_verdict(line)),
+        "verdict": verdict_block([line for _, line in run.lines]),
         "targets": {"wall_s": 1200, "peak_pss_gb": 4.0},
     }
     result["met"] = {"wall": result["wall_s"] <= 1200, "memory": result["peak_pss_gb"] <= 4.0}
