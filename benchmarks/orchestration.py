@@ -65,7 +65,7 @@ def study(n: int, output_dir: Path, steps: int, isolate: bool = False) -> dict:
             if re.match(pattern, line) and key not in stamp:
                 stamp[key] = seconds
     text = "\n".join(t for _, t in run.lines)
-    teacher_s = float(re.search(r"\[raykd\] teacher: .*\((\d+) s;", text).group(1))
+    teacher_s = float(re.search(r"\[raykd\] teacher: .*?\((\d+) s with its cache", text).group(1))
     concurrency = int(re.search(r"(\d+) trial\(s\) at once", text).group(1))
     trials = trial_times(output_dir / "smoke" / "mlflow.db")
     sweep_s = stamp["sweep_done"] - stamp["sweep_start"]
