@@ -54,11 +54,12 @@ def main() -> None:
     parser.add_argument("--output-dir", default="/tmp/raykd-bench-default")
     parser.add_argument("--set", action="append", default=[], help="config override, passed to the study")
     parser.add_argument("--out", default=str(HERE / "results" / "default_study.json"))
+    parser.add_argument("--resume", action="store_true", help="no --fresh: reuse a teacher stage already in the folder")
     args = parser.parse_args()
     cmd = [
         sys.executable,
         str(HERE.parent / "studies" / "strategy_grid.py"),
-        "--fresh",
+        *([] if args.resume else ["--fresh"]),
         "--output-dir",
         args.output_dir,
     ]
@@ -87,6 +88,12 @@ def main() -> None:
         "wall_s": round(run.seconds, 1),
         "peak_pss_gb": round(run.peak_pss_bytes / 1e9, 2),
         "peak_processes": run.peak_processes,
+        "peak_at_s": run.peak_at_s,
+        "peak_by_process_mb": [[name, round(pss / 1e6)] for name, pss in run.at_peak],
+        "memory_series_mb": [
+            [t, round(total / 1e6), [[name, round(pss / 1e6)] for name, pss in procs[:4]]]
+            for t, total, procs in run.series
+        ],
         "stages_s": stamps,
         "teacher_cache": cache.group(1) if cache else None,
         "cell_means": next((line for _, line in run.lines if line.startswith("[raykd] mean test")), None),

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -21,36 +22,55 @@ class TreeRun:
     peak_pss_bytes: int
     peak_processes: int
     lines: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, line)
+    at_peak: list[tuple[str, int]] = field(default_factory=list)  # (process, PSS bytes) at the peak, largest first
+    peak_at_s: float = 0.0  # seconds since start when the peak was sampled
+    series: list[tuple[float, int, list[tuple[str, int]]]] = field(default_factory=list)  # every `every` s
 
 
-def tree_pss(root: psutil.Process) -> tuple[int, int]:
-    """(sum of PSS over root and its descendants, number of processes)."""
-    total = count = 0
+def label(proc: psutil.Process) -> str:
+    """A process as a reader knows it: Ray's title (``ray::TrialActor``, ``ray::IDLE``), else its program."""
+    cmd = proc.cmdline()
+    if cmd and cmd[0].startswith("ray::"):
+        return cmd[0].split()[0]
+    names = [Path(part).name for part in cmd[:3] if not part.startswith("-")]
+    return " ".join(names) or proc.name()
+
+
+def tree_pss(root: psutil.Process) -> list[tuple[str, int]]:
+    """(process, PSS bytes) for root and each of its live descendants."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0, 0
+        return []
+    out = []
     for proc in procs:
         try:
-            total += proc.memory_full_info().pss
-            count += 1
+            out.append((label(proc), proc.memory_full_info().pss))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return total, count
+    return out
 
 
-def run_sampled(cmd: list[str], *, interval: float = 1.0, env=None, echo: bool = True) -> TreeRun:
-    """Run `cmd`, streaming its output, sampling the tree's PSS every `interval` seconds."""
+def run_sampled(cmd: list[str], *, interval: float = 1.0, every: float = 30.0, env=None, echo: bool = True) -> TreeRun:
+    """Run `cmd`, streaming its output, sampling the tree's PSS every `interval` seconds (and keeping the
+    processes' PSS every `every` seconds, for where memory grows)."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     root = psutil.Process(proc.pid)
-    peak = {"pss": 0, "procs": 0}
+    peak = {"pss": 0, "procs": 0, "at": [], "when": 0.0}
+    series: list[tuple[float, int, list[tuple[str, int]]]] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            pss, count = tree_pss(root)
-            peak["pss"], peak["procs"] = max(peak["pss"], pss), max(peak["procs"], count)
+            procs = tree_pss(root)
+            total = sum(pss for _, pss in procs)
+            if total > peak["pss"]:
+                peak.update(pss=total, at=sorted(procs, key=lambda p: -p[1]), when=time.perf_counter() - started)
+            peak["procs"] = max(peak["procs"], len(procs))
+            now = time.perf_counter() - started
+            if not series or now - series[-1][0] >= every:
+                series.append((round(now, 1), total, sorted(procs, key=lambda p: -p[1])))
             done.wait(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -63,4 +83,13 @@ def run_sampled(cmd: list[str], *, interval: float = 1.0, env=None, echo: bool =
     code = proc.wait()
     done.set()
     sampler.join()
-    return TreeRun(code, time.perf_counter() - started, peak["pss"], peak["procs"], lines)
+    return TreeRun(
+        code,
+        time.perf_counter() - started,
+        peak["pss"],
+        peak["procs"],
+        lines,
+        peak["at"],
+        round(peak["when"], 1),
+        series,
+    )

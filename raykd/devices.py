@@ -53,3 +53,24 @@ def use_assigned_cpus(cpus: float | None = None) -> int:
     threads = max(1, int(cpus)) if cpus else assigned_cpus()
     torch.set_num_threads(threads)
     return threads
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that Python and torch have freed back to the OS (glibc's ``malloc_trim``); True if it ran.
+
+    A reused Tune actor runs each trial in a fresh thread, and glibc keeps what a finished trial freed in that
+    thread's arena: without this, an actor grew by ~150 MB per trial (benchmarks/RESULTS.md, "Memory"). A no-op
+    where the C library has no ``malloc_trim`` (musl, macOS).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return False
+    trim(0)
+    return True

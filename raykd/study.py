@@ -161,9 +161,8 @@ class Study:
         )
         self.metric = teacher["metric"]
         chosen = self.tune_weights() if config.sweep.weight_search.method == "optuna" else None
-        analyst = self.analyst() if config.analysis.enabled else None  # starts (and loads) while the trials run
         rows, counts, paths = self.sweep(chosen)
-        report = self.analyse(analyst) if analyst is not None and counts["finished"] else None
+        report = self.analyse() if config.analysis.enabled and counts["finished"] else None
         tr.finish(client, tracking.parent_run_id, "finished")
         ray.shutdown()
         return {
@@ -333,21 +332,19 @@ class Study:
         }
 
     # --- stage 3: the analysis ----------------------------------------------------------------------
-    def analyst(self):
-        """The analysis actor, started now so that its process start, imports and teacher loading overlap the
-        sweep (it holds no CPU while it waits; it is given the stage's threads when it runs)."""
-        from raykd.analysis.actor import analysis_actor_class
+    def analyse(self) -> dict[str, Any] | None:
+        """The analysis actor's run. A failure here is reported and leaves every trial result in place.
 
-        actor = analysis_actor_class().options(num_cpus=0).remote()
-        actor.warm.remote(str(self.root))
-        return actor
-
-    def analyse(self, actor) -> dict[str, Any] | None:
-        """The analysis actor's run. A failure here is reported and leaves every trial result in place."""
+        The actor starts once the trial actors are gone: pre-started, its imports and teacher (~0.6 GB) sat
+        beside the trials through the whole sweep to save ~13 s at its end (benchmarks/RESULTS.md, "Memory").
+        """
         import ray
+
+        from raykd.analysis.actor import analysis_actor_class
 
         started = time.time()
         progress = self.progress("analysis")
+        actor = analysis_actor_class().options(num_cpus=0).remote()  # its threads are the stage's, below
         try:
             ref = actor.run.remote(
                 str(self.root), tracking_uri=self.tracking.uri, threads=int(self.cpus), progress_path=str(progress.path)

@@ -157,6 +157,7 @@ def run_trial(params: dict[str, Any], context: StudyContext, resources: Resource
     from ray import tune
 
     from raykd import tracking as tr
+    from raykd.devices import release_freed_memory
 
     spec = TrialSpec(**params["trial"])
     tracking, run_id = context.tracking, None
@@ -185,6 +186,8 @@ def run_trial(params: dict[str, Any], context: StudyContext, resources: Resource
         if tracking is not None:
             tr.finish(tracking.client(), run_id, "failed", error=error)
         raise
+    finally:
+        release_freed_memory()  # the reused actor starts the next trial from the same footprint
     final = result.return_value  # rank 0's final report (Ray Train's `metrics` are only those of Ray checkpoints)
     if tracking is not None:
         tr.finish(tracking.client(), run_id, (final or {}).get("status", "failed"))

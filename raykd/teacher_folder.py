@@ -77,6 +77,17 @@ class TeacherFolder:
 
         return auto_class(task).from_pretrained(self.path / "model").to(device).eval().requires_grad_(False)
 
+    def skeleton(self, task):
+        """The teacher's modules on the meta device: its class and config, no weights (nothing allocated)."""
+        import torch
+        import transformers
+
+        from raykd.models import auto_class
+
+        config = transformers.AutoConfig.from_pretrained(self.path / "model")
+        with torch.device("meta"):
+            return auto_class(task).from_config(config).eval().requires_grad_(False)
+
     def data(self):
         """The tokenized splits (a `datasets.DatasetDict`, memory-mapped from disk)."""
         import datasets

@@ -480,39 +480,10 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
 
 def analysis_actor_class():
     """`AnalysisActor`: the analysis as a Ray actor (defined lazily so importing this needs no Ray)."""
-    # long: a class factory; its body is the actor's two methods
     import ray
-
-    from raykd.teacher_folder import TeacherFolder
-    from raykd.trial import StudyContext
 
     @ray.remote
     class AnalysisActor:
-        def warm(self, study_dir: str | None = None) -> None:
-            """Import what the analysis needs and load the study's teacher (a study starts the actor early, so
-            this overlaps its sweep)."""
-            import matplotlib.pyplot  # noqa: F401
-            import scipy.stats  # noqa: F401
-            import statsmodels.formula.api  # noqa: F401
-
-            import raykd.analysis.report
-            import raykd.tracking  # noqa: F401  (mlflow)
-            from raykd.train.trial import teacher_artifacts
-
-            if study_dir is not None:
-                root, config, _ = load_study(study_dir)
-                folder = TeacherFolder.of(root, config)
-                if config.analysis.angles.enabled and folder.complete:
-                    teacher_artifacts(
-                        StudyContext(
-                            config=config,
-                            study_dir=str(root),
-                            teacher_dir=str(folder.path),
-                            checkpoints=str(root / "checkpoints"),
-                        ),
-                        default_device(),
-                    )
-
         def run(
             self,
             study_dir: str,

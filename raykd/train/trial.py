@@ -56,7 +56,6 @@ class TeacherArtifacts:
     folder: TeacherFolder
     task: Any
     tokenizer: Any
-    model: nn.Module
     data: Any  # DatasetDict of tokenized splits
     device: str
     caches: dict[str, Any] = field(default_factory=dict)
@@ -64,15 +63,28 @@ class TeacherArtifacts:
     @classmethod
     def load(cls, context: StudyContext, device: str) -> TeacherArtifacts:
         folder = TeacherFolder(context.teacher_dir)
-        task = folder.task(context.config)
         return cls(
             folder=folder,
-            task=task,
+            task=folder.task(context.config),
             tokenizer=folder.tokenizer(),
-            model=folder.model(task, device),
             data=folder.data(),
             device=device,
         )
+
+    @cached_property
+    def model(self) -> nn.Module:
+        """The fine-tuned teacher's weights, loaded on first use: a trial whose teacher is the cache and whose
+        student starts random never needs them (~90 MB per trial actor for MiniLM-L6)."""
+        return self.folder.model(self.task, self.device)
+
+    @property
+    def skeleton(self) -> nn.Module:
+        """The teacher's modules without weights (the meta device), enough to build a random-init student."""
+        if "model" in self.__dict__:
+            return self.model
+        if "_skeleton" not in self.caches:
+            self.caches["_skeleton"] = self.folder.skeleton(self.task)
+        return self.caches["_skeleton"]
 
     @cached_property
     def indexed_train(self):
@@ -126,7 +138,7 @@ class TrialRun:
         self.teacher_depths = art.folder.depths
         self.epochs = math.ceil(config.distill.train.epochs)
         student = build_student(
-            art.model,
+            art.model if spec.init == "teacher" else art.skeleton,
             depth=config.student.depth,
             width=config.student.width,
             init=spec.init,
@@ -138,7 +150,7 @@ class TrialRun:
         self.maps = maps_by_epoch(config, spec, self.student_depths, self.teacher_depths, family.kind, self.epochs)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derived_seed(spec.seed, "projections"))
-            attach_projections(student, projection_keys(self.maps.values()), family.width(art.model.config))
+            attach_projections(student, projection_keys(self.maps.values()), family.width(art.skeleton.config))
         self.student = student.to(self.device)
         self.model = wrap(self.student) if wrap is not None else self.student
         self.teacher, train_data, collate = self._teacher_and_data()
@@ -154,17 +166,20 @@ class TrialRun:
         """(frozen teacher, training split, collator): the shared cache when it serves this trial, else live."""
         art, config = self.artifacts, self.config
         collate = art.task.collator(art.tokenizer)
-        live = LiveTeacher(art.model, final_norm=config.distill.final_norm, family=art.folder.family)
+
+        def live():
+            return LiveTeacher(art.model, final_norm=config.distill.final_norm, family=art.folder.family)
+
         folder = self.context.teacher_cache
         if not folder:
-            return live, art.data["train"], collate
+            return live(), art.data["train"], collate
         cache = art.cached_teacher(folder)
         reason = why_not_served(
             cache, art.data["train"], self.maps, matches=self.spec.weight > 0, needs_logits=config.distill.loss.kd > 0
         )
         if reason is not None:
             warnings.warn(f"{reason}; running the teacher live", stacklevel=2)
-            return live, art.data["train"], collate
+            return live(), art.data["train"], collate
         self.teacher_source = "cache"
         return cache, art.indexed_train, with_index(collate)
 

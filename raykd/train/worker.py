@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from raykd.devices import default_device, use_assigned_cpus
+from raykd.devices import default_device, release_freed_memory, use_assigned_cpus
 from raykd.testing.faults import fault_hook, nan_hook
 from raykd.train.checkpoint import CheckpointStore
 from raykd.train.loop import LoopState, StepResult
@@ -145,6 +145,7 @@ class TrialHooks:
     def on_eval(self, state: LoopState) -> None:
         scores = self.trial.validate()
         self.checkpoint()
+        release_freed_memory()  # what the evaluation and the checkpoint's serialisation freed
         self.report({"status": "running", "final": False, **{f"validation/{k}": v for k, v in scores.items()}})
 
     def checkpoint(self, final: bool = False) -> None:
