@@ -1,4 +1,4 @@
-"""Benchmark 5: the embedded default study end to end (teacher + cache + 30 trials + analysis).
+"""Benchmark 5: the embedded default study end to end (teacher + cache + 25 trials + analysis).
 
     python benchmarks/default_study.py [--output-dir /tmp/raykd-bench] [--set key=value ...] [--resume] [--out F]
 
@@ -6,7 +6,8 @@ Runs ``studies/strategy_grid.py --fresh`` as a child process, samples the PSS of
 (driver, Ray's GCS and raylet, every worker) once a second, and writes ``results/default_study.json``:
 wall time, peak memory with each process's share at the peak and every 30 s (which process holds what), the
 time of each stage (from the study's own ``[raykd]`` lines) and the per-cell results. ``--resume`` leaves out
-``--fresh``: a teacher folder copied into ``--output-dir`` is reused (memory probes with ``--set``). Targets: <= 20 min wall, <= 4 GB peak of all processes on a 2-core CPU machine.
+``--fresh``: a teacher folder copied into ``--output-dir`` is reused (memory probes with ``--set``).
+Targets: <= 20 min wall, <= 4 GB peak of all processes on a 2-core CPU machine.
 """
 
 from __future__ import annotations
