@@ -3,6 +3,7 @@ whether the Hugging Face hub is offline. Every other module asks here."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -55,21 +56,27 @@ def use_assigned_cpus(cpus: float | None = None) -> int:
     return threads
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS); looked up once per process."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")  # runs ldconfig: not on every call
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
 def release_freed_memory() -> bool:
     """Hand memory that Python and torch have freed back to the OS (glibc's ``malloc_trim``); True if it ran.
 
     A reused Tune actor runs each trial in a fresh thread, and glibc keeps what a finished trial freed in that
-    thread's arena: without this, an actor grew by ~150 MB per trial (benchmarks/RESULTS.md, "Memory"). A no-op
-    where the C library has no ``malloc_trim`` (musl, macOS).
+    thread's arena: without this, an actor grew by ~150 MB per trial (benchmarks/RESULTS.md, "Where the 8.28 GB
+    went"). A no-op where the C library has no ``malloc_trim``.
     """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
+    trim = _malloc_trim()
     if trim is None:
         return False
     trim(0)

@@ -336,7 +336,8 @@ class Study:
         """The analysis actor's run. A failure here is reported and leaves every trial result in place.
 
         The actor starts once the trial actors are gone: pre-started, its imports and teacher (~0.6 GB) sat
-        beside the trials through the whole sweep to save ~13 s at its end (benchmarks/RESULTS.md, "Memory").
+        beside the trials through the whole sweep to save ~13 s at its end (benchmarks/RESULTS.md, "Where the 8.28 GB
+        went").
         """
         import ray
 

@@ -158,3 +158,25 @@ def test_the_analysis_rebuilds_exactly_the_student_a_trial_started_from(context)
     trained_from.train()  # the trial trains; the analysis later rebuilds its start in another process
     rebuilt = TrialRun(narrow, spec, artifacts).setup().student.state_dict()
     assert before.keys() == rebuilt.keys() and all(torch.equal(before[k], rebuilt[k]) for k in before)
+
+
+def test_a_cached_random_init_trial_never_loads_the_teachers_weights(context):
+    """A reused trial actor holds the teacher's weights only for trials that need them: copied init, or a live
+    teacher. A random-init student served by the cache is built from the weightless skeleton (and is the same
+    student: `test_golden_first_steps` pins its first losses)."""
+    from raykd.train.teacher import prepare_cache
+
+    overrides = [o for o in OVERRIDES if not o.startswith("compute.teacher_cache")]
+    config = load_config(
+        ROOT / "studies" / "configs" / "smoke.yaml", [*overrides, "compute.teacher_cache.enabled=true"]
+    )
+    specs = [TrialSpec.of("forward", "random", 3.0, 0), TrialSpec.of("forward", "teacher", 3.0, 0)]
+    cache = prepare_cache(config, context.teacher_dir, specs)["path"]
+    assert cache is not None
+    cached = StudyContext(**{**context.__dict__, "config": config, "teacher_cache": cache})
+    artifacts = TeacherArtifacts.load(cached, "cpu")
+    run = TrialRun(cached, specs[0], artifacts).setup()
+    assert run.teacher_source == "cache" and "model" not in artifacts.__dict__
+    assert all(p.device.type == "cpu" for p in run.student.parameters())
+    TrialRun(cached, specs[1], artifacts).setup()  # copies teacher blocks: now the weights are loaded
+    assert "model" in artifacts.__dict__

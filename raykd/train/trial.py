@@ -77,14 +77,10 @@ class TeacherArtifacts:
         student starts random never needs them (~90 MB per trial actor for MiniLM-L6)."""
         return self.folder.model(self.task, self.device)
 
-    @property
+    @cached_property
     def skeleton(self) -> nn.Module:
         """The teacher's modules without weights (the meta device), enough to build a random-init student."""
-        if "model" in self.__dict__:
-            return self.model
-        if "_skeleton" not in self.caches:
-            self.caches["_skeleton"] = self.folder.skeleton(self.task)
-        return self.caches["_skeleton"]
+        return self.folder.skeleton(self.task)
 
     @cached_property
     def indexed_train(self):
