@@ -43,6 +43,16 @@ SETTINGS = {
         "width 192, 500 steps (4 epochs), released BERT scale",
         [*BASE, BERT, "student.width=192", "distill.train.epochs=4"],
     ),
+    # the cheaper-compute designs for the 20-minute budget: the same 250 steps at half the batch (one epoch),
+    # and also shorter sequences (a new teacher: fine-tuned at max length 24)
+    "d384_b16": (
+        "width 384, 250 steps of batch 16 (1 epoch), released BERT scale",
+        [*BASE, BERT, "distill.train.batch_size=16", "distill.train.epochs=1"],
+    ),
+    "d384_b16_l24": (
+        "width 384, 250 steps of batch 16, max length 24 (teacher too), released BERT scale",
+        [*BASE, "task.max_length=24", BERT, "distill.train.batch_size=16", "distill.train.epochs=1"],
+    ),
 }
 
 
