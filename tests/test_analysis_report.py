@@ -147,6 +147,33 @@ def test_compact_verdict_answers_each_question_per_init_on_one_screen(summary):
     assert len(lines) <= 20 and max(map(len, lines)) < 400
 
 
+def test_compact_verdict_says_a_gain_inside_the_margin_is_what_refutes_the_claim():
+    """Matching better than none by ~0.6 points, significant and inside a 1-point margin: the line gives the
+    gain and says the claim falls at the margin (not that matching lost)."""
+    from raykd.analysis.report import compact_verdict
+
+    trials = make_trials(none_shift={"random": -0.006}, inits=("random",), seeds=tuple(range(8)), noise=0.001)
+    stats = analyze_trials(trials, metric="accuracy", margin=0.01)
+    summary = build_summary(
+        study="inside",
+        metric="accuracy",
+        higher_is_better=True,
+        teacher={"test/accuracy": 0.78},
+        trials=trials,
+        stats=stats,
+        angles=None,
+        angle_notes=[],
+        margin_points=1.0,
+        setup={"task": "classification (accuracy)"},
+    )
+    q2 = summary["verdict"]["by_init"]["random"]["matching_beats_none"]
+    assert q2["answer"] == "better_within_margin", q2
+    gain = summary["matching_vs_none"]["random"]["diff"] * 100
+    line = next(x for x in compact_verdict(summary).splitlines() if x.startswith("Q2 "))
+    assert f"matching is better, within the margin ({gain:+.2f} points)" in line and 0.4 < gain < 0.8
+    assert "'matching beats no matching' REFUTED at the +-1-point margin" in line
+
+
 def test_partial_summary_without_angles_or_tests(tmp_path):
     trials = make_trials(strategies=("forward",), seeds=(0,))
     stats = analyze_trials(trials, metric="accuracy")

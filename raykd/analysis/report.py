@@ -231,6 +231,8 @@ def _question_lines(summary: dict[str, Any]) -> list[str]:
         ("matching_beats_none", "Q2 does matching beat no matching?"),
     )
     lines = []
+    scale = summary["points_per_unit"]
+    margin = summary["equivalence"]["margin_points"]
     for key, question in questions:
         for init, answers in (summary["verdict"].get("by_init") or {}).items():
             q = answers[key]
@@ -239,9 +241,15 @@ def _question_lines(summary: dict[str, Any]) -> list[str]:
                 for b in q.get("basis", [])[:2]
                 if b.get("p") is not None
             )
+            words = _ANSWER_WORDS.get(q["answer"], q["answer"])
+            diff = (summary.get("matching_vs_none") or {}).get(init, {}).get("diff")
+            if key == "matching_beats_none" and diff is not None and q["answer"] != "untestable":
+                words += f" ({_pts(diff, scale)} points)"
             status = q["claim_status"].upper()
+            if q["answer"].endswith("_within_margin"):  # decided by the margin: a difference smaller than it
+                status += f" at the +-{margin:g}-point margin"
             lines.append(
-                f"{question} {init} init: {_ANSWER_WORDS.get(q['answer'], q['answer'])} -> '{q['claim']}' "
+                f"{question} {init} init: {words} -> '{q['claim']}' "
                 f"{status}"
                 + (f" ({basis})" if basis else "")
                 + (" [no room: not a finding]" if q.get("no_room") else "")
