@@ -162,6 +162,11 @@ class ProgressFile:
             self.path.unlink()
 
 
+def trial_progress(study_dir: str | Path, trial_id: str) -> ProgressFile:
+    """Where a trial's rank 0 writes its step between evaluations, for the sweep's live line."""
+    return ProgressFile(Path(study_dir) / "progress" / "trials" / f"{trial_id}.json")
+
+
 def describe(event: dict[str, Any]) -> str:
     """One progress line from a stage's event."""
     stage = event.get("stage", "?")

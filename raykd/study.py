@@ -301,6 +301,7 @@ class Study:
             already_done=len(grid) - len(pending),
             console=self.console,
             steps=_steps_per_trial(config, self.context),
+            study_dir=self.root,
         )
         if pending:
             fit(self.ray_storage, "sweep", config, self.context, resources, [progress.callback], trials=pending)

@@ -252,10 +252,22 @@ def _trial_name(trial) -> str:
 
 class Progress:
     """The sweep as the user sees it: a line per ended trial (counts, its metric, an ETA), the best per cell every
-    five, and between them a live line of the running trials (step and latest validation metric)."""
+    five, and between them a live line of the running trials (step and latest validation metric).
+
+    Trials report to Tune only at evaluations (minutes apart); between them each trial's rank 0 writes its step to
+    a progress file in the study folder every ``log_every`` steps (`raykd.console.trial_progress`), which the line
+    polls (`poll_s`), so it moves during a trial's first epoch too."""
 
     def __init__(
-        self, n_trials: int, metric: str, higher: bool, already_done: int = 0, console=None, steps: int | None = None
+        self,
+        n_trials: int,
+        metric: str,
+        higher: bool,
+        already_done: int = 0,
+        console=None,
+        steps: int | None = None,
+        study_dir: str | Path | None = None,
+        poll_s: float | None = None,
     ) -> None:
         from ray.tune import Callback
 
@@ -269,6 +281,9 @@ class Progress:
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 outer.result(trial, result)
+
+            def on_step_end(self, iteration, trials, **info):
+                outer.poll()
 
             def on_trial_complete(self, iteration, trials, trial, **info):
                 outer.done(trial, failed=False)
@@ -284,15 +299,25 @@ class Progress:
         self.started = time.time()
         self.timed = 0
         self.errors: dict[str, str] = {}
+        self.study_dir = study_dir
+        self.poll_s = poll_s if poll_s is not None else (10.0 if self.console.live else 60.0)
+        self.polled = time.monotonic()
 
     def elapsed(self) -> float:
         return time.time() - self.started
 
     def eta_s(self) -> float | None:
-        done = self.finished + self.failed
-        if not self.timed:
+        """Seconds left at this run's pace. Work done counts the trials that ended here and the running trials'
+        share of their steps: trials run side by side, so ended trials alone make the pace look halved when the
+        first ends and the ETA climb until the next does."""
+        partial = 0.0
+        if self.steps:
+            partial = sum(min(item.get("step", 0) / self.steps, 1.0) for item in self.running.values())
+        work = self.timed + partial
+        if work <= 0:
             return None
-        return self.elapsed() / self.timed * (self.n - done)
+        left = max(self.n - (self.finished + self.failed) - partial, 0.0)
+        return self.elapsed() / work * left
 
     def result(self, trial, result: dict) -> None:
         """A trial reported (at an evaluation point): refresh the live line."""
@@ -301,6 +326,25 @@ class Progress:
         value = result.get(f"validation/{self.metric}")
         if value is not None:
             entry["validation"] = value
+        self.show()
+
+    def poll(self) -> None:
+        """Every `poll_s`: the running trials' steps from their progress files; the live line when one moved."""
+        if self.study_dir is None or time.monotonic() - self.polled < self.poll_s:
+            return
+        self.polled = time.monotonic()
+        from raykd.console import trial_progress
+
+        moved = False
+        for entry in self.running.values():
+            event = trial_progress(self.study_dir, entry["name"]).read()
+            if event is not None and event.get("step", 0) > entry.get("step", 0):
+                entry["step"], moved = event["step"], True
+        if moved:
+            self.show(force=True)
+
+    def show(self, force: bool = False) -> None:
+        """The live line: each running trial's step and latest validation metric, and the ETA."""
         parts = []
         for item in self.running.values():
             where = f"step {item.get('step', 0)}" + (f"/{self.steps}" if self.steps else "")
@@ -314,11 +358,16 @@ class Progress:
             + (f", ETA {eta / 60:.1f} min" if eta is not None else "")
             + "; running: "
             + "; ".join(parts),
+            force=force,
         )
 
     def done(self, trial, *, failed: bool) -> None:
         self.running.pop(trial.trial_id, None)
         spec = trial.config["trial"]
+        if self.study_dir is not None:
+            from raykd.console import trial_progress
+
+            trial_progress(self.study_dir, spec["trial_id"]).clear()
         result = trial.last_result or {}
         value = result.get(f"test/{self.metric}")
         status = "failed" if failed else result.get("status", "failed")

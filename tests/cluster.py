@@ -1,5 +1,8 @@
 """A real multi-node Ray cluster on one machine, for tests: a head and more nodes, each its own raylet with its
-own resources (`ray start`), started and stopped by the test, which kills exactly its own processes."""
+own resources (`ray start`), started and stopped by the test, which kills exactly its own processes.
+
+A cluster's processes are told apart from every other Ray on the machine (another test's, when the suite runs in
+parallel) by a mark in their environment, which `ray start` hands to the raylet and the raylet to its workers."""
 
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import psutil
 
 TOKEN = "raykd-test-token-0123456789abcdef"
 RAY_PROCESS_MARKS = ("ray::", "gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env")
+CLUSTER_MARK = "RAYKD_TEST_CLUSTER"
 
 
 def free_port() -> int:
@@ -25,16 +30,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ray_processes() -> set[int]:
-    """PIDs of Ray processes on this machine."""
+def ray_processes(cluster: str | None = None) -> set[int]:
+    """PIDs of Ray processes on this machine; with `cluster`, only those of the test cluster with that mark."""
     out = set()
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            if not any(mark in cmd for mark in RAY_PROCESS_MARKS):
+                continue
+            if cluster is not None and proc.environ().get(CLUSTER_MARK) != cluster:
+                continue
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if any(mark in cmd for mark in RAY_PROCESS_MARKS):
-            out.add(proc.pid)
+        out.add(proc.pid)
     return out
 
 
@@ -42,14 +50,14 @@ class LocalCluster:
     """``head`` plus ``add_node()``s; `env` is what a study needs to join it (RAY_ADDRESS, token auth)."""
 
     def __init__(self, head_cpus: int = 1, driver_slots: int = 100, dashboard: bool = True) -> None:
-        self.before = ray_processes()
+        self.mark = uuid.uuid4().hex
         self.temp_dir = tempfile.mkdtemp(prefix="raykd-cluster-")
         self.port = free_port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, CLUSTER_MARK: self.mark}
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.nodes: list[set[int]] = []
         self.killed: set[int] = set()
-        started = ray_processes()
+        started = self.processes()
         args = [
             self.ray,
             "start",
@@ -62,9 +70,13 @@ class LocalCluster:
         ]
         args += [f"--dashboard-port={free_port()}"] if dashboard else ["--include-dashboard=false"]
         self._start(args)
-        self.head = ray_processes() - started
+        self.head = self.processes() - started
         self.address = f"127.0.0.1:{self.port}"
         self.env["RAY_ADDRESS"] = self.address
+
+    def processes(self) -> set[int]:
+        """PIDs of this cluster's Ray processes (not the drivers that joined it)."""
+        return ray_processes(self.mark)
 
     def _start(self, args: list[str]) -> None:
         result = subprocess.run(args, capture_output=True, text=True, env=self.env, timeout=180)
@@ -73,9 +85,9 @@ class LocalCluster:
 
     def add_node(self, cpus: int = 1) -> int:
         """Start one more node (a raylet joining the head); returns its index."""
-        started = ray_processes()
+        started = self.processes()
         self._start([self.ray, "start", f"--address={self.address}", f"--num-cpus={cpus}", "--disable-usage-stats"])
-        self.nodes.append(ray_processes() - started)
+        self.nodes.append(self.processes() - started)
         self.wait_for_nodes(1 + len(self.nodes) - len(self.killed))  # the head and every node not killed
         return len(self.nodes) - 1
 
@@ -114,9 +126,9 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Kill exactly the processes this cluster started (`ray stop` would stop every Ray on the machine)."""
-        for pid in ray_processes() - self.before:
+        for pid in self.processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(2)
-        left = ray_processes() - self.before
+        left = self.processes()
         assert not left, f"processes of the test cluster survived: {left}"

@@ -177,3 +177,75 @@ def test_a_rerun_with_the_same_grid_reads_the_teacher_stage_record_instead_of_ru
     assert StageRecord(folder, config, grid, "uid-2").read() is None  # another study (a copied teacher folder)
     other = load_study_config(SMOKE, ["distill.loss.kd=0"])
     assert StageRecord(folder, other, trial_grid(other), "uid-1").read() is None  # other distillation settings
+
+
+def test_the_sweep_eta_counts_the_running_trials_progress():
+    """4 trials of 100 steps, 100 s each, two at a time (the default study's shape): the ETA the user reads when
+    the first trial ends is not the double that ended trials alone give, and falls between completions."""
+    import io
+    import time
+    from types import SimpleNamespace
+
+    from raykd.console import Console
+    from raykd.sweep import Progress
+
+    out = io.StringIO()
+    progress = Progress(4, "accuracy", True, console=Console(stream=out, every_s=0.0), steps=100)
+
+    def trial(i):
+        spec = {"trial_id": f"forward-random-w3-s{i}", "strategy": "forward", "init": "random"}
+        return SimpleNamespace(trial_id=str(i), config={"trial": spec}, last_result={})
+
+    a, b = trial(0), trial(1)
+    for t in (a, b):
+        progress.callback.on_trial_start(0, [], t)
+    assert progress.eta_s() is None  # nothing measured yet: no ETA rather than a guess
+
+    def at(seconds):
+        progress.started = time.time() - seconds
+
+    at(50)
+    for t in (a, b):
+        progress.result(t, {"step": 50, "validation/accuracy": 0.6})
+    assert progress.eta_s() == pytest.approx(150, rel=0.05)  # 3 trials' worth of work left at 50 s a half
+    at(100)
+    a.last_result = {"status": "finished", "test/accuracy": 0.7}
+    progress.done(a, failed=False)
+    true_left = 100  # b ends now, c and d take 100 s side by side
+    assert progress.eta_s() < 2 * true_left  # ended trials alone would say 300 s
+    assert "ETA 2.8 min" in out.getvalue().splitlines()[-1]  # 100 s / 1.5 trials x 2.5 trials left
+    at(140)
+    c = trial(2)
+    progress.callback.on_trial_start(0, [], c)
+    progress.result(c, {"step": 50})
+    assert progress.eta_s() < 2.8 * 60
+
+
+def test_the_live_line_moves_with_the_trials_progress_files(tmp_path):
+    """Between evaluations the live line reads each running trial's step from the file its rank 0 writes; the
+    file goes when the trial ends."""
+    import io
+    from types import SimpleNamespace
+
+    from raykd.console import Console, trial_progress
+    from raykd.sweep import Progress
+
+    out = io.StringIO()
+    progress = Progress(2, "accuracy", True, console=Console(stream=out, every_s=0.0), steps=250, study_dir=tmp_path)
+    progress.poll_s = 0.0
+    spec = {"trial_id": "forward-random-w3-s0", "strategy": "forward", "init": "random"}
+    trial = SimpleNamespace(trial_id="a", config={"trial": spec}, last_result={})
+    progress.callback.on_trial_start(0, [], trial)
+    progress.callback.on_step_end(0, [trial])
+    assert out.getvalue() == ""  # nothing written yet: nothing to say
+    file = trial_progress(tmp_path, spec["trial_id"])
+    file.write("trial", step=40, steps=250)
+    progress.callback.on_step_end(1, [trial])
+    assert out.getvalue().splitlines()[-1].endswith("running: forward-random-w3-s0 step 40/250")
+    progress.poll_s = 3600.0
+    file.write("trial", step=50, steps=250)
+    progress.callback.on_step_end(2, [trial])
+    assert "step 50/250" not in out.getvalue()  # polled at most every poll_s
+    trial.last_result = {"status": "finished", "test/accuracy": 0.7}
+    progress.done(trial, failed=False)
+    assert file.read() is None and not file.path.exists()

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from raykd.console import trial_progress
 from raykd.devices import default_device, release_freed_memory, use_assigned_cpus
 from raykd.testing.faults import fault_hook, nan_hook
 from raykd.train.checkpoint import CheckpointStore
@@ -127,6 +128,7 @@ class TrialHooks:
         self.poison = nan_hook(spec.trial_id, session.rank, trial.student)
         self.started, self.examples = time.perf_counter(), 0
         self.log_every = context.config.distill.train.log_every
+        self.progress = trial_progress(context.study_dir, spec.trial_id) if session.rank == 0 else None
 
     def on_step(self, result: StepResult) -> None:
         trial = self.trial
@@ -135,6 +137,8 @@ class TrialHooks:
         if self.poison is not None:
             self.poison(trial.state.step)
         self.examples += result.examples * self.session.world
+        if self.progress is not None and trial.state.step % self.log_every == 0:
+            self.progress.write("trial", step=trial.state.step, steps=trial.steps)
         if self.log is not None and trial.state.step % self.log_every == 0 and result.finite:
             elapsed = time.perf_counter() - self.started
             self.log.step(

@@ -119,6 +119,10 @@ def test_growing_the_study_runs_only_the_new_trials(study):
         assert after[name] == seen, name
     _, runs = runs_by_name(study["dir"])
     assert sum(r.data.tags.get("raykd.role") == "teacher" for r in runs.values()) == 1
+    # every trial wrote its step for the live line between evaluations (the folder exists only once one did),
+    # and the sweep removed each file when its trial ended
+    trial_progress = study["dir"] / "progress" / "trials"
+    assert trial_progress.is_dir() and not [p for p in trial_progress.iterdir() if not p.name.startswith(".")]
 
 
 def test_two_fresh_studies_give_identical_teachers_and_trials(study, tmp_path, smoke_teacher):
