@@ -121,6 +121,7 @@ def run_setting(name: str, overrides: list[str], seeds: list[int], output_dir: P
     gain, sd = statistics.fmean(diffs), statistics.stdev(diffs)
     return {
         "setting": name,
+        "command": " ".join(["python", "benchmarks/default_pilot.py", *sys.argv[1:]]),
         "overrides": overrides,
         "seeds": seeds,
         "teacher": teacher,
@@ -182,7 +183,7 @@ def main() -> None:
         out.write_text(
             json.dumps(
                 {
-                    "command": " ".join(["python", "benchmarks/default_pilot.py", *sys.argv[1:]]),
+                    "command": "per row: rows[i].command",
                     "rows": rows,
                     "table": markdown(rows),
                 },

@@ -162,9 +162,13 @@ class ProgressFile:
             self.path.unlink()
 
 
+def trial_progress_dir(study_dir: str | Path) -> Path:
+    return Path(study_dir) / "progress" / "trials"
+
+
 def trial_progress(study_dir: str | Path, trial_id: str) -> ProgressFile:
     """Where a trial's rank 0 writes its step between evaluations, for the sweep's live line."""
-    return ProgressFile(Path(study_dir) / "progress" / "trials" / f"{trial_id}.json")
+    return ProgressFile(trial_progress_dir(study_dir) / f"{trial_id}.json")
 
 
 def describe(event: dict[str, Any]) -> str:

@@ -254,9 +254,11 @@ class Progress:
     """The sweep as the user sees it: a line per ended trial (counts, its metric, an ETA), the best per cell every
     five, and between them a live line of the running trials (step and latest validation metric).
 
-    Trials report to Tune only at evaluations (minutes apart); between them each trial's rank 0 writes its step to
-    a progress file in the study folder every ``log_every`` steps (`raykd.console.trial_progress`), which the line
-    polls (`poll_s`), so it moves during a trial's first epoch too."""
+    Trials report to Tune only at evaluations (minutes apart); between them each trial's rank 0 writes its step
+    (and the step it started from, past a resume) to a progress file in the study folder when it starts and every
+    ``log_every`` steps (`raykd.console.trial_progress`), which the line polls (`poll_s`), so it moves during a
+    trial's first epoch too. Files from before this sweep started (a killed driver's, a retried trial's) are
+    ignored and removed."""
 
     def __init__(
         self,
@@ -277,7 +279,7 @@ class Progress:
 
         class _Callback(Callback):
             def on_trial_start(self, iteration, trials, trial, **info):
-                outer.running[trial.trial_id] = {"name": trial.config["trial"]["trial_id"], "step": 0}
+                outer.start(trial)
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 outer.result(trial, result)
@@ -297,57 +299,92 @@ class Progress:
         self.finished, self.failed, self.running = already_done, 0, {}  # earlier runs' trials count as done
         self.best: dict[tuple, float] = {}
         self.started = time.time()
-        self.timed = 0
+        self.work = 0.0  # trials' worth of steps run in this sweep, by the trials that ended in it
         self.errors: dict[str, str] = {}
         self.study_dir = study_dir
         self.poll_s = poll_s if poll_s is not None else (10.0 if self.console.live else 60.0)
         self.polled = time.monotonic()
+        if study_dir is not None:  # an earlier driver's (killed before its trials ended)
+            from raykd.console import trial_progress_dir
+
+            for stale in trial_progress_dir(study_dir).glob("*.json"):
+                stale.unlink(missing_ok=True)
 
     def elapsed(self) -> float:
         return time.time() - self.started
 
     def eta_s(self) -> float | None:
-        """Seconds left at this run's pace. Work done counts the trials that ended here and the running trials'
-        share of their steps: trials run side by side, so ended trials alone make the pace look halved when the
-        first ends and the ETA climb until the next does."""
-        partial = 0.0
-        if self.steps:
-            partial = sum(min(item.get("step", 0) / self.steps, 1.0) for item in self.running.values())
-        work = self.timed + partial
+        """Seconds left at this sweep's pace. Work done counts the steps run here, by the trials that ended and by
+        the running ones (trials run side by side: ended trials alone make the pace look halved when the first
+        ends), not the steps a resumed trial had run before (they took no time here)."""
+        if not self.steps:
+            work, partial = self.work, 0.0
+        else:
+            running = self.running.values()
+            work = self.work + sum(max(e["step"] - (e["start"] or 0), 0) / self.steps for e in running)
+            partial = sum(min(e["step"] / self.steps, 1.0) for e in running)
         if work <= 0:
             return None
         left = max(self.n - (self.finished + self.failed) - partial, 0.0)
         return self.elapsed() / work * left
 
+    def start(self, trial) -> None:
+        """A trial (or a retry of one) starts: whatever its progress file says is from an earlier attempt."""
+        name = trial.config["trial"]["trial_id"]
+        self.running[trial.trial_id] = {"name": name, "step": 0, "start": None}
+        if self.study_dir is not None:
+            from raykd.console import trial_progress
+
+            trial_progress(self.study_dir, name).clear()
+
     def result(self, trial, result: dict) -> None:
         """A trial reported (at an evaluation point): refresh the live line."""
-        entry = self.running.setdefault(trial.trial_id, {"name": trial.config["trial"]["trial_id"]})
-        entry["step"] = result.get("step", entry.get("step", 0))
+        entry = self.running.setdefault(
+            trial.trial_id, {"name": trial.config["trial"]["trial_id"], "step": 0, "start": None}
+        )
+        if entry["start"] is None:
+            self.read(entry)
+        entry["step"] = result.get("step", entry["step"])
         value = result.get(f"validation/{self.metric}")
         if value is not None:
             entry["validation"] = value
         self.show()
+
+    def read(self, entry: dict[str, Any]) -> bool:
+        """Update a running trial's step (and start) from its progress file; whether its step moved. Progress is a
+        courtesy: anything unreadable, malformed or older than this sweep is ignored."""
+        if self.study_dir is None:
+            return False
+        from raykd.console import trial_progress
+
+        try:
+            event = trial_progress(self.study_dir, entry["name"]).read()
+            if not isinstance(event, dict) or not float(event.get("time", 0)) >= self.started:
+                return False
+            step, start = event.get("step"), event.get("start")
+            if isinstance(start, int) and entry["start"] is None:
+                entry["start"] = start
+            if isinstance(step, int) and step > entry["step"]:
+                entry["step"] = step
+                return True
+        except Exception:  # noqa: BLE001 - never let the live line stop the sweep
+            return False
+        return False
 
     def poll(self) -> None:
         """Every `poll_s`: the running trials' steps from their progress files; the live line when one moved."""
         if self.study_dir is None or time.monotonic() - self.polled < self.poll_s:
             return
         self.polled = time.monotonic()
-        from raykd.console import trial_progress
-
-        moved = False
-        for entry in self.running.values():
-            event = trial_progress(self.study_dir, entry["name"]).read()
-            if event is not None and event.get("step", 0) > entry.get("step", 0):
-                entry["step"], moved = event["step"], True
-        if moved:
+        moved = [self.read(entry) for entry in self.running.values()]
+        if any(moved):
             self.show(force=True)
 
     def show(self, force: bool = False) -> None:
         """The live line: each running trial's step and latest validation metric, and the ETA."""
         parts = []
         for item in self.running.values():
-            where = f"step {item.get('step', 0)}" + (f"/{self.steps}" if self.steps else "")
+            where = f"step {item['step']}" + (f"/{self.steps}" if self.steps else "")
             if item.get("validation") is not None:
                 where += f", val {item['validation']:.4g}"
             parts.append(f"{item['name']} {where}")
@@ -362,7 +399,7 @@ class Progress:
         )
 
     def done(self, trial, *, failed: bool) -> None:
-        self.running.pop(trial.trial_id, None)
+        entry = self.running.pop(trial.trial_id, None) or {"step": 0, "start": None}
         spec = trial.config["trial"]
         if self.study_dir is not None:
             from raykd.console import trial_progress
@@ -377,7 +414,7 @@ class Progress:
             self.failed += 1
         else:
             self.finished += 1
-            self.timed += 1
+            self.work += 1.0 - (entry["start"] or 0) / self.steps if self.steps else 1.0
             cell = (spec["strategy"], spec["init"])
             if value is not None and (cell not in self.best or (value > self.best[cell]) == self.higher):
                 self.best[cell] = value

@@ -1,8 +1,9 @@
 """A real multi-node Ray cluster on one machine, for tests: a head and more nodes, each its own raylet with its
 own resources (`ray start`), started and stopped by the test, which kills exactly its own processes.
 
-A cluster's processes are told apart from every other Ray on the machine (another test's, when the suite runs in
-parallel) by a mark in their environment, which `ray start` hands to the raylet and the raylet to its workers."""
+A cluster's processes are told apart from every other Ray on the machine (another test's, or a study's) by a mark in
+their environment, which `ray start` hands to the GCS and the raylet and the raylet to its workers, and by
+descending from a process with the mark."""
 
 from __future__ import annotations
 
@@ -31,15 +32,19 @@ def free_port() -> int:
 
 
 def ray_processes(cluster: str | None = None) -> set[int]:
-    """PIDs of Ray processes on this machine; with `cluster`, only those of the test cluster with that mark."""
+    """PIDs of Ray processes on this machine; with `cluster`, those of the test cluster with that mark: the
+    processes that carry it and everything they started (Ray's agents rename themselves, which empties what
+    /proc shows of their environment, so they are found as children)."""
     out = set()
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
             if not any(mark in cmd for mark in RAY_PROCESS_MARKS):
                 continue
-            if cluster is not None and proc.environ().get(CLUSTER_MARK) != cluster:
-                continue
+            if cluster is not None:
+                if proc.environ().get(CLUSTER_MARK) != cluster:
+                    continue
+                out.update(child.pid for child in proc.children(recursive=True))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
         out.add(proc.pid)

@@ -249,3 +249,47 @@ def test_the_live_line_moves_with_the_trials_progress_files(tmp_path):
     trial.last_result = {"status": "finished", "test/accuracy": 0.7}
     progress.done(trial, failed=False)
     assert file.read() is None and not file.path.exists()
+
+
+def test_the_eta_after_a_resume_counts_only_the_steps_run_now_and_old_progress_is_ignored(tmp_path):
+    """12 trials, 2 ended before; two trials resumed from checkpoints at step 210 of 250 and ran 10 steps in 20 s
+    here: the ETA is what is left at that pace (~34 min), not the minutes that counting the 210 steps run before
+    would give. Files from an earlier driver, older than the sweep, or malformed change nothing and stop nothing."""
+    import json
+    import time
+    from types import SimpleNamespace
+
+    from raykd.console import Console, trial_progress, trial_progress_dir
+    from raykd.sweep import Progress
+
+    stale = trial_progress(tmp_path, "forward-random-w3-s9")
+    stale.write("trial", step=240, start=0, steps=250)
+    progress = Progress(
+        12, "accuracy", True, already_done=2, console=Console(every_s=0.0), steps=250, study_dir=tmp_path
+    )
+    progress.poll_s = 0.0
+    assert not list(trial_progress_dir(tmp_path).glob("*.json"))  # the killed driver's files are gone
+
+    trials = []
+    for seed in (0, 1):
+        spec = {"trial_id": f"forward-random-w3-s{seed}", "strategy": "forward", "init": "random"}
+        trials.append(SimpleNamespace(trial_id=str(seed), config={"trial": spec}, last_result={}))
+        progress.callback.on_trial_start(0, [], trials[-1])
+        trial_progress(tmp_path, spec["trial_id"]).write("trial", step=220, start=210, steps=250)
+    progress.started = time.time() - 20
+    progress.poll()
+    assert [e["step"] for e in progress.running.values()] == [220, 220]
+    # left, two at a time at 10 steps per 20 s each: the two trials' last 30 steps (60 s), then 8 trials of 250
+    # steps (4 pairs of 500 s); counting the 210 steps run before as done here would say ~1.6 min
+    assert progress.eta_s() == pytest.approx(30 * 2 + 8 / 2 * 500, rel=0.02)
+
+    first = trial_progress(tmp_path, "forward-random-w3-s0")
+    first.path.write_text(json.dumps({"stage": "trial", "time": progress.started - 60, "step": 249}))
+    for text in ("[1, 2]", '{"time": 1e12, "step": "many"}', "{not json"):
+        progress.poll()
+        trial_progress(tmp_path, "forward-random-w3-s1").path.write_text(text)
+    progress.poll()
+    assert [e["step"] for e in progress.running.values()] == [220, 220]  # an older attempt's step is not this one's
+
+    progress.callback.on_trial_start(0, [], trials[0])  # Tune retries the trial: its old file goes
+    assert progress.running["0"]["step"] == 0 and not first.path.exists()

@@ -129,6 +129,8 @@ class TrialHooks:
         self.started, self.examples = time.perf_counter(), 0
         self.log_every = context.config.distill.train.log_every
         self.progress = trial_progress(context.study_dir, spec.trial_id) if session.rank == 0 else None
+        self.resumed_at = trial.state.step  # past a resume, the steps before this one took no time in this sweep
+        self.write_progress()
 
     def on_step(self, result: StepResult) -> None:
         trial = self.trial
@@ -137,14 +139,19 @@ class TrialHooks:
         if self.poison is not None:
             self.poison(trial.state.step)
         self.examples += result.examples * self.session.world
-        if self.progress is not None and trial.state.step % self.log_every == 0:
-            self.progress.write("trial", step=trial.state.step, steps=trial.steps)
+        if trial.state.step % self.log_every == 0:
+            self.write_progress()
         if self.log is not None and trial.state.step % self.log_every == 0 and result.finite:
             elapsed = time.perf_counter() - self.started
             self.log.step(
                 trial.state.step, result.terms, trial.scheduler.get_last_lr()[0], self.examples / max(elapsed, 1e-9)
             )
             self.started, self.examples = time.perf_counter(), 0
+
+    def write_progress(self) -> None:
+        """Rank 0: the step, for the sweep's live line between evaluations (`raykd.sweep.Progress`)."""
+        if self.progress is not None:
+            self.progress.write("trial", step=self.trial.state.step, start=self.resumed_at, steps=self.trial.steps)
 
     def on_eval(self, state: LoopState) -> None:
         scores = self.trial.validate()
