@@ -342,9 +342,10 @@ class Progress:
         entry = self.running.setdefault(
             trial.trial_id, {"name": trial.config["trial"]["trial_id"], "step": 0, "start": None}
         )
-        if entry["start"] is None:
-            self.read(entry)
-        entry["step"] = result.get("step", entry["step"])
+        for other in self.running.values():  # the others' steps as of now, so the ETA does not jump at a report
+            self.read(other)
+        if isinstance(result.get("step"), (int, float)):
+            entry["step"] = max(entry["step"], int(result["step"]))
         value = result.get(f"validation/{self.metric}")
         if value is not None:
             entry["validation"] = value
@@ -419,6 +420,8 @@ class Progress:
             if value is not None and (cell not in self.best or (value > self.best[cell]) == self.higher):
                 self.best[cell] = value
         total_done = self.finished + self.failed
+        for other in self.running.values():
+            self.read(other)
         eta = self.eta_s() or 0.0
         shown = "-" if value is None else f"{value:.4g}"
         self.console.line(

@@ -246,6 +246,8 @@ def test_the_live_line_moves_with_the_trials_progress_files(tmp_path):
     file.write("trial", step=50, steps=250)
     progress.callback.on_step_end(2, [trial])
     assert "step 50/250" not in out.getvalue()  # polled at most every poll_s
+    progress.result(trial, {"step": 45, "validation/accuracy": 0.6})  # a report reads the files as of now
+    assert out.getvalue().splitlines()[-1].endswith("running: forward-random-w3-s0 step 50/250, val 0.6")
     trial.last_result = {"status": "finished", "test/accuracy": 0.7}
     progress.done(trial, failed=False)
     assert file.read() is None and not file.path.exists()
