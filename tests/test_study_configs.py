@@ -124,7 +124,9 @@ def test_paper_config_code_path_on_tiny_family_models(name, tmp_path):
         assert task.metric in metrics
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "quick", "bible_t5_to_3l_en_es", "bible_qwen3_to_2l_en_es"])
+@pytest.mark.parametrize(
+    "name", ["smoke", "default", "minilm6_to_3l_tweets_quick", "bible_t5_to_3l_en_es", "bible_qwen3_to_2l_en_es"]
+)
 def test_offline_configs_run_their_code_path_as_written(name):
     """The offline configs with their own teachers (real MiniLM for default), smaller data only."""
     data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
@@ -152,5 +154,5 @@ def test_offline_configs_run_their_code_path_as_written(name):
     )
     assert result.status == "finished" and result.history[0]["hidden"] > 0
     assert task.metric in task.evaluate(student, tok, splits["test"])
-    if name in ("default", "quick"):
+    if name in ("default", "minilm6_to_3l_tweets_quick"):
         assert family.depths(teacher.config) == config.teacher.depths == {"encoder": 6}
