@@ -277,8 +277,8 @@ class SweepConfig(_Strict):
     @field_validator("weights")
     @classmethod
     def _weights(cls, value: list[float]) -> list[float]:
-        if not value or any(not w >= 0 for w in value):
-            raise ValueError(f"hidden-loss weights must be a non-empty list of numbers >= 0, got {value}")
+        if not value or any(not 0 <= w < float("inf") for w in value):
+            raise ValueError(f"hidden-loss weights must be a non-empty list of finite numbers >= 0, got {value}")
         return _unique(value)
 
 

@@ -69,7 +69,7 @@ def with_change(path: str, value):
         ("sweep.inits", ["copied"], r"sweep.inits: inits must be a non-empty list of \['random', 'teacher'\]"),
         ("sweep.seeds", [], "sweep.seeds: seeds must be a non-empty list"),
         ("sweep.seeds", [0, 0], r"duplicate entries \[0\]"),
-        ("sweep.weights", [-1.0], "sweep.weights: hidden-loss weights must be a non-empty list of numbers >= 0"),
+        ("sweep.weights", [-1.0], "sweep.weights: hidden-loss weights must be a non-empty list of finite numbers >= 0"),
         (
             "task.type",
             "regression",
@@ -203,3 +203,9 @@ def test_found_by_fuzzing_teacher_depth_fields_and_bad_yaml_overrides():
         load_config(smoke, ["sweep.seeds=\x1f"])
     with pytest.raises(ConfigError, match=r"teacher.depths must be >= 1 per stack"):
         load_config(Path(__file__).parent.parent / "studies/configs/default.yaml", ["teacher.depths={encoder: 0}"])
+
+
+def test_an_infinite_hidden_loss_weight_is_refused():
+    """Found by tests/reliability/test_config_fuzz.py: sweep.weights [inf] used to pass."""
+    with pytest.raises(ConfigError, match="finite numbers >= 0"):
+        load_study_config(Path(__file__).parent.parent / "studies/configs/default.yaml", ["sweep.weights=[.inf]"])

@@ -30,7 +30,7 @@ BAD = [
     # out of range
     ("student.depth=0", "student.depth: student depth (depth) must be >= 1"),
     ("student.depth=99", "student.depth (encoder) 99 exceeds the teacher's 4 blocks"),
-    ("sweep.weights=[-1]", "hidden-loss weights must be a non-empty list of numbers >= 0"),
+    ("sweep.weights=[-1]", "hidden-loss weights must be a non-empty list of finite numbers >= 0"),
     ("sweep.seeds=[-1]", "seeds must be a non-empty list of integers >= 0"),
     ("compute.num_workers=0", "compute.num_workers: Input should be greater than or equal to 1"),
     ("distill.loss.temperature=0", "distill.loss.temperature: Input should be greater than 0"),
