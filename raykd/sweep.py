@@ -250,6 +250,11 @@ def _trial_name(trial) -> str:
     return trial.config["trial"]["trial_id"]
 
 
+def _running_entry(trial) -> dict[str, Any]:
+    """A running trial as the live line tracks it: its name, latest step and the step it started from."""
+    return {"name": trial.config["trial"]["trial_id"], "step": 0, "start": None}
+
+
 class Progress:
     """The sweep as the user sees it: a line per ended trial (counts, its metric, an ETA), the best per cell every
     five, and between them a live line of the running trials (step and latest validation metric).
@@ -330,18 +335,15 @@ class Progress:
 
     def start(self, trial) -> None:
         """A trial (or a retry of one) starts: whatever its progress file says is from an earlier attempt."""
-        name = trial.config["trial"]["trial_id"]
-        self.running[trial.trial_id] = {"name": name, "step": 0, "start": None}
+        entry = self.running[trial.trial_id] = _running_entry(trial)
         if self.study_dir is not None:
             from raykd.console import trial_progress
 
-            trial_progress(self.study_dir, name).clear()
+            trial_progress(self.study_dir, entry["name"]).clear()
 
     def result(self, trial, result: dict) -> None:
         """A trial reported (at an evaluation point): refresh the live line."""
-        entry = self.running.setdefault(
-            trial.trial_id, {"name": trial.config["trial"]["trial_id"], "step": 0, "start": None}
-        )
+        entry = self.running.setdefault(trial.trial_id, _running_entry(trial))
         for other in self.running.values():  # the others' steps as of now, so the ETA does not jump at a report
             self.read(other)
         if isinstance(result.get("step"), (int, float)):
