@@ -174,6 +174,40 @@ def test_compact_verdict_says_a_gain_inside_the_margin_is_what_refutes_the_claim
     assert "'matching beats no matching' REFUTED at the +-1-point margin" in line
 
 
+@pytest.mark.parametrize(
+    ("deficit", "answer", "words"),
+    [
+        (-0.03, "differ", "the strategies differ"),
+        (-0.015, "differ_within_margin", "the strategies differ, within the margin"),
+    ],
+)
+def test_compact_verdict_says_how_far_the_furthest_strategy_is_from_the_reference(deficit, answer, words):
+    """A planted all-to-one deficit of 3 points (outside a 2-point margin) or 1.5 (inside): Q1 says the strategies
+    differ and by how much (the strategy furthest from forward and its paired difference), so the reader can set
+    it against the margin."""
+    from raykd.analysis.report import compact_verdict
+
+    trials = make_trials({"all_to_one": deficit}, inits=("random",), seeds=tuple(range(6)), noise=0.002)
+    stats = analyze_trials(trials, metric="accuracy", margin=0.02)
+    summary = build_summary(
+        study="furthest",
+        metric="accuracy",
+        higher_is_better=True,
+        teacher={"test/accuracy": 0.78},
+        trials=trials,
+        stats=stats,
+        angles=None,
+        angle_notes=[],
+        margin_points=2.0,
+        setup={"task": "classification (accuracy)"},
+    )
+    assert summary["verdict"]["by_init"]["random"]["strategies_differ"]["answer"] == answer
+    diff = summary["equivalence"]["by_init"]["random"]["all_to_one"]["diff"] * 100
+    line = next(x for x in compact_verdict(summary).splitlines() if x.startswith("Q1 "))
+    assert f"{words} (largest vs forward: all_to_one {diff:+.2f} points) ->" in line
+    assert abs(diff - deficit * 100) < 0.5
+
+
 def test_partial_summary_without_angles_or_tests(tmp_path):
     trials = make_trials(strategies=("forward",), seeds=(0,))
     stats = analyze_trials(trials, metric="accuracy")

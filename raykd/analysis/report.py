@@ -245,6 +245,8 @@ def _question_lines(summary: dict[str, Any]) -> list[str]:
             diff = (summary.get("matching_vs_none") or {}).get(init, {}).get("diff")
             if key == "matching_beats_none" and diff is not None and q["answer"] != "untestable":
                 words += f" ({_pts(diff, scale)} points)"
+            if key == "strategies_differ" and q["answer"] != "untestable":
+                words += _largest_difference(summary, init, scale)
             status = q["claim_status"].upper()
             if q["answer"].endswith("_within_margin"):  # decided by the margin: a difference smaller than it
                 status += f" at the +-{margin:g}-point margin"
@@ -255,6 +257,17 @@ def _question_lines(summary: dict[str, Any]) -> list[str]:
                 + (" [no room: not a finding]" if q.get("no_room") else "")
             )
     return lines
+
+
+def _largest_difference(summary: dict[str, Any], init: str, scale: float) -> str:
+    """ " (largest vs forward: all_to_one -1.87 points)": how far the strategy furthest from the reference is, so a
+    "differ" says by how much and an "equivalent" says how close (empty when no strategy was compared)."""
+    eq = summary.get("equivalence") or {}
+    per = {s: e for s, e in (eq.get("by_init") or {}).get(init, {}).items() if e.get("diff") is not None}
+    if not per:
+        return ""
+    strategy, entry = max(per.items(), key=lambda item: abs(item[1]["diff"]))
+    return f" (largest vs {eq.get('reference')}: {strategy} {_pts(entry['diff'], scale)} points)"
 
 
 def _room_lines(summary: dict[str, Any], scale: float) -> list[str]:
