@@ -205,3 +205,22 @@ def test_student_angles_reports_nulls_per_seed_and_summarise_gives_intervals():
     null = summary["null"]["random_point"]["acute_share"]
     assert null["n"] == 3 and null["ci95"][0] <= null["mean"] <= null["ci95"][1]
     assert summary["mean_cos"] is not None and summary["null"]["other_token"]["matrix"] is not None
+
+
+def test_states_added_in_one_batch_count_as_added_one_by_one():
+    """`add_states` (a student state and its null replacements in one batch) gives each accumulator exactly what
+    adding its state alone gives, degenerate tokens (a student state equal to a teacher state) included."""
+    from raykd.analysis.angles import AngleAccumulator, add_states
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(40, 5, 32, generator=g, dtype=torch.float64)
+    states = torch.randn(4, 40, 32, generator=g)
+    states[0, :7] = teacher[:7, 0].float()  # the embedding-output case: t_0 == s on 7 tokens
+    gram = teacher @ teacher.transpose(1, 2)
+    batched = [AngleAccumulator(5) for _ in states]
+    add_states(batched, teacher, states, gram)
+    for acc, state in zip(batched, states):
+        alone = AngleAccumulator(5)
+        alone.add(teacher, state, gram)
+        assert acc.result() == alone.result()
+    assert batched[0].result()["degenerate"] == 7 * 4 and batched[1].result()["degenerate"] == 0

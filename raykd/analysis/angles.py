@@ -72,30 +72,8 @@ class AngleAccumulator:
     def add(self, teacher: torch.Tensor, student: torch.Tensor, gram: torch.Tensor | None = None) -> None:
         """teacher ``[tokens, T+1, width]`` and student ``[tokens, width]``, valid tokens only; `gram` (optional)
         is the teacher's ``[tokens, T+1, T+1]`` float64 Gram matrix, shared by every student state measured
-        against the same teacher states.
-
-        <t_i - s, t_j - s> = <t_i, t_j> - <t_i, s> - <t_j, s> + <s, s>: with the teacher's Gram matrix
-        computed once, each student state costs one [tokens, T+1] product instead of T+1 differences and a
-        [tokens, T+1, T+1] product over the width (float64 keeps the subtraction exact enough to tell
-        t_i == s apart)."""
-        t, st = teacher.double(), student.double()
-        gram = t @ t.transpose(1, 2) if gram is None else gram
-        ts = (t @ st[:, :, None])[..., 0]  # [tokens, T+1]
-        inner = gram - ts[:, :, None] - ts[:, None, :] + (st * st).sum(-1)[:, None, None]
-        sq = torch.diagonal(inner, dim1=1, dim2=2).clamp_min(0.0)  # |t_i - s|^2
-        norm = sq.sqrt()
-        valid = norm > EPS * torch.diagonal(gram, dim1=1, dim2=2).sqrt().clamp_min(1.0)
-        cos = (inner / (norm[:, :, None] * norm[:, None, :]).clamp_min(1e-300)).clamp(-1.0, 1.0)
-        both = valid[:, :, None] & valid[:, None, :]
-        self.total += torch.where(both, cos, torch.zeros_like(cos)).sum(0).numpy()
-        self.count += both.sum(0).numpy()
-        upper = torch.triu(torch.ones(self.n_teacher, self.n_teacher, dtype=torch.bool), diagonal=1)
-        values = cos[both & upper].numpy()
-        self.hist += np.histogram(values, bins=HIST_EDGES)[0]
-        self.acute += int((values > 0).sum())
-        self.pairs += int(values.size)
-        self.tokens += int(teacher.shape[0])
-        self.degenerate += int((~both & upper).sum())
+        against the same teacher states."""
+        add_states([self], teacher, student[None], gram)
 
     def result(self) -> dict[str, Any]:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -108,6 +86,42 @@ class AngleAccumulator:
             "pairs": self.pairs,
             "degenerate": self.degenerate,
         }
+
+
+def add_states(
+    accs: list[AngleAccumulator], teacher: torch.Tensor, students: torch.Tensor, gram: torch.Tensor | None = None
+) -> None:
+    """Add ``students[i]`` (``[K, tokens, width]``) to ``accs[i]``, all against the same teacher states ``[tokens,
+    T+1, width]`` (float64 preferably: `teacher_states` keeps them so) and their Gram matrix `gram`.
+
+    <t_i - s, t_j - s> = <t_i, t_j> - <t_i, s> - <t_j, s> + <s, s>: with the teacher's Gram matrix computed once,
+    each student state costs one [tokens, T+1] product instead of T+1 differences and a [tokens, T+1, T+1] product
+    over the width; the K states (a student state and its null replacements) go through in one batch (float64 keeps
+    the subtraction exact enough to tell t_i == s apart)."""
+    t, st = teacher.double(), students.double()
+    gram = t @ t.transpose(1, 2) if gram is None else gram
+    n_teacher = t.shape[1]
+    ts = torch.einsum("nvw,knw->knv", t, st)  # [K, tokens, T+1]
+    inner = gram[None] - ts[..., :, None] - ts[..., None, :] + (st * st).sum(-1)[..., None, None]
+    sq = torch.diagonal(inner, dim1=-2, dim2=-1).clamp_min(0.0)  # |t_i - s|^2
+    norm = sq.sqrt()
+    valid = norm > EPS * torch.diagonal(gram, dim1=-2, dim2=-1).sqrt().clamp_min(1.0)[None]
+    cos = (inner / (norm[..., :, None] * norm[..., None, :]).clamp_min(1e-300)).clamp(-1.0, 1.0)
+    both = valid[..., :, None] & valid[..., None, :]
+    totals = torch.where(both, cos, torch.zeros_like(cos)).sum(1).numpy()
+    counts = both.sum(1).numpy()
+    upper = torch.triu(torch.ones(n_teacher, n_teacher, dtype=torch.bool), diagonal=1)
+    pairs = both & upper
+    degenerate = (~both & upper).sum((1, 2, 3)).tolist()
+    for i, acc in enumerate(accs):
+        values = cos[i][pairs[i]].numpy()
+        acc.total += totals[i]
+        acc.count += counts[i]
+        acc.hist += np.histogram(values, bins=HIST_EDGES)[0]
+        acc.acute += int((values > 0).sum())
+        acc.pairs += int(values.size)
+        acc.tokens += int(t.shape[0])
+        acc.degenerate += int(degenerate[i])
 
 
 def angle_matrix(teacher: np.ndarray | torch.Tensor, student: np.ndarray | torch.Tensor) -> dict[str, Any]:
@@ -134,12 +148,13 @@ def teacher_states(
         batch = {k: v.to(device) for k, v in batch.items()}
         _, stacks = family.forward(teacher, batch, final_norm=final_norm)
         masks = family.hidden_masks(batch)
-        states = {s: torch.stack(states, dim=2)[masks[s]].float().cpu() for s, states in stacks.items()}
+        # float64 once here (not per student state measured against them)
+        states = {s: torch.stack(states, dim=2)[masks[s]].cpu().double() for s, states in stacks.items()}
         out.append(
             {
                 "batch": {k: v.cpu() for k, v in batch.items()},
                 "states": states,
-                "gram": {s: t.double() @ t.double().transpose(1, 2) for s, t in states.items()},
+                "gram": {s: t @ t.transpose(1, 2) for s, t in states.items()},
             }
         )
     return out
@@ -191,13 +206,16 @@ def student_angles(
                     tokens = projections(stack, k, tokens)
                 tokens = tokens.cpu()
                 gram = item.get("gram", {}).get(stack)
-                accs.setdefault(stack, {}).setdefault(k, AngleAccumulator(teacher.shape[1])).add(teacher, tokens, gram)
+                acc = accs.setdefault(stack, {}).setdefault(k, AngleAccumulator(teacher.shape[1]))
                 per_kind = nulls.setdefault(
                     (stack, k),
                     {kind: [AngleAccumulator(teacher.shape[1]) for _ in range(null_seeds)] for kind in NULLS},
                 )
+                targets, states = [acc], [tokens]
                 for (kind, j), generator in generators.items():
-                    per_kind[kind][j].add(teacher, null_state(kind, tokens, generator), gram)
+                    targets.append(per_kind[kind][j])
+                    states.append(null_state(kind, tokens, generator))
+                add_states(targets, teacher, torch.stack(states), gram)
     return _angle_results(accs, nulls, skipped, null_seeds)
 
 
