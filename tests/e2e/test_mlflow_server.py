@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,16 +14,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.mlflow_server import free_port, start_server, stop_server
 from tests.smoke_studies import seed_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,47 +29,11 @@ def server(tmp_path_factory):
 def serve(folder: Path, *flags: str, env: dict | None = None):
     """Start mlflow/serve.py on a free loopback port, yield once it answers, then stop its process group."""
     port = free_port()
-    with open(folder / "server.log", "w") as log:  # the server keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "mlflow" / "serve.py"),
-                "--local",
-                str(folder / "store"),
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                *flags,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=folder,
-            env={**os.environ, **(env or {})},
-        )
-    uri = f"http://127.0.0.1:{port}"
+    proc = start_server(folder, port, *flags, env=env)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-            assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
-        else:
-            pytest.fail("the MLflow server did not answer /health in 240 s")
-        yield {"uri": uri, "store": folder / "store", "proc": proc}
+        yield {"uri": f"http://127.0.0.1:{port}", "store": folder / "store", "proc": proc}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # exactly the process group this test started (server and its workers)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
+        stop_server(proc, graceful=True)
     time.sleep(1)
     with socket.socket() as s:  # nothing listens on the port any more
         assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.mlflow_server import free_port, start_server, stop_server
 from tests.smoke_studies import ROOT, SCRIPT, SMOKE, seed_teacher, set_items
 
 # 4 trials (2 strategies x 2 seeds) of 39 steps, checkpoints every 4 steps, a small angle measurement
@@ -266,52 +267,6 @@ def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_trunc
     assert any(e["trial_id"] == "forward-random-w3-s0" for e in summary["excluded"])
     report = (study / "report" / "report.md").read_text()
     assert "Not testable (see Notes)" in report and "needs at least two matching strategies" in report
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    """mlflow/serve.py on `port` over the store in `folder`; returns once /health answers."""
-    import urllib.request
-
-    with open(folder / f"server-{time.time():.0f}.log", "w") as log:  # the server keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "mlflow" / "serve.py"),
-                "--local",
-                str(folder / "store"),
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=folder,
-        )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-        assert proc.poll() is None, "the MLflow server exited"
-    raise AssertionError("the MLflow server did not answer /health")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)  # the server goes away without a goodbye
-    proc.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_tracking_server_outage_short_is_ridden_out_long_fails_clearly_and_resumes(tmp_path, smoke_teacher):
