@@ -6,8 +6,8 @@ study's trial as a study does (benchmarks/steps.py's `Setup`: teacher stage and 
 runs ``--steps`` steps of raykd's loop on the shared teacher cache at 1 thread (what one study worker gets), and
 reports the mean step time after ``--warmup`` steps and its peak resident memory.
 
-    python benchmarks/allocator.py                        # the default and the quick study's designs
-    python benchmarks/allocator.py --configs studies/configs/minilm6_to_3l_tweets_quick.yaml --repeats 3
+    python benchmarks/allocator.py                        # the default design and the _long one
+    python benchmarks/allocator.py --configs studies/configs/default.yaml --repeats 3
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["studies/configs/default.yaml", "studies/configs/minilm6_to_3l_tweets_quick.yaml"]
+CONFIGS = ["studies/configs/default.yaml", "studies/configs/minilm6_to_3l_tweets_long.yaml"]
 
 
 def child(config: str, workdir: str, steps: int, warmup: int) -> dict:

@@ -1,10 +1,10 @@
 """The default study's pilot: which cheap design makes "does matching matter?" decidable on a laptop CPU?
 
     python benchmarks/default_pilot.py                       # every setting below (hours on a 2-core CPU)
-    python benchmarks/default_pilot.py --only s250_bert --seeds 0 1 2 3
+    python benchmarks/default_pilot.py --only d384_s250 --seeds 0 1 2 3
 
 For each setting, a real study (``studies/strategy_grid.py``: teacher stage, cache, Ray trials, MLflow) of
-forward vs none at random init over ``--seeds``, on the default config with the setting's overrides. Per
+forward vs none at random init over ``--seeds``, on ``BASE_CONFIG`` (the _long design) with the setting's overrides. Per
 setting it reports the gain of matching (forward - none, test accuracy points, paired by seed), its paired
 sd, the teacher's accuracy, the worker time per trial and the wall time of the study, and from the paired sd
 the seeds a two-sided paired t-test needs to detect the observed gain with 80% power. Results:
@@ -24,7 +24,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-# name -> (what it tries, overrides of the default config)
+# The pilot's base: the design that trains twice as much (batch 32, 2 epochs, length 32), the default when the pilot ran
+BASE_CONFIG = ROOT / "studies" / "configs" / "minilm6_to_3l_tweets_long.yaml"
+# name -> (what it tries, overrides of BASE_CONFIG)
 BERT = "distill.loss.hidden_reduction=bert_released"
 # every setting: the teacher fine-tuned one epoch on 4,000 tweets at max length 32 (~2 min on 2 AVX2 cores in fp32)
 BASE = ["task.max_length=32", "teacher.train.epochs=1", "teacher.train.lr=1.0e-4"]
@@ -77,7 +79,7 @@ def reuse_teacher(name: str, overrides: list[str], output_dir: Path) -> str | No
     from raykd.teacher_folder import TeacherFolder
     from raykd.validate import load_study_config
 
-    config = load_study_config(ROOT / "studies" / "configs" / "default.yaml", [*overrides, f"name=pilot_{name}"])
+    config = load_study_config(BASE_CONFIG, [*overrides, f"name=pilot_{name}"])
     target = TeacherFolder.of(output_dir / config.name, config)
     for other in sorted(output_dir.glob("pilot_*")):
         source = other / "teacher" / target.path.name

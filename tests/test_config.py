@@ -17,7 +17,7 @@ PAPER = {
     "t5_base_to_3l_wmt16_en_ro",
     "qwen3_8b_to_9l_hellaswag",
 }
-OFFLINE = {"default", "minilm6_to_3l_tweets_quick", "smoke", "bible_t5_to_3l_en_es", "bible_qwen3_to_2l_en_es"}
+OFFLINE = {"default", "minilm6_to_3l_tweets_long", "smoke", "bible_t5_to_3l_en_es", "bible_qwen3_to_2l_en_es"}
 
 
 def test_every_expected_config_exists():

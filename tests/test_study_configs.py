@@ -125,7 +125,7 @@ def test_paper_config_code_path_on_tiny_family_models(name, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["smoke", "default", "minilm6_to_3l_tweets_quick", "bible_t5_to_3l_en_es", "bible_qwen3_to_2l_en_es"]
+    "name", ["smoke", "default", "minilm6_to_3l_tweets_long", "bible_t5_to_3l_en_es", "bible_qwen3_to_2l_en_es"]
 )
 def test_offline_configs_run_their_code_path_as_written(name):
     """The offline configs with their own teachers (real MiniLM for default), smaller data only."""
@@ -154,5 +154,5 @@ def test_offline_configs_run_their_code_path_as_written(name):
     )
     assert result.status == "finished" and result.history[0]["hidden"] > 0
     assert task.metric in task.evaluate(student, tok, splits["test"])
-    if name in ("default", "minilm6_to_3l_tweets_quick"):
+    if name in ("default", "minilm6_to_3l_tweets_long"):
         assert family.depths(teacher.config) == config.teacher.depths == {"encoder": 6}
