@@ -92,12 +92,12 @@ def add_states(
     accs: list[AngleAccumulator], teacher: torch.Tensor, students: torch.Tensor, gram: torch.Tensor | None = None
 ) -> None:
     """Add ``students[i]`` (``[K, tokens, width]``) to ``accs[i]``, all against the same teacher states ``[tokens,
-    T+1, width]`` (float64 preferably: `teacher_states` keeps them so) and their Gram matrix `gram`.
+    T+1, width]`` and their float64 Gram matrix `gram` (computed here when not given).
 
     <t_i - s, t_j - s> = <t_i, t_j> - <t_i, s> - <t_j, s> + <s, s>: with the teacher's Gram matrix computed once,
     each student state costs one [tokens, T+1] product instead of T+1 differences and a [tokens, T+1, T+1] product
-    over the width; the K states (a student state and its null replacements) go through in one batch (float64 keeps
-    the subtraction exact enough to tell t_i == s apart)."""
+    over the width; the K states (a student state and its null replacements) go through in one batch, converted to
+    float64 once with the teacher states (float64 keeps the subtraction exact enough to tell t_i == s apart)."""
     t, st = teacher.double(), students.double()
     gram = t @ t.transpose(1, 2) if gram is None else gram
     n_teacher = t.shape[1]
@@ -148,13 +148,12 @@ def teacher_states(
         batch = {k: v.to(device) for k, v in batch.items()}
         _, stacks = family.forward(teacher, batch, final_norm=final_norm)
         masks = family.hidden_masks(batch)
-        # float64 once here (not per student state measured against them)
-        states = {s: torch.stack(states, dim=2)[masks[s]].cpu().double() for s, states in stacks.items()}
+        states = {s: torch.stack(states, dim=2)[masks[s]].float().cpu() for s, states in stacks.items()}
         out.append(
             {
                 "batch": {k: v.cpu() for k, v in batch.items()},
-                "states": states,
-                "gram": {s: t @ t.transpose(1, 2) for s, t in states.items()},
+                "states": states,  # float32: a large teacher's states in float64 would double this analysis' memory
+                "gram": {s: t.double() @ t.double().transpose(1, 2) for s, t in states.items()},
             }
         )
     return out
