@@ -15,9 +15,10 @@ DRIVER_RESOURCE = "tune_driver"  # trial drivers of multi-worker trials hold thi
 # (Not HF_HOME or other paths: those are per machine.)
 # glibc serves each allocation above 32 MB with a fresh mmap and unmaps it when freed, and returns any free memory
 # above 128 KB at the top of the heap: a block allocated anew every step, like the dense gradient of a 30k x 384
-# word embedding (47 MB), was page-faulted in and zeroed by the kernel on every step (~35 ms of the quick design's
-# ~0.35 s step; benchmarks/allocator.py). Blocks up to 128 MB come from the heap instead and up to 256 MB of free heap
-# is kept, so the next step reuses those pages. Set for the study's Ray processes; a value in the environment wins.
+# word embedding (47 MB), was page-faulted in and zeroed by the kernel on every step (the isolated step at 1 thread
+# 9-12% faster without that: benchmarks/allocator.py; end to end the gain was within run-to-run noise,
+# benchmarks/RESULTS.md). Blocks up to 128 MB come from the heap instead and up to 256 MB of free heap is kept, so
+# the next step reuses those pages. Set for the study's Ray processes; a value in the environment wins.
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 FORWARDED_ENV = (
     *ALLOCATOR_ENV,
