@@ -147,25 +147,29 @@ def test_compact_verdict_answers_each_question_per_init_on_one_screen(summary):
     assert len(lines) <= 20 and max(map(len, lines)) < 400
 
 
+def _random_init_summary(trials: list[dict], margin_points: float) -> dict:
+    """The summary of synthetic trials at one margin (in accuracy points), without angles."""
+    return build_summary(
+        study="synthetic",
+        metric="accuracy",
+        higher_is_better=True,
+        teacher={"test/accuracy": 0.78},
+        trials=trials,
+        stats=analyze_trials(trials, metric="accuracy", margin=margin_points / 100),
+        angles=None,
+        angle_notes=[],
+        margin_points=margin_points,
+        setup={"task": "classification (accuracy)"},
+    )
+
+
 def test_compact_verdict_says_a_gain_inside_the_margin_is_what_refutes_the_claim():
     """Matching better than none by ~0.6 points, significant and inside a 1-point margin: the line gives the
     gain and says the claim falls at the margin (not that matching lost)."""
     from raykd.analysis.report import compact_verdict
 
     trials = make_trials(none_shift={"random": -0.006}, inits=("random",), seeds=tuple(range(8)), noise=0.001)
-    stats = analyze_trials(trials, metric="accuracy", margin=0.01)
-    summary = build_summary(
-        study="inside",
-        metric="accuracy",
-        higher_is_better=True,
-        teacher={"test/accuracy": 0.78},
-        trials=trials,
-        stats=stats,
-        angles=None,
-        angle_notes=[],
-        margin_points=1.0,
-        setup={"task": "classification (accuracy)"},
-    )
+    summary = _random_init_summary(trials, margin_points=1.0)
     q2 = summary["verdict"]["by_init"]["random"]["matching_beats_none"]
     assert q2["answer"] == "better_within_margin", q2
     gain = summary["matching_vs_none"]["random"]["diff"] * 100
@@ -188,19 +192,7 @@ def test_compact_verdict_says_how_far_the_furthest_strategy_is_from_the_referenc
     from raykd.analysis.report import compact_verdict
 
     trials = make_trials({"all_to_one": deficit}, inits=("random",), seeds=tuple(range(6)), noise=0.002)
-    stats = analyze_trials(trials, metric="accuracy", margin=0.02)
-    summary = build_summary(
-        study="furthest",
-        metric="accuracy",
-        higher_is_better=True,
-        teacher={"test/accuracy": 0.78},
-        trials=trials,
-        stats=stats,
-        angles=None,
-        angle_notes=[],
-        margin_points=2.0,
-        setup={"task": "classification (accuracy)"},
-    )
+    summary = _random_init_summary(trials, margin_points=2.0)
     assert summary["verdict"]["by_init"]["random"]["strategies_differ"]["answer"] == answer
     diff = summary["equivalence"]["by_init"]["random"]["all_to_one"]["diff"] * 100
     line = next(x for x in compact_verdict(summary).splitlines() if x.startswith("Q1 "))
