@@ -27,23 +27,27 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["studies/configs/default.yaml", "studies/configs/minilm6_to_3l_tweets_long.yaml"]
 
 
-def child(config: str, workdir: str, steps: int, warmup: int) -> dict:
+def child(config: str, workdir: str, steps: int, warmup: int, compact_vocabulary: bool = True) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from steps import Setup
 
     from raykd.train.teacher_cache import CachedTeacher
 
-    s = Setup(config, workdir, steps, threads=1)
+    s = Setup(config, workdir, steps, threads=1, compact_vocabulary=compact_vocabulary)
     teacher = CachedTeacher(s.cache_path, s.family, s.depths) if s.cache_path else s.teacher
     seconds, terms, _ = s.loop(teacher, s.batches(indexed=bool(s.cache_path)))
     return {
         "step_s": statistics.fmean(seconds[warmup:]),
         "final_total": terms[-1]["total"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "embedding_rows_trained": s.trial().embedding_rows or "all",
     }
 
 
-def measure(config: str, workdir: str, steps: int, warmup: int, allocator: bool) -> dict:
+def measure(
+    config: str, workdir: str, steps: int, warmup: int, allocator: bool, compact_vocabulary: bool = True
+) -> dict:
+    """One fresh child process's measurement (see `child`)."""
     from raykd.cluster import ALLOCATOR_ENV
 
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
@@ -51,52 +55,57 @@ def measure(config: str, workdir: str, steps: int, warmup: int, allocator: bool)
         env.update(ALLOCATOR_ENV)
     command = [sys.executable, __file__, "--child", config, "--workdir", workdir]
     command += ["--steps", str(steps), "--warmup", str(warmup)]
+    command += [] if compact_vocabulary else ["--full-vocabulary"]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def compare(benchmark: str, variants: dict[str, dict], description: str, out: str) -> None:
+    """Run the A/B benchmark `variants` (name -> `measure` keywords; the first is the baseline) from the command
+    line: alternating fresh children per config, medians of the step time, and the JSON written to `out`."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--configs", nargs="+", default=CONFIGS)
     parser.add_argument("--workdir", default="/tmp/raykd-bench-allocator")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "allocator.json"))
+    parser.add_argument("--out", default=out)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--full-vocabulary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     if args.child:
-        print(json.dumps(child(args.child, args.workdir, args.steps, args.warmup)))
+        print(json.dumps(child(args.child, args.workdir, args.steps, args.warmup, not args.full_vocabulary)))
         return
 
     started, rows = time.time(), []
+    base, new = list(variants)
     for config in args.configs:
-        runs = {"glibc_default": [], "raykd": []}
+        runs = {name: [] for name in variants}
         for _ in range(args.repeats):
-            for name in runs:  # alternating, so drift in the machine's load hits both alike
-                runs[name].append(measure(config, args.workdir, args.steps, args.warmup, name == "raykd"))
+            for name, how in variants.items():  # alternating, so drift in the machine's load hits both alike
+                runs[name].append(measure(config, args.workdir, args.steps, args.warmup, **how))
         step = {name: statistics.median(r["step_s"] for r in rs) for name, rs in runs.items()}
         rss = {name: max(r["peak_rss_mb"] for r in rs) for name, rs in runs.items()}
         rows.append(
             {
                 "config": config,
                 "median_step_s": {k: round(v, 4) for k, v in step.items()},
-                "speedup": round(step["glibc_default"] / step["raykd"], 3),
+                "speedup": round(step[base] / step[new], 3),
                 "peak_rss_mb": {k: round(v) for k, v in rss.items()},
+                "final_losses": {k: sorted({round(r["final_total"], 6) for r in rs}) for k, rs in runs.items()},
                 "same_losses": len({round(r["final_total"], 6) for rs in runs.values() for r in rs}) == 1,
                 "runs": runs,
             }
         )
         print(
-            f"{config}: step {step['glibc_default']:.3f} s (glibc default) vs {step['raykd']:.3f} s (raykd), "
-            f"x{rows[-1]['speedup']}; peak RSS {rss['glibc_default']:.0f} vs {rss['raykd']:.0f} MB; "
-            f"same final loss in every run: {rows[-1]['same_losses']}",
+            f"{config}: step {step[base]:.3f} s ({base}) vs {step[new]:.3f} s ({new}), x{rows[-1]['speedup']}; "
+            f"peak RSS {rss[base]:.0f} vs {rss[new]:.0f} MB; final losses {rows[-1]['final_losses']}",
             flush=True,
         )
     result = {
-        "benchmark": "allocator",
+        "benchmark": benchmark,
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "steps": args.steps,
@@ -110,4 +119,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    compare(
+        "allocator",
+        {"glibc_default": {"allocator": False}, "raykd": {"allocator": True}},
+        __doc__.splitlines()[0],
+        str(ROOT / "benchmarks" / "results" / "allocator.json"),
+    )

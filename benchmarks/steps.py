@@ -43,7 +43,10 @@ TRIAL = TrialSpec.of("forward", "random", 3.0, 0)
 class Setup:
     """The default study's teacher stage, cache, data and one trial (the real `TrialRun`, built as a study does)."""
 
-    def __init__(self, config_path: str, workdir: str, steps: int, threads: int) -> None:
+    def __init__(
+        self, config_path: str, workdir: str, steps: int, threads: int, compact_vocabulary: bool = True
+    ) -> None:
+        self.compact_vocabulary = compact_vocabulary  # see raykd.train.vocab
         config = load_config(config_path)
         train = config.distill.train.model_copy(update={"max_steps": steps, "log_every": 10, "eval_every": None})
         compute = config.compute.model_copy(update={"cpus_per_worker": float(threads)})
@@ -72,7 +75,7 @@ class Setup:
 
     def trial(self, cached: bool = False) -> TrialRun:
         context = self.context if cached else StudyContext(**{**self.context.__dict__, "teacher_cache": None})
-        return TrialRun(context, TRIAL, self.artifacts).setup()
+        return TrialRun(context, TRIAL, self.artifacts, compact_vocabulary=self.compact_vocabulary).setup()
 
     def batches(self, indexed: bool = False) -> list[dict]:
         """The trial's first `steps` batches, in the order the trial draws them (its own loader)."""

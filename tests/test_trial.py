@@ -42,10 +42,10 @@ def context(tmp_path_factory):
     return make_context(tmp_path_factory.mktemp("trial"))
 
 
-def run_trial(context, spec, artifacts=None):
+def run_trial(context, spec, artifacts=None, **options):
     """Train `spec` to the end, validating at every evaluation point as a study does; returns the per-step total
     losses and the test metrics of the best-on-validation weights."""
-    run = TrialRun(context, spec, artifacts or TeacherArtifacts.load(context, "cpu")).setup()
+    run = TrialRun(context, spec, artifacts or TeacherArtifacts.load(context, "cpu"), **options).setup()
     losses = []
     run.train(on_step=lambda r: losses.append(r.terms["total"]), on_eval=lambda state: run.validate())
     run.validate()
@@ -110,6 +110,22 @@ def test_arms_at_one_seed_share_data_order_init_and_dropout(context):
     losses_a, test_a = run_trial(context, TrialSpec.of("forward", "random", 0.0, 2), artifacts)
     losses_b, test_b = run_trial(context, TrialSpec.of("none", "random", 0.0, 2), artifacts)
     assert losses_a == losses_b and test_a == test_b  # dropout masks too: nothing else is random
+
+
+def test_a_trial_trains_only_the_embedding_rows_its_data_reaches_and_computes_the_same(context):
+    """`raykd.train.vocab`: the trial's student trains the rows of the study's token ids (all splits, special ids)
+    and, for both inits, loses and scores what the student training every row does."""
+    artifacts = TeacherArtifacts.load(context, "cpu")
+    run = TrialRun(context, TrialSpec.of("forward", "random", 3.0, 0), artifacts).setup()
+    seen = {i for split in artifacts.data.values() for row in split["input_ids"] for i in row}
+    assert seen | {artifacts.tokenizer.pad_token_id} <= set(artifacts.token_ids)
+    assert run.embedding_rows == len(artifacts.token_ids) < len(artifacts.tokenizer)
+    assert run.student.get_input_embeddings().rows.shape[0] == run.embedding_rows
+    assert run.params()["trial.embedding_rows_trained"] == run.embedding_rows
+    for spec in (TrialSpec.of("forward", "random", 3.0, 0), TrialSpec.of("all_to_one", "teacher", 3.0, 1)):
+        compact_losses, compact_test = run_trial(context, spec, artifacts)
+        full_losses, full_test = run_trial(context, spec, artifacts, compact_vocabulary=False)
+        assert compact_losses == pytest.approx(full_losses, rel=1e-5) and compact_test == pytest.approx(full_test)
 
 
 FRESH = """

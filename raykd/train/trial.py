@@ -15,6 +15,7 @@ restore the global RNG streams (CPU and CUDA), so a resumed trial continues exac
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 import zlib
@@ -40,6 +41,7 @@ from raykd.train.frozen import LiveTeacher
 from raykd.train.loop import LoopState, StepResult, autocast, distill, resolve_precision, unwrap
 from raykd.train.optim import make_optimizer, total_steps
 from raykd.train.teacher_cache import why_not_served
+from raykd.train.vocab import compact_word_embeddings
 from raykd.trial import StudyContext, TrialSpec, maps_by_epoch, student_depths
 
 
@@ -83,6 +85,16 @@ class TeacherArtifacts:
         return self.folder.skeleton(self.task)
 
     @cached_property
+    def token_ids(self) -> list[int]:
+        """Every token id the student can be shown: those of the tokenized splits and the tokenizer's special ids
+        (padding among them)."""
+        ids = set(self.tokenizer.all_special_ids)
+        for split in self.data.values():
+            if "input_ids" in split.column_names:
+                ids.update(np.unique(np.fromiter(itertools.chain.from_iterable(column(split, "input_ids")), np.int64)))
+        return sorted(int(i) for i in ids)
+
+    @cached_property
     def indexed_train(self):
         """The training split with each example's row (for cache lookups)."""
         train = self.data["train"]
@@ -112,9 +124,19 @@ class TrialRun:
     """One trial: `setup`, then optionally `load_checkpoint`, then `train`, `validate`, `test`."""
 
     def __init__(
-        self, context: StudyContext, spec: TrialSpec, artifacts: TeacherArtifacts, *, rank: int = 0, world: int = 1
+        self,
+        context: StudyContext,
+        spec: TrialSpec,
+        artifacts: TeacherArtifacts,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        compact_vocabulary: bool = True,
     ) -> None:
+        """`compact_vocabulary`: train only the word-embedding rows of the study's token ids where that is exact
+        (`raykd.train.vocab`); off, the student trains all rows, as benchmarks/compact_vocabulary.py compares."""
         self.context, self.spec, self.artifacts = context, spec, artifacts
+        self.compact_vocabulary = compact_vocabulary
         self.config = context.config
         self.rank, self.world, self.device = rank, world, artifacts.device
         self.task = artifacts.task
@@ -142,6 +164,9 @@ class TrialRun:
             seed=spec.seed,
             copy_head=config.student.copy_head,
         )
+        optimizer = config.distill.train.optimizer
+        compacted = self.compact_vocabulary and compact_word_embeddings(student, art.token_ids, optimizer)
+        self.embedding_rows = len(art.token_ids) if compacted else None  # None: all rows train
         self.student_depths = student_depths(config, self.teacher_depths)
         self.maps = maps_by_epoch(config, spec, self.student_depths, self.teacher_depths, family.kind, self.epochs)
         with torch.random.fork_rng(devices=[]):
@@ -317,4 +342,5 @@ class TrialRun:
             "world_size": self.world,
             "trial.precision": self.precision,
             "trial.teacher": self.teacher_source,
+            "trial.embedding_rows_trained": self.embedding_rows or "all",
         }
