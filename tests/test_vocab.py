@@ -94,6 +94,11 @@ def test_state_dicts_load_both_ways_and_a_saved_student_is_a_plain_one(tmp_path)
     torch.testing.assert_close(embedding.weight, other.get_input_embeddings().weight)
     torch.testing.assert_close(embedding.rows, other.get_input_embeddings().weight[ids])
 
+    assert not list(embedding.buffers())  # nothing for DDP to broadcast before every forward
+    compact.double()  # moves and casts follow the module: the float tables, not the id tables
+    assert embedding.weight.dtype == embedding.rows.dtype == torch.float64 and embedding.lookup.dtype == torch.long
+    compact.float()
+
     saved = load_student(save_student(compact, tmp_path / "student"))  # strict safetensors round trip
     assert type(saved.get_input_embeddings()) is nn.Embedding
     torch.testing.assert_close(saved.get_input_embeddings().weight, other.get_input_embeddings().weight)

@@ -36,9 +36,15 @@ class CompactEmbedding(nn.Module):
         self.num_embeddings, self.embedding_dim = full.shape
         self.padding_idx, self.max_norm = embedding.padding_idx, embedding.max_norm
         self.rows = nn.Parameter(full[used].clone(), requires_grad=embedding.weight.requires_grad)
-        self.register_buffer("used", used, persistent=False)
-        self.register_buffer("lookup", lookup, persistent=False)
-        self.register_buffer("frozen", full.clone(), persistent=False)  # the rows nothing trains
+        # Plain tensors, not buffers: DDP broadcasts every buffer from rank 0 before each forward (47 MB a step
+        # for MiniLM's matrix), and these never change. `_apply` moves and casts them with the module.
+        self.used, self.lookup = used, lookup
+        self.frozen = full.clone()  # all rows as they started; the trained ones are overwritten on read
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.used, self.lookup, self.frozen = fn(self.used), fn(self.lookup), fn(self.frozen)
+        return self
 
     @property
     def weight(self) -> torch.Tensor:
