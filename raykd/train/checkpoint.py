@@ -217,6 +217,7 @@ def read_checkpoint(folder: Path, student, *, rank: int = 0) -> Restored | str:
             scheduler = torch.load(folder / "scheduler.pt", weights_only=True)
             rng_file = folder / f"rng.{rank}.pt"
             rng = torch.load(rng_file, weights_only=True) if rng_file.is_file() else None
+            _check_optimizer_shapes(optimizer, student)
         best = None
         if (folder / "best.safetensors").is_file():
             loaded = load_file(str(folder / "best.safetensors"))
@@ -227,3 +228,18 @@ def read_checkpoint(folder: Path, student, *, rank: int = 0) -> Restored | str:
         return reason
     load_model(student, str(folder / "student" / "model.safetensors"), strict=True)
     return Restored(state=state, best_weights=best, optimizer=optimizer, scheduler=scheduler, rng=rng)
+
+
+def _check_optimizer_shapes(optimizer: dict[str, Any], student) -> None:
+    """Raise when the saved optimizer state belongs to other parameter shapes (e.g. a checkpoint of a student that
+    trained every embedding row, resumed by one that trains only the rows in use: `raykd.train.vocab`); loading it
+    would only fail at the next step."""
+    shapes = [tuple(p.shape) for p in student.parameters() if p.requires_grad]
+    for index, entry in optimizer.get("state", {}).items():
+        for name in ("exp_avg", "exp_avg_sq"):
+            saved = tuple(entry[name].shape) if name in entry else None
+            if saved is not None and (int(index) >= len(shapes) or saved != shapes[int(index)]):
+                expected = shapes[int(index)] if int(index) < len(shapes) else "no such parameter"
+                raise ValueError(
+                    f"optimizer state {name} of parameter {index} has shape {saved}, the student's {expected}"
+                )

@@ -137,3 +137,20 @@ def test_a_store_on_remote_storage_commits_with_a_marker_and_restores(tmp_path):
     with store.open(store.latest()) as folder:
         restored = read_checkpoint(folder, fresh(teacher)[0])
     assert restored.state["step"] == 5 and restored.optimizer is not None
+
+
+def test_optimizer_state_of_other_parameter_shapes_is_refused_before_anything_is_applied(tmp_path):
+    """A checkpoint of a student that trained every embedding row, resumed by one that trains only the rows in use
+    (`raykd.train.vocab`, as after an upgrade mid-study): refused with the reason, so the trial starts over instead
+    of failing at its next step."""
+    from raykd.train.vocab import compact_word_embeddings
+
+    teacher, student, optimizer, scheduler = trained_pair()
+    save(tmp_path, student, optimizer, scheduler)
+    other, _, _ = fresh(teacher)
+    assert compact_word_embeddings(other, range(0, 50))  # half of the tiny vocabulary
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.warns(UserWarning, match="unreadable"):
+        reason = read_checkpoint(tmp_path, other)
+    assert isinstance(reason, str) and "optimizer state exp_avg of parameter 0 has shape" in reason
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
