@@ -109,6 +109,16 @@ def test_state_dicts_load_both_ways_and_a_saved_student_is_a_plain_one(tmp_path)
         compact.load_state_dict(wrong)
 
 
+def test_the_padding_row_gets_no_gradient_as_in_nn_embedding():
+    model = tiny_bert()
+    pad = model.get_input_embeddings().padding_idx
+    compact_word_embeddings(model, [pad, 2, 5])
+    embedding = model.get_input_embeddings()
+    embedding(torch.tensor([[2, pad, 5, pad]])).sum().backward()
+    grad = embedding.rows.grad
+    assert embedding.padding_row == 0 and not grad[0].any() and grad[1].any() and grad[2].any()
+
+
 def test_an_id_outside_the_trained_rows_fails_naming_it():
     model = tiny_bert()
     compact_word_embeddings(model, [0, 2, 5])

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 
 class CompactEmbedding(nn.Module):
-    """An `nn.Embedding` whose trainable rows are those of `ids`; the others are a frozen buffer."""
+    """An `nn.Embedding` whose trainable rows are those of `ids`; the others stay as they were."""
 
     def __init__(self, embedding: nn.Embedding, ids: Iterable[int]) -> None:
         super().__init__()
@@ -35,6 +35,9 @@ class CompactEmbedding(nn.Module):
         lookup[used] = torch.arange(used.numel(), device=full.device)
         self.num_embeddings, self.embedding_dim = full.shape
         self.padding_idx, self.max_norm = embedding.padding_idx, embedding.max_norm
+        # nn.Embedding never sends gradient to its padding row: nor does this one, to that row's place in `rows`
+        pad = embedding.padding_idx
+        self.padding_row = int(lookup[pad]) if pad is not None and int(lookup[pad]) >= 0 else None
         self.rows = nn.Parameter(full[used].clone(), requires_grad=embedding.weight.requires_grad)
         # Plain tensors, not buffers: DDP broadcasts every buffer from rank 0 before each forward (47 MB a step
         # for MiniLM's matrix), and these never change. `_apply` moves and casts them with the module.
@@ -59,7 +62,7 @@ class CompactEmbedding(nn.Module):
                 f"token ids {unknown} are outside the {self.used.numel()} rows this compact embedding trains "
                 "(the ids of the study's data): build the student on data that contains them"
             )
-        return F.embedding(rows, self.rows, max_norm=self.max_norm)
+        return F.embedding(rows, self.rows, padding_idx=self.padding_row, max_norm=self.max_norm)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         destination[prefix + "weight"] = self.weight
