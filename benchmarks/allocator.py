@@ -40,7 +40,7 @@ def child(config: str, workdir: str, steps: int, warmup: int, compact_vocabulary
         "step_s": statistics.fmean(seconds[warmup:]),
         "final_total": terms[-1]["total"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "embedding_rows_trained": s.trial().embedding_rows or "all",
+        "embedding_rows_trained": s.embedding_rows or "all",
     }
 
 

@@ -69,6 +69,7 @@ class Setup:
         )
         self.artifacts = TeacherArtifacts.load(self.context, "cpu")
         run = self.trial()
+        self.embedding_rows = run.embedding_rows  # None: every row trains
         self.task, self.tokenizer, self.teacher = run.task, run.artifacts.tokenizer, run.artifacts.model
         self.family, self.depths, self.maps = run.artifacts.folder.family, run.teacher_depths, run.maps[0]
         self.loss, self.precision, self.data = run.loss, run.precision, self.artifacts.data

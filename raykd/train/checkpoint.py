@@ -236,10 +236,10 @@ def _check_optimizer_shapes(optimizer: dict[str, Any], student) -> None:
     would only fail at the next step."""
     shapes = [tuple(p.shape) for p in student.parameters() if p.requires_grad]
     for index, entry in optimizer.get("state", {}).items():
+        expected = shapes[int(index)] if int(index) < len(shapes) else "no such parameter"
         for name in ("exp_avg", "exp_avg_sq"):
-            saved = tuple(entry[name].shape) if name in entry else None
-            if saved is not None and (int(index) >= len(shapes) or saved != shapes[int(index)]):
-                expected = shapes[int(index)] if int(index) < len(shapes) else "no such parameter"
+            if name in entry and tuple(entry[name].shape) != expected:
+                shape = tuple(entry[name].shape)
                 raise ValueError(
-                    f"optimizer state {name} of parameter {index} has shape {saved}, the student's {expected}"
+                    f"optimizer state {name} of parameter {index} has shape {shape}, the student's {expected}"
                 )
