@@ -5,8 +5,14 @@
 Runs ``studies/strategy_grid.py --fresh`` as a child process, samples the PSS of its whole process tree
 (driver, Ray's GCS and raylet, every worker) once a second, and writes ``results/default_study.json``:
 wall time, peak memory with each process's share at the peak and every 30 s (which process holds what), the
-time of each stage (from the study's own ``[raykd]`` lines) and the per-cell results. ``--resume`` leaves out
-``--fresh``: a teacher folder copied into ``--output-dir`` is reused (memory probes with ``--set``).
+time of each stage (from the study's own ``[raykd]`` lines), the CPU seconds each kind of process used and the
+per-cell results. ``--resume`` leaves out ``--fresh``: a teacher folder copied into ``--output-dir`` is reused
+(memory probes with ``--set``).
+
+The machine's speed moves between runs (the same step has measured 0.23 and 0.32 s within an hour on the 2-core
+machine of benchmarks/RESULTS.md), so before and after the study it measures it (`machine_speed`): the fp32 matrix
+products of a student block's shapes at 1 thread, alone and as two processes at once (what two trials see). Runs
+compare through those numbers, not only through their wall times.
 Targets: <= 20 min wall, <= 4 GB peak of all processes on a 2-core CPU machine.
 """
 
@@ -17,7 +23,10 @@ import json
 import os
 import platform
 import re
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +44,44 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+    }
+
+
+# The products of one student block of the default design (16 x 24 tokens, width 384, FFN 1536), forward shapes
+GEMMS = [(384, 384, 384), (384, 384, 1536), (384, 1536, 384)]
+
+
+def probe(seconds: float = 4.0) -> float:
+    """GFLOP/s of the block's matrix products at 1 thread: median over rounds of `seconds` in all."""
+    import torch
+
+    torch.set_num_threads(1)
+    pairs = [(torch.randn(m, k), torch.randn(k, n), 2 * m * k * n) for m, k, n in GEMMS]
+    rates, deadline = [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rates) < 5:
+        started, flops = time.perf_counter(), 0
+        for _ in range(10):
+            for a, b, f in pairs:
+                a @ b
+                flops += f
+        rates.append(flops / (time.perf_counter() - started) / 1e9)
+    return statistics.median(rates[1:])
+
+
+def machine_speed() -> dict[str, float]:
+    """`probe` in a fresh process alone, then in two processes at once (their mean)."""
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, __file__, "--probe"], stdout=subprocess.PIPE, text=True)
+
+    def read(proc: subprocess.Popen) -> float:
+        return float(proc.communicate()[0].strip().splitlines()[-1])
+
+    alone = read(start())
+    pair = [start(), start()]
+    return {
+        "gflops_1_thread": round(alone, 1),
+        "gflops_1_thread_two_at_once": round(statistics.fmean(map(read, pair)), 1),
     }
 
 
@@ -57,7 +104,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override, passed to the study")
     parser.add_argument("--out", default=str(HERE / "results" / "default_study.json"))
     parser.add_argument("--resume", action="store_true", help="no --fresh: reuse a teacher stage already in the folder")
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # `machine_speed`'s child
     args = parser.parse_args()
+    if args.probe:
+        print(probe())
+        return
+    speed_before = machine_speed()
+    print(f"machine speed before: {speed_before}", flush=True)
     cmd = [
         sys.executable,
         str(HERE.parent / "studies" / "strategy_grid.py"),
@@ -69,6 +122,7 @@ def main() -> None:
         cmd += ["--set", item]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = run_sampled(cmd, env=env)
+    speed_after = machine_speed()
     stamps = {}
     for seconds, line in run.lines:
         for key, pattern in (
@@ -97,6 +151,8 @@ def main() -> None:
             for t, total, procs in run.series
         ],
         "stages_s": stamps,
+        "cpu_s_by_process": run.cpu_s,
+        "machine_speed": {"before": speed_before, "after": speed_after},
         "teacher_cache": cache.group(1) if cache else None,
         "cell_means": next((line for _, line in run.lines if line.startswith("[raykd] mean test")), None),
         "done": next((line for _, line in run.lines if line.startswith("[raykd] done:")), None),
@@ -106,7 +162,7 @@ def main() -> None:
     result["met"] = {"wall": result["wall_s"] <= 1200, "memory": result["peak_pss_gb"] <= 4.0}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("wall_s", "peak_pss_gb", "stages_s", "met")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("wall_s", "peak_pss_gb", "stages_s", "machine_speed", "met")}, indent=2))
     sys.exit(run.returncode)
 
 

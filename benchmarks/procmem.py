@@ -25,6 +25,7 @@ class TreeRun:
     at_peak: list[tuple[str, int]] = field(default_factory=list)  # (process, PSS bytes) at the peak, largest first
     peak_at_s: float = 0.0  # seconds since start when the peak was sampled
     series: list[tuple[float, int, list[tuple[str, int]]]] = field(default_factory=list)  # every `every` s
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds (user + system) per process label
 
 
 def label(proc: psutil.Process) -> str:
@@ -36,8 +37,9 @@ def label(proc: psutil.Process) -> str:
     return " ".join(names) or proc.name()
 
 
-def tree_pss(root: psutil.Process) -> list[tuple[str, int]]:
-    """(process, PSS bytes) for root and each of its live descendants."""
+def tree_pss(root: psutil.Process, cpu: dict[int, tuple[str, float]] | None = None) -> list[tuple[str, int]]:
+    """(process, PSS bytes) for root and each of its live descendants; with `cpu`, also records each one's
+    CPU seconds so far under its pid (a process's last sample is what it used, to within `interval`)."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
@@ -45,7 +47,13 @@ def tree_pss(root: psutil.Process) -> list[tuple[str, int]]:
     out = []
     for proc in procs:
         try:
-            out.append((label(proc), proc.memory_full_info().pss))
+            name = label(proc)
+            out.append((name, proc.memory_full_info().pss))
+            if cpu is not None:
+                times = proc.cpu_times()
+                if name == "ray::IDLE":  # a worker between tasks: its time stays with the task it ran
+                    name = cpu.get(proc.pid, (name, 0.0))[0]
+                cpu[proc.pid] = (name, times.user + times.system)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return out
@@ -60,10 +68,11 @@ def run_sampled(cmd: list[str], *, interval: float = 1.0, every: float = 30.0, e
     peak = {"pss": 0, "procs": 0, "at": [], "when": 0.0}
     series: list[tuple[float, int, list[tuple[str, int]]]] = []
     done = threading.Event()
+    cpu: dict[int, tuple[str, float]] = {}
 
     def sample() -> None:
         while not done.is_set():
-            procs = tree_pss(root)
+            procs = tree_pss(root, cpu)
             total = sum(pss for _, pss in procs)
             if total > peak["pss"]:
                 peak.update(pss=total, at=sorted(procs, key=lambda p: -p[1]), when=time.perf_counter() - started)
@@ -83,6 +92,9 @@ def run_sampled(cmd: list[str], *, interval: float = 1.0, every: float = 30.0, e
     code = proc.wait()
     done.set()
     sampler.join()
+    cpu_s: dict[str, float] = {}
+    for name, seconds in cpu.values():
+        cpu_s[name] = round(cpu_s.get(name, 0.0) + seconds, 1)
     return TreeRun(
         code,
         time.perf_counter() - started,
@@ -92,4 +104,5 @@ def run_sampled(cmd: list[str], *, interval: float = 1.0, every: float = 30.0, e
         peak["at"],
         round(peak["when"], 1),
         series,
+        dict(sorted(cpu_s.items(), key=lambda kv: -kv[1])),
     )

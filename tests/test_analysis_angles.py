@@ -224,3 +224,22 @@ def test_states_added_in_one_batch_count_as_added_one_by_one():
         alone.add(teacher, state, gram)
         assert acc.result() == alone.result()
     assert batched[0].result()["degenerate"] == 7 * 4 and batched[1].result()["degenerate"] == 0
+
+
+def test_weights_digest_tells_students_apart_by_their_weights_only():
+    """The analysis measures each distinct starting student once (trials paired by seed start from the same one):
+    the digest it keys them by is equal for equal weights and differs for any other seed, an attached projection
+    or a single changed weight."""
+    from raykd.analysis.actor import weights_digest
+
+    teacher = tiny_model("bert", depth=4)
+    first = build_student(teacher, depth=2, init="random", seed=0)
+    again = build_student(teacher, depth=2, init="random", seed=0)
+    assert weights_digest(first) == weights_digest(again)
+    assert weights_digest(build_student(teacher, depth=2, init="random", seed=1)) != weights_digest(first)
+    with torch.no_grad():
+        next(again.parameters()).view(-1)[0] += 1e-6
+    assert weights_digest(again) != weights_digest(first)
+    projected = build_student(teacher, depth=2, init="random", seed=0)
+    attach_projections(projected, ["encoder_1"], teacher_width=2 * teacher.config.hidden_size)
+    assert weights_digest(projected) != weights_digest(first)

@@ -217,12 +217,17 @@ def measure_angles(
     def angles_of(student) -> dict:
         return student_angles(student, cached, final_norm=final_norm, device=device, null_seeds=settings.null_seeds)
 
-    measurements = []
+    measurements, at_init_by_weights = [], {}
     for done, ((strategy, init, seed), t) in enumerate(sorted(chosen.items())):
         if progress is not None:
             progress("analysis", what="angle statistics, student", done=done + 1, of=len(chosen))
         run = TrialRun(context, TrialSpec(t["trial_id"], strategy, init, float(t["weight"]), int(seed)), artifacts)
-        at_init = angles_of(run.setup().student)
+        student = run.setup().student
+        # trials paired by seed start from the same student whatever their strategy: measure each start once
+        key = weights_digest(student)
+        at_init = at_init_by_weights.get(key)
+        if at_init is None:
+            at_init = at_init_by_weights[key] = angles_of(student)
         if _load_tested_weights(root, t["trial_id"], run.student, notes):
             measurements.append(
                 {
@@ -242,6 +247,21 @@ def measure_angles(
         f"(rebuilt from its seed, projections included); null baselines over {settings.null_seeds} seeds"
     )
     return summarise(measurements), measurements
+
+
+def weights_digest(module) -> str:
+    """A digest of every tensor of `module`'s state dict (names, shapes, dtypes and bytes): equal digests, the
+    same weights."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _angle_trials(trials: list[dict], seeds: list[int]) -> dict[tuple[str, str, int], dict]:
