@@ -243,3 +243,21 @@ def test_weights_digest_tells_students_apart_by_their_weights_only():
     projected = build_student(teacher, depth=2, init="random", seed=0)
     attach_projections(projected, ["encoder_1"], teacher_width=2 * teacher.config.hidden_size)
     assert weights_digest(projected) != weights_digest(first)
+
+
+def test_angles_are_measured_once_per_distinct_student_and_equal_a_fresh_measurement():
+    from raykd.analysis.actor import once_per_weights
+
+    teacher = tiny_model("bert", depth=4)
+    cached = teacher_states(teacher, [tiny_batch(teacher, batch=4)])
+    calls = []
+
+    def measure(student):
+        calls.append(student)
+        return student_angles(student, cached, null_seeds=2)
+
+    angles_of = once_per_weights(measure)
+    students = [build_student(teacher, depth=2, init="random", seed=s) for s in (0, 0, 1, 0)]
+    results = [angles_of(s) for s in students]
+    assert len(calls) == 2 and results[0] is results[1] is results[3] and results[2] is not results[0]
+    assert results[3] == student_angles(students[3], cached, null_seeds=2)

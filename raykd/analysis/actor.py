@@ -191,6 +191,8 @@ def measure_angles(
     "At init" is the exact student the trial started from (rebuilt by the trial's own setup from its seed,
     projections included); "trained" is its best-on-validation weights.
     """
+    from functools import partial
+
     from torch.utils.data import DataLoader
 
     from raykd.analysis.angles import student_angles, summarise, teacher_states
@@ -214,20 +216,14 @@ def measure_angles(
     final_norm = config.distill.final_norm
     cached = teacher_states(artifacts.model, loader, final_norm=final_norm, device=device)
 
-    def angles_of(student) -> dict:
-        return student_angles(student, cached, final_norm=final_norm, device=device, null_seeds=settings.null_seeds)
-
-    measurements, at_init_by_weights = [], {}
+    options = {"final_norm": final_norm, "device": device, "null_seeds": settings.null_seeds}
+    angles_of = once_per_weights(partial(student_angles, cached_teacher=cached, **options))
+    measurements = []
     for done, ((strategy, init, seed), t) in enumerate(sorted(chosen.items())):
         if progress is not None:
             progress("analysis", what="angle statistics, student", done=done + 1, of=len(chosen))
         run = TrialRun(context, TrialSpec(t["trial_id"], strategy, init, float(t["weight"]), int(seed)), artifacts)
-        student = run.setup().student
-        # trials paired by seed start from the same student whatever their strategy: measure each start once
-        key = weights_digest(student)
-        at_init = at_init_by_weights.get(key)
-        if at_init is None:
-            at_init = at_init_by_weights[key] = angles_of(student)
+        at_init = angles_of(run.setup().student)
         if _load_tested_weights(root, t["trial_id"], run.student, notes):
             measurements.append(
                 {
@@ -247,6 +243,20 @@ def measure_angles(
         f"(rebuilt from its seed, projections included); null baselines over {settings.null_seeds} seeds"
     )
     return summarise(measurements), measurements
+
+
+def once_per_weights(measure):
+    """`measure(module)`, computed once per distinct weights (`weights_digest`): trials paired by seed start from the
+    same student whatever their strategy, so their "at init" angles are measured once."""
+    done: dict[str, Any] = {}
+
+    def measured(module):
+        key = weights_digest(module)
+        if key not in done:
+            done[key] = measure(module)
+        return done[key]
+
+    return measured
 
 
 def weights_digest(module) -> str:
