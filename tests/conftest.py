@@ -22,7 +22,10 @@ settings.register_profile("default", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile("default")
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two threads at most, and one per pytest-xdist worker when the workers share the cores (README: `-n 2` on 2 cores):
+# more threads than cores makes OpenMP's threads wait on each other.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads(), (os.cpu_count() or 1) // _workers)))
 
 
 @pytest.fixture

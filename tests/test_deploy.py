@@ -308,7 +308,10 @@ def test_mlflow_launcher_command_from_environment():
     command, extra = serve.server_command(args, env)
     assert command[command.index("--backend-store-uri") + 1] == "postgresql://db/mlflow"
     assert command[command.index("--host") + 1] == "0.0.0.0" and "--serve-artifacts" in command
-    assert command[command.index("--allowed-hosts") + 1] == "raykd-mlflow:5000" and extra == {}
+    assert command[command.index("--allowed-hosts") + 1] == "raykd-mlflow:5000"
+    assert extra == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's job runner: off unless asked for
+    _, extra = serve.server_command(args, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"})
+    assert extra == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
     with pytest.raises(SystemExit, match="no backend store"):
         serve.server_command(args, {})
     args.basic_auth = True

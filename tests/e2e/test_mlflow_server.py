@@ -60,6 +60,11 @@ def test_tracking_helpers_over_http(server, tmp_path, monkeypatch):
     # artifacts went through the server into its artifact store (no client-side storage access)
     stored = list((server["store"] / "mlartifacts").rglob("layer_map.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text()) == {"x": 1}
+    # the server runs without MLflow's job runner (mlflow/serve.py): no huey consumers beside it
+    import psutil
+
+    tree = [p.cmdline() for p in psutil.Process(server["proc"].pid).children(recursive=True)]
+    assert tree and not [c for c in tree if any("huey" in part for part in c)], tree
 
 
 def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path, smoke_teacher):
