@@ -38,8 +38,9 @@ from pathlib import Path
 
 def server_command(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The `mlflow server` argv and the extra environment it needs."""
-    # MLflow 3 starts a job runner beside the server by default (its huey consumers: ~8 processes, each importing
-    # mlflow; 33-52 CPU-s per start against 13-15 without, measured here). raykd logs runs, metrics and artifacts only.
+    # MLflow 3 starts a job runner beside the server by default (huey consumers: 10 processes in all, each importing
+    # mlflow; 36.4 CPU-s per start against 12.2 without, `python benchmarks/mlflow_server.py`). raykd logs runs,
+    # metrics and artifacts only.
     extra: dict[str, str] = {
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     }
