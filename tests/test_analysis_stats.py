@@ -735,7 +735,7 @@ def test_matching_worse_or_equivalent_refutes_the_claim():
     worse = analyze_trials(make_trials(none_shift={"random": 0.05, "teacher": 0.05}, noise=0.003), margin=0.01)
     assert {a["matching_beats_none"]["answer"] for a in worse["verdict"]["by_init"].values()} == {"worse"}
     assert worse["verdict"]["matching_beats_none"] is False
-    assert "refuted under random, teacher and shown under no init" in worse["verdict"]["text"]
+    assert "refuted under random, teacher; no init shows it" in worse["verdict"]["text"]
     same = analyze_trials(make_trials(noise=0.0005), margin=0.01)
     assert {a["matching_beats_none"]["answer"] for a in same["verdict"]["by_init"].values()} == {"equivalent"}
     assert same["verdict"]["matching_beats_none"] is False

@@ -931,9 +931,9 @@ def _overall(by_init: dict[str, dict], flags: dict[str, Any]) -> list[str]:
     elif s1:
         overall.append(f"'{CLAIM_STRATEGIES}' is undecided under {where(s1, 'undecided')}")
     if flags["matching_beats_none"] is True:
-        overall.append(f"'{CLAIM_MATCHING}' is shown under {where(s2, 'shown')} and refuted under no init")
+        overall.append(f"'{CLAIM_MATCHING}' is shown under {where(s2, 'shown')}; no init refutes it")
     elif flags["matching_beats_none"] is False:
-        overall.append(f"'{CLAIM_MATCHING}' is refuted under {where(s2, 'refuted')} and shown under no init")
+        overall.append(f"'{CLAIM_MATCHING}' is refuted under {where(s2, 'refuted')}; no init shows it")
     elif "shown" in s2.values():
         overall.append(
             f"'{CLAIM_MATCHING}' is mixed: shown under {where(s2, 'shown')}, refuted under {where(s2, 'refuted')}"
