@@ -244,6 +244,21 @@ class WeightSearch(_Strict):
         return self
 
 
+class SequentialConfig(_Strict):
+    """A group-sequential study (raykd.analysis.sequential): run the first look's seeds, analyse, stop when every
+    claim is decided, else add the next look's seeds; each look decides at the level its alpha spending allows."""
+
+    looks: list[int]  # cumulative seed counts, increasing; the last is the most the study will run
+    spending: Literal["obrien_fleming", "pocock"] = "obrien_fleming"
+
+    @field_validator("looks")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if len(value) < 2 or value[0] < 2 or sorted(set(value)) != value:
+            raise ValueError(f"looks must be at least two increasing seed counts, the first >= 2, got {value}")
+        return value
+
+
 class SweepConfig(_Strict):
     strategies: list[str] = Field(default_factory=lambda: ["forward", "reverse", "all_to_one", "random", "none"])
     inits: list[str] = Field(default_factory=lambda: list(INITS))
@@ -251,6 +266,16 @@ class SweepConfig(_Strict):
     weights: list[float] = Field(default_factory=lambda: [3.0])
     weight_search: WeightSearch = Field(default_factory=WeightSearch)
     strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sequential: SequentialConfig | None = None  # planned looks; seeds = the first `looks[-1]` of `seeds`
+
+    @model_validator(mode="after")
+    def _looks_fit_seeds(self) -> SweepConfig:
+        if self.sequential and self.sequential.looks[-1] > len(self.seeds):
+            raise ValueError(
+                f"sweep.sequential.looks ends at {self.sequential.looks[-1]} seeds but sweep.seeds lists "
+                f"{len(self.seeds)}: list at least as many seeds as the last look"
+            )
+        return self
 
     @field_validator("strategies")
     @classmethod
@@ -340,6 +365,8 @@ class AnalysisConfig(_Strict):
     # An equivalence is a finding only when the arms had room to differ: teacher minus the `none` arm at least
     # this many margins (else equivalence-based answers are reported as undecided, with the reason).
     min_room_margins: float = Field(default=2.0, ge=0)
+    # No claim is decided on fewer paired seeds than this (t-tests on 2-3 seeds decide on noise and ties).
+    min_seeds: int = Field(default=4, ge=2)
     angles: AngleConfig = Field(default_factory=AngleConfig)
 
 
@@ -386,7 +413,7 @@ class StudyConfig(_Strict):
         return self
 
 
-GRID_FIELDS = ("strategies", "inits", "seeds", "weights")
+GRID_FIELDS = ("strategies", "inits", "seeds", "weights", "sequential")
 OPERATIONAL_COMPUTE = ("max_concurrent_trials", "max_failures", "trial_retries", "teacher_cpus", "isolate_trials")
 
 

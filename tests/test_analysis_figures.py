@@ -57,7 +57,7 @@ def fake_angles(rng, share, *, nulls=True, degenerate=False):
 
 def make_summary(trials, *, angles=True, margin=0.01, nulls=True, teacher=0.80):
     rng = np.random.default_rng(1)
-    stats = analyze_trials(trials, metric="accuracy", margin=margin, teacher_metric=teacher)
+    stats = analyze_trials(trials, metric="accuracy", margin=margin, teacher_metric=teacher, min_seeds=3)
     measured = None
     if angles:
         inits = sorted({t["init"] for t in trials})

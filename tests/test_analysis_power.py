@@ -172,7 +172,7 @@ def test_nonparametric_floor_is_the_smallest_p_over_every_ranking():
 
 
 def test_design_plan_from_a_study():
-    out = analyze_trials(make_trials(none_shift={"random": -0.05}), metric="accuracy", margin=0.01)
+    out = analyze_trials(make_trials(none_shift={"random": -0.05}), metric="accuracy", margin=0.01, min_seeds=3)
     plan = out["plan"]
     assert plan == design_plan(out)
     json.dumps(plan, allow_nan=False)
@@ -190,7 +190,9 @@ def test_design_plan_from_a_study():
 
 
 def test_plan_lines_read_in_points():
-    out = analyze_trials(make_trials(none_shift={"random": -0.05}, rng=np.random.default_rng(1)), metric="accuracy")
+    out = analyze_trials(
+        make_trials(none_shift={"random": -0.05}, rng=np.random.default_rng(1)), metric="accuracy", min_seeds=3
+    )
     lines = plan_lines(out, 100.0)
     text = "\n".join(lines)
     assert "random init: Friedman with 3 seeds and 4 strategies cannot return p below 0.0293" in text

@@ -21,11 +21,14 @@ from typing import Any
 
 import yaml
 
+from raykd.analysis import sequential
 from raykd.config import ConfigError, StudyConfig, apply_override
 from raykd.devices import default_device
+from raykd.teacher_folder import TeacherFolder
 from raykd.trial import TUNE_PREFIX
 
 REPORT_DIR = "report"
+LOOKS = "looks.json"  # in the study folder: every look the analysis took (raykd.analysis.sequential)
 
 
 class AnalysisError(ValueError):
@@ -165,7 +168,6 @@ def checkpoint_store(root: Path, trial_id: str):
 def _angle_trials_to_measure(root: Path, config: StudyConfig, trials: list[dict], notes: list[str]):
     """(teacher folder, seeds, the trial per (strategy, init, seed)) to measure; None (and a note) when angles
     are off, the teacher stage's folder is gone, or no trial finished at the angle seeds."""
-    from raykd.teacher_folder import TeacherFolder
 
     settings = config.analysis.angles
     if not settings.enabled:
@@ -328,7 +330,9 @@ def _judge_teacher(summary: dict[str, Any], quality: dict[str, Any]) -> None:
         summary["verdict"]["text"] = f"NOT A FINDING: {summary['teacher']['weak']}. " + summary["verdict"]["text"]
 
 
-def _statistics(trials: list[dict], config: StudyConfig, metric: str, higher: bool, teacher_metric) -> dict[str, Any]:
+def _statistics(
+    trials: list[dict], config: StudyConfig, metric: str, higher: bool, teacher_metric, test_examples, look
+) -> dict[str, Any]:
     """`analyze_trials` with the study's analysis settings (the margin converted from points to metric units)."""
     from raykd.analysis.stats import analyze_trials, points_per_unit
 
@@ -342,7 +346,20 @@ def _statistics(trials: list[dict], config: StudyConfig, metric: str, higher: bo
         alpha=analysis.alpha,
         teacher_metric=teacher_metric,
         min_room_margins=analysis.min_room_margins,
+        min_seeds=analysis.min_seeds,
+        test_examples=test_examples,
+        look=look,
     )
+
+
+def study_look(root: Path, config: StudyConfig, trials: list[dict]) -> tuple[dict, list[dict], dict]:
+    """(this analysis' look, the looks before it, the plan): the plan recorded when the study was created (else the
+    config's), and the seed count every finished trial covers."""
+    state = json.loads((root / "study.json").read_text())
+    plan = state.get("plan") or sequential.plan_of(config.sweep.sequential, len(config.sweep.seeds))
+    history = json.loads((root / LOOKS).read_text()) if (root / LOOKS).is_file() else []
+    seeds = len({t["seed"] for t in trials if t["status"] == "finished"})
+    return sequential.look(plan, seeds, config.analysis.alpha, history), history, plan
 
 
 def analyze_study(
@@ -375,7 +392,12 @@ def analyze_study(
     trials = [t for t in fetched["trials"] if in_grid(config, t)]
     if progress is not None:
         progress("analysis", what="statistics")
-    stats = _statistics(trials, config, metric, higher, fetched["teacher"].get(f"test/{metric}"))
+
+    look, history, plan = study_look(root, config, trials)
+    folder = TeacherFolder.of(root, config)
+    test_examples = (folder.info.get("split_sizes") or {}).get("test") if folder.complete else None
+    teacher_metric = fetched["teacher"].get(f"test/{metric}")
+    stats = _statistics(trials, config, metric, higher, teacher_metric, test_examples, look)
     same = coinciding_maps(trials)
     stats["notes"] += _grid_notes(outside, same)
     angle_notes: list[str] = []
@@ -395,12 +417,14 @@ def analyze_study(
         setup=_setup(config, metric, uri),
     )
     summary["coinciding_maps"] = same
+    summary["sequential"] = sequential.record_of(summary, look, history, plan)
     _judge_teacher(summary, _teacher_quality(root, config, fetched["teacher"], metric, scale))
     summary["seconds"] = round(time.time() - started, 1)
     if not write:
         return {"summary": summary, "paths": {}}
     if progress is not None:
         progress("analysis", what="report and figures")
+    (root / LOOKS).write_text(json.dumps(summary["sequential"]["looks"], indent=2))
     paths = _publish(summary, root, fetched if log_to_mlflow else None, quiet)
     return {"summary": summary, "paths": paths}
 
@@ -453,7 +477,6 @@ def _teacher_quality(
 ) -> dict[str, Any]:
     """The teacher against its task's trivial baseline (from the teacher stage): name, value, gain in points,
     and ``weak`` (why nothing here is a finding) when the gain is below ``teacher.min_gain_points``."""
-    from raykd.teacher_folder import TeacherFolder
 
     folder = TeacherFolder.of(root, config)
     baseline = (folder.info.get("baseline") or {}) if folder.complete else {}

@@ -30,6 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from raykd.analysis.text import level as level_text
+from raykd.analysis.text import p_is
+from raykd.analysis.text import share as share_text
+
 DPI = 115
 FILES = {"metric": "metric_by_cell.png", "forest": "forest.png", "matching_vs_none": "matching_vs_none.png"}
 NONE = "none"
@@ -45,14 +49,11 @@ READING_COLOURS = {
 MARGIN_COLOUR = "#1b7837"
 ANSWER_WORDS = {
     "differ": "the strategies differ",
-    "differ_within_margin": "they differ, but within the margin",
     "equivalent": "equivalent within the margin",
     "undecided": "undecided",
     "untestable": "not testable",
     "better": "matching beats none",
     "worse": "matching is worse than none",
-    "better_within_margin": "matching is better, but within the margin",
-    "worse_within_margin": "matching is worse, but within the margin",
 }
 
 
@@ -76,30 +77,6 @@ def _interval(ci: Any, scale: float) -> tuple[float, float] | None:
         return None
     lo, hi = sorted(float(v) * scale for v in ci)
     return lo, hi
-
-
-def _p(p: Any) -> str:
-    if not _finite(p):
-        return "n/a"
-    return "p<1e-4" if p < 1e-4 else f"p={p:.2g}"
-
-
-def _share(x: Any) -> str:
-    if not _finite(x):
-        return "n/a"
-    text = f"{100 * x:.1f}%"
-    if text == "100.0%" and x < 1:  # 0.99991 is not 100%
-        text = f"{100 * x:.2f}%"
-        return ">99.99%" if text == "100.00%" else text
-    return text
-
-
-def _level(summary: dict[str, Any]) -> str:
-    """The TOST interval's level as text ('90%' at alpha 0.05)."""
-    level = (summary.get("equivalence") or {}).get("ci_level")
-    if not _finite(level):
-        level = round(1 - 2 * (summary.get("alpha") or 0.05), 10)
-    return f"{100 * level:.10g}%"
 
 
 def _margin_points(summary: dict[str, Any]) -> float | None:
@@ -228,7 +205,7 @@ def _metric_headline(summary: dict[str, Any], cells: list[dict[str, Any]]) -> st
         f = effect.get("F")
         f = "" if not _finite(f) else f"F={f:.0f}, " if f >= 100 else f"F={f:.3g}, "
         head = "Strategy is a significant factor" if effect["p"] < alpha else "No significant strategy effect"
-        head += f" (ANOVA {f}{_p(effect['p'])})"
+        head += f" (ANOVA {f}{p_is(effect['p'])})"
     elif len({c["strategy"] for c in cells if c["strategy"] != NONE}) < 2:
         head = "One matching strategy: no strategy effect to test"
     else:
@@ -389,18 +366,6 @@ def metric_figure(summary: dict[str, Any]):
 # --- 2. each strategy against the reference --------------------------------------------------------
 
 
-def _reading(pair: dict[str, Any], eq: dict[str, Any]) -> str:
-    if not _finite(pair.get("p")) and not _finite(eq.get("p")):
-        return "not testable"
-    if pair.get("significant") and eq.get("equivalent"):
-        return "differs, within margin"
-    if pair.get("significant"):
-        return "differs"
-    if eq.get("equivalent"):
-        return "equivalent"
-    return "undecided"
-
-
 def forest_figure(summary: dict[str, Any]):
     # long: one figure, drawn top to bottom; cut into helpers it would scatter one picture
     """Per init: each strategy minus the reference with its TOST and 95% intervals against the margin band."""
@@ -412,7 +377,7 @@ def forest_figure(summary: dict[str, Any]):
     pairwise = summary.get("pairwise") or {}
     eq_by, pw_by = equivalence.get("by_init") or {}, pairwise.get("by_init") or {}
     reference = equivalence.get("reference") or pairwise.get("reference") or "reference"
-    level = _level(summary)
+    level = level_text(summary)
     margin = _margin_points(summary)
     panels = []
     for init in dict.fromkeys([*eq_by, *pw_by]):
@@ -430,7 +395,7 @@ def forest_figure(summary: dict[str, Any]):
                     "diff": diff,
                     "tost": _interval(e.get("ci90"), scale),
                     "ci95": _interval(c.get("ci95"), scale),
-                    "reading": _reading(c, e),
+                    "reading": e.get("reading", "not testable"),
                     "n": e.get("n", c.get("n")),
                     "p_holm": c.get("p_holm"),
                     "tost_p": e.get("p"),
@@ -471,7 +436,7 @@ def forest_figure(summary: dict[str, Any]):
             if flat:
                 detail.append("same on every seed")
             elif _finite(r["tost_p"]):
-                detail.append(f"TOST {_p(r['tost_p'])}")
+                detail.append(f"TOST {p_is(r['tost_p'])}")
             r["label"] = f"{r['reading']}\n{r['diff']:+.2f} pts, " + ", ".join(detail)
         ax.set_yticks(range(len(rows)), [r["strategy"] for r in rows])
         _right_labels(
@@ -522,7 +487,7 @@ def matching_figure(summary: dict[str, Any]):
 
     scale = summary.get("points_per_unit") or 1.0
     margin = _margin_points(summary)
-    level = _level(summary)
+    level = level_text(summary)
     panels = []
     for init, v in (summary.get("matching_vs_none") or {}).items():
         if not isinstance(v, dict) or not _finite(v.get("diff")):
@@ -604,9 +569,9 @@ def matching_figure(summary: dict[str, Any]):
                 zorder=4,
             )
             detail = [f"{r['diff']:+.2f} pts"] + ([f"n={r['n']}"] if r["n"] is not None else [])
-            detail.append(_p(r["p"]) if _finite(r["p"]) else "no test")
+            detail.append(p_is(r["p"]) if _finite(r["p"]) else "no test")
             if r["main"] and _finite(r["tost_p"]):
-                detail.append(f"TOST {_p(r['tost_p'])}")
+                detail.append(f"TOST {p_is(r['tost_p'])}")
             r["detail"] = ", ".join(detail)
         ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
         _right_labels(
@@ -687,7 +652,7 @@ def _null(entry: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return ((entry or {}).get("null") or {}).get(kind) or {}
 
 
-def _null_share(entry: dict[str, Any] | None, kind: str) -> tuple[float | None, tuple[float, float] | None]:
+def _nullshare_text(entry: dict[str, Any] | None, kind: str) -> tuple[float | None, tuple[float, float] | None]:
     share = _null(entry, kind).get("acute_share") or {}
     return (share.get("mean") if _finite(share.get("mean")) else None), _interval(share.get("ci95"), 1.0)
 
@@ -701,7 +666,7 @@ def _angle_headline(init: str, stack: str, layers: dict[str, Any], keys: list[st
         if not _finite(share):
             continue
         shares.append(share)
-        mean, ci = _null_share(entry, "random_point")
+        mean, ci = _nullshare_text(entry, "random_point")
         if mean is None:
             continue
         lo, hi = ci or (mean, mean)
@@ -709,18 +674,18 @@ def _angle_headline(init: str, stack: str, layers: dict[str, Any], keys: list[st
     if not shares:
         return f"{init} init, {stack}: no acute share measured"
     label = "trained" if when == "trained" else "at init"
-    low, high = _share(min(shares)), _share(max(shares))
+    low, high = share_text(min(shares)), share_text(max(shares))
     text = f"{init} init, {stack}: acute share {label} " + (
         f"{low} in all {len(shares)} student states"
         if low == high
         else f"{low}\u2013{high} over {len(shares)} student states"
     )
     if places:
-        nulls = [m for k in keys if (m := _null_share(layers[k].get(when), "random_point")[0]) is not None]
+        nulls = [m for k in keys if (m := _nullshare_text(layers[k].get(when), "random_point")[0]) is not None]
         null_text = (
-            _share(min(nulls))
-            if _share(min(nulls)) == _share(max(nulls))
-            else f"{_share(min(nulls))}\u2013{_share(max(nulls))}"
+            share_text(min(nulls))
+            if share_text(min(nulls)) == share_text(max(nulls))
+            else f"{share_text(min(nulls))}\u2013{share_text(max(nulls))}"
         )
         words = {"below": "below it", "at": "within its 95% interval", "above": "above it"}
         counts = [f"{words[place]} in {places.count(place)}/{len(places)}" for place in words if places.count(place)]
@@ -730,9 +695,9 @@ def _angle_headline(init: str, stack: str, layers: dict[str, Any], keys: list[st
 
 def _null_pair_text(entry: dict[str, Any] | None) -> str:
     shown = [
-        _share(_null_share(entry, kind)[0])
+        share_text(_nullshare_text(entry, kind)[0])
         for kind in ("random_point", "other_token")
-        if _null_share(entry, kind)[0] is not None
+        if _nullshare_text(entry, kind)[0] is not None
     ]
     return " / ".join(shown)
 
@@ -781,14 +746,14 @@ def angles_figure(summary: dict[str, Any], init: str, stack: str):
             missing |= bool(np.isnan(matrix).any())
             image = ax.imshow(matrix, vmin=-1, vmax=1, cmap=cmap)
             if when == "null":
-                share, _ = _null_share(entry, "random_point")
+                share, _ = _nullshare_text(entry, "random_point")
                 n = (_null(entry, "random_point").get("acute_share") or {}).get("n")
-                title = f"state {k}, random point\nacute {_share(share)}" + (f" (n={n})" if n else "")
+                title = f"state {k}, random point\nacute {share_text(share)}" + (f" (n={n})" if n else "")
             else:
                 if _finite(entry.get("n")):
                     ns.add(int(entry["n"]))
                 nulls = _null_pair_text(entry)
-                title = f"state {k}, {name}\nacute {_share(entry.get('acute_share'))}" + (
+                title = f"state {k}, {name}\nacute {share_text(entry.get('acute_share'))}" + (
                     f" | null {nulls}" if nulls else ""
                 )
             ax.set_title(title, fontsize=8)
@@ -866,7 +831,7 @@ def hist_figure(summary: dict[str, Any], init: str, stack: str):
             nulls = _null_pair_text(entry)
             lines.append(
                 f"{'at init (grey)' if when == 'at_init' else 'trained (blue)'}: acute "
-                f"{_share(entry.get('acute_share'))}" + (f" (null {nulls})" if nulls else "")
+                f"{share_text(entry.get('acute_share'))}" + (f" (null {nulls})" if nulls else "")
             )
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_xlim(-1, 1)
@@ -893,8 +858,8 @@ def hist_figure(summary: dict[str, Any], init: str, stack: str):
     head = f"{init} init, {stack}: per-token cosines over teacher layer pairs"
     if shares["at_init"] and shares["trained"]:
         head += (
-            f"; mean acute share {_share(float(np.mean(shares['at_init'])))} at init \u2192 "
-            f"{_share(float(np.mean(shares['trained'])))} trained"
+            f"; mean acute share {share_text(float(np.mean(shares['at_init'])))} at init \u2192 "
+            f"{share_text(float(np.mean(shares['trained'])))} trained"
         )
     fig.suptitle(_wrap(head, _chars(fig, 10.5)), fontsize=10.5, fontweight="bold")
     return fig

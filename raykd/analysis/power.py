@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from raykd.analysis.text import points
+
 POWER = 0.8
 MAX_SEEDS = 1000
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(24)
@@ -253,6 +255,27 @@ def nonparametric_seeds_needed(strategies: int, alpha: float, max_seeds: int = 1
 # --- the plan of a study ------------------------------------------------------------------------------
 
 
+def sd_interval(sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The chi-square interval of a true sd from a sample sd of n paired differences: a plan that treats the
+    observed sd as the truth is optimistic (8 seeds at sd 1.79 leave the true sd anywhere in [1.18, 3.64])."""
+    from scipy.stats import chi2
+
+    df = n - 1
+    return (
+        sd * math.sqrt(df / float(chi2.ppf(0.5 + level / 2, df))),
+        sd * math.sqrt(df / float(chi2.ppf(0.5 - level / 2, df))),
+    )
+
+
+def proposed_looks(seeds_needed: int | None, min_seeds: int = 4, looks: int = 4) -> list[int] | None:
+    """Evenly spaced looks from `min_seeds` to the seeds needed (at the sd's upper bound): a sequential plan
+    stops early when the truth is kinder than that bound, and its last look still has the power asked."""
+    if seeds_needed is None:
+        return None
+    top = max(seeds_needed, min_seeds)
+    return sorted({round(min_seeds + (top - min_seeds) * k / (looks - 1)) for k in range(looks)})
+
+
 def comparison_plan(
     label: str,
     diff: float | None,
@@ -281,11 +304,18 @@ def comparison_plan(
         "seeds_to_detect_observed_note": None,
         "seeds_for_equivalence": None,
         "seeds_for_equivalence_note": None,
+        "sd_ci95": None,
+        "seeds_for_equivalence_at_sd_upper": None,
+        "seeds_for_equivalence_at_sd_upper_note": None,
     }
     if n < 2 or sd is None or diff is None:
         reason = "fewer than two paired seeds"
         out["seeds_to_detect_observed_note"] = out["seeds_for_equivalence_note"] = reason
         return out
+    lo, hi = sd_interval(sd, n)
+    out["sd_ci95"] = [lo, hi]
+    seeds, note = seeds_for_equivalence(diff, hi, margin, alpha, power, max_seeds)
+    out["seeds_for_equivalence_at_sd_upper"], out["seeds_for_equivalence_at_sd_upper_note"] = seeds, note
     out["equivalence_margin_80"] = equivalence_margin(sd, n, alpha, power)
     out["detectable_difference_80"] = detectable_difference(sd, n, test_alpha, power)
     seeds, note = seeds_to_detect(diff, sd, test_alpha, power, max_seeds)
@@ -349,6 +379,10 @@ def design_plan(result: dict[str, Any], power: float = POWER, max_seeds: int = M
         if "matching_vs_none" in entry:
             seeds.append(entry["matching_vs_none"]["n"])
         entry["n_seeds"] = max(seeds, default=0)
+        comparisons = [*vs_ref.values(), *([entry["matching_vs_none"]] if "matching_vs_none" in entry else [])]
+        needed = [c["seeds_for_equivalence_at_sd_upper"] for c in comparisons]
+        entry["seeds_needed_at_sd_upper"] = max(needed) if needed and None not in needed else None
+        entry["proposed_looks"] = proposed_looks(entry["seeds_needed_at_sd_upper"])
         out["by_init"][init] = entry
     return out
 
@@ -403,15 +437,7 @@ _WORDS = {
     "untestable": "not testable",
     "better": "better (shown)",
     "worse": "worse (shown)",
-    "better_within_margin": "better, but within the margin (shown)",
-    "worse_within_margin": "worse, but within the margin (shown)",
 }
-
-
-def _pts(value: float | None, scale: float, signed: bool = False) -> str:
-    if value is None:
-        return "?"
-    return f"{value * scale:+.2f}" if signed else f"{value * scale:.2f}"
 
 
 def _needs(seeds: int | None, note: str | None) -> str:
@@ -450,6 +476,12 @@ def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_o
         comparisons = list((entry.get("vs_reference") or {}).values())
         if entry.get("matching_vs_none"):
             comparisons.append(entry["matching_vs_none"])
+        if not open_only and entry.get("proposed_looks"):
+            lines.append(
+                f"{init} init: at the upper ends of the sds' 95% intervals every comparison shows equivalence with "
+                f"{pct} by {entry['seeds_needed_at_sd_upper']} seeds; a sequential plan: sweep.sequential.looks "
+                f"{entry['proposed_looks']}"
+            )
         if open_only:
             open_ = [c for c in comparisons if c["answer"] == "undecided"]
             lines += [_open_line(c, init, scale, margin, pct) for c in open_]
@@ -464,8 +496,8 @@ def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_o
             lines.append(_open_line(c, init, scale, margin, pct) if c["answer"] == "undecided" else label)
             design = [
                 (
-                    f"  with {c['n']} seeds and the observed sd ({_pts(c['sd'], scale)} points) this study could "
-                    f"show equivalence only within +-{_pts(c['equivalence_margin_80'], scale)} points ({pct} if the "
+                    f"  with {c['n']} seeds and the observed sd ({points(c['sd'], scale, False)} points) this study could "
+                    f"show equivalence only within +-{points(c['equivalence_margin_80'], scale, False)} points ({pct} if the "
                     "true difference were 0)"
                 )
             ]
@@ -474,7 +506,7 @@ def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_o
                     "" if c["test_alpha"] == plan["alpha"] else f" at alpha {c['test_alpha']:.3g} (Holm's first step)"
                 )
                 design.append(
-                    f"it could detect differences of {_pts(c['detectable_difference_80'], scale)} points "
+                    f"it could detect differences of {points(c['detectable_difference_80'], scale, False)} points "
                     f"with {pct}{level}"
                 )
             lines.append("; ".join(design))
@@ -489,7 +521,7 @@ def _open_line(c: dict[str, Any], init: str, scale: float, margin: float, pct: s
     parts = [
         label,
         (
-            f"detecting the observed {_pts(c['diff'], scale, True)} points "
+            f"detecting the observed {points(c['diff'], scale)} points "
             f"{_needs(c['seeds_to_detect_observed'], c['seeds_to_detect_observed_note'])} ({pct})"
         ),
         f"equivalence within +-{margin:g} points "
@@ -500,7 +532,9 @@ def _open_line(c: dict[str, Any], init: str, scale: float, margin: float, pct: s
         ),
     ]
     if c["equivalence_shown_within"] is not None:
-        parts.append(f"the data show equivalence only within +-{_pts(c['equivalence_shown_within'], scale)} points")
+        parts.append(
+            f"the data show equivalence only within +-{points(c['equivalence_shown_within'], scale, False)} points"
+        )
     return "; ".join(parts)
 
 

@@ -8,12 +8,15 @@ differences in metric points (accuracy 0.01 = 1 point; BLEU and chrF are points 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from raykd.analysis.angles import acute_share_overall
+from raykd.analysis.claims import claim_line
 from raykd.analysis.stats import points_per_unit
+from raykd.analysis.text import interval, number, p_is, p_value, points
+from raykd.analysis.text import level as level_text
+from raykd.analysis.text import share as pct
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
@@ -73,6 +76,8 @@ def build_summary(
         "acute_share": acute_share_overall(angles) if angles else None,
         "notes": stats["notes"] + angle_notes,
         "verdict": stats["verdict"],
+        "claims": stats["claims"],
+        "rules": stats["rules"],
         "plan": stats.get("plan"),
         "room": stats.get("room"),
     }
@@ -85,96 +90,98 @@ def write_summary(summary: dict[str, Any], folder: Path) -> Path:
     return path
 
 
-# --- numbers as text ------------------------------------------------------------------------------
+# --- the verdict as text ------------------------------------------------------------------------
 
 
-def _pts(value: float | None, scale: float, signed: bool = True) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value * scale:+.2f}" if signed else f"{value * scale:.2f}"
-
-
-def _ci(ci: list[float] | None, scale: float) -> str:
-    return "n/a" if ci is None else f"[{ci[0] * scale:+.2f}, {ci[1] * scale:+.2f}]"
-
-
-def _num(value: float | None, spec: str = ".3g") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else (f"{p:.3g}" if p >= 1e-4 else "<1e-4")
-
-
-def _level(summary: dict[str, Any]) -> str:
-    """The TOST interval's level as text ('90%' at alpha 0.05, '98%' at 0.01)."""
-    eq = summary.get("equivalence") or {}
-    level = eq.get("ci_level")
-    if level is None:
-        level = round(1 - 2 * summary.get("alpha", 0.05), 10)
-    return f"{100 * level:.10g}%"
-
-
-_ANSWER_WORDS = {
-    "differ": "the strategies differ",
-    "differ_within_margin": "the strategies differ, within the margin",
-    "equivalent": "equivalent within the margin",
-    "undecided": "undecided",
-    "untestable": "not testable",
-    "better": "matching is better",
-    "worse": "matching is worse",
-    "better_within_margin": "matching is better, within the margin",
-    "worse_within_margin": "matching is worse, within the margin",
-}
-
-
-def _answer_line(init: str, answers: dict[str, Any]) -> str:
-    q1, q2 = answers["strategies_differ"], answers["matching_beats_none"]
-
-    def one(q: dict) -> str:
-        return f"{_ANSWER_WORDS.get(q['answer'], q['answer'])} -> claim '{q['claim']}' {q['claim_status']}"
-
-    return f"{init} init: do the strategies differ? {one(q1)}; does matching beat none? {one(q2)}"
-
-
-def compact_verdict(summary: dict[str, Any], max_open: int = 4) -> str:
-    """The verdict as a study prints it at its end: one screen, each answer with the test behind it; the full
-    account (every test, interval and the plan) is the report's Verdict section."""
-    from raykd.analysis.power import plan_lines
-
-    scale, metric = summary["points_per_unit"], summary["metric"]
-    margin = summary["equivalence"]["margin_points"]
-    lines = [
-        (
-            f"== verdict: {summary['study']} (test {metric}; {len(summary['trials']) - len(summary['excluded'])} of "
-            f"{len(summary['trials'])} trials; alpha {summary.get('alpha', 0.05):g}, margin +-{margin:g} points) =="
-        )
-    ]
-    teacher = summary["teacher"].get("metric")
-    rooms = "; ".join(
-        f"{i} init {_pts(r['room'], scale)}" + ("" if r["enough"] else " (too little)")
-        for i, r in (summary.get("room") or {}).items()
+def _claim_lines(summary: dict[str, Any]) -> list[str]:
+    """The look, then one line per claim (`raykd.analysis.claims.claim_line`, the one wording of a verdict)."""
+    claims = summary.get("claims") or []
+    if not claims:
+        return []
+    look = claims[0]["look"]
+    where = (
+        f"look {look['index']} of {look['of']} ({look['seeds']} seeds), one-sided level {look['alpha']:.3g}"
+        if look.get("planned")
+        else f"an unplanned look at {look['seeds']} seeds: verdicts exploratory"
     )
-    if teacher is not None:
+    return [f"claims ({where}):"] + [f"  {claim_line(c)}" for c in claims]
+
+
+def _fact_lines(summary: dict[str, Any], scale: float) -> list[str]:
+    """What was measured beside the claims: the strategy main effect and the widest pair of strategies."""
+    lines = []
+    effect = summary["strategy_test"].get("strategy")
+    if effect and effect.get("p") is not None:
         lines.append(
-            f"teacher {_pts(teacher, scale, signed=False)}{_baseline_text(summary, scale)}"
-            + (f"; room (teacher - none): {rooms}" if rooms else "")
+            f"fact: the strategies differ {'significantly' if effect['p'] < summary['alpha'] else 'not significantly'} "
+            f"(ANOVA {p_is(effect['p'])}, partial eta2 {number(effect['partial_eta2'], '.2f')}); the claims test "
+            "the margin instead"
         )
+    for claim in summary.get("claims") or []:
+        rows = [r for r in claim["comparisons"] if r.get("ci")]
+        if claim["name"] == "strategy_does_not_matter" and rows:
+            widest = max(rows, key=lambda r: abs(r["diff"]))
+            lines.append(
+                f"fact: widest pair of strategies, {claim['init']} init: {widest['comparison']} "
+                f"{points(widest['diff'], scale)} points, {100 * widest['ci_level']:.3g}% CI "
+                f"{interval(widest['ci'], scale)}"
+            )
+    return lines
+
+
+def _header(summary: dict[str, Any]) -> str:
+    used = len(summary["trials"]) - len(summary["excluded"])
+    return (
+        f"== verdict: {summary['study']} (test {summary['metric']}; {used} of {len(summary['trials'])} trials; alpha "
+        f"{summary.get('alpha', 0.05):g}, margin +-{summary['equivalence']['margin_points']:g} points) =="
+    )
+
+
+def _cell_lines(summary: dict[str, Any], scale: float) -> list[str]:
+    lines = []
     for init in dict.fromkeys(c["init"] for c in summary["cells"]):
         cells = [c for c in summary["cells"] if c["init"] == init]
         shown = ", ".join(
-            f"{c['strategy']} {_pts(c['mean'], scale, False)}"
+            f"{c['strategy']} {points(c['mean'], scale, False)}"
             + (f" [{c['ci95'][0] * scale:.1f}, {c['ci95'][1] * scale:.1f}]" if c["ci95"] else "")
             for c in cells
         )
-        lines.append(f"mean test {metric}, {init} init (n={max(c['n'] for c in cells)} seeds, 95% CI): {shown}")
-    lines += _question_lines(summary)
+        lines.append(
+            f"mean test {summary['metric']}, {init} init (n={max(c['n'] for c in cells)} seeds, 95% CI): {shown}"
+        )
+    return lines
+
+
+def _angle_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
     for init, shares in (summary.get("acute_share") or {}).items():
         null = ((shares.get("null") or {}).get("trained") or {}).get("random_point")
         lines.append(
-            f"acute angles, trained, {init} init: {_share(shares.get('trained'))}"
-            + (f" (random-point null {_share(null['mean'])})" if null else "")
+            f"acute angles, trained, {init} init: {pct(shares.get('trained'))}"
+            + (
+                f" (random-point null {pct(null['mean'])}: a share this close to its null tells nothing)"
+                if null
+                else ""
+            )
         )
+    return lines
+
+
+def compact_verdict(summary: dict[str, Any], max_open: int = 4) -> str:
+    """The verdict as a study prints it at its end: one screen, each claim with the test that decided it; the
+    full account (every test, interval and the plan) is the report's Verdict section."""
+    from raykd.analysis.power import plan_lines
+
+    scale = summary["points_per_unit"]
+    lines = [_header(summary)]
+    teacher = summary["teacher"].get("metric")
+    if teacher is not None:
+        lines.append(f"teacher {points(teacher, scale, signed=False)}{_baseline_text(summary, scale)}")
+    lines += _room_lines(summary, scale)
+    lines += _cell_lines(summary, scale)
+    lines += _claim_lines(summary)
+    lines += _fact_lines(summary, scale)
+    lines += _angle_lines(summary)
     open_lines = [line for line in plan_lines(summary, scale, open_only=True) if not line.startswith("  ")][:max_open]
     if open_lines:
         lines.append("to decide what is open (80% power; python studies/analyze.py --study DIR --plan for all):")
@@ -189,33 +196,33 @@ def verdict_block(summary: dict[str, Any]) -> str:
     from raykd.analysis.power import plan_lines
 
     scale = summary["points_per_unit"]
-    level = _level(summary)
-    lines = [
-        (
-            f"== verdict: {summary['study']} (test {summary['metric']}, {len(summary['trials'])} trials, "
-            f"{len(summary['trials']) - len(summary['excluded'])} used) =="
-        )
-    ]
+    lines = [_header(summary)]
     teacher = summary["teacher"].get("metric")
     if teacher is not None:
-        lines.append(f"teacher: {_pts(teacher, scale, signed=False)}" + _baseline_text(summary, scale))
+        lines.append(f"teacher: {points(teacher, scale, signed=False)}" + _baseline_text(summary, scale))
     lines += _room_lines(summary, scale)
     effect = summary["strategy_test"].get("strategy")
     if effect:
         lines.append(
-            f"strategy factor ({summary['strategy_test']['formula']}): F={_num(effect['F'])}, "
-            f"p={_p(effect['p'])}, partial eta2={_num(effect['partial_eta2'], '.3f')}"
+            f"strategy factor ({summary['strategy_test']['formula']}): F={number(effect['F'])}, "
+            f"p={p_value(effect['p'])}, partial eta2={number(effect['partial_eta2'], '.3f')}"
         )
-    lines += _equivalence_lines(summary, scale, level)
-    lines += _matching_vs_none_lines(summary, scale, level)
-    for init, answers in (summary["verdict"].get("by_init") or {}).items():
-        lines.append(_answer_line(init, answers))
-    for init, shares in (summary.get("acute_share") or {}).items():
-        at_init, trained = shares.get("at_init"), shares.get("trained")
+    lines += _equivalence_lines(summary, scale, level_text(summary))
+    lines += _matching_vs_none_lines(summary, scale, level_text(summary))
+    for claim in summary.get("claims") or []:
+        lines.append(f"{claim['name']} ({claim['init']} init): {claim['verdict']}")
+        for r in claim["comparisons"]:
+            if r.get("ci"):
+                lines.append(
+                    f"  {r['comparison']}: {points(r['diff'], scale)} points, {100 * r['ci_level']:.3g}% CI "
+                    f"{interval(r['ci'], scale)}, n={r['n']}, TOST p={p_value(r['p_within'])}, "
+                    f"p(> 0)={p_value(r['p_above_zero'])}"
+                )
         lines.append(
-            f"acute angles ({init} init): at init {_share(at_init)}{_null_text(shares, 'at_init')}, "
-            f"trained {_share(trained)}{_null_text(shares, 'trained')}"
+            f"  permutation check: {claim['permutation_check']['verdict']} ({claim['permutation_check']['by']})"
         )
+        if claim["fragile_seeds"]:
+            lines.append(f"  seeds whose removal alone changes it: {claim['fragile_seeds']}")
     open_lines = plan_lines(summary, scale, open_only=True)
     if open_lines:
         lines.append("what this design could decide (open questions):")
@@ -224,61 +231,25 @@ def verdict_block(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _question_lines(summary: dict[str, Any]) -> list[str]:
-    """Q1 and Q2 per init: the answer, what it does to the paper's claim, and the tests behind it."""
-    questions = (
-        ("strategies_differ", "Q1 do the matching strategies differ?"),
-        ("matching_beats_none", "Q2 does matching beat no matching?"),
-    )
-    lines = []
-    scale = summary["points_per_unit"]
-    margin = summary["equivalence"]["margin_points"]
-    for key, question in questions:
-        for init, answers in (summary["verdict"].get("by_init") or {}).items():
-            q = answers[key]
-            basis = ", ".join(
-                f"{b['test']} {_pe(b.get('p_adjusted', b['p']))}"
-                for b in q.get("basis", [])[:2]
-                if b.get("p") is not None
-            )
-            words = _ANSWER_WORDS.get(q["answer"], q["answer"])
-            diff = (summary.get("matching_vs_none") or {}).get(init, {}).get("diff")
-            if key == "matching_beats_none" and diff is not None and q["answer"] != "untestable":
-                words += f" ({_pts(diff, scale)} points)"
-            if key == "strategies_differ" and q["answer"] != "untestable":
-                words += _largest_difference(summary, init, scale)
-            status = q["claim_status"].upper()
-            if q["answer"].endswith("_within_margin"):  # decided by the margin: a difference smaller than it
-                status += f" at the +-{margin:g}-point margin"
-            lines.append(
-                f"{question} {init} init: {words} -> '{q['claim']}' "
-                f"{status}"
-                + (f" ({basis})" if basis else "")
-                + (" [no room: not a finding]" if q.get("no_room") else "")
-            )
-    return lines
-
-
-def _largest_difference(summary: dict[str, Any], init: str, scale: float) -> str:
-    """ " (largest vs forward: all_to_one -1.87 points)": how far the strategy furthest from the reference is, so a
-    "differ" says by how much and an "equivalent" says how close (empty when no strategy was compared)."""
-    eq = summary.get("equivalence") or {}
-    per = {s: e for s, e in (eq.get("by_init") or {}).get(init, {}).items() if e.get("diff") is not None}
-    if not per:
-        return ""
-    strategy, entry = max(per.items(), key=lambda item: abs(item[1]["diff"]))
-    return f" (largest vs {eq.get('reference')}: {strategy} {_pts(entry['diff'], scale)} points)"
-
-
 def _room_lines(summary: dict[str, Any], scale: float) -> list[str]:
     lines = []
     for init, space in (summary.get("room") or {}).items():
-        enough = (
-            "(enough for the margin)"
+        gate = (
+            "enough for a claim that a difference is below the margin"
             if space["enough"]
-            else f"(< {space['min_room'] * scale:g}: equivalence under this init is not a finding)"
+            else f"below {space['min_room'] * scale:g}: no claim that a difference is below the margin is a finding"
         )
-        lines.append(f"room ({init} init): teacher - {space['against']} = {_pts(space['room'], scale)} points {enough}")
+        lower = space.get("room_lower")
+        closed = ", ".join(
+            f"{s} {100 * c['share']:.0f}% [{100 * c['ci95'][0]:.0f}, {100 * c['ci95'][1]:.0f}]"
+            for s, c in (space.get("closed") or {}).items()
+        )
+        lines.append(
+            f"room ({init} init): teacher - {space['against']} = {points(space['room'], scale)} points"
+            + (f" (95% lower bound {points(lower, scale)})" if lower is not None else "")
+            + f": {gate}"
+            + (f"; share of it closed: {closed}" if closed else "")
+        )
     return lines
 
 
@@ -287,7 +258,8 @@ def _equivalence_lines(summary: dict[str, Any], scale: float, level: str) -> lis
     words = {True: "equivalent", False: "not shown equivalent", None: "not testable"}
     for init, per in eq["by_init"].items():
         shown = ", ".join(
-            f"{s} {_pts(e['diff'], scale)} {_ci(e['ci90'], scale)} {words[e['equivalent']]}" for s, e in per.items()
+            f"{s} {points(e['diff'], scale)} {interval(e['ci90'], scale)} {words[e['equivalent']]}"
+            for s, e in per.items()
         )
         lines.append(
             f"vs {eq['reference']} ({init} init, {level} CI, margin +-{eq['margin_points']:g} points): {shown}"
@@ -301,12 +273,12 @@ def _matching_vs_none_lines(summary: dict[str, Any], scale: float, level: str) -
         tost = ""
         if v.get("ci_tost") is not None:
             tost = (
-                f"; {level} CI {_ci(v['ci_tost'], scale)}, TOST p={_p(v.get('tost_p'))} "
+                f"; {level} CI {interval(v['ci_tost'], scale)}, TOST p={p_value(v.get('tost_p'))} "
                 f"({'equivalent' if v.get('equivalent') else 'not shown equivalent'} within +-{margin:g} points)"
             )
         lines.append(
-            f"matching - none ({init} init): {_pts(v['diff'], scale)} points 95% CI {_ci(v['ci95'], scale)}, "
-            f"p={_p(v['p'])}{tost}"
+            f"matching - none ({init} init): {points(v['diff'], scale)} points 95% CI {interval(v['ci95'], scale)}, "
+            f"p={p_value(v['p'])}{tost}"
         )
     return lines
 
@@ -317,7 +289,7 @@ def _baseline_text(summary: dict[str, Any], scale: float) -> str:
     if teacher.get("gain_points") is None:
         return ""
     return (
-        f" (trivial baseline, {baseline.get('name')}: {_pts(baseline.get(summary['metric']), scale, signed=False)}; "
+        f" (trivial baseline, {baseline.get('name')}: {points(baseline.get(summary['metric']), scale, signed=False)}; "
         f"gain {teacher['gain_points']:+.2f} points)"
     )
 
@@ -326,17 +298,8 @@ def _null_text(shares: dict[str, Any], when: str) -> str:
     nulls = (shares.get("null") or {}).get(when) or {}
     if not nulls:
         return ""
-    shown = ", ".join(f"{kind.replace('_', ' ')} {_share(v['mean'])}" for kind, v in nulls.items())
+    shown = ", ".join(f"{kind.replace('_', ' ')} {pct(v['mean'])}" for kind, v in nulls.items())
     return f" (null: {shown})"
-
-
-def _pe(p: float | None) -> str:
-    text = _p(p)
-    return f"p{text}" if text.startswith("<") else f"p={text}"
-
-
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
@@ -348,7 +311,7 @@ def report_markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
         _factor_section,
         _pairwise_section,
         _matching_section,
-        _answers_section,
+        _claims_section,
         _plan_section,
         _angles_section,
         _notes_section,
@@ -380,9 +343,9 @@ def _setup_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str
     scale, metric, teacher = summary["points_per_unit"], summary["metric"], summary["teacher"]
     out = ["## Setup", ""] + [f"- {key}: {value}" for key, value in summary["setup"].items()]
     out.append(
-        f"- teacher test {metric}: {_pts(teacher.get('metric'), scale, signed=False)}"
+        f"- teacher test {metric}: {points(teacher.get('metric'), scale, signed=False)}"
         + (
-            f" (validation {_pts(teacher.get(f'validation/{metric}'), scale, signed=False)})"
+            f" (validation {points(teacher.get(f'validation/{metric}'), scale, signed=False)})"
             if teacher.get(f"validation/{metric}") is not None
             else ""
         )
@@ -395,7 +358,7 @@ def _setup_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str
     for init, space in (summary.get("room") or {}).items():
         out.append(
             f"- room the arms had to differ ({init} init): teacher minus {space['against']} = "
-            f"{_pts(space['room'], scale)} points; a finding needs at least {space['min_room'] * scale:g} "
+            f"{points(space['room'], scale)} points; a finding needs at least {space['min_room'] * scale:g} "
             f"({'met' if space['enough'] else 'not met: equivalence under this init is not a finding'})"
         )
     for group in summary.get("coinciding_maps") or []:
@@ -419,8 +382,8 @@ def _cells_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str
     for c in summary["cells"]:
         per_seed = ", ".join(f"s{s}: {v * scale:.2f}" for s, v in zip(c["seeds"], c["values"]))
         out.append(
-            f"| {c['strategy']} | {c['init']} | {c['weight']} | {c['n']} | {_pts(c['mean'], scale, False)} | "
-            f"{_pts(c['std'], scale, False)} | {_ci(c['ci95'], scale)} | {per_seed} |"
+            f"| {c['strategy']} | {c['init']} | {c['weight']} | {c['n']} | {points(c['mean'], scale, False)} | "
+            f"{points(c['std'], scale, False)} | {interval(c['ci95'], scale)} | {per_seed} |"
         )
     if summary["excluded"]:
         out += ["", "Excluded trials:", ""] + [f"- {e['trial_id']}: {e['reason']}" for e in summary["excluded"]]
@@ -445,7 +408,9 @@ def _factor_section(summary: dict[str, Any], figures: dict[str, str]) -> list[st
         for term in ("strategy", "init", "interaction"):
             e = test.get(term)
             if e:
-                out.append(f"| {term} | {_num(e['F'])} | {e['df']} | {_p(e['p'])} | {_num(e['partial_eta2'], '.3f')} |")
+                out.append(
+                    f"| {term} | {number(e['F'])} | {e['df']} | {p_value(e['p'])} | {number(e['partial_eta2'], '.3f')} |"
+                )
     else:
         out.append("Not testable (see Notes).")
     out += ["", "Non-parametric check per init:", ""]
@@ -455,7 +420,7 @@ def _factor_section(summary: dict[str, Any], figures: dict[str, str]) -> list[st
             + (
                 "not testable"
                 if r is None
-                else f"{r['test']}: statistic {r['statistic']:.3g}, p={_p(r['p'])} "
+                else f"{r['test']}: statistic {r['statistic']:.3g}, p={p_value(r['p'])} "
                 f"({len(r['strategies'])} strategies x {len(r['seeds'])} seeds)"
             )
         )
@@ -464,7 +429,7 @@ def _factor_section(summary: dict[str, Any], figures: dict[str, str]) -> list[st
 
 def _pairwise_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
     scale, pairwise, eq = summary["points_per_unit"], summary["pairwise"], summary["equivalence"]
-    level, alpha = _level(summary), summary.get("alpha", 0.05)
+    level, alpha = level_text(summary), summary.get("alpha", 0.05)
     out = [
         f"## Each strategy against {pairwise['reference']}",
         "",
@@ -483,8 +448,8 @@ def _pairwise_section(summary: dict[str, Any], figures: dict[str, str]) -> list[
         for strategy, c in per.items():
             e = eq["by_init"].get(init, {}).get(strategy, {})
             out.append(
-                f"| {init} | {strategy} | {_pts(c['diff'], scale)} | {_ci(c['ci95'], scale)} | {_p(c['p_holm'])} | "
-                f"{_ci(e.get('ci90'), scale)} | {_p(e.get('p'))} | {_reading(c, e)} |"
+                f"| {init} | {strategy} | {points(c['diff'], scale)} | {interval(c['ci95'], scale)} | {p_value(c['p_holm'])} | "
+                f"{interval(e.get('ci90'), scale)} | {p_value(e.get('p'))} | {e.get('reading', 'not testable')} |"
             )
     if "forest" in figures:
         out += ["", f"![each strategy minus {pairwise['reference']}, with the equivalence margin]({figures['forest']})"]
@@ -492,7 +457,7 @@ def _pairwise_section(summary: dict[str, Any], figures: dict[str, str]) -> list[
 
 
 def _matching_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
-    scale, eq, level = summary["points_per_unit"], summary["equivalence"], _level(summary)
+    scale, eq, level = summary["points_per_unit"], summary["equivalence"], level_text(summary)
     verdicts = summary["verdict"].get("by_init") or {}
     out = [
         "## Matching vs no matching",
@@ -506,46 +471,38 @@ def _matching_section(summary: dict[str, Any], figures: dict[str, str]) -> list[
         "|---|---|---|---|---|---|---|---|",
     ]
     for init, v in summary["matching_vs_none"].items():
-        per = ", ".join(f"{s} {_pts(d['diff'], scale)} (p={_p(d['p'])})" for s, d in v["by_strategy"].items())
+        per = ", ".join(f"{s} {points(d['diff'], scale)} (p={p_value(d['p'])})" for s, d in v["by_strategy"].items())
         answer = ((verdicts.get(init) or {}).get("matching_beats_none") or {}).get("answer", "")
         out.append(
-            f"| {init} | {_pts(v['diff'], scale)} | {_ci(v['ci95'], scale)} | {_p(v['p'])} | "
-            f"{_ci(v.get('ci_tost'), scale)} | {_p(v.get('tost_p'))} | {answer.replace('_', ' ')} | {per} |"
+            f"| {init} | {points(v['diff'], scale)} | {interval(v['ci95'], scale)} | {p_value(v['p'])} | "
+            f"{interval(v.get('ci_tost'), scale)} | {p_value(v.get('tost_p'))} | {answer.replace('_', ' ')} | {per} |"
         )
     if "matching_vs_none" in figures:
         out += ["", f"![matching minus none]({figures['matching_vs_none']})"]
     return out + [""]
 
 
-def _answers_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
+def _claims_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
     out = [
-        "## Verdict per init",
+        "## Claims",
         "",
         (
-            "Each question is answered shown, refuted or undecided against the paper's claims. A difference is "
-            "shown when a test of that init is significant after Holm correction over all of its difference tests "
-            "(ANOVA within the init, Friedman, paired t against the reference); equivalence when TOST shows it "
-            "within the margin. A difference smaller than the margin counts as no difference that matters; an "
-            "equivalence where the arms had no room to differ (teacher minus none under the configured number of "
-            "margins) is not a finding."
+            "Each claim was fixed before the study ran (statement, margin, level) and is decided by tests of its "
+            "margin, never by significance alone (docs/claims.md has the rules and their truth table). A claim that "
+            "rests on a difference being smaller than the margin also needs room (teacher minus none, by its lower "
+            "confidence bound). Beside each: the same rule on exact sign-flip permutation p-values, and the seeds "
+            "whose removal alone would change the verdict."
         ),
         "",
-        "| init | question | answer | claim | claim status | basis |",
+        "| init | claim | verdict | decided by | permutation check | seeds that decide it alone |",
         "|---|---|---|---|---|---|",
     ]
-    for init, answers in (summary["verdict"].get("by_init") or {}).items():
-        for q in (answers["strategies_differ"], answers["matching_beats_none"]):
-            basis = (
-                "; ".join(
-                    f"{b['test']}: p={_p(b['p'])}" + (f" (Holm {_p(b['p_adjusted'])})" if "p_adjusted" in b else "")
-                    for b in q["basis"]
-                )
-                or "no test ran"
-            )
-            out.append(
-                f"| {init} | {q['question']} | {q['answer'].replace('_', ' ')} | {q['claim']} | "
-                f"{q['claim_status']} | {basis}{'; ' + q['no_room'] if q.get('no_room') else ''} |"
-            )
+    for c in summary.get("claims") or []:
+        out.append(
+            f"| {c['init']} | {c['statement']} (+-{c['margin_points']:g}) | {c['verdict']}"
+            f"{' (exploratory)' if c['exploratory'] else ''} | {c['decided_by']} | "
+            f"{c['permutation_check']['verdict']} | {', '.join(map(str, c['fragile_seeds'])) or '-'} |"
+        )
     return out + [""]
 
 
@@ -596,13 +553,12 @@ def _angles_section(summary: dict[str, Any], figures: dict[str, str]) -> list[st
         for stack, layers in stacks.items():
             for k, whens in sorted(layers.items(), key=lambda kv: int(kv[0])):
                 per = ", ".join(
-                    f"{s} {_share(v)}"
-                    for s, v in (whens.get("trained") or {}).get("acute_share_by_strategy", {}).items()
+                    f"{s} {pct(v)}" for s, v in (whens.get("trained") or {}).get("acute_share_by_strategy", {}).items()
                 )
                 start, end = whens.get("at_init") or {}, whens.get("trained") or {}
                 out.append(
-                    f"| {init} | {stack} | {k} | {_share(start.get('acute_share'))} | {_nulls(start)} | "
-                    f"{_share(end.get('acute_share'))} | {_nulls(end)} | {per} |"
+                    f"| {init} | {stack} | {k} | {pct(start.get('acute_share'))} | {_nulls(start)} | "
+                    f"{pct(end.get('acute_share'))} | {_nulls(end)} | {per} |"
                 )
     out += [
         line
@@ -626,21 +582,8 @@ def _nulls(entry: dict[str, Any]) -> str:
             continue
         share = null["acute_share"]
         ci = share.get("ci95")
-        parts.append(_share(share["mean"]) + (f" [{_share(ci[0])}, {_share(ci[1])}]" if ci else ""))
+        parts.append(pct(share["mean"]) + (f" [{pct(ci[0])}, {pct(ci[1])}]" if ci else ""))
     return " / ".join(parts)
-
-
-def _reading(c: dict, e: dict) -> str:
-    """One pair against the reference: a difference shown, equivalence shown, both, or undecided."""
-    if c.get("p") is None and e.get("p") is None:
-        return "not testable"
-    if c.get("significant") and e.get("equivalent"):
-        return "differs, within the margin (shown)"
-    if c.get("significant"):
-        return "differs (shown)"
-    if e.get("equivalent"):
-        return "equivalent (shown)"
-    return "undecided (neither shown)"
 
 
 def write_report(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
@@ -703,11 +646,11 @@ def description_markdown(summary: dict[str, Any]) -> str:
     ]
     for c in summary["cells"]:
         lines.append(
-            f"| {c['strategy']} | {c['init']} | {c['n']} | {_pts(c['mean'], scale, False)} | {_ci(c['ci95'], scale)} |"
+            f"| {c['strategy']} | {c['init']} | {c['n']} | {points(c['mean'], scale, False)} | {interval(c['ci95'], scale)} |"
         )
     teacher = summary["teacher"].get("metric")
     if teacher is not None:
-        lines += ["", f"Teacher: {_pts(teacher, scale, False)}."]
+        lines += ["", f"Teacher: {points(teacher, scale, False)}."]
     lines += [
         "",
         (

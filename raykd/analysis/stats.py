@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from raykd.analysis.claims import DEFAULT_MIN_SEEDS, claim_line, holm, study_claims, verdict_flags
+
 NONE = "none"
 DEFAULT_ALPHA = 0.05
 # Metric points per unit of the metric as stored: accuracy/F1/exact match and ROUGE F-measures are
@@ -203,17 +205,6 @@ def tost_paired(diffs: np.ndarray, margin: float, alpha: float) -> dict[str, Any
     return out
 
 
-def holm(pvalues: Iterable[float]) -> list[float]:
-    """Holm step-down adjusted p values (statsmodels ``multipletests(method="holm")`` gives the same numbers
-    but runs a full ``gc.collect()`` on every call, which dominates a simulation of many studies)."""
-    p = np.asarray(list(pvalues), dtype=float)
-    order = np.argsort(p, kind="stable")
-    adjusted = np.minimum(1.0, np.maximum.accumulate((p.size - np.arange(p.size)) * p[order]))
-    out = np.empty(p.size)
-    out[order] = adjusted
-    return out.tolist()
-
-
 def _anova(rows: list[dict], formula: str):
     """(fitted OLS, type-II ANOVA table or None when no residual degrees of freedom are left)."""
     import pandas as pd
@@ -243,17 +234,21 @@ def _anova(rows: list[dict], formula: str):
 
 
 def _effect(table, term: str) -> dict[str, Any] | None:
+    """F, p, df and partial eta2 of one term; F and p are None when the residual variance is numerically zero
+    (tied scores fit exactly: an F of 1e25 from a residual of 1e-30 is no evidence)."""
     if table is None or term not in table.index:
         return None
     ss_resid = float(table.loc["Residual", "sum_sq"])
     row = table.loc[term]
     ss = float(row["sum_sq"])
     f, p = float(row["F"]), float(row["PR(>F)"])
+    if ss_resid <= 1e-12 * max(ss + ss_resid, 1e-300):
+        f = p = math.nan
     return {
         "F": f if math.isfinite(f) else None,
         "p": p if math.isfinite(p) else None,
         "df": int(row["df"]),
-        "partial_eta2": ss / (ss + ss_resid) if ss + ss_resid > 0 else None,
+        "partial_eta2": ss / (ss + ss_resid) if ss + ss_resid > 0 and math.isfinite(f) else None,
     }
 
 
@@ -435,6 +430,8 @@ def pairwise_and_equivalence(
         for name in others:
             comparisons[name].setdefault("p_holm", None)
             comparisons[name].setdefault("significant", None)
+        for name in others:
+            eq[name]["reading"] = pair_reading(comparisons[name], eq[name])
         pairwise[init] = comparisons
         equivalence[init] = eq
         if any(c["p"] is None for c in comparisons.values()):
@@ -443,6 +440,18 @@ def pairwise_and_equivalence(
                 f"{reference!r}; they are not tested"
             )
     return pairwise, equivalence
+
+
+def pair_reading(pair: dict[str, Any], eq: dict[str, Any]) -> str:
+    """One strategy against the reference, as a reader sees it: differs (Holm-corrected paired t), equivalent
+    (TOST), both (a difference inside the margin), undecided, or not testable. A description, not a claim."""
+    if pair.get("p") is None and eq.get("p") is None:
+        return "not testable"
+    if pair.get("significant") and eq.get("equivalent"):
+        return "differs, within margin"
+    if pair.get("significant"):
+        return "differs"
+    return "equivalent" if eq.get("equivalent") else "undecided"
 
 
 def matching_vs_none(
@@ -492,35 +501,80 @@ def matching_vs_none(
 
 
 def room(
-    trials: list[dict], teacher_metric: float | None, margin: float, min_room_margins: float, sign: float
+    trials: list[dict],
+    teacher_metric: float | None,
+    margin: float,
+    min_room_margins: float,
+    sign: float,
+    alpha: float = DEFAULT_ALPHA,
+    teacher_se: float = 0.0,
+    scale: float = 100.0,
 ) -> dict[str, Any]:
-    """Per init: how much room the arms had to differ, the teacher's metric minus the `none` arm's mean (the gap
-    matching could close; the worst matching cell's mean when there is no `none` arm), in metric units. An
-    equivalence margin says something only against that room: below `min_room_margins` x the margin,
-    equivalence-based answers are not findings (`verdict` marks them undecided)."""
+    """Per init: the room the arms had to differ, and the share of it each matching strategy closed.
+
+    The room is the teacher's metric minus the `none` arm's mean (the worst cell's mean when there is no `none`
+    arm), in metric units. A claim that rests on a difference being smaller than the margin says something only
+    when the room is large next to it, so ``enough`` asks the one-sided (1 - alpha) lower confidence bound of the
+    room, which includes the teacher's own sampling error `teacher_se` (its score is one draw of a finite test
+    set) and the none arm's error over seeds, to reach `min_room_margins` x the margin. ``closed``: per matching
+    strategy, its paired gain over `none` as a share of the room, with a 95% delta-method interval.
+    """
+    from scipy.stats import norm
+
     out: dict[str, Any] = {}
     if teacher_metric is None:
         return out
     for init in sorted({t["init"] for t in trials}):
-        cells: dict[str, list[float]] = {}
+        cells: dict[str, dict[int, float]] = {}
         for t in trials:
             if t["init"] == init:
-                cells.setdefault(t["strategy"], []).append(t["metric"])
-        means = {strategy: float(np.mean(v)) for strategy, v in cells.items()}
-        if NONE in means:
-            against, floor = NONE, means[NONE]
-        else:
-            against = min(means, key=lambda k: sign * means[k])
-            floor = means[against]
-        gap = sign * (teacher_metric - floor)
-        out[init] = {
+                cells.setdefault(t["strategy"], {})[t["seed"]] = t["metric"]
+        means = {strategy: float(np.mean(list(v.values()))) for strategy, v in cells.items()}
+        against = NONE if NONE in means else min(means, key=lambda k: sign * means[k])
+        floor = np.array(list(cells[against].values()))
+        gap = sign * (teacher_metric - means[against])
+        floor_var = float(floor.var(ddof=1)) / floor.size if floor.size > 1 else 0.0
+        se = math.sqrt(teacher_se**2 + floor_var)
+        lower = gap - float(norm.isf(alpha)) * se
+        needed = min_room_margins * margin
+        entry = {
             "teacher": teacher_metric,
+            "teacher_se": teacher_se,
             "against": against,
-            "floor": floor,
+            "floor": means[against],
             "room": gap,
-            "min_room": min_room_margins * margin,
-            "enough": bool(gap >= min_room_margins * margin),
+            "room_se": se,
+            "room_lower": lower,
+            "min_room": needed,
+            "enough": bool(lower >= needed),
+            "closed": _closed(cells, against, gap, teacher_se, sign) if against == NONE else {},
         }
+        if not entry["enough"]:
+            entry["reason"] = (
+                f"the room (teacher minus {against}) is {gap * scale:.2f} points, its {100 * (1 - alpha):g}% lower "
+                f"bound {lower * scale:.2f} (teacher's sampling error {teacher_se * scale:.2f} included), below "
+                f"{needed * scale:g} points ({min_room_margins:g} x the margin)"
+            )
+        out[init] = entry
+    return out
+
+
+def _closed(cells: dict[str, dict[int, float]], none: str, gap: float, teacher_se: float, sign: float) -> dict:
+    """Each matching strategy's paired gain over `none` as a share of the room, with a 95% delta-method interval."""
+    out = {}
+    for strategy in sorted(set(cells) - {none}):
+        seeds = sorted(set(cells[strategy]) & set(cells[none]))
+        if len(seeds) < 2 or gap <= 0:
+            continue
+        s = np.array([cells[strategy][k] for k in seeds])
+        b = np.array([cells[none][k] for k in seeds])
+        n, d = len(seeds), sign * (s - b)
+        share = float(d.mean()) / gap
+        var_d, var_g = float(d.var(ddof=1)) / n, teacher_se**2 + float(b.var(ddof=1)) / n
+        cov = (float(b.var(ddof=1)) - sign * float(np.cov(s, b)[0, 1]) * sign) / n
+        var = (var_d + share**2 * var_g - 2 * share * cov) / gap**2
+        half = 1.959964 * math.sqrt(max(var, 0.0))
+        out[strategy] = {"share": share, "ci95": [share - half, share + half], "n": n}
     return out
 
 
@@ -537,6 +591,17 @@ def _strategy_tests(usable: list[Mapping[str, Any]], notes: list[str]) -> dict[s
     }
 
 
+PROPORTION_METRICS = ("accuracy", "exact_match")  # a share of test examples: binomial sampling error
+
+
+def test_sampling(metric: str, value: float | None, test_examples: int | None) -> tuple[float, float]:
+    """(teacher_se, sd_floor) in metric units: the binomial sd of a score of `value` on `test_examples` examples,
+    and one example's worth (1/N), for metrics that are a share of test examples; (0, 0) otherwise."""
+    if metric not in PROPORTION_METRICS or not test_examples or value is None:
+        return 0.0, 0.0
+    return math.sqrt(max(value * (1 - value), 0.0) / test_examples), 1.0 / test_examples
+
+
 def analyze_trials(
     trials: Iterable[Mapping[str, Any]],
     *,
@@ -547,8 +612,13 @@ def analyze_trials(
     alpha: float = DEFAULT_ALPHA,
     teacher_metric: float | None = None,
     min_room_margins: float = 2.0,
+    min_seeds: int = DEFAULT_MIN_SEEDS,
+    test_examples: int | None = None,
+    look: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every test above on a study's trial rows; JSON-ready (the statistical half of ``summary.json``)."""
+    """Every test above on a study's trial rows, and the claims they decide; JSON-ready (the statistical half of
+    ``summary.json``). `look`: where this analysis stands in the study's plan (`raykd.analysis.sequential.look`;
+    default: the one look of a fixed design at `alpha`)."""
     from raykd.analysis.power import design_plan
 
     notes: list[str] = []
@@ -568,6 +638,16 @@ def analyze_trials(
     pairwise, equivalence = pairwise_and_equivalence(usable, reference, margin, alpha, sign, notes)
     versus_none = matching_vs_none(usable, sign, notes, margin, alpha)
     level = ci_level(alpha)
+    scale = points_per_unit(metric)
+    teacher_se, sd_floor = test_sampling(metric, teacher_metric, test_examples)
+    if test_examples is None and metric in PROPORTION_METRICS:
+        notes.append("test set size unknown: the teacher's sampling error and the tie floor are taken as 0")
+    seeds = len({t["seed"] for t in usable})
+    look = look or {"index": 1, "of": 1, "seeds": seeds, "alpha": alpha, "alpha_spent": alpha, "planned": True}
+    spaces = room(usable, teacher_metric, margin, min_room_margins, sign, alpha, teacher_se, scale)
+    claims = study_claims(
+        usable, sign=sign, margin=margin, scale=scale, look=look, min_seeds=min_seeds, sd_floor=sd_floor, room=spaces
+    )
     result = {
         "metric": metric,
         "higher_is_better": higher_is_better,
@@ -591,353 +671,52 @@ def analyze_trials(
             "by_init": equivalence,
         },
         "matching_vs_none": versus_none,
-        "room": room(usable, teacher_metric, margin, min_room_margins, sign),
+        "room": spaces,
+        "claims": claims,
+        "rules": {"min_seeds": min_seeds, "sd_floor": sd_floor, "test_examples": test_examples},
         "notes": notes,
     }
-    result["verdict"] = verdict(result, alpha)
+    result["verdict"] = verdict(result, claims)
     result["plan"] = design_plan(result)
     return result
 
 
-# --- the verdict ---------------------------------------------------------------------------------------
+# --- the verdict, as old readers of summary.json know it ----------------------------------------------------
 
-CLAIM_STRATEGIES = "the layer-selection strategy does not matter"
-CLAIM_MATCHING = "matching beats no matching"
-# answer -> status of the paper's claim. A difference inside the margin is treated as no difference that
-# matters (the margin is the smallest difference that does): the claim "does not matter" holds and
-# "matching beats none" does not.
-STRATEGY_CLAIM = {
-    "differ": "refuted",
-    "differ_within_margin": "shown",
-    "equivalent": "shown",
-    "undecided": "undecided",
-    "untestable": "undecided",
+ANSWERS = {  # claim verdict -> the answer to each question
+    "strategies_differ": {"shown": "equivalent", "refuted": "differ", "undecided": "undecided"},
+    "matching_beats_none": {"shown": "better", "refuted": "worse", "undecided": "undecided"},
 }
-MATCHING_CLAIM = {
-    "better": "shown",
-    "better_within_margin": "refuted",
-    "worse": "refuted",
-    "worse_within_margin": "refuted",
-    "equivalent": "refuted",
-    "undecided": "undecided",
-    "untestable": "undecided",
+QUESTIONS = {
+    "strategies_differ": ("strategy_does_not_matter", "do the matching strategies differ?"),
+    "matching_beats_none": ("matching_beats_none", "does matching beat no matching?"),
 }
 
 
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else (f"{p:.3g}" if p >= 1e-4 else "<1e-4")
-
-
-def _pe(p: float | None, name: str = "p") -> str:
-    """'p=0.031' or 'p<1e-4'."""
-    text = _p(p)
-    return f"{name}{text}" if text.startswith("<") else f"{name}={text}"
-
-
-def strategies_answer(result: dict[str, Any], init: str, alpha: float) -> dict[str, Any]:
-    """Do the matching strategies differ under `init`?
-
-    Answers differ | equivalent | differ_within_margin | undecided | untestable.
-
-    A difference is shown when one of the init's difference tests -- the within-init ANOVA, the Friedman
-    test and the paired t of each strategy against the reference -- is significant after Holm
-    correction over all of them (``p_adjusted``). Taking whichever of them is significant on its own
-    would reject a true null about 9% of the time at alpha 0.05 (simulated: 4 strategies x 3 seeds);
-    Holm over the family keeps it at or below alpha. Equivalence is shown when TOST shows every
-    strategy equivalent to the reference within the margin (an intersection-union test: level alpha
-    without correction).
-    """
-    test = result["strategy_test"] or {}
-    reference = result["equivalence"]["reference"]
-    difference = []
-    within = (test.get("within_init") or {}).get(init)
-    if within and within.get("strategy") and within["strategy"].get("p") is not None:
-        difference.append(
-            {"test": f"ANOVA within init ({within['formula']})", "p": within["strategy"]["p"], "kind": "difference"}
-        )
-    npar = (test.get("nonparametric") or {}).get(init)
-    if npar and npar.get("p") is not None:
-        difference.append({"test": npar["test"], "p": npar["p"], "kind": "difference"})
-    for strategy, c in (result["pairwise"]["by_init"].get(init) or {}).items():
-        if c.get("p") is not None:
-            difference.append({"test": f"paired t {strategy} vs {reference}", "p": c["p"], "kind": "difference"})
-    for d, p_adjusted in zip(difference, holm(d["p"] for d in difference)):
-        d["p_adjusted"] = p_adjusted  # Holm over every difference test of this init
-    eq = result["equivalence"]["by_init"].get(init) or {}
-    tost_ps = [e["p"] for e in eq.values()]
-    equivalence = None
-    if eq and all(p is not None for p in tost_ps):
-        equivalence = {
-            "test": f"TOST of every strategy vs {reference} (largest p)",
-            "p": max(tost_ps),
-            "kind": "equivalence",
-        }
-    elif any(p is not None for p in tost_ps):
-        equivalence = {"test": f"TOST vs {reference} (not every strategy testable)", "p": None, "kind": "equivalence"}
-    shown_difference = [d for d in difference if d["p_adjusted"] < alpha]
-    shown_equivalence = bool(eq) and all(e["equivalent"] is True for e in eq.values())
-    if shown_difference and shown_equivalence:
-        answer, basis = "differ_within_margin", shown_difference + [equivalence]
-    elif shown_difference:
-        answer, basis = "differ", shown_difference
-    elif shown_equivalence:
-        answer, basis = "equivalent", [equivalence]
-    elif difference or equivalence:
-        answer, basis = "undecided", difference + ([equivalence] if equivalence else [])
-    else:
-        answer, basis = "untestable", []
-    return {
-        "question": "do the matching strategies differ?",
-        "answer": answer,
-        "basis": basis,
-        "claim": CLAIM_STRATEGIES,
-        "claim_status": STRATEGY_CLAIM[answer],
-    }
-
-
-def matching_answer(result: dict[str, Any], init: str, alpha: float) -> dict[str, Any]:
-    """Does matching beat none under `init`?
-
-    Answers better | worse | equivalent | better_within_margin | worse_within_margin | undecided | untestable.
-    """
-    v = result["matching_vs_none"].get(init)
-    question = "does matching beat no matching?"
-    if not v or v["p"] is None:
-        return {
-            "question": question,
-            "answer": "untestable",
-            "basis": [],
-            "claim": CLAIM_MATCHING,
-            "claim_status": "undecided",
-        }
-    t = {"test": "paired t, mean of the matching strategies minus none", "p": v["p"], "kind": "difference"}
-    e = {"test": "TOST of matching minus none", "p": v.get("tost_p"), "kind": "equivalence"}
-    significant, equivalent = v["p"] < alpha, v.get("equivalent") is True
-    if significant and v["diff"] > 0:
-        answer, basis = ("better_within_margin", [t, e]) if equivalent else ("better", [t])
-    elif significant:
-        answer, basis = ("worse_within_margin", [t, e]) if equivalent else ("worse", [t])
-    elif equivalent:
-        answer, basis = "equivalent", [e]
-    else:
-        answer, basis = "undecided", [t] + ([e] if e["p"] is not None else [])
-    return {
-        "question": question,
-        "answer": answer,
-        "basis": basis,
-        "claim": CLAIM_MATCHING,
-        "claim_status": MATCHING_CLAIM[answer],
-    }
-
-
-def verdict(result: dict[str, Any], alpha: float) -> dict[str, Any]:
-    """Per init, the two questions answered shown / refuted / undecided; three top-level booleans and the text.
-
-    ``strategy_significant``: the ANOVA strategy main effect at alpha (None when untestable).
-    ``strategies_equivalent``: True = equivalence shown under every init tested; False = a difference
-    (beyond the margin) shown under some init; None = undecided or untestable.
-    ``matching_beats_none``: True = shown under some init and refuted under none; False = refuted under
-    some init and shown under none; None = undecided or mixed (``by_init`` says which).
-    """
+def verdict(result: dict[str, Any], claims: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``verdict`` block: the strategy main effect (a fact, not a verdict), the booleans derived from the
+    claims, per init the two questions' answers, and the text (one line per claim)."""
     effect = (result["strategy_test"] or {}).get("strategy")
-    significant = None if not effect or effect.get("p") is None else bool(effect["p"] < alpha)
-    inits = sorted(
-        set(result["equivalence"]["by_init"])
-        | set(result["pairwise"]["by_init"])
-        | set((result["strategy_test"] or {}).get("within_init") or {})
-        | set((result["strategy_test"] or {}).get("nonparametric") or {})
-        | set(result["matching_vs_none"])
+    significant = None if not effect or effect.get("p") is None else bool(effect["p"] < result["alpha"])
+    by_init: dict[str, dict[str, Any]] = {}
+    for claim in claims:
+        for key, (name, question) in QUESTIONS.items():
+            if claim["name"] != name:
+                continue
+            testable = bool(claim["comparisons"])
+            by_init.setdefault(claim["init"], {})[key] = {
+                "question": question,
+                "answer": ANSWERS[key][claim["verdict"]] if testable else "untestable",
+                "claim": claim["statement"],
+                "claim_status": claim["verdict"],
+                "basis": [{"test": claim["decided_by"], "p": None}],
+                **({"no_room": claim["decided_by"].split("not a finding: ")[-1]} if claim["gated"] else {}),
+            }
+    fact = (
+        "the strategy main effect could not be tested"
+        if significant is None
+        else f"the strategy main effect is {'' if significant else 'not '}significant (ANOVA p="
+        f"{effect['p']:.3g}; a fact beside the verdict, not the verdict)"
     )
-    by_init = {
-        init: {
-            "strategies_differ": strategies_answer(result, init, alpha),
-            "matching_beats_none": matching_answer(result, init, alpha),
-        }
-        for init in inits
-    }
-    _gate_by_room(result, by_init)
-
-    def statuses(key: str) -> dict[str, str]:
-        return {i: a[key]["claim_status"] for i, a in by_init.items() if a[key]["answer"] != "untestable"}
-
-    s1, s2 = statuses("strategies_differ"), statuses("matching_beats_none")
-    equivalent = None
-    if s1 and "refuted" in s1.values():
-        equivalent = False
-    elif s1 and all(s == "shown" for s in s1.values()):
-        equivalent = True
-    beats = None
-    if "shown" in s2.values() and "refuted" not in s2.values():
-        beats = True
-    elif "refuted" in s2.values() and "shown" not in s2.values():
-        beats = False
-    out = {"strategy_significant": significant, "strategies_equivalent": equivalent, "matching_beats_none": beats}
-    out["text"] = verdict_text(result, by_init, out, alpha)
-    out["by_init"] = by_init
-    return out
-
-
-EQUIVALENCE_ANSWERS = {"equivalent", "differ_within_margin", "better_within_margin", "worse_within_margin"}
-
-
-def _gate_by_room(result: dict[str, Any], by_init: dict[str, dict]) -> None:
-    """An equivalence within a margin that is not small next to the room the arms had is no finding: such
-    answers keep their test results but their claim status becomes undecided, with the reason."""
-    scale = points_per_unit(result["metric"])
-    for init, answers in by_init.items():
-        space = (result.get("room") or {}).get(init)
-        if not space or space["enough"]:
-            continue
-        reason = (
-            f"the arms had {space['room'] * scale:.2f} points of room (teacher minus {space['against']}), "
-            f"less than {space['min_room'] * scale:g} points ({space['min_room'] / result['equivalence']['margin']:g}"
-            f" x the +-{result['equivalence']['margin'] * scale:g} margin): equivalence here is not a finding"
-        )
-        for answer in answers.values():
-            if answer["answer"] in EQUIVALENCE_ANSWERS:
-                answer["claim_status"] = "undecided"
-                answer["no_room"] = reason
-
-
-def _basis(items: list[dict]) -> str:
-    return ", ".join(
-        f"{b['test']} {_pe(b['p'])}" + (f" (Holm-adjusted {_p(b['p_adjusted'])})" if "p_adjusted" in b else "")
-        for b in items
-    )
-
-
-def verdict_text(result: dict[str, Any], by_init: dict[str, dict], flags: dict[str, Any], alpha: float) -> str:
-    """One line: the main effect, then per init what was shown, refuted or left undecided, then overall."""
-    effect = (result["strategy_test"] or {}).get("strategy")
-    sentences = []
-    if flags["strategy_significant"] is None:
-        sentences.append("The strategy main effect could not be tested")
-    elif flags["strategy_significant"]:
-        sentences.append(
-            f"The strategy main effect is significant (ANOVA {_pe(effect['p'])}, partial eta2="
-            f"{effect['partial_eta2']:.2f})"
-        )
-    else:
-        sentences.append(
-            f"The strategy main effect is not significant (ANOVA {_pe(effect['p'])}; that alone does not "
-            "show the strategies equivalent)"
-        )
-    for init, answers in by_init.items():
-        q1, q2 = answers["strategies_differ"], answers["matching_beats_none"]
-        part1, part2 = _strategies_sentence(result, q1), _matching_sentence(result, init, q2)
-        no_room = q1.get("no_room") or q2.get("no_room")
-        if no_room:
-            part2 += f" (not a finding: {no_room})"
-        sentences.append(f"{init} init: {part1}; {part2}")
-    sentences += _overall(by_init, flags)
-    text = ". ".join(s[0].upper() + s[1:] for s in sentences)
-    return text + "."
-
-
-def _strategies_sentence(result: dict[str, Any], q1: dict[str, Any]) -> str:
-    """Question 1 of one init, with the tests behind its answer."""
-    margin = result["equivalence"]["margin"] * points_per_unit(result["metric"])
-    reference = result["equivalence"]["reference"]
-    claim1 = f"claim '{CLAIM_STRATEGIES}' {q1['claim_status']}"
-    if q1["answer"] == "differ":
-        return f"the strategies differ ({_basis(q1['basis'])}): {claim1}"
-    if q1["answer"] == "differ_within_margin":
-        diff_basis = [b for b in q1["basis"] if b["kind"] == "difference"]
-        eq_basis = [b for b in q1["basis"] if b["kind"] == "equivalence"]
-        return (
-            f"the strategies differ ({_basis(diff_basis)}) but every strategy is within +-{margin:g} "
-            f"points of {reference} ({_basis(eq_basis)}): {claim1} at this margin"
-        )
-    if q1["answer"] == "equivalent":
-        return (
-            f"every strategy is equivalent to {reference} within +-{margin:g} points ({_basis(q1['basis'])}): {claim1}"
-        )
-    if q1["answer"] == "undecided":
-        diffs = [b for b in q1["basis"] if b["kind"] == "difference"]
-        eqs = [b for b in q1["basis"] if b["kind"] == "equivalence"]
-        smallest = min(diffs, key=lambda b: b["p_adjusted"]) if diffs else None
-        no_diff = (
-            f"no difference between the strategies is shown (smallest Holm-adjusted "
-            f"{_pe(smallest['p_adjusted'])} over {len(diffs)} difference tests, {smallest['test']})"
-            if smallest
-            else "no difference test ran"
-        )
-        no_eq = (
-            f"equivalence to {reference} within +-{margin:g} points is not shown ("
-            + (
-                f"{eqs[0]['test']}: {_pe(eqs[0]['p'])}"
-                if eqs and eqs[0]["p"] is not None
-                else "TOST could not run for every strategy"
-            )
-            + ")"
-        )
-        return f"{no_diff} and {no_eq}: {claim1}"
-    return "the strategies could not be compared"
-
-
-def _matching_sentence(result: dict[str, Any], init: str, q2: dict[str, Any]) -> str:
-    """Question 2 of one init, with the tests behind its answer."""
-    scale = points_per_unit(result["metric"])
-    margin = result["equivalence"]["margin"] * scale
-    v = result["matching_vs_none"].get(init) or {}
-    d = None if v.get("diff") is None else v["diff"] * scale
-    claim2 = f"claim '{CLAIM_MATCHING}' {q2['claim_status']}"
-    if q2["answer"] == "better":
-        return f"matching beats none by {d:+.2f} points (paired t {_pe(v['p'])}): {claim2}"
-    if q2["answer"] == "worse":
-        return f"matching is worse than none by {d:+.2f} points (paired t {_pe(v['p'])}): {claim2}"
-    if q2["answer"] == "equivalent":
-        return (
-            f"matching and none are equivalent within +-{margin:g} points ({d:+.2f} points, TOST "
-            f"{_pe(v['tost_p'])}): {claim2}"
-        )
-    if q2["answer"] in ("better_within_margin", "worse_within_margin"):
-        word = "beats" if q2["answer"] == "better_within_margin" else "is worse than"
-        return (
-            f"matching {word} none by {d:+.2f} points (paired t {_pe(v['p'])}) but within +-{margin:g} points "
-            f"(TOST {_pe(v['tost_p'])}), smaller than the margin: {claim2} at this margin"
-        )
-    if q2["answer"] == "undecided":
-        tost = (
-            f"equivalence within +-{margin:g} points is not shown (TOST {_pe(v['tost_p'])})"
-            if v.get("tost_p") is not None
-            else "equivalence was not tested"
-        )
-        return f"matching vs none: no significant difference ({d:+.2f} points, paired t {_pe(v['p'])}) and {tost}: {claim2}"
-    return "matching vs none was not tested (needs a 'none' arm and two paired seeds)"
-
-
-def _overall(by_init: dict[str, dict], flags: dict[str, Any]) -> list[str]:
-    """The sentence over all inits (empty when nothing was testable)."""
-    overall = []
-    s1 = {
-        i: a["strategies_differ"]["claim_status"]
-        for i, a in by_init.items()
-        if a["strategies_differ"]["answer"] != "untestable"
-    }
-    s2 = {
-        i: a["matching_beats_none"]["claim_status"]
-        for i, a in by_init.items()
-        if a["matching_beats_none"]["answer"] != "untestable"
-    }
-
-    def where(statuses: dict[str, str], status: str) -> str:
-        return ", ".join(i for i, s in statuses.items() if s == status)
-
-    if flags["strategies_equivalent"] is True:
-        overall.append(f"'{CLAIM_STRATEGIES}' is shown under every init tested ({', '.join(s1)})")
-    elif flags["strategies_equivalent"] is False:
-        overall.append(f"'{CLAIM_STRATEGIES}' is refuted under {where(s1, 'refuted')}")
-    elif s1:
-        overall.append(f"'{CLAIM_STRATEGIES}' is undecided under {where(s1, 'undecided')}")
-    if flags["matching_beats_none"] is True:
-        overall.append(f"'{CLAIM_MATCHING}' is shown under {where(s2, 'shown')}; no init refutes it")
-    elif flags["matching_beats_none"] is False:
-        overall.append(f"'{CLAIM_MATCHING}' is refuted under {where(s2, 'refuted')}; no init shows it")
-    elif "shown" in s2.values():
-        overall.append(
-            f"'{CLAIM_MATCHING}' is mixed: shown under {where(s2, 'shown')}, refuted under {where(s2, 'refuted')}"
-        )
-    elif s2:
-        overall.append(f"'{CLAIM_MATCHING}' is undecided")
-    return ["Overall: " + "; ".join(overall)] if overall else []
+    text = ". ".join([fact[0].upper() + fact[1:]] + [claim_line(c) for c in claims]) + "."
+    return {"strategy_significant": significant, **verdict_flags(claims), "text": text, "by_init": by_init}
