@@ -129,7 +129,7 @@ def test_verdict_block_reads_in_points(summary):
     )
     assert "teacher: 78.00" in block
     assert "matching - none (random init): +" in block
-    assert "acute angles (random init): at init 60.0%, trained 90.0%" in block
+    assert "acute angles, trained, random init: 90.0%" in block
     assert block.splitlines()[-1] == summary["verdict"]["text"]
 
 

@@ -81,8 +81,12 @@ class Comparison:
 
     @property
     def sd(self) -> float:
-        """The sample sd, raised to the floor (ties in a discrete metric are not certainty)."""
-        return max(float(self.diffs.std(ddof=1)), self.sd_floor) if self.n >= 2 else math.nan
+        """The sample sd, raised to the floor (ties in a discrete metric are not certainty); a rounding-level sd of
+        identical differences counts as 0, which no test reads as evidence."""
+        if self.n < 2:
+            return math.nan
+        sd = float(self.diffs.std(ddof=1))
+        return max(sd if sd > 1e-9 * max(1.0, abs(self.mean)) else 0.0, self.sd_floor)
 
     def without(self, seed: int) -> Comparison:
         keep = [i for i, s in enumerate(self.seeds) if s != seed]

@@ -223,6 +223,7 @@ def verdict_block(summary: dict[str, Any]) -> str:
         )
         if claim["fragile_seeds"]:
             lines.append(f"  seeds whose removal alone changes it: {claim['fragile_seeds']}")
+    lines += _angle_lines(summary)
     open_lines = plan_lines(summary, scale, open_only=True)
     if open_lines:
         lines.append("what this design could decide (open questions):")
