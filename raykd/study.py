@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from raykd.analysis.claims import all_decided
+from raykd.analysis.sequential import plan_of
 from raykd.config import ConfigError, StudyConfig, config_hash, flatten
 from raykd.console import Console, ProgressFile, log_tail, quiet_libraries, wait_with_progress
 
@@ -65,6 +67,8 @@ def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False, c
             "config_hash": config_hash(identity),
             "created": time.time(),
             "checkpoints": checkpoints or str(root / "checkpoints"),
+            # fixed when the study starts: an analysis at a seed count outside it is an unplanned look
+            "plan": plan_of(config.sweep.sequential, len(config.sweep.seeds)),
         }
         state_file.write_text(json.dumps(state))
     (root / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
@@ -161,8 +165,7 @@ class Study:
         )
         self.metric = teacher["metric"]
         chosen = self.tune_weights() if config.sweep.weight_search.method == "optuna" else None
-        rows, counts, paths = self.sweep(chosen)
-        report = self.analyse() if config.analysis.enabled and counts["finished"] else None
+        rows, counts, paths, report = self.looks(chosen)
         tr.finish(client, tracking.parent_run_id, "finished")
         ray.shutdown()
         return {
@@ -177,6 +180,30 @@ class Study:
             "report": report,
             "log": self.log,
         }
+
+    def looks(self, chosen) -> tuple[list, dict, dict, dict | None]:
+        """The sweep and its analysis, once for a fixed design; look by look for a sequential one
+        (``sweep.sequential``): each look runs the seeds it adds, and the study stops at the first look whose
+        analysis decides every claim. Finished trials are kept, so a stopped or interrupted study resumes."""
+        full = self.config
+        plan = full.sweep.sequential
+        for k, seeds in enumerate(plan.looks if plan else [len(full.sweep.seeds)], start=1):
+            self.config = full.model_copy(
+                update={"sweep": full.sweep.model_copy(update={"seeds": full.sweep.seeds[:seeds]})}
+            )
+            if plan:
+                self.say(f"look {k} of {len(plan.looks)}: seeds {self.config.sweep.seeds}")
+            rows, counts, paths = self.sweep(chosen)
+            report = self.analyse() if full.analysis.enabled and counts["finished"] else None
+            if not plan:
+                break
+            if report is not None and all_decided(report["summary"]["claims"]):
+                self.say(f"look {k}: every claim decided; the study stops at {seeds} seeds")
+                break
+            if k < len(plan.looks):
+                self.say(f"look {k}: claims still open; adding seeds up to {plan.looks[k]}")
+        self.config = full
+        return rows, counts, paths, report
 
     def check_resources(self) -> None:
         """A trial's workers must each fit on one node of the cluster: refuse now (ResourceError, naming what was

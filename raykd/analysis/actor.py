@@ -331,11 +331,14 @@ def _judge_teacher(summary: dict[str, Any], quality: dict[str, Any]) -> None:
 
 
 def _statistics(
-    trials: list[dict], config: StudyConfig, metric: str, higher: bool, teacher_metric, test_examples, look
+    trials: list[dict], config: StudyConfig, metric: str, higher: bool, teacher_metric, root: Path, look
 ) -> dict[str, Any]:
-    """`analyze_trials` with the study's analysis settings (the margin converted from points to metric units)."""
+    """`analyze_trials` with the study's analysis settings (the margin converted from points to metric units) and
+    its test set's size (from the teacher stage)."""
     from raykd.analysis.stats import analyze_trials, points_per_unit
 
+    folder = TeacherFolder.of(root, config)
+    test_examples = (folder.info.get("split_sizes") or {}).get("test") if folder.complete else None
     analysis = config.analysis
     return analyze_trials(
         trials,
@@ -392,12 +395,8 @@ def analyze_study(
     trials = [t for t in fetched["trials"] if in_grid(config, t)]
     if progress is not None:
         progress("analysis", what="statistics")
-
     look, history, plan = study_look(root, config, trials)
-    folder = TeacherFolder.of(root, config)
-    test_examples = (folder.info.get("split_sizes") or {}).get("test") if folder.complete else None
-    teacher_metric = fetched["teacher"].get(f"test/{metric}")
-    stats = _statistics(trials, config, metric, higher, teacher_metric, test_examples, look)
+    stats = _statistics(trials, config, metric, higher, fetched["teacher"].get(f"test/{metric}"), root, look)
     same = coinciding_maps(trials)
     stats["notes"] += _grid_notes(outside, same)
     angle_notes: list[str] = []
@@ -424,7 +423,6 @@ def analyze_study(
         return {"summary": summary, "paths": {}}
     if progress is not None:
         progress("analysis", what="report and figures")
-    (root / LOOKS).write_text(json.dumps(summary["sequential"]["looks"], indent=2))
     paths = _publish(summary, root, fetched if log_to_mlflow else None, quiet)
     return {"summary": summary, "paths": paths}
 
@@ -434,6 +432,7 @@ def _publish(summary: dict[str, Any], root: Path, fetched: dict[str, Any] | None
     from raykd.analysis.report import compact_verdict, write_report
 
     paths = write_report(summary, root / REPORT_DIR)
+    (root / LOOKS).write_text(json.dumps(summary["sequential"]["looks"], indent=2))
     if fetched is not None:
         _log(fetched["client"], fetched["parent_run_id"], summary, root / REPORT_DIR)
     if not quiet:

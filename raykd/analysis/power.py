@@ -477,11 +477,7 @@ def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_o
         if entry.get("matching_vs_none"):
             comparisons.append(entry["matching_vs_none"])
         if not open_only and entry.get("proposed_looks"):
-            lines.append(
-                f"{init} init: at the upper ends of the sds' 95% intervals every comparison shows equivalence with "
-                f"{pct} by {entry['seeds_needed_at_sd_upper']} seeds; a sequential plan: sweep.sequential.looks "
-                f"{entry['proposed_looks']}"
-            )
+            lines.append(_proposal_line(init, entry, pct))
         if open_only:
             open_ = [c for c in comparisons if c["answer"] == "undecided"]
             lines += [_open_line(c, init, scale, margin, pct) for c in open_]
@@ -511,6 +507,14 @@ def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_o
                 )
             lines.append("; ".join(design))
     return lines
+
+
+def _proposal_line(init: str, entry: dict[str, Any], pct: str) -> str:
+    return (
+        f"{init} init: at the upper ends of the sds' 95% intervals every comparison shows equivalence with {pct} "
+        f"by {entry['seeds_needed_at_sd_upper']} seeds; a sequential plan: sweep.sequential.looks "
+        f"{entry['proposed_looks']}"
+    )
 
 
 def _open_line(c: dict[str, Any], init: str, scale: float, margin: float, pct: str) -> str:

@@ -602,7 +602,30 @@ def test_sampling(metric: str, value: float | None, test_examples: int | None) -
     return math.sqrt(max(value * (1 - value), 0.0) / test_examples), 1.0 / test_examples
 
 
-def analyze_trials(
+def analyze_trials(trials: Iterable[Mapping[str, Any]], **settings: Any) -> dict[str, Any]:
+    """Every test above on a study's trial rows, and the claims they decide; JSON-ready (the statistical half of
+    ``summary.json``). Settings: see `_tests`."""
+    from raykd.analysis.power import design_plan
+
+    result = _tests(trials, **settings)
+    result["verdict"] = verdict(result, result["claims"])
+    result["plan"] = design_plan(result)
+    return result
+
+
+EXCLUDED_KEYS = ("trial_id", "strategy", "init", "weight", "seed", "status", "reason")
+
+
+def _reference(usable: list[dict], reference: str, notes: list[str]) -> str:
+    """The reference strategy, or the first matching one (with a note) when it has no finished trial."""
+    matching = sorted({t["strategy"] for t in usable} - {NONE})
+    if reference not in matching and matching:
+        notes.append(f"reference strategy {reference!r} has no finished trials; using {matching[0]!r}")
+        return matching[0]
+    return reference
+
+
+def _tests(
     trials: Iterable[Mapping[str, Any]],
     *,
     metric: str = "metric",
@@ -616,24 +639,17 @@ def analyze_trials(
     test_examples: int | None = None,
     look: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every test above on a study's trial rows, and the claims they decide; JSON-ready (the statistical half of
-    ``summary.json``). `look`: where this analysis stands in the study's plan (`raykd.analysis.sequential.look`;
+    """The tests and claims; `look`: where this analysis stands in the study's plan (`raykd.analysis.sequential.look`;
     default: the one look of a fixed design at `alpha`)."""
-    from raykd.analysis.power import design_plan
-
     notes: list[str] = []
     usable, excluded = split_trials(trials)
     usable, chosen = select_weights(usable, higher_is_better)
     if chosen:
         notes.append(
-            "several hidden-loss weights per cell: each cell is represented by the weight with the best "
-            f"mean validation metric ({chosen})"
+            f"several hidden-loss weights per cell: each is represented by its best validation weight ({chosen})"
         )
     sign = 1.0 if higher_is_better else -1.0
-    matching = sorted({t["strategy"] for t in usable} - {NONE})
-    if reference not in matching and matching:
-        notes.append(f"reference strategy {reference!r} has no finished trials; using {matching[0]!r}")
-        reference = matching[0]
+    reference = _reference(usable, reference, notes)
     strategy_test = _strategy_tests(usable, notes)
     pairwise, equivalence = pairwise_and_equivalence(usable, reference, margin, alpha, sign, notes)
     versus_none = matching_vs_none(usable, sign, notes, margin, alpha)
@@ -642,22 +658,16 @@ def analyze_trials(
     teacher_se, sd_floor = test_sampling(metric, teacher_metric, test_examples)
     if test_examples is None and metric in PROPORTION_METRICS:
         notes.append("test set size unknown: the teacher's sampling error and the tie floor are taken as 0")
-    seeds = len({t["seed"] for t in usable})
-    look = look or {"index": 1, "of": 1, "seeds": seeds, "alpha": alpha, "alpha_spent": alpha, "planned": True}
+    look = look or {"index": 1, "of": 1, "seeds": len({t["seed"] for t in usable}), "alpha": alpha, "planned": True}
     spaces = room(usable, teacher_metric, margin, min_room_margins, sign, alpha, teacher_se, scale)
-    claims = study_claims(
-        usable, sign=sign, margin=margin, scale=scale, look=look, min_seeds=min_seeds, sd_floor=sd_floor, room=spaces
-    )
-    result = {
+    settings = {"margin": margin, "scale": scale, "look": look, "min_seeds": min_seeds, "sd_floor": sd_floor}
+    return {
         "metric": metric,
         "higher_is_better": higher_is_better,
         "alpha": alpha,
         "n_trials": len(usable) + len(excluded),
         "n_used": len(usable),
-        "excluded": [
-            {k: e.get(k) for k in ("trial_id", "strategy", "init", "weight", "seed", "status", "reason")}
-            for e in excluded
-        ],
+        "excluded": [{k: e.get(k) for k in EXCLUDED_KEYS} for e in excluded],
         "chosen_weights": chosen,
         "cells": cells_table(usable),
         "strategy_test": strategy_test,
@@ -672,13 +682,10 @@ def analyze_trials(
         },
         "matching_vs_none": versus_none,
         "room": spaces,
-        "claims": claims,
+        "claims": study_claims(usable, sign=sign, room=spaces, **settings),
         "rules": {"min_seeds": min_seeds, "sd_floor": sd_floor, "test_examples": test_examples},
         "notes": notes,
     }
-    result["verdict"] = verdict(result, claims)
-    result["plan"] = design_plan(result)
-    return result
 
 
 # --- the verdict, as old readers of summary.json know it ----------------------------------------------------

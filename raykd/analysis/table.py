@@ -118,9 +118,8 @@ def analyze_table(
 ) -> dict[str, Any]:
     """The claims, ``summary.json``, ``report.md`` and figures of a results table (see the module docstring).
 
-    `settings` override the study's (or the defaults): margin_points, alpha, reference, min_room_margins,
-    min_seeds, teacher (test metric, metric units), test_examples, study (name). Writes to `output` (default:
-    ``<table stem>_report/`` beside the table) and returns {"summary", "paths"}.
+    `settings` (margin_points, alpha, reference, min_room_margins, min_seeds, teacher, test_examples, study)
+    override the study's or the defaults. Writes to `output` (default ``<stem>_report/`` beside the table).
     """
     from raykd.analysis import sequential
     from raykd.analysis.report import build_summary, compact_verdict, write_report
@@ -128,11 +127,8 @@ def analyze_table(
 
     path = Path(path)
     trials = read_trials(path)
-    found = study_defaults(path)
-    given = {k: v for k, v in settings.items() if v is not None}
     s = {"margin_points": 1.0, "alpha": 0.05, "reference": "forward", "min_room_margins": 2.0, "min_seeds": 4}
-    s.update({k: v for k, v in found.items() if v is not None})
-    s.update(given)
+    s.update({k: v for k, v in [*study_defaults(path).items(), *settings.items()] if v is not None})
     metric = metric or s.get("metric") or "accuracy"
     seeds = len({t["seed"] for t in trials if t["status"] == "finished"})
     plan = s.get("plan") or sequential.plan_of(None, seeds)
