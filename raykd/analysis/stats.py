@@ -639,8 +639,7 @@ def _tests(
     test_examples: int | None = None,
     look: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The tests and claims; `look`: where this analysis stands in the study's plan (`raykd.analysis.sequential.look`;
-    default: the one look of a fixed design at `alpha`)."""
+    """The tests and claims at `look` (`raykd.analysis.sequential.look`; default: a fixed design's one look)."""
     notes: list[str] = []
     usable, excluded = split_trials(trials)
     usable, chosen = select_weights(usable, higher_is_better)
