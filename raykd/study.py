@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 from raykd.analysis.claims import all_decided
-from raykd.analysis.sequential import plan_of
 from raykd.config import ConfigError, StudyConfig, config_hash, flatten
 from raykd.console import Console, ProgressFile, log_tail, quiet_libraries, wait_with_progress
 
@@ -67,8 +66,6 @@ def prepare_study_dir(config: StudyConfig, root: Path, *, fresh: bool = False, c
             "config_hash": config_hash(identity),
             "created": time.time(),
             "checkpoints": checkpoints or str(root / "checkpoints"),
-            # fixed when the study starts: an analysis at a seed count outside it is an unplanned look
-            "plan": plan_of(config.sweep.sequential, len(config.sweep.seeds)),
         }
         state_file.write_text(json.dumps(state))
     (root / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

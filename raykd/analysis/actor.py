@@ -28,7 +28,7 @@ from raykd.teacher_folder import TeacherFolder
 from raykd.trial import TUNE_PREFIX
 
 REPORT_DIR = "report"
-LOOKS = "looks.json"  # in the study folder: every look the analysis took (raykd.analysis.sequential)
+LOOKS = "looks.json"  # in the study folder: the plan and every look the analysis took (raykd.analysis.sequential)
 
 
 class AnalysisError(ValueError):
@@ -356,13 +356,12 @@ def _statistics(
 
 
 def study_look(root: Path, config: StudyConfig, trials: list[dict]) -> tuple[dict, list[dict], dict]:
-    """(this analysis' look, the looks before it, the plan): the plan recorded when the study was created (else the
-    config's), and the seed count every finished trial covers."""
-    state = json.loads((root / "study.json").read_text())
-    plan = state.get("plan") or sequential.plan_of(config.sweep.sequential, len(config.sweep.seeds))
-    history = json.loads((root / LOOKS).read_text()) if (root / LOOKS).is_file() else []
+    """(this analysis' look, the looks before it, the plan). The plan is fixed by the study's first analysis
+    (``looks.json``); until then it follows the config, so a study grown before anyone looked stays planned."""
+    saved = json.loads((root / LOOKS).read_text()) if (root / LOOKS).is_file() else {}
+    plan = saved.get("plan") or sequential.plan_of(config.sweep.sequential, len(config.sweep.seeds))
     seeds = len({t["seed"] for t in trials if t["status"] == "finished"})
-    return sequential.look(plan, seeds, config.analysis.alpha, history), history, plan
+    return sequential.look(plan, seeds, config.analysis.alpha, saved.get("looks")), saved.get("looks") or [], plan
 
 
 def analyze_study(
@@ -432,7 +431,8 @@ def _publish(summary: dict[str, Any], root: Path, fetched: dict[str, Any] | None
     from raykd.analysis.report import compact_verdict, write_report
 
     paths = write_report(summary, root / REPORT_DIR)
-    (root / LOOKS).write_text(json.dumps(summary["sequential"]["looks"], indent=2))
+    looks = {"plan": summary["sequential"]["plan"], "looks": summary["sequential"]["looks"]}
+    (root / LOOKS).write_text(json.dumps(looks, indent=2))
     if fetched is not None:
         _log(fetched["client"], fetched["parent_run_id"], summary, root / REPORT_DIR)
     if not quiet:

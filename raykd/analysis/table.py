@@ -87,16 +87,14 @@ def study_defaults(table: Path) -> dict[str, Any]:
         return {}
     config = yaml.safe_load((root / "config.yaml").read_text()) or {}
     analysis = config.get("analysis") or {}
-    state = json.loads((root / "study.json").read_text())
     out: dict[str, Any] = {
         k: analysis[k]
         for k in ("margin_points", "alpha", "reference", "min_room_margins", "min_seeds")
         if k in analysis
     }
     out["study"] = config.get("name")
-    out["plan"] = state.get("plan")
-    looks = root / "looks.json"
-    out["history"] = json.loads(looks.read_text()) if looks.is_file() else []
+    looks = json.loads((root / "looks.json").read_text()) if (root / "looks.json").is_file() else {}
+    out["plan"], out["history"] = looks.get("plan"), looks.get("looks") or []
     for teacher in sorted((root / "teacher").glob("*/info.json")):
         info = json.loads(teacher.read_text())
         metrics_file = teacher.parent / "metrics.json"

@@ -212,10 +212,9 @@ def test_smoke_study_report(study):
     assert study["result"].returncode == 0, study["result"].stderr[-3000:]
     stdout = study["result"].stdout
     assert "== verdict: smoke (test accuracy; 12 of 12 trials; alpha 0.05, margin +-1 points) ==" in stdout
-    assert (
-        "Q1 do the matching strategies differ? random init:" in stdout
-        and "Q2 does matching beat no matching?" in stdout
-    )
+    # two seeds decide no claim (docs/claims.md), and each line says so
+    assert "'the layer-selection strategy does not matter' (random init, margin +-1 points): UNDECIDED" in stdout
+    assert "not decided: 2 paired seed(s) where the rules need at least 4" in stdout
     assert "[raykd] report: " in stdout
     report = study["dir"] / "report"
     summary = json.loads((report / "summary.json").read_text())
@@ -254,6 +253,14 @@ def test_smoke_study_report(study):
         for answer in verdict["by_init"][init].values():
             assert answer["claim_status"] in ("shown", "refuted", "undecided")
     assert summary["plan"]["by_init"]["random"]["n_seeds"] == 2
+    assert {(c["name"], c["init"]) for c in summary["claims"]} == {
+        (name, init)
+        for name in ("strategy_does_not_matter", "matching_beats_none", "matching_beats_none_by_margin")
+        for init in ("random", "teacher")
+    }
+    assert all(c["verdict"] == "undecided" and c["look"]["planned"] for c in summary["claims"])
+    assert summary["sequential"]["planned"] and summary["sequential"]["looks"][-1]["seeds"] == 2
+    assert json.loads((study["dir"] / "looks.json").read_text())["looks"] == summary["sequential"]["looks"]
     text = (report / "report.md").read_text()
     for heading in (
         "## Verdict",
@@ -262,6 +269,7 @@ def test_smoke_study_report(study):
         "## Is the strategy a significant factor?",
         "## Each strategy against forward",
         "## Matching vs no matching",
+        "## Claims",
         "## Angles: teacher layers seen from the student",
     ):
         assert heading in text
@@ -594,3 +602,34 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
         browser.quit()
         os.killpg(ui.pid, signal.SIGKILL)
         ui.wait()
+
+
+def test_sequential_looks_grow_the_study_and_label_an_unplanned_look(study):
+    """Last in this file (it grows the shared study): the study, analysed once at its 2 seeds (its plan), is run
+    again with sweep.sequential looks [2, 3]. Look 1 finds its trials done and its claims open (2 seeds < 4), so
+    look 2 runs seed 2's six trials only; 3 seeds were never in the plan the first analysis fixed, so that look
+    is recorded as unplanned and every verdict says exploratory."""
+    import json
+
+    grown = run(
+        "--output-dir",
+        str(study["out"]),
+        *FULL,
+        "--set",
+        "sweep.seeds=[0,1,2]",
+        "--set",
+        "sweep.sequential.looks=[2,3]",
+    )
+    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
+    out = grown.stdout
+    assert "look 1 of 2: seeds [0, 1]" in out and "resuming: 12 of 12 trials already ended; running 0" in out
+    assert "look 1: claims still open; adding seeds up to 3" in out and "look 2 of 2: seeds [0, 1, 2]" in out
+    assert "resuming: 12 of 18 trials already ended; running 6" in out
+    assert "an unplanned look at 3 seeds: verdicts exploratory" in out and "(exploratory: unplanned look)" in out
+    looks = json.loads((study["dir"] / "looks.json").read_text())
+    assert looks["plan"]["looks"] == [2] and [(x["seeds"], x["planned"]) for x in looks["looks"]] == [
+        (2, True),
+        (3, False),
+    ]
+    summary = json.loads((study["dir"] / "report" / "summary.json").read_text())
+    assert summary["sequential"]["planned"] is False and all(c["exploratory"] for c in summary["claims"])
