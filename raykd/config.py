@@ -351,7 +351,8 @@ class AngleConfig(_Strict):
     enabled: bool = True
     examples: int = Field(default=256, ge=1)  # validation examples (all their valid tokens)
     batch_size: int = Field(default=32, ge=1)
-    seeds: list[int] | None = None  # one trial per (strategy, init) cell at each of these seeds; None: the first seed
+    # one trial per (strategy, init) cell at each of these seeds; None: the first 3 (the test against the null needs 3)
+    seeds: list[int] | None = None
     null_seeds: int = Field(default=5, ge=0)  # seeds of each null baseline (random point, other token); 0: none
 
 

@@ -261,3 +261,27 @@ def test_angles_are_measured_once_per_distinct_student_and_equal_a_fresh_measure
     results = [angles_of(s) for s in students]
     assert len(calls) == 2 and results[0] is results[1] is results[3] and results[2] is not results[0]
     assert results[3] == student_angles(students[3], cached, null_seeds=2)
+
+
+def _measured(seed, trained_cos, null_cos, init="random"):
+    """One student's angle statistics: every off-diagonal cosine `trained_cos`, its random-point null `null_cos`."""
+
+    def stats(value):
+        matrix = [[1.0 if i == j else value for j in range(3)] for i in range(3)]
+        return {"matrix": matrix, "acute_share": 1.0}
+
+    layer = {**stats(trained_cos), "null": {"random_point": [stats(null_cos), stats(null_cos)]}}
+    return {"init": init, "strategy": "forward", "seed": seed, "trained": {"encoder": {"1": layer, "2": layer}}}
+
+
+def test_null_contrast_tests_the_trained_students_against_their_null_across_seeds():
+    from raykd.analysis.angles import null_contrast
+
+    rows = [_measured(s, 0.5 + 0.01 * s, 0.3) for s in range(3)]
+    out = null_contrast(rows)["random"]["encoder"]["trained"]
+    assert out["tested"] and out["seeds"] == [0, 1, 2] and out["mean"] == pytest.approx(0.21)
+    assert out["ci95"][0] < 0.21 < out["ci95"][1] and out["p"] < 0.01
+    two = null_contrast(rows[:2])["random"]["encoder"]["trained"]
+    assert not two["tested"] and two["p"] is None  # fewer than 3 seeds: reported, not tested
+    same = null_contrast([_measured(s, 0.3 + 0.01 * (s - 1), 0.3) for s in range(4)])["random"]["encoder"]["trained"]
+    assert same["p"] > 0.3 and same["ci95"][0] < 0 < same["ci95"][1]  # no different from its null: not called so

@@ -129,7 +129,16 @@ def test_verdict_block_reads_in_points(summary):
     )
     assert "teacher: 78.00" in block
     assert "matching - none (random init): +" in block
-    assert "acute angles, trained, random init: 90.0%" in block
+    assert "angles" not in block  # no angle test in this summary: the saturated acute share alone is not shown
+    summary["angle_test"] = {
+        "random": {
+            "encoder": {"trained": {"mean": 0.12, "ci95": [0.05, 0.19], "seeds": [0, 1, 2], "p": 0.01, "tested": True}}
+        }
+    }
+    assert (
+        "angles, trained, random init (encoder): mean cosine minus its random-point null +0.120 [+0.05, +0.19] over "
+        "3 seeds, t p=0.01" in verdict_block(summary)
+    )
     assert block.splitlines()[-1] == summary["verdict"]["text"]
 
 

@@ -177,7 +177,7 @@ def _angle_trials_to_measure(root: Path, config: StudyConfig, trials: list[dict]
     if not folder.complete:
         notes.append(f"angles: the teacher stage's folder {folder.path} is missing; angles not measured")
         return None
-    seeds = settings.seeds if settings.seeds is not None else config.sweep.seeds[:1]
+    seeds = settings.seeds if settings.seeds is not None else config.sweep.seeds[:3]  # 3: angles.null_contrast
     chosen = _angle_trials(trials, seeds)
     if not chosen:
         notes.append(f"angles: no finished trial at seeds {seeds}; angles not measured")
@@ -401,7 +401,7 @@ def analyze_study(
     angle_notes: list[str] = []
     chosen = with_chosen_weights(trials, stats["chosen_weights"])
     device = device or default_device()
-    angles, _ = measure_angles(root, config, chosen, device=device, progress=progress, notes=angle_notes)
+    angles, measured = measure_angles(root, config, chosen, device=device, progress=progress, notes=angle_notes)
     summary = build_summary(
         study=config.name,
         metric=metric,
@@ -415,6 +415,7 @@ def analyze_study(
         setup=_setup(config, metric, uri),
     )
     summary["coinciding_maps"] = same
+    summary["angle_test"] = _null_contrast(measured)
     summary["sequential"] = sequential.record_of(summary, look, history, plan)
     _judge_teacher(summary, _teacher_quality(root, config, fetched["teacher"], metric, scale))
     summary["seconds"] = round(time.time() - started, 1)
@@ -528,6 +529,12 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
     tr.describe(client, run_id, description)
     experiment_id = client.get_run(run_id).info.experiment_id
     client.set_experiment_tag(experiment_id, tr.NOTE, tr.EXPERIMENT_TAGS[tr.NOTE] + "\n\n" + description)
+
+
+def _null_contrast(measured: list[dict]) -> dict[str, Any]:
+    from raykd.analysis.angles import null_contrast  # torch: imported where angles are measured, not by the driver
+
+    return null_contrast(measured)
 
 
 def analysis_actor_class():

@@ -74,6 +74,7 @@ def build_summary(
         "matching_vs_none": stats["matching_vs_none"],
         "angles": angles,
         "acute_share": acute_share_overall(angles) if angles else None,
+        "angle_test": {},
         "notes": stats["notes"] + angle_notes,
         "verdict": stats["verdict"],
         "claims": stats["claims"],
@@ -153,17 +154,26 @@ def _cell_lines(summary: dict[str, Any], scale: float) -> list[str]:
 
 
 def _angle_lines(summary: dict[str, Any]) -> list[str]:
+    """Per init and stack: the trained student's mean cosine toward the teacher's layers minus its random-point null,
+    tested across seeds; the (saturated) acute share only beside that test."""
     lines = []
-    for init, shares in (summary.get("acute_share") or {}).items():
-        null = ((shares.get("null") or {}).get("trained") or {}).get("random_point")
-        lines.append(
-            f"acute angles, trained, {init} init: {pct(shares.get('trained'))}"
-            + (
-                f" (random-point null {pct(null['mean'])}: a share this close to its null tells nothing)"
-                if null
-                else ""
+    shares = summary.get("acute_share") or {}
+    for init, stacks in (summary.get("angle_test") or {}).items():
+        for stack, whens in stacks.items():
+            t = whens.get("trained")
+            if not t:
+                continue
+            seeds = f"{len(t['seeds'])} seed{'s' * (len(t['seeds']) != 1)}"
+            result = (
+                f"{t['mean']:+.3f} {interval(t['ci95'], 1.0) if t['ci95'] else ''} over {seeds}, t {p_is(t['p'])}"
+                if t["tested"]
+                else f"{t['mean']:+.3f} over {seeds}: not tested (needs 3 seeds, analysis.angles.seeds)"
             )
-        )
+            line = f"angles, trained, {init} init ({stack}): mean cosine minus its random-point null {result}"
+            null = ((shares.get(init) or {}).get("null") or {}).get("trained", {}).get("random_point")
+            if t["tested"] and null:
+                line += f"; acute share {pct(shares[init].get('trained'))} (null {pct(null['mean'])})"
+            lines.append(line)
     return lines
 
 
