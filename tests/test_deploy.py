@@ -384,3 +384,22 @@ def test_readme_kubernetes_commands_match_the_manifests():
         checked += 1
     assert checked == len(block.strip().splitlines())
     assert set(secrets_wanted) <= set(created)  # every Secret the manifests reference has its creation command
+
+
+def test_the_gpu_script_checks_itself_on_a_cpu():
+    """benchmarks/gpu.py --dry-run: lists the five measurements and checks its inputs without a GPU; a measurement
+    it does not know is refused by name."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("step_mfu", "default_study", "packing", "ddp", "cuda_rng_resume"):
+        assert f"  {name}: " in done.stdout
+    assert done.stdout.rstrip().endswith("inputs ready")
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--dry-run", "--only", "step,ddp"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unknown measurement(s) ['step']" in bad.stderr
