@@ -13,6 +13,8 @@ from typing import Any
 
 from raykd.analysis.angles import acute_share_overall
 from raykd.analysis.claims import claim_line
+from raykd.analysis.figures import write_figures
+from raykd.analysis.power import plan_lines
 from raykd.analysis.stats import points_per_unit
 from raykd.analysis.text import interval, number, p_is, p_value, points
 from raykd.analysis.text import level as level_text
@@ -180,8 +182,6 @@ def _angle_lines(summary: dict[str, Any]) -> list[str]:
 def compact_verdict(summary: dict[str, Any], max_open: int = 4) -> str:
     """The verdict as a study prints it at its end: one screen, each claim with the test that decided it; the
     full account (every test, interval and the plan) is the report's Verdict section."""
-    from raykd.analysis.power import plan_lines
-
     scale = summary["points_per_unit"]
     lines = [_header(summary)]
     teacher = summary["teacher"].get("metric")
@@ -203,8 +203,6 @@ def compact_verdict(summary: dict[str, Any], max_open: int = 4) -> str:
 
 def verdict_block(summary: dict[str, Any]) -> str:
     """Every line of the verdict: the report's Verdict section (a study prints `compact_verdict`)."""
-    from raykd.analysis.power import plan_lines
-
     scale = summary["points_per_unit"]
     lines = [_header(summary)]
     teacher = summary["teacher"].get("metric")
@@ -518,8 +516,6 @@ def _claims_section(summary: dict[str, Any], figures: dict[str, str]) -> list[st
 
 
 def _plan_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
-    from raykd.analysis.power import plan_lines
-
     plan, eq = summary.get("plan"), summary["equivalence"]
     out = ["## What this design could decide", ""]
     if not plan:
@@ -601,8 +597,6 @@ def write_report(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
     """summary.json, figures and report.md in `folder` (figures of an earlier report removed); returns their paths."""
     for stale in folder.glob("*.png"):
         stale.unlink()
-    from raykd.analysis.figures import write_figures
-
     paths = {"summary": write_summary(summary, folder)}
     figures = write_figures(summary, folder)
     paths.update({key: folder / name for key, name in figures.items()})

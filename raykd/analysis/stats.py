@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from raykd.analysis.claims import DEFAULT_MIN_SEEDS, claim_line, holm, study_claims, verdict_flags
+from raykd.analysis.power import design_plan
 
 NONE = "none"
 DEFAULT_ALPHA = 0.05
@@ -605,8 +606,6 @@ def test_sampling(metric: str, value: float | None, test_examples: int | None) -
 def analyze_trials(trials: Iterable[Mapping[str, Any]], **settings: Any) -> dict[str, Any]:
     """Every test above on a study's trial rows, and the claims they decide; JSON-ready (the statistical half of
     ``summary.json``). Settings: see `_tests`."""
-    from raykd.analysis.power import design_plan
-
     result = _tests(trials, **settings)
     result["verdict"] = verdict(result, result["claims"])
     result["plan"] = design_plan(result)

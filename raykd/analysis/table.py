@@ -21,6 +21,10 @@ from typing import Any
 
 import yaml
 
+from raykd.analysis import sequential
+from raykd.analysis.report import build_summary, compact_verdict, write_report
+from raykd.analysis.stats import analyze_trials, points_per_unit
+
 REQUIRED = ("strategy", "init", "weight", "seed", "status", "metric")
 STATUSES = ("finished", "diverged", "failed", "unfinished")
 
@@ -119,10 +123,6 @@ def analyze_table(
     `settings` (margin_points, alpha, reference, min_room_margins, min_seeds, teacher, test_examples, study)
     override the study's or the defaults. Writes to `output` (default ``<stem>_report/`` beside the table).
     """
-    from raykd.analysis import sequential
-    from raykd.analysis.report import build_summary, compact_verdict, write_report
-    from raykd.analysis.stats import analyze_trials, points_per_unit
-
     path = Path(path)
     trials = read_trials(path)
     s = {"margin_points": 1.0, "alpha": 0.05, "reference": "forward", "min_room_margins": 2.0, "min_seeds": 4}
