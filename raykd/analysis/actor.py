@@ -389,7 +389,6 @@ def analyze_study(
     task = build_task(config.task)
     metric, higher = task.metric, task.higher_is_better
     fetched = _finished_trials(uri, config, uid, metric)
-    scale = points_per_unit(metric)
     outside = [t["trial_id"] for t in fetched["trials"] if not in_grid(config, t)]
     trials = [t for t in fetched["trials"] if in_grid(config, t)]
     if progress is not None:
@@ -414,10 +413,9 @@ def analyze_study(
         margin_points=config.analysis.margin_points,
         setup=_setup(config, metric, uri),
     )
-    summary["coinciding_maps"] = same
-    summary["angle_test"] = _null_contrast(measured)
+    summary.update(coinciding_maps=same, angle_test=_null_contrast(measured))
     summary["sequential"] = sequential.record_of(summary, look, history, plan)
-    _judge_teacher(summary, _teacher_quality(root, config, fetched["teacher"], metric, scale))
+    _judge_teacher(summary, _teacher_quality(root, config, fetched["teacher"], metric, points_per_unit(metric)))
     summary["seconds"] = round(time.time() - started, 1)
     if not write:
         return {"summary": summary, "paths": {}}
