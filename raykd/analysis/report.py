@@ -116,7 +116,7 @@ def _fact_lines(summary: dict[str, Any], scale: float) -> list[str]:
     effect = summary["strategy_test"].get("strategy")
     if effect and effect.get("p") is not None:
         lines.append(
-            f"fact: the strategies differ {'significantly' if effect['p'] < summary['alpha'] else 'not significantly'} "
+            f"fact: the strategies {'differ' if effect['p'] < summary['alpha'] else 'do not differ'} significantly "
             f"(ANOVA {p_is(effect['p'])}, partial eta2 {number(effect['partial_eta2'], '.2f')}); the claims test "
             "the margin instead"
         )

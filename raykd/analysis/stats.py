@@ -548,7 +548,8 @@ def room(
             "room_lower": lower,
             "min_room": needed,
             "enough": bool(lower >= needed),
-            "closed": _closed(cells, against, gap, teacher_se, sign) if against == NONE else {},
+            # a share of a room that may be nothing is no number (its interval runs to +-10,000%)
+            "closed": _closed(cells, against, gap, teacher_se, sign) if against == NONE and lower > 0 else {},
         }
         if not entry["enough"]:
             entry["reason"] = (
