@@ -644,7 +644,8 @@ def description_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"## {summary['study']}: does the layer-selection strategy matter?",
         "",
-        summary["verdict"]["text"],
+        *[f"- {line.strip()}" for line in _claim_lines(summary)[1:]],
+        *[f"- {line}" for line in _fact_lines(summary, scale)],
         "",
         f"| strategy | init | n | mean test {summary['metric']} | 95% CI |",
         "|---|---|---|---|---|",

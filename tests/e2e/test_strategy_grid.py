@@ -242,7 +242,10 @@ def test_smoke_study_report(study):
             for when in ("at_init", "trained"):
                 entry = layers[k][when]
                 assert 0 <= entry["acute_share"] <= 1 and len(entry["matrix"]) == 5  # teacher states 0..4
-                assert entry["n"] == 3  # forward, all_to_one, none at seed 0
+                assert entry["n"] == 6  # forward, all_to_one, none at seeds 0 and 1 (the first 3 seeds: 2 here)
+    for init in ("random", "teacher"):  # 2 seeds: the contrast with the null is reported, not tested (needs 3)
+        trained = summary["angle_test"][init]["encoder"]["trained"]
+        assert trained["seeds"] == [0, 1] and not trained["tested"] and trained["p"] is None
     verdict = summary["verdict"]
     assert set(verdict) >= {"strategy_significant", "strategies_equivalent", "matching_beats_none", "text", "by_init"}
     assert all(
@@ -586,7 +589,9 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
         parent = runs["smoke"]
         run_page = f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
         browser.get(run_page + "?workflowType=machine_learning")
-        _wait_for_text(browser, ["smoke: does the layer-selection strategy matter?", "Random init:"])
+        _wait_for_text(
+            browser, ["smoke: does the layer-selection strategy matter?", "(random init, margin +-1 points)"]
+        )
 
         browser.get(f"{run_page}/artifacts/report/report.html?workflowType=machine_learning")
         deadline = time.time() + 60
