@@ -264,6 +264,16 @@ def test_smoke_study_report(study):
     assert all(c["verdict"] == "undecided" and c["look"]["planned"] for c in summary["claims"])
     assert summary["sequential"]["planned"] and summary["sequential"]["looks"][-1]["seeds"] == 2
     assert json.loads((study["dir"] / "looks.json").read_text())["looks"] == summary["sequential"]["looks"]
+    # the study's own results table, re-analysed with no Ray and no MLflow, reproduces its claims
+    table = study["dir"] / "results" / "trials.csv"
+    again = subprocess.run([sys.executable, str(ANALYZE), "--trials", str(table)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    redone = json.loads((study["dir"] / "results" / "trials_report" / "summary.json").read_text())
+    for before, after in zip(summary["claims"], redone["claims"], strict=True):
+        assert {k: before[k] for k in ("name", "init", "verdict", "decided_by", "comparisons", "look")} == {
+            k: after[k] for k in ("name", "init", "verdict", "decided_by", "comparisons", "look")
+        }
+    assert redone["room"] == summary["room"]
     text = (report / "report.md").read_text()
     for heading in (
         "## Verdict",
