@@ -136,7 +136,7 @@ def test_verdict_block_reads_in_points(summary):
         }
     }
     assert (
-        "angles, trained, random init (encoder): mean cosine minus its random-point null +0.120 [+0.05, +0.19] over "
+        "angles, trained, random init (encoder): mean cosine minus its random-point null +0.120 [+0.050, +0.190] over "
         "3 seeds, t p=0.01" in verdict_block(summary)
     )
     assert block.splitlines()[-1] == summary["verdict"]["text"]

@@ -167,7 +167,7 @@ def _angle_lines(summary: dict[str, Any]) -> list[str]:
                 continue
             seeds = f"{len(t['seeds'])} seed{'s' * (len(t['seeds']) != 1)}"
             result = (
-                f"{t['mean']:+.3f} {interval(t['ci95'], 1.0) if t['ci95'] else ''} over {seeds}, t {p_is(t['p'])}"
+                f"{t['mean']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}] over {seeds}, t {p_is(t['p'])}"
                 if t["tested"]
                 else f"{t['mean']:+.3f} over {seeds}: not tested (needs 3 seeds, analysis.angles.seeds)"
             )
