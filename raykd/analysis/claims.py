@@ -165,63 +165,47 @@ def _worst(values: list[float], labels: list[str], pick=max) -> tuple[float, str
     return values[i], labels[i]
 
 
+def _outcome(level: float, refute: tuple[float, str], show: tuple[float, str], open_: str, gated: str) -> dict:
+    """Refuted when the refuting test's p is below the level, else shown when the showing test's is, else undecided;
+    ``smaller_than_margin`` marks the verdict (`gated`) that rests on a difference being smaller than the margin."""
+    verdict, by = (
+        (REFUTED, refute[1]) if refute[0] < level else (SHOWN, show[1]) if show[0] < level else (UNDECIDED, open_)
+    )
+    return {"verdict": verdict, "by": by, "smaller_than_margin": verdict == gated}
+
+
 def rule_strategy(comps: list[Comparison], margin: float, level: float, tests: Tests) -> dict[str, Any]:
     """Every pair within +-margin (TOST each) vs some pair beyond it (two-sided, Holm over the pairs)."""
     labels = [c.label for c in comps]
     tost = [max(tests.above(c, -margin), tests.below(c, margin)) for c in comps]
-    beyond = [min(1.0, 2 * min(tests.above(c, margin), tests.below(c, -margin))) for c in comps]
-    beyond_holm = holm(beyond)
-    p_beyond, which = _worst(beyond_holm, labels, min)
+    beyond = holm([min(1.0, 2 * min(tests.above(c, margin), tests.below(c, -margin))) for c in comps])
+    p_beyond, which = _worst(beyond, labels, min)
     p_tost, widest = _worst(tost, labels, max)
-    if p_beyond < level:
-        return {
-            "verdict": REFUTED,
-            "by": f"{tests.name}: {which} lies beyond the margin (two one-sided tests, Holm over {len(comps)} pairs, "
-            f"{p_is(p_beyond)} < {level:.3g})",
-            "smaller_than_margin": False,
-        }
-    if p_tost < level:
-        return {
-            "verdict": SHOWN,
-            "by": f"TOST ({tests.name}) of all {len(comps)} pairs within the margin (largest {p_is(p_tost)} < "
-            f"{level:.3g}, {widest})",
-            "smaller_than_margin": True,
-        }
-    return {
-        "verdict": UNDECIDED,
-        "by": f"{tests.name}: no pair shown beyond the margin (smallest Holm {p_is(p_beyond)}) and not every pair "
-        f"shown within it (TOST {p_is(p_tost)} for {widest}; level {level:.3g})",
-        "smaller_than_margin": False,
-    }
+    refute = f"{tests.name}: {which} lies beyond the margin (two one-sided tests, Holm over {len(comps)} pairs, "
+    show = f"TOST ({tests.name}) of all {len(comps)} pairs within the margin (largest {p_is(p_tost)} < {level:.3g}, "
+    open_ = (
+        f"{tests.name}: no pair shown beyond the margin (smallest Holm {p_is(p_beyond)}) and not every pair "
+        f"shown within it (TOST {p_is(p_tost)} for {widest}; level {level:.3g})"
+    )
+    refuted = (p_beyond, refute + f"{p_is(p_beyond)} < {level:.3g})")
+    return _outcome(level, refuted, (p_tost, show + f"{widest})"), open_, gated=SHOWN)
 
 
 def rule_above(comps: list[Comparison], bound: float, level: float, tests: Tests, what: str) -> dict[str, Any]:
     """Every comparison above `bound` (one-sided each, intersection-union) vs one shown below it (Holm)."""
     labels = [c.label for c in comps]
-    above = [tests.above(c, bound) for c in comps]
-    below_holm = holm([tests.below(c, bound) for c in comps])
-    p_below, low = _worst(below_holm, labels, min)
-    p_above, weakest = _worst(above, labels, max)
-    if p_below < level:
-        return {
-            "verdict": REFUTED,
-            "by": f"one-sided {tests.name}: {low} is below {what} (Holm over {len(comps)}, {p_is(p_below)} < "
-            f"{level:.3g})",
-            "smaller_than_margin": bound > 0,
-        }
-    if p_above < level:
-        return {
-            "verdict": SHOWN,
-            "by": f"one-sided {tests.name}: every matching strategy above {what} (largest {p_is(p_above)} < "
-            f"{level:.3g}, {weakest})",
-            "smaller_than_margin": False,
-        }
-    return {
-        "verdict": UNDECIDED,
-        "by": f"one-sided {tests.name}: {weakest} not shown above {what} ({p_is(p_above)}) and none shown below "
-        f"it (smallest Holm {p_is(p_below)}; level {level:.3g})",
-        "smaller_than_margin": False,
-    }
+    p_below, low = _worst(holm([tests.below(c, bound) for c in comps]), labels, min)
+    p_above, weakest = _worst([tests.above(c, bound) for c in comps], labels, max)
+    refute = f"one-sided {tests.name}: {low} is below {what} (Holm over {len(comps)}, {p_is(p_below)} < {level:.3g})"
+    show = (
+        f"one-sided {tests.name}: every matching strategy above {what} (largest {p_is(p_above)} < {level:.3g}, "
+        f"{weakest})"
+    )
+    open_ = (
+        f"one-sided {tests.name}: {weakest} not shown above {what} ({p_is(p_above)}) and none shown below "
+        f"it (smallest Holm {p_is(p_below)}; level {level:.3g})"
+    )
+    return _outcome(level, (p_below, refute), (p_above, show), open_, gated=REFUTED if bound > 0 else "")
 
 
 def _rule(name: str, comps: list[Comparison], margin: float, level: float, tests: Tests) -> dict[str, Any]:
