@@ -182,7 +182,7 @@ def run_study(name: str, config: Path, sets: list[str], log: Path, timeout: int)
 def default_study(args: argparse.Namespace) -> dict:
     """The default study end to end on one GPU (its seeds capped by --seeds), one trial per GPU."""
     seeds = list(range(args.seeds))
-    sets = [f"sweep.seeds={seeds}", "compute.gpus_per_worker=1"]
+    sets = [f"sweep.seeds={seeds}", "sweep.sequential=null", "compute.gpus_per_worker=1"]
     out = run_study("default", DEFAULT, sets, args.log, args.timeout)
     trials = 5 * len(seeds)
     out["trials"], out["trials_per_minute"] = trials, round(trials / out["wall_s"] * 60, 2)
@@ -193,7 +193,7 @@ def packing(args: argparse.Namespace) -> dict:
     """Trials per minute with 1, 0.25 and 0.1 GPU per trial: the default design at seeds 0-1 (10 trials each)."""
     out = {}
     for fraction in (1, 0.25, 0.1):
-        sets = ["sweep.seeds=[0,1]", f"compute.gpus_per_worker={fraction}", "analysis.enabled=false"]
+        sets = ["sweep.seeds=[0,1]", "sweep.sequential=null", f"compute.gpus_per_worker={fraction}", "analysis.enabled=false"]
         run = run_study(f"packing_{fraction}", DEFAULT, sets, args.log, args.timeout)
         run["trials_per_minute"] = round(10 / run["wall_s"] * 60, 2)
         out[str(fraction)] = run
@@ -241,7 +241,7 @@ def check_inputs(args: argparse.Namespace) -> list[str]:
 
     problems = []
     for path, sets in (
-        (DEFAULT, ["compute.gpus_per_worker=0.1", "sweep.seeds=[0,1]"]),
+        (DEFAULT, ["compute.gpus_per_worker=0.1", "sweep.seeds=[0,1]", "sweep.sequential=null"]),
         (SMOKE, ["compute.num_workers=2"]),
     ):
         try:

@@ -22,13 +22,14 @@ from typing import Any
 import yaml
 
 from raykd.analysis import sequential
-from raykd.config import ConfigError, StudyConfig, apply_override
+from raykd.config import ConfigError, StudyConfig, apply_override, config_hash
 from raykd.devices import default_device
 from raykd.teacher_folder import TeacherFolder
 from raykd.trial import TUNE_PREFIX
 
 REPORT_DIR = "report"
 LOOKS = "looks.json"  # in the study folder: the plan and every look the analysis took (raykd.analysis.sequential)
+ANGLES = "angles.json"  # in the study folder: each measured student's angles, which later looks reuse
 
 
 class AnalysisError(ValueError):
@@ -193,19 +194,49 @@ def measure_angles(
     "At init" is the exact student the trial started from (rebuilt by the trial's own setup from its seed,
     projections included); "trained" is its best-on-validation weights.
     """
-    from functools import partial
-
-    from torch.utils.data import DataLoader
-
-    from raykd.analysis.angles import student_angles, summarise, teacher_states
-    from raykd.train.trial import TrialRun, teacher_artifacts
-    from raykd.trial import StudyContext, TrialSpec
+    from raykd.analysis.angles import summarise
 
     settings = config.analysis.angles
     found = _angle_trials_to_measure(root, config, trials, notes)
     if found is None:
         return None, []
     folder, seeds, chosen = found
+    final_norm = config.distill.final_norm
+    key = config_hash([config.identity(), settings.examples, settings.batch_size, settings.null_seeds, final_norm])
+    saved = json.loads((root / ANGLES).read_text()) if (root / ANGLES).is_file() else {}
+    done = saved.get("students", {}) if saved.get("key") == key else {}
+    missing = {cell: t for cell, t in chosen.items() if t["trial_id"] not in done}
+    if missing:  # every look reads the measurements back from the file: the first and later looks see the same
+        done |= _measure_students(root, config, folder, missing, device, notes, progress)
+        (root / ANGLES).write_text(json.dumps({"key": key, "students": done}))
+        done = json.loads((root / ANGLES).read_text())["students"]
+    measurements = [
+        {"strategy": s, "init": i, "seed": seed, "trial_id": t["trial_id"], **done[t["trial_id"]]}
+        for (s, i, seed), t in sorted(chosen.items())
+        if t["trial_id"] in done
+    ]
+    if not measurements:
+        return None, []
+    notes.append(
+        f"angles: {len(measurements)} trained students (one per strategy x init at seeds {seeds}), "
+        f"the first {settings.examples} validation examples (all, if fewer); at init = the exact student "
+        f"each trial started from (rebuilt from its seed, projections included); null baselines over "
+        f"{settings.null_seeds} seeds"
+    )
+    return summarise(measurements), measurements
+
+
+def _measure_students(root, config, folder, chosen, device, notes, progress) -> dict[str, dict]:
+    """{trial id: {"at_init", "trained"}} for the chosen trials whose checkpoint loads."""
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+
+    from raykd.analysis.angles import student_angles, teacher_states
+    from raykd.train.trial import TrialRun, teacher_artifacts
+    from raykd.trial import StudyContext, TrialSpec
+
+    settings = config.analysis.angles
     context = StudyContext(
         config=config, study_dir=str(root), teacher_dir=str(folder.path), checkpoints=str(root / "checkpoints")
     )
@@ -220,31 +251,15 @@ def measure_angles(
 
     options = {"final_norm": final_norm, "device": device, "null_seeds": settings.null_seeds}
     angles_of = once_per_weights(partial(student_angles, cached_teacher=cached, **options))
-    measurements = []
+    measured = {}
     for done, ((strategy, init, seed), t) in enumerate(sorted(chosen.items())):
         if progress is not None:
             progress("analysis", what="angle statistics, student", done=done + 1, of=len(chosen))
         run = TrialRun(context, TrialSpec(t["trial_id"], strategy, init, float(t["weight"]), int(seed)), artifacts)
         at_init = angles_of(run.setup().student)
         if _load_tested_weights(root, t["trial_id"], run.student, notes):
-            measurements.append(
-                {
-                    "strategy": strategy,
-                    "init": init,
-                    "seed": seed,
-                    "trial_id": t["trial_id"],
-                    "at_init": at_init,
-                    "trained": angles_of(run.student),
-                }
-            )
-    if not measurements:
-        return None, []
-    notes.append(
-        f"angles: {len(measurements)} trained students (one per strategy x init at seeds {seeds}), "
-        f"{len(examples)} validation examples; at init = the exact student each trial started from "
-        f"(rebuilt from its seed, projections included); null baselines over {settings.null_seeds} seeds"
-    )
-    return summarise(measurements), measurements
+            measured[t["trial_id"]] = {"at_init": at_init, "trained": angles_of(run.student)}
+    return measured
 
 
 def once_per_weights(measure):
