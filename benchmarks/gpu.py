@@ -193,7 +193,12 @@ def packing(args: argparse.Namespace) -> dict:
     """Trials per minute with 1, 0.25 and 0.1 GPU per trial: the default design at seeds 0-1 (10 trials each)."""
     out = {}
     for fraction in (1, 0.25, 0.1):
-        sets = ["sweep.seeds=[0,1]", "sweep.sequential=null", f"compute.gpus_per_worker={fraction}", "analysis.enabled=false"]
+        sets = [
+            "sweep.seeds=[0,1]",
+            "sweep.sequential=null",
+            f"compute.gpus_per_worker={fraction}",
+            "analysis.enabled=false",
+        ]
         run = run_study(f"packing_{fraction}", DEFAULT, sets, args.log, args.timeout)
         run["trials_per_minute"] = round(10 / run["wall_s"] * 60, 2)
         out[str(fraction)] = run

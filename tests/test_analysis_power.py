@@ -3,7 +3,6 @@
 import itertools
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from raykd.analysis.power import (
     tost_power_nct_bound,
 )
 from raykd.analysis.stats import analyze_trials
-from raykd.config import load_config
 from tests.test_analysis_stats import make_trials
 
 DRAWS = 40000  # Monte Carlo standard error of a rate near 80%: 0.2%

@@ -221,7 +221,8 @@ def measure_angles(
         f"angles: {len(measurements)} trained students (one per strategy x init at seeds {seeds}), "
         f"the first {settings.examples} validation examples (all, if fewer); at init = the exact student "
         f"each trial started from (rebuilt from its seed, projections included); null baselines over "
-        f"{settings.null_seeds} seeds"
+        f"{settings.null_seeds} seeds; {len(missing)} measured now, {len(measurements) - len(missing)} read back "
+        f"from {ANGLES} (measured at an earlier look)"
     )
     return summarise(measurements), measurements
 

@@ -648,3 +648,7 @@ def test_sequential_looks_grow_the_study_and_label_an_unplanned_look(study):
     ]
     summary = json.loads((study["dir"] / "report" / "summary.json").read_text())
     assert summary["sequential"]["planned"] is False and all(c["exploratory"] for c in summary["claims"])
+    # angles: the 12 students of seeds 0-1 were measured by the first analysis and are reused; only seed 2's 6 are new
+    assert any("6 measured now, 12 read back from angles.json" in note for note in summary["notes"])
+    assert len(json.loads((study["dir"] / "angles.json").read_text())["students"]) == 18
+    assert summary["angles"] and summary["angle_test"]
