@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -34,7 +35,7 @@ from raykd.teacher_folder import TeacherFolder
 from raykd.train.loop import autocast, distill_steps
 from raykd.train.teacher import prepare_cache, prepare_teacher
 from raykd.train.teacher_cache import CachedTeacher
-from raykd.train.trial import TeacherArtifacts, TrialRun
+from raykd.train.run import TeacherArtifacts, TrialRun
 from raykd.trial import StudyContext, TrialSpec, trial_grid
 
 TRIAL = TrialSpec.of("forward", "random", 3.0, 0)
@@ -76,7 +77,10 @@ class Setup:
 
     def trial(self, cached: bool = False) -> TrialRun:
         context = self.context if cached else StudyContext(**{**self.context.__dict__, "teacher_cache": None})
-        return TrialRun(context, TRIAL, self.artifacts, compact_vocabulary=self.compact_vocabulary).setup()
+        if self.compact_vocabulary:
+            return TrialRun(context, TRIAL, self.artifacts).setup()
+        with mock.patch("raykd.train.run.compact_word_embeddings", return_value=False):  # baseline: all rows train
+            return TrialRun(context, TRIAL, self.artifacts).setup()
 
     def batches(self, indexed: bool = False) -> list[dict]:
         """The trial's first `steps` batches, in the order the trial draws them (its own loader)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from raykd.config import ConfigError
+
 DRIVER_RESOURCE = "tune_driver"  # trial drivers of multi-worker trials hold this instead of a CPU
 # Settings of this shell that every Ray worker of the study must see. A local Ray's workers inherit the driver's
 # environment; a cluster's workers inherit their raylet's, so on a cluster these travel in the job's runtime_env.
@@ -16,8 +18,7 @@ DRIVER_RESOURCE = "tune_driver"  # trial drivers of multi-worker trials hold thi
 # glibc serves each allocation above 32 MB with a fresh mmap and unmaps it when freed, and returns any free memory
 # above 128 KB at the top of the heap: a block allocated anew every step, like the dense gradient of a 30k x 384
 # word embedding (47 MB), was page-faulted in and zeroed by the kernel on every step (the isolated step at 1 thread
-# 9-12% faster without that: benchmarks/allocator.py; end to end the gain was within run-to-run noise,
-# benchmarks/RESULTS.md). Blocks up to 128 MB come from the heap instead and up to 256 MB of free heap is kept, so
+# 9-12% faster without that, benchmarks/allocator.py; end to end within run-to-run noise). Blocks up to 128 MB come from the heap instead and up to 256 MB of free heap is kept, so
 # the next step reuses those pages. Set for the study's Ray processes; a value in the environment wins.
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 FORWARDED_ENV = (
@@ -87,7 +88,5 @@ def stage_cpus(requested: float | None, cap: float = 8.0) -> float:
     `cap`; never more than one node has (a request no node can hold would never be scheduled)."""
     largest = largest_node("CPU")
     if requested is not None and requested > largest:
-        from raykd.config import ConfigError
-
         raise ConfigError(f"compute.teacher_cpus: {requested:g} CPUs asked, the largest node has {largest:g}")
     return requested or max(1.0, min(cap, largest))

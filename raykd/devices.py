@@ -73,8 +73,7 @@ def release_freed_memory() -> bool:
     """Hand memory that Python and torch have freed back to the OS (glibc's ``malloc_trim``); True if it ran.
 
     A reused Tune actor runs each trial in a fresh thread, and glibc keeps what a finished trial freed in that
-    thread's arena: without this, an actor grew by ~150 MB per trial (benchmarks/RESULTS.md, "Where the 8.28 GB
-    went"). A no-op where the C library has no ``malloc_trim``.
+    thread's arena: without this, an actor grew by ~150 MB per trial (benchmarks/RESULTS.md). A no-op where the C library has no ``malloc_trim``.
     """
     trim = _malloc_trim()
     if trim is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import raykd
+
 
 def versions() -> dict[str, str]:
     """``version.<package>`` for raykd and its main dependencies, and ``git.commit`` (or "unknown")."""
@@ -13,7 +15,6 @@ def versions() -> dict[str, str]:
     import transformers
 
     import mlflow
-    import raykd
 
     out = {
         "version.raykd": raykd.__version__,

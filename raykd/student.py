@@ -29,6 +29,7 @@ from torch import nn
 
 from raykd.config import INITS
 from raykd.families import Family, family_of
+from raykd.losses import attach_projections
 from raykd.strategies import forward_targets, spread_targets
 
 COPY_RULES = ("matched", "spread")
@@ -163,7 +164,6 @@ def save_student(student: nn.Module, directory: str | Path) -> Path:
 
 def load_student(directory: str | Path) -> nn.Module:
     """Rebuild a student written by `save_student` (weights-only safetensors, no code executed)."""
-    from raykd.losses import attach_projections
 
     directory = Path(directory)
     config = transformers.AutoConfig.from_pretrained(directory)

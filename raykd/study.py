@@ -22,9 +22,23 @@ from typing import Any
 
 import yaml
 
+from raykd import tracking as tr
 from raykd.analysis.claims import all_decided
+from raykd.analysis.pipeline import analysis_actor_class
+from raykd.cluster import node_resources, stage_cpus, start_ray
 from raykd.config import ConfigError, StudyConfig, config_hash, flatten
-from raykd.console import Console, ProgressFile, log_tail, quiet_libraries, wait_with_progress
+from raykd.console import Console, Progress, ProgressFile, log_tail, quiet_libraries, wait_with_progress
+from raykd.provenance import versions
+from raykd.storage import check_storage, join, study_root
+from raykd.sweep import ResourceError, chosen_weights, fit, plan_resources, results_table, write_results
+from raykd.tasks import TASKS
+from raykd.tasks.metrics import points_per_unit
+from raykd.teacher_folder import TeacherFolder, inputs_at_max_length_line, teacher_gain
+from raykd.tracking import comparison_url
+from raykd.train.teacher import teacher_stage
+from raykd.trial import TUNE_PREFIX, StudyContext, TrialSpec, trial_grid
+from raykd.validate import validate
+from raykd.weight_search import CellwiseOptuna, tuning_cells
 
 
 class WeakTeacher(ConfigError):
@@ -97,7 +111,6 @@ class Study:
         console: Console | None = None,
         storage: str | None = None,
     ) -> None:
-        from raykd.storage import check_storage, join, study_root
 
         self.config, self.fresh = config, fresh
         self.console = console or Console()
@@ -112,8 +125,6 @@ class Study:
         self.console.line(f"[raykd] {text}", stage=stage)
 
     def run(self) -> dict[str, Any]:
-        from raykd import tracking as tr
-        from raykd.validate import validate
 
         validate(self.config)
         tr.check_reachable(tr.tracking_uri(self.root))
@@ -123,8 +134,6 @@ class Study:
             with quiet_libraries(self.log, self.console.mode):
                 return self._stages(uid)
         except Exception as error:
-            from raykd.sweep import ResourceError
-
             expected = isinstance(error, (ConfigError, ResourceError, tr.TrackingError)) or tr.tracking_lost(error)
             if not expected and self.console.mode != "verbose" and self.log.is_file():  # an unexpected failure
                 self.console.line(f"[raykd] the last lines of {self.log}:\n{log_tail(self.log)}")
@@ -132,11 +141,6 @@ class Study:
 
     def _stages(self, uid: str) -> dict[str, Any]:
         import ray
-
-        from raykd import tracking as tr
-        from raykd.cluster import stage_cpus, start_ray
-        from raykd.provenance import versions
-        from raykd.trial import StudyContext
 
         config = self.config
         with ThreadPoolExecutor(1) as pool:  # a new store creates its schema (seconds) while Ray starts
@@ -207,9 +211,6 @@ class Study:
         asked and what the nodes have) rather than wait forever after the teacher stage."""
         import ray
 
-        from raykd.cluster import node_resources
-        from raykd.sweep import plan_resources
-
         plan_resources(self.config, ray.cluster_resources(), 1, nodes=node_resources())
 
     def progress(self, stage: str) -> ProgressFile:
@@ -220,9 +221,6 @@ class Study:
         """The teacher and the shared cache for the whole grid; stops the study when the teacher has nothing to
         teach."""
         import ray
-
-        from raykd.teacher_folder import TeacherFolder, inputs_at_max_length_line
-        from raykd.trial import trial_grid
 
         config = self.config
         folder = TeacherFolder.of(self.root, config)
@@ -258,7 +256,6 @@ class Study:
             self.say("teacher cache: off (compute.teacher_cache.enabled); trials run the teacher live")
         else:
             self.say(f"teacher cache: {cache['plan']}; {cache['reason']} -> {cache['path'] or 'not built'}")
-            from raykd import tracking as tr
 
             tr.set_tags(
                 self.tracking.client(),
@@ -269,9 +266,6 @@ class Study:
 
     def _check_teacher(self, metrics: dict[str, float], info: dict[str, Any]) -> None:
         """Log the teacher's metrics; stop (WeakTeacher) when it barely beats its task's trivial baseline."""
-        from raykd import tracking as tr
-        from raykd.analysis.stats import points_per_unit
-        from raykd.teacher_folder import teacher_gain
 
         config, client, parent = self.config, self.tracking.client(), self.tracking.parent_run_id
         tr.log_metrics(client, parent, {f"teacher/{k}": v for k, v in metrics.items()}, 0, int(time.time() * 1000))
@@ -297,11 +291,6 @@ class Study:
     def sweep(self, chosen) -> tuple[list, dict, dict]:
         """Fit every grid trial that has not ended (earlier runs' trials are kept), then the results table."""
         import ray
-
-        from raykd import tracking as tr
-        from raykd.cluster import node_resources
-        from raykd.sweep import Progress, fit, plan_resources, results_table, write_results
-        from raykd.trial import trial_grid
 
         config, tracking = self.config, self.tracking
         client = tracking.client()
@@ -348,7 +337,6 @@ class Study:
         return rows, counts, paths
 
     def _trial_runs(self) -> dict[str, Any]:
-        from raykd import tracking as tr
 
         tracking = self.tracking
         return {
@@ -361,12 +349,9 @@ class Study:
         """The analysis actor's run. A failure here is reported and leaves every trial result in place.
 
         The actor starts once the trial actors are gone: pre-started, its imports and teacher (~0.6 GB) sat
-        beside the trials through the whole sweep to save ~13 s at its end (benchmarks/RESULTS.md, "Where the 8.28 GB
-        went").
+        beside the trials through the whole sweep to save ~13 s at its end.
         """
         import ray
-
-        from raykd.analysis.actor import analysis_actor_class
 
         started = time.time()
         progress = self.progress("analysis")
@@ -392,12 +377,6 @@ class Study:
     def tune_weights(self) -> dict:
         """Optuna TPE per (strategy, init) cell at the tuning seed; returns the chosen weights."""
         import ray
-
-        from raykd import tracking as tr
-        from raykd.cluster import node_resources
-        from raykd.sweep import Progress, chosen_weights, fit, plan_resources, results_table, write_results
-        from raykd.trial import TUNE_PREFIX, TrialSpec
-        from raykd.weight_search import CellwiseOptuna, tuning_cells
 
         config, root = self.config, self.root
         saved = root / "results" / "chosen_weights.json"
@@ -490,14 +469,12 @@ class StageRecord:
 def _run_teacher_stage(*args: Any) -> dict[str, Any]:
     """`raykd.train.teacher.teacher_stage`, imported in the Ray worker: the driver never loads the training
     stack (torch models, transformers, datasets), which keeps it small and quick to start."""
-    from raykd.train.teacher import teacher_stage
 
     return teacher_stage(*args)
 
 
 def _steps_per_trial(config: StudyConfig, context) -> int | None:
     """Optimisation steps of one trial (for the sweep's progress line), from the tokenized training split."""
-    from raykd.teacher_folder import TeacherFolder
 
     info = TeacherFolder(context.teacher_dir).info
     examples = (info.get("split_sizes") or {}).get("train")
@@ -522,7 +499,6 @@ def cell_means(rows: list[dict[str, Any]], metric: str) -> str:
 
 
 def _metric_name(config: StudyConfig) -> str:
-    from raykd.tasks import TASKS
 
     return config.task.metric or TASKS.get(config.task.type).default_metric
 
@@ -530,7 +506,6 @@ def _metric_name(config: StudyConfig) -> str:
 def mlflow_ui_command(tracking_uri: str, experiment_id: str, port: int = 5000) -> str:
     """The command that serves the study's MLflow UI, and the page to open: the study's runs table in its
     comparison view."""
-    from raykd.tracking import comparison_url
 
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {comparison_url(tracking_uri, experiment_id)}"

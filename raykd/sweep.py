@@ -20,13 +20,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raykd import tracking as tr
 from raykd.config import StudyConfig
-from raykd.storage import join
+from raykd.devices import release_freed_memory
+from raykd.storage import delete_dir, join
+from raykd.train.worker import train_trial
 from raykd.trial import StudyContext, TrialSpec
 
 DRIVER_RESOURCE = "tune_driver"
@@ -124,8 +126,6 @@ def _trainer(spec: TrialSpec, context: StudyContext, resources: Resources, loop_
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from raykd.train.worker import train_trial
-
     if resources.local:
         return TorchTrainer(
             train_trial, train_loop_config=loop_config, scaling_config=ray.train.ScalingConfig(num_workers=0)
@@ -155,9 +155,6 @@ def _trainer(spec: TrialSpec, context: StudyContext, resources: Resources, loop_
 def run_trial(params: dict[str, Any], context: StudyContext, resources: Resources) -> None:
     """Tune function trainable: one trial = one Ray Train run (local mode or a worker group), one MLflow run."""
     from ray import tune
-
-    from raykd import tracking as tr
-    from raykd.devices import release_freed_memory
 
     spec = TrialSpec(**params["trial"])
     tracking, run_id = context.tracking, None
@@ -213,8 +210,6 @@ def fit(
     """
     from ray import tune
 
-    from raykd.storage import delete_dir
-
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, context=context, resources=resources), resources.trial
     )
@@ -250,200 +245,10 @@ def _trial_name(trial) -> str:
     return trial.config["trial"]["trial_id"]
 
 
-def _running_entry(trial) -> dict[str, Any]:
-    """A running trial as the live line tracks it: its name, latest step and the step it started from."""
-    return {"name": trial.config["trial"]["trial_id"], "step": 0, "start": None}
-
-
-class Progress:
-    """The sweep as the user sees it: a line per ended trial (counts, its metric, an ETA), the best per cell every
-    five, and between them a live line of the running trials (step and latest validation metric).
-
-    Trials report to Tune only at evaluations (minutes apart); between them each trial's rank 0 writes its step
-    (and the step it started from, past a resume) to a progress file in the study folder when it starts and every
-    ``log_every`` steps (`raykd.console.trial_progress`), which the line polls (`poll_s`), so it moves during a
-    trial's first epoch too. Files from before this sweep started (a killed driver's, a retried trial's) are
-    ignored and removed."""
-
-    def __init__(
-        self,
-        n_trials: int,
-        metric: str,
-        higher: bool,
-        already_done: int = 0,
-        console=None,
-        steps: int | None = None,
-        study_dir: str | Path | None = None,
-        poll_s: float | None = None,
-    ) -> None:
-        from ray.tune import Callback
-
-        from raykd.console import Console
-
-        outer = self
-
-        class _Callback(Callback):
-            def on_trial_start(self, iteration, trials, trial, **info):
-                outer.start(trial)
-
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                outer.result(trial, result)
-
-            def on_step_end(self, iteration, trials, **info):
-                outer.poll()
-
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                outer.done(trial, failed=False)
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                outer.done(trial, failed=True)
-
-        self.callback = _Callback()
-        self.console = console or Console()
-        self.n, self.metric, self.higher, self.steps = n_trials, metric, higher, steps
-        self.finished, self.failed, self.running = already_done, 0, {}  # earlier runs' trials count as done
-        self.best: dict[tuple, float] = {}
-        self.started = time.time()
-        self.work = 0.0  # trials' worth of steps run in this sweep, by the trials that ended in it
-        self.errors: dict[str, str] = {}
-        self.study_dir = study_dir
-        self.poll_s = poll_s if poll_s is not None else (10.0 if self.console.live else 60.0)
-        self.polled = time.monotonic()
-        if study_dir is not None:  # an earlier driver's (killed before its trials ended)
-            from raykd.console import trial_progress_dir
-
-            for stale in trial_progress_dir(study_dir).glob("*.json"):
-                stale.unlink(missing_ok=True)
-
-    def elapsed(self) -> float:
-        return time.time() - self.started
-
-    def eta_s(self) -> float | None:
-        """Seconds left at this sweep's pace. Work done counts the steps run here, by the trials that ended and by
-        the running ones (trials run side by side: ended trials alone make the pace look halved when the first
-        ends), not the steps a resumed trial had run before (they took no time here)."""
-        if not self.steps:
-            work, partial = self.work, 0.0
-        else:
-            running = self.running.values()
-            work = self.work + sum(max(e["step"] - (e["start"] or 0), 0) / self.steps for e in running)
-            partial = sum(min(e["step"] / self.steps, 1.0) for e in running)
-        if work <= 0:
-            return None
-        left = max(self.n - (self.finished + self.failed) - partial, 0.0)
-        return self.elapsed() / work * left
-
-    def start(self, trial) -> None:
-        """A trial (or a retry of one) starts: whatever its progress file says is from an earlier attempt."""
-        entry = self.running[trial.trial_id] = _running_entry(trial)
-        if self.study_dir is not None:
-            from raykd.console import trial_progress
-
-            trial_progress(self.study_dir, entry["name"]).clear()
-
-    def result(self, trial, result: dict) -> None:
-        """A trial reported (at an evaluation point): refresh the live line."""
-        entry = self.running.setdefault(trial.trial_id, _running_entry(trial))
-        for other in self.running.values():  # the others' steps as of now, so the ETA does not jump at a report
-            self.read(other)
-        if isinstance(result.get("step"), (int, float)):
-            entry["step"] = max(entry["step"], int(result["step"]))
-        value = result.get(f"validation/{self.metric}")
-        if value is not None:
-            entry["validation"] = value
-        self.show()
-
-    def read(self, entry: dict[str, Any]) -> bool:
-        """Update a running trial's step (and start) from its progress file; whether its step moved. Progress is a
-        courtesy: anything unreadable, malformed or older than this sweep is ignored."""
-        if self.study_dir is None:
-            return False
-        from raykd.console import trial_progress
-
-        try:
-            event = trial_progress(self.study_dir, entry["name"]).read()
-            if not isinstance(event, dict) or not float(event.get("time", 0)) >= self.started:
-                return False
-            step, start = event.get("step"), event.get("start")
-            if isinstance(start, int) and entry["start"] is None:
-                entry["start"] = start
-            if isinstance(step, int) and step > entry["step"]:
-                entry["step"] = step
-                return True
-        except Exception:  # noqa: BLE001 - never let the live line stop the sweep
-            return False
-        return False
-
-    def poll(self) -> None:
-        """Every `poll_s`: the running trials' steps from their progress files; the live line when one moved."""
-        if self.study_dir is None or time.monotonic() - self.polled < self.poll_s:
-            return
-        self.polled = time.monotonic()
-        moved = [self.read(entry) for entry in self.running.values()]
-        if any(moved):
-            self.show(force=True)
-
-    def show(self, force: bool = False) -> None:
-        """The live line: each running trial's step and latest validation metric, and the ETA."""
-        parts = []
-        for item in self.running.values():
-            where = f"step {item['step']}" + (f"/{self.steps}" if self.steps else "")
-            if item.get("validation") is not None:
-                where += f", val {item['validation']:.4g}"
-            parts.append(f"{item['name']} {where}")
-        eta = self.eta_s()
-        self.console.progress(
-            "sweep",
-            f"[sweep] {self.finished + self.failed}/{self.n} done"
-            + (f", ETA {eta / 60:.1f} min" if eta is not None else "")
-            + "; running: "
-            + "; ".join(parts),
-            force=force,
-        )
-
-    def done(self, trial, *, failed: bool) -> None:
-        entry = self.running.pop(trial.trial_id, None) or {"step": 0, "start": None}
-        spec = trial.config["trial"]
-        if self.study_dir is not None:
-            from raykd.console import trial_progress
-
-            trial_progress(self.study_dir, spec["trial_id"]).clear()
-        result = trial.last_result or {}
-        value = result.get(f"test/{self.metric}")
-        status = "failed" if failed else result.get("status", "failed")
-        if failed:
-            self.errors[spec["trial_id"]] = str(getattr(trial, "error_msg", None) or "the trial's process failed")
-        if failed or status != "finished":
-            self.failed += 1
-        else:
-            self.finished += 1
-            self.work += 1.0 - (entry["start"] or 0) / self.steps if self.steps else 1.0
-            cell = (spec["strategy"], spec["init"])
-            if value is not None and (cell not in self.best or (value > self.best[cell]) == self.higher):
-                self.best[cell] = value
-        total_done = self.finished + self.failed
-        for other in self.running.values():
-            self.read(other)
-        eta = self.eta_s() or 0.0
-        shown = "-" if value is None else f"{value:.4g}"
-        self.console.line(
-            f"[{total_done}/{self.n} done, {len(self.running)} running, {self.failed} failed/diverged, "
-            f"ETA {eta / 60:.1f} min] {spec['trial_id']}: {status}, test {self.metric} {shown}",
-            stage=False,
-        )
-        if total_done % 5 == 0 and total_done < self.n:
-            self.console.line(f"    {self.summary()}", stage=False)
-
-    def summary(self) -> str:
-        cells = ", ".join(f"{s}/{i} {v:.4g}" for (s, i), v in sorted(self.best.items()))
-        return f"best test {self.metric} per cell: {cells}" if cells else "no finished trial"
-
-
 def results_table(
     runs: dict[str, Any], grid: list[TrialSpec], metric: str, errors: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """One row per grid trial from its MLflow run (``runs``: trial id -> run): status, test and validation metric."""
-    from raykd import tracking as tr
 
     errors = errors or {}
     rows = []

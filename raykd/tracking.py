@@ -21,6 +21,9 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from raykd.config import flatten
+from raykd.student import student_metadata
+
 STUDY_UID = "raykd.study_uid"
 ROLE = "raykd.role"  # study | teacher | trial
 TRIAL_ID = "raykd.trial_id"
@@ -268,8 +271,6 @@ class TrialLog:
 
     def start(self, context, trial, *, resumed_from: int | None, discarded: str | None) -> None:
         """Params (every config field flattened, the trial's arm and maps, versions) and resume tags."""
-        from raykd.config import flatten
-        from raykd.student import student_metadata
 
         log_params(self.client, self.run_id, {**flatten(context.config), **trial.params(), **context.versions})
         if discarded is not None:

@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from raykd.config import ConfigError, StudyConfig, load_config, parse_config
+from raykd.corpora import BUILTIN_DATASETS
+from raykd.families import FAMILIES
+from raykd.losses import check_loss_settings
+from raykd.models import PACKAGED_MODELS
+from raykd.strategies import STRATEGIES, strategy_problem
+from raykd.tasks import TASKS
+from raykd.trial import student_depths
 
 
 def load_study_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
@@ -41,14 +48,11 @@ def validate(config: StudyConfig, *, source: str = "config", files: bool = True)
 def teacher_depths(config: StudyConfig) -> dict[str, int] | None:
     """The teacher's blocks per stack when the config knows them (from-config teachers, `teacher.depths`)."""
     if config.teacher.source == "config":
-        from raykd.families import FAMILIES
-
         return FAMILIES.get(config.teacher.model["model_type"]).depths_from_fields(config.teacher.model)
     return dict(config.teacher.depths) if config.teacher.depths else None
 
 
 def _task(config: StudyConfig) -> None:
-    from raykd.tasks import TASKS
 
     task = config.task
     try:
@@ -58,8 +62,6 @@ def _task(config: StudyConfig) -> None:
     if task.metric is not None and task.metric not in task_cls.metrics:
         raise ConfigError(f"task.metric: {task.metric!r} is not one of {task.type}'s metrics {list(task_cls.metrics)}")
     if task.data.builtin is not None:
-        from raykd.corpora import BUILTIN_DATASETS
-
         try:
             BUILTIN_DATASETS.get(task.data.builtin)
         except ValueError as error:
@@ -69,8 +71,6 @@ def _task(config: StudyConfig) -> None:
 def _teacher(config: StudyConfig) -> None:
     teacher = config.teacher
     if teacher.source == "config":
-        from raykd.families import FAMILIES
-
         try:
             family = FAMILIES.get(teacher.model["model_type"])
         except ValueError as error:
@@ -80,8 +80,6 @@ def _teacher(config: StudyConfig) -> None:
         except ValueError as error:
             raise ConfigError(str(error)) from None
     if teacher.source == "package":
-        from raykd.models import PACKAGED_MODELS
-
         try:
             PACKAGED_MODELS.get(teacher.name)
         except ValueError as error:
@@ -89,7 +87,6 @@ def _teacher(config: StudyConfig) -> None:
 
 
 def _strategies(config: StudyConfig) -> None:
-    from raykd.strategies import STRATEGIES
 
     for name in config.sweep.strategies:
         try:
@@ -104,15 +101,12 @@ def _strategies(config: StudyConfig) -> None:
 
 
 def _losses(config: StudyConfig) -> None:
-    from raykd.losses import check_loss_settings
 
     check_loss_settings(config.distill.loss)
 
 
 def _depths(config: StudyConfig) -> None:
     """Student depths per stack against the teacher's, and what each strategy's registration needs."""
-    from raykd.strategies import strategy_problem
-    from raykd.trial import student_depths
 
     teachers = teacher_depths(config)
     if teachers is None:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.trials:
         return _table(args)
-    from raykd.analysis.actor import AnalysisError, analyze_study
+    from raykd.analysis.pipeline import AnalysisError, analyze_study
     from raykd.tracking import TrackingError
 
     try:
@@ -117,7 +117,7 @@ def plan(study: str, overrides: list[str], tracking_uri: str | None) -> str:
     if saved.is_file() and not overrides:
         summary = json.loads(saved.read_text())
     else:
-        from raykd.analysis.actor import analyze_study
+        from raykd.analysis.pipeline import analyze_study
 
         summary = analyze_study(
             study,

@@ -230,7 +230,7 @@ def test_weights_digest_tells_students_apart_by_their_weights_only():
     """The analysis measures each distinct starting student once (trials paired by seed start from the same one):
     the digest it keys them by is equal for equal weights and differs for any other seed, an attached projection
     or a single changed weight."""
-    from raykd.analysis.actor import weights_digest
+    from raykd.analysis.pipeline import weights_digest
 
     teacher = tiny_model("bert", depth=4)
     first = build_student(teacher, depth=2, init="random", seed=0)
@@ -246,7 +246,7 @@ def test_weights_digest_tells_students_apart_by_their_weights_only():
 
 
 def test_angles_are_measured_once_per_distinct_student_and_equal_a_fresh_measurement():
-    from raykd.analysis.actor import once_per_weights
+    from raykd.analysis.pipeline import once_per_weights
 
     teacher = tiny_model("bert", depth=4)
     cached = teacher_states(teacher, [tiny_batch(teacher, batch=4)])

@@ -16,10 +16,10 @@ from raykd.analysis.stats import (
     anova_within_init,
     holm,
     mean_ci,
-    points_per_unit,
     strategy_anova,
     tost_paired,
 )
+from raykd.tasks.metrics import points_per_unit
 
 MATCHING = ("forward", "reverse", "all_to_one", "random")
 
@@ -233,7 +233,7 @@ def test_result_is_json_ready():
 
 
 def test_angles_use_the_weight_the_tests_chose():
-    from raykd.analysis.actor import with_chosen_weights
+    from raykd.analysis.pipeline import with_chosen_weights
 
     rows = make_trials(strategies=("forward", "none"))
     extra = [
@@ -572,7 +572,7 @@ def test_seeds_missing_under_one_init_keep_the_nested_block(recwarn):
 
 
 def test_arms_that_matched_the_same_pairs_at_a_seed_are_flagged():
-    from raykd.analysis.actor import coinciding_maps
+    from raykd.analysis.pipeline import coinciding_maps
 
     forward = {"encoder": [[0, 0], [1, 2], [2, 4], [3, 6]]}
     trials = [

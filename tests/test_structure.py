@@ -18,9 +18,9 @@ def modules() -> dict[str, Path]:
 
 
 def module_imports(path: Path) -> set[str]:
-    """Modules imported at module level (what runs on import; lazy imports inside functions do not count)."""
+    """Every module `path` imports, at module level or inside a function (a lazy import is still a dependency)."""
     out = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -50,6 +50,39 @@ def test_no_import_cycles_inside_raykd():
         if not state.get(name):
             visit(name, [])
     assert cycles == []
+
+
+def test_lower_layers_never_import_higher_ones():
+    """Training never imports the analysis or the study; the analysis never imports the study or the sweep."""
+    higher = {
+        "raykd.train": ("raykd.analysis", "raykd.study", "raykd.sweep"),
+        "raykd.analysis": ("raykd.study", "raykd.sweep"),
+        "raykd.tasks": ("raykd.analysis", "raykd.study", "raykd.sweep", "raykd.train"),
+    }
+    offenders = [
+        f"{name} imports {dependency}"
+        for name, path in modules().items()
+        for layer, forbidden in higher.items()
+        if name.startswith(layer)
+        for dependency in module_imports(path)
+        if dependency.startswith(forbidden)
+    ]
+    assert offenders == []
+
+
+def test_raykd_imports_its_own_modules_at_the_top():
+    """Lazy imports are for heavy third-party libraries; raykd's own modules are imported where a reader looks
+    first."""
+    offenders = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    imported = [a.name for a in inner.names] if isinstance(inner, ast.Import) else []
+                    if isinstance(inner, ast.ImportFrom) and inner.module:
+                        imported = [inner.module]
+                    offenders += [f"{name}:{inner.lineno} {m}" for m in imported if m.split(".")[0] == "raykd"]
+    assert offenders == []
 
 
 def test_config_is_a_leaf():

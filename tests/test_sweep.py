@@ -141,6 +141,7 @@ def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
         "HF_HOME": "/home/me/.cache/hf",
         "PATH": "/usr/bin",
         "RAYKD_TEST_NAN_AT_STEP": "t:3:1",
+        "RAYKD_HOOKS": "/repo/tests/faults.py",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_TRACKING_PASSWORD": "secret",
         "MLFLOW_TRACKING_URI": "http://mlflow:5000",
@@ -153,6 +154,7 @@ def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "RAYKD_TEST_NAN_AT_STEP": "t:3:1",
+        "RAYKD_HOOKS": "/repo/tests/faults.py",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_TRACKING_PASSWORD": "secret",
     }
@@ -191,8 +193,7 @@ def test_the_sweep_eta_counts_the_running_trials_progress():
     import time
     from types import SimpleNamespace
 
-    from raykd.console import Console
-    from raykd.sweep import Progress
+    from raykd.console import Console, Progress
 
     out = io.StringIO()
     progress = Progress(4, "accuracy", True, console=Console(stream=out, every_s=0.0), steps=100)
@@ -232,8 +233,7 @@ def test_the_live_line_moves_with_the_trials_progress_files(tmp_path):
     import io
     from types import SimpleNamespace
 
-    from raykd.console import Console, trial_progress
-    from raykd.sweep import Progress
+    from raykd.console import Console, Progress, trial_progress
 
     out = io.StringIO()
     progress = Progress(2, "accuracy", True, console=Console(stream=out, every_s=0.0), steps=250, study_dir=tmp_path)
@@ -266,8 +266,7 @@ def test_the_eta_after_a_resume_counts_only_the_steps_run_now_and_old_progress_i
     import time
     from types import SimpleNamespace
 
-    from raykd.console import Console, trial_progress, trial_progress_dir
-    from raykd.sweep import Progress
+    from raykd.console import Console, Progress, trial_progress, trial_progress_dir
 
     stale = trial_progress(tmp_path, "forward-random-w3-s9")
     stale.write("trial", step=240, start=0, steps=250)

@@ -9,7 +9,8 @@ from raykd.losses import LossConfig
 from raykd.strategies import layer_maps
 from raykd.student import build_student
 from raykd.train import teacher_cache as tc
-from raykd.train.loop import distill_loss, teacher_outputs
+from raykd.train.frozen import as_teacher
+from raykd.train.loop import distill_loss
 from tests.tiny import VOCAB, tiny_model
 
 
@@ -88,7 +89,7 @@ def test_cached_outputs_equal_a_live_forward_in_shuffled_batches(model_type, dty
     for start in range(0, len(order), 7):  # other batch sizes and orders than the build used
         rows = [dict(data[i], raykd_index=i) for i in order[start : start + 7]]
         batch = indexed(rows)
-        live_out, live_states = teacher_outputs(teacher, batch, family)
+        live_out, live_states = as_teacher(teacher).outputs(batch)
         out, states = cached.outputs(batch)
         masks = family.hidden_masks(batch)
         for stack, ts in layers.items():

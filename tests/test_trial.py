@@ -12,8 +12,8 @@ import torch
 
 from raykd.config import load_config
 from raykd.train.checkpoint import CheckpointStore
+from raykd.train.run import TeacherArtifacts, TrialRun
 from raykd.train.teacher import prepare_teacher
-from raykd.train.trial import TeacherArtifacts, TrialRun
 from raykd.trial import StudyContext, TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def test_a_trial_trains_only_the_embedding_rows_its_data_reaches_and_computes_th
 FRESH = """
 import json, sys, torch
 torch.set_num_threads(1)
-from raykd.train.trial import TeacherArtifacts, TrialRun
+from raykd.train.run import TeacherArtifacts, TrialRun
 from tests.test_trial import run_trial
 from raykd.trial import StudyContext, TrialSpec
 import pickle

@@ -10,5 +10,5 @@
 - `raykd.analysis.text`, `raykd.analysis.figures`, `raykd.analysis.report`: numbers as text, figures, and
   ``summary.json`` / ``report.md`` / ``report.html``;
 - `raykd.analysis.table`: the same analysis of a plain results table (no Ray, no MLflow);
-- `raykd.analysis.actor`: the study-level pipeline and `AnalysisActor` (a Ray actor).
+- `raykd.analysis.pipeline`: the study-level pipeline and `AnalysisActor` (a Ray actor).
 """

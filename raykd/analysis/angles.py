@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from raykd.families import family_of
+from raykd.losses import get_projections, projection_key
+
 HIST_EDGES = np.linspace(-1.0, 1.0, 41)
 EPS = 1e-6
 NULLS = ("random_point", "other_token")
@@ -140,7 +143,6 @@ def teacher_states(
     device: torch.device | str = "cpu",
 ) -> list[dict[str, Any]]:
     """Per batch: the valid-token teacher states of each stack, ``[tokens, T+1, width]`` (kept on CPU)."""
-    from raykd.families import family_of
 
     family = family_of(teacher)
     out = []
@@ -174,8 +176,6 @@ def student_angles(
     States whose width differs from the teacher's and that have no projection (not matched in this
     trial) are reported with ``skipped`` and the reason.
     """
-    from raykd.families import family_of
-    from raykd.losses import get_projections, projection_key
 
     family = family_of(student)
     projections = get_projections(student)

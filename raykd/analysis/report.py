@@ -15,10 +15,10 @@ from raykd.analysis.angles import acute_share_overall
 from raykd.analysis.claims import claim_line
 from raykd.analysis.figures import write_figures
 from raykd.analysis.power import plan_lines
-from raykd.analysis.stats import points_per_unit
 from raykd.analysis.text import interval, number, p_is, p_value, points
 from raykd.analysis.text import level as level_text
 from raykd.analysis.text import share as pct
+from raykd.tasks.metrics import points_per_unit
 
 SUMMARY = "summary.json"
 REPORT = "report.md"

@@ -25,7 +25,7 @@ draw), so every test blocks on the seed within the init:
 
 Calibration (tests/test_analysis_stats.py, 20000 simulated null studies of 4 strategies x 2 inits x 3
 seeds with init-specific seed effects, a noisier random init, per-seed random maps and one noisier arm):
-the ANOVA strategy main effect rejects 6.7% at nominal 5% (the old shared seed block: 2.1%); its pooled
+the ANOVA strategy main effect rejects 6.7% at nominal 5%; its pooled
 residual makes it liberal when arm variances differ a lot (8.9% with a 2-point random-map sd). The
 per-init "differ" answer is wrong 3.9% / 4.6% (random / copied init), "better" 1.8% / 0.3%.
 
@@ -45,17 +45,10 @@ import numpy as np
 
 from raykd.analysis.claims import DEFAULT_MIN_SEEDS, claim_line, holm, study_claims, verdict_flags
 from raykd.analysis.power import design_plan
+from raykd.tasks.metrics import points_per_unit
 
 NONE = "none"
 DEFAULT_ALPHA = 0.05
-# Metric points per unit of the metric as stored: accuracy/F1/exact match and ROUGE F-measures are
-# fractions (0..1, as `evaluate` returns them; 100 is also the default for unlisted metrics); BLEU
-# and chrF are already in points.
-POINTS_PER_UNIT = {"sacrebleu": 1.0, "chrf": 1.0, "rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "rougeLsum": 100.0}
-
-
-def points_per_unit(metric: str) -> float:
-    return POINTS_PER_UNIT.get(metric, 100.0)
 
 
 def split_trials(trials: Iterable[Mapping[str, Any]]) -> tuple[list[dict], list[dict]]:

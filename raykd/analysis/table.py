@@ -23,7 +23,8 @@ import yaml
 
 from raykd.analysis import sequential
 from raykd.analysis.report import build_summary, compact_verdict, write_report
-from raykd.analysis.stats import analyze_trials, points_per_unit
+from raykd.analysis.stats import analyze_trials
+from raykd.tasks.metrics import points_per_unit
 
 REQUIRED = ("strategy", "init", "weight", "seed", "status", "metric")
 STATUSES = ("finished", "diverged", "failed", "unfinished")

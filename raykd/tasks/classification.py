@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from raykd.corpora import BUILTIN_DATASETS
 from raykd.lazy import lazy_module
 from raykd.tasks.base import Task, eval_mode, model_device
 from raykd.tasks.data import DataError, column, describe
@@ -118,8 +119,6 @@ class Classification(Task):
         if self.config.label_names:
             return list(self.config.label_names)
         if self.config.data.builtin:
-            from raykd.corpora import BUILTIN_DATASETS
-
             names = BUILTIN_DATASETS.meta(self.config.data.builtin).get("label_names")
             if names:
                 return list(names)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from raykd.config import SPLITS, DataConfig
+from raykd.corpora import BUILTIN_DATASETS
 from raykd.devices import hub_offline
 from raykd.lazy import lazy_module
 
@@ -46,8 +47,6 @@ def load_splits(data: DataConfig, *, stratify_column: str | None = None) -> data
     elif data.files is not None:
         splits = _load_files(data)
     else:
-        from raykd.corpora import BUILTIN_DATASETS
-
         splits = BUILTIN_DATASETS.get(data.builtin)(**data.builtin_options)
     splits = datasets.DatasetDict(splits)
     if data.split is not None:

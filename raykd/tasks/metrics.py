@@ -20,6 +20,14 @@ evaluate = lazy_module("evaluate")  # importing it loads transformers' pipelines
 
 log = logging.getLogger(__name__)
 LOCAL_MODULES = Path(__file__).resolve().parent / "metric_modules"
+# Metric points per unit of the metric as stored: accuracy/F1/exact match and ROUGE F-measures are fractions (0..1,
+# as `evaluate` returns them; 100 is also the default for unlisted metrics); BLEU and chrF are already in points.
+POINTS_PER_UNIT = {"sacrebleu": 1.0, "chrf": 1.0, "rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "rougeLsum": 100.0}
+
+
+def points_per_unit(metric: str) -> float:
+    """How many reported points one unit of `metric` (as `evaluate` returns it) is."""
+    return POINTS_PER_UNIT.get(metric, 100.0)
 
 
 def local_metric_names() -> list[str]:

@@ -1,5 +1,5 @@
 """The plain PyTorch distillation loop. No Ray, no MLflow: tests and benchmarks call it directly, the
-teacher stage fine-tunes with it, and a study's trial (`raykd.train.trial`) runs through it with hooks.
+teacher stage fine-tunes with it, and a study's trial (`raykd.train.run`) runs through it with hooks.
 
 One step: the frozen teacher (live or cached, `raykd.train.frozen`) and the student see the same batch;
 the student is trained on w_ce*CE + w_kd*KD + w_hidden*hidden over the pairs of the layer maps.
@@ -122,11 +122,6 @@ def distill_loss(
     terms = {"total": total_loss(ce, kd, hidden, loss), "ce": ce, "kd": kd, "hidden": hidden}
     terms.update({f"hidden/{stack}": value for stack, value in per_stack.items()})
     return terms
-
-
-def teacher_outputs(teacher, batch: Batch, family: Family | None = None, final_norm: str = "as_returned"):
-    """(outputs, hidden stacks) of the frozen teacher, live or cached."""
-    return as_teacher(teacher, final_norm).outputs(batch)
 
 
 def resolve_precision(setting: str, device: torch.device | str | None = None) -> str:

@@ -19,13 +19,17 @@ from typing import Any
 
 import torch
 
+from raykd import tracking as tr
 from raykd.config import StudyConfig
+from raykd.console import ProgressFile
 from raykd.devices import default_device, use_assigned_cpus
 from raykd.families import FAMILIES, family_of
 from raykd.models import load_teacher
 from raykd.tasks import build_task
 from raykd.tasks.data import column
+from raykd.tasks.metrics import points_per_unit
 from raykd.teacher_folder import TeacherFolder, teacher_gain, teacher_key
+from raykd.train import teacher_cache as tc
 from raykd.train.loop import autocast, finetune, resolve_precision
 from raykd.train.optim import make_optimizer, total_steps
 from raykd.trial import TrialSpec, maps_by_epoch, student_depths
@@ -39,7 +43,6 @@ def prepare_teacher(
     `progress(stage, **fields)` (optional) hears where the stage is: fine-tuning steps (step, steps, loss,
     eta_s) and evaluation.
     """
-    from raykd import tracking as tr
 
     folder = TeacherFolder(directory)
     if folder.complete:
@@ -93,7 +96,6 @@ def prepare_teacher(
 
 
 def _finish_teacher_run(client, run_id: str, metrics: dict[str, float], steps: int, tags: dict[str, str]) -> None:
-    from raykd import tracking as tr
 
     tr.log_metrics(client, run_id, {f"teacher/{k}": v for k, v in metrics.items()}, steps, int(time.time() * 1000))
     tr.set_tags(client, run_id, tags)
@@ -104,7 +106,6 @@ def _record_reused_teacher(tracking, config: StudyConfig, folder: TeacherFolder)
     """A teacher stage found complete (a resumed study, or a teacher folder copied from another study with the
     same teacher): give this study its teacher run, with the folder's metrics, if it has none yet (the analysis
     reads the teacher's metrics from it)."""
-    from raykd import tracking as tr
 
     client = tracking.client()
     wanted = {tr.STUDY_UID: tracking.study_uid, tr.ROLE: "teacher", tr.TRIAL_ID: f"teacher-{teacher_key(config)}"}
@@ -137,7 +138,6 @@ def _load_checked_teacher(config: StudyConfig, task, raw):
 
 def _finetune(config, task, model, tokenizer, data, device, precision, client, run_id, progress) -> int:
     """Fine-tune the teacher on the task (CE only, the same loop as every trial); returns the steps taken."""
-    from raykd import tracking as tr
 
     train = config.teacher.train
     loader = task.dataloader(
@@ -197,8 +197,6 @@ def teacher_stage(
     the shared cache, unless the teacher is too weak to go on (`teacher_gain` below ``min_gain_points``
     without ``allow_weak``) or the cache is off. Returns ``{"metrics", "cache"}`` (cache: `prepare_cache`'s
     answer or None)."""
-    from raykd.analysis.stats import points_per_unit
-    from raykd.console import ProgressFile
 
     board = ProgressFile(progress_path) if progress_path else None
 
@@ -221,8 +219,6 @@ def _cache_plan(config: StudyConfig, folder: TeacherFolder, task, family, trials
     """What the cache for `trials` holds (the union of their teacher layers, the logits when KD is on) and its
     size; None when no trial reads the teacher."""
     from transformers import AutoConfig
-
-    from raykd.train import teacher_cache as tc
 
     depths = folder.depths
     students = student_depths(config, depths)
@@ -259,7 +255,6 @@ def prepare_cache(config: StudyConfig, directory: str, trials: list[TrialSpec], 
     is already built is reused; one over ``compute.teacher_cache.budget_gb`` is not built (trials then
     run the teacher live).
     """
-    from raykd.train import teacher_cache as tc
 
     settings = config.compute.teacher_cache
     folder = TeacherFolder(directory)

@@ -1,11 +1,11 @@
-"""The Ray side of a trial: a thin wrapper around `raykd.train.trial.TrialRun`.
+"""The Ray side of a trial: a thin wrapper around `raykd.train.run.TrialRun`.
 
 `train_trial` is a Ray Train training function. A single-worker trial runs it through Ray Train's local
 mode (``ScalingConfig(num_workers=0)``) inside its reused Tune actor, reporting with ``ray.tune.report``;
 a multi-worker (DDP) trial runs it on every rank of a worker group, reporting with ``ray.train.report``.
 All it adds to the trial: the Ray context (rank, world, device, DDP wrapping), reports at each
-evaluation, checkpoints handed to the trial's `CheckpointStore`, MLflow logging on rank 0, and the
-test-only fault hook.
+evaluation, checkpoints handed to the trial's `CheckpointStore`, MLflow logging on rank 0, and the step hook
+of `raykd.hooks` when one is injected.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
+from raykd import hooks as injected
 from raykd.console import trial_progress
 from raykd.devices import default_device, release_freed_memory, use_assigned_cpus
-from raykd.testing.faults import fault_hook, nan_hook
+from raykd.tracking import TrialLog
 from raykd.train.checkpoint import CheckpointStore
 from raykd.train.loop import LoopState, StepResult
-from raykd.train.trial import TrialRun, teacher_artifacts
+from raykd.train.run import TrialRun, teacher_artifacts
 from raykd.trial import StudyContext, TrialSpec
 
 
@@ -103,7 +104,7 @@ def train_trial(loop_config: dict[str, Any]) -> dict[str, Any]:
 
 class TrialHooks:
     """What the Ray side adds to a trial: resume from the last checkpoint, MLflow logging (rank 0), reports and
-    checkpoints at each evaluation, and the test-only fault hooks."""
+    checkpoints at each evaluation, and the injected step hook (`raykd.hooks`)."""
 
     def __init__(self, trial: TrialRun, session, store: CheckpointStore, run_id: str | None) -> None:
         self.trial, self.session, self.store = trial, session, store
@@ -115,8 +116,6 @@ class TrialHooks:
                 discarded = trial.load_checkpoint(folder)
         self.log = None
         if session.rank == 0 and context.tracking is not None:
-            from raykd.tracking import TrialLog
-
             self.log = TrialLog(context.tracking, run_id)
             self.log.start(
                 context,
@@ -124,8 +123,7 @@ class TrialHooks:
                 resumed_from=None if latest is None or discarded else trial.state.step,
                 discarded=discarded,
             )
-        self.die = fault_hook(context.study_dir, spec.trial_id, session.rank)
-        self.poison = nan_hook(spec.trial_id, session.rank, trial.student)
+        self.injected = injected.step_hook(context.study_dir, spec.trial_id, session.rank, trial.student)
         self.started, self.examples = time.perf_counter(), 0
         self.log_every = context.config.distill.train.log_every
         self.progress = trial_progress(context.study_dir, spec.trial_id) if session.rank == 0 else None
@@ -134,10 +132,8 @@ class TrialHooks:
 
     def on_step(self, result: StepResult) -> None:
         trial = self.trial
-        if self.die is not None:
-            self.die(trial.state.step - 1)
-        if self.poison is not None:
-            self.poison(trial.state.step)
+        if self.injected is not None:
+            self.injected(trial.state.step)
         self.examples += result.examples * self.session.world
         if trial.state.step % self.log_every == 0:
             self.write_progress()
@@ -149,7 +145,7 @@ class TrialHooks:
             self.started, self.examples = time.perf_counter(), 0
 
     def write_progress(self) -> None:
-        """Rank 0: the step, for the sweep's live line between evaluations (`raykd.sweep.Progress`)."""
+        """Rank 0: the step, for the sweep's live line between evaluations (`raykd.console.Progress`)."""
         if self.progress is not None:
             self.progress.write("trial", step=self.trial.state.step, start=self.resumed_at, steps=self.trial.steps)
 
@@ -201,7 +197,6 @@ def ranks_report(trial: TrialRun) -> list[dict[str, Any]]:
         "shard_hash": hashlib.sha256(str(order).encode()).hexdigest()[:12],
         "teacher": trial.teacher_source,
         "weights_sum": float(sum(p.detach().double().sum() for p in trial.student.parameters())),
-        "first_examples": order[:4],
     }
     gathered: list[Any] = [None] * trial.world
     torch.distributed.all_gather_object(gathered, mine)

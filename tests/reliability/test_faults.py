@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests import faults
 from tests.mlflow_server import free_port, start_server, stop_server
 from tests.smoke_studies import ROOT, SCRIPT, SMOKE, seed_teacher, set_items
 
@@ -162,7 +163,7 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
 
     # 4. during the analysis (held open for 20 s by the test switch, so the kill lands inside it on any machine)
     lines = kill_when(
-        start(tmp_path, *chain, env={**env, "RAYKD_TEST_PAUSE": "analysis:20"}),
+        start(tmp_path, *chain, env={**env, **faults.ENABLE, "RAYKD_TEST_PAUSE": "analysis:20"}),
         "[raykd] mean test",
         then=lambda: time.sleep(3),
     )
@@ -202,7 +203,7 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
 def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_truncated_checkpoint_restarts(
     tmp_path, smoke_teacher
 ):
-    """Fault injection through the test-only switch (RAYKD_TEST_FAIL_AT_STEP, see raykd/train/worker.py):
+    """Fault injection through the test-only switch (RAYKD_TEST_FAIL_AT_STEP, tests/faults.py):
 
     - forward-random-s0 dies at step 2 on every attempt: retried once (compute.max_failures=1), then failed;
     - none-random-s1 dies once at step 6: retried from its step-4 checkpoint, then finishes;
@@ -211,7 +212,10 @@ def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_trunc
     The study goes on; the analysis reports what it can (one matching strategy) and lists the failure."""
     import threading
 
-    env = {"RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:2:always,none-random-w0-s1:6,none-random-w0-s0:6"}
+    env = {
+        **faults.ENABLE,
+        "RAYKD_TEST_FAIL_AT_STEP": "forward-random-w3-s0:2:always,none-random-w0-s1:6,none-random-w0-s0:6",
+    }
     proc = start(
         tmp_path,
         "--set",

@@ -1,9 +1,10 @@
-"""Test-only fault injection: make a trial's process die at a given step, to test retries and resumes.
+"""Fault injection for the tests, through raykd's one injection point (`raykd.hooks`: ``RAYKD_HOOKS`` set to this
+file, as `ENABLE` does): make a trial's process die at a given step, poison a rank's weights, pause a stage.
 
 ``RAYKD_TEST_FAIL_AT_STEP="<trial id>:<step>"`` makes rank 0's process die once per study when that trial
 reaches that step (a marker file in ``<study>/faults/`` remembers it fired); ``<trial id>:<step>:always``
 makes it die there on every attempt (markers ``<trial id>.1``, ``.2``, ...). Several, comma-separated.
-The Ray worker installs `fault_hook` as a step hook; nothing is compiled into the loop. Before dying the
+`step_hook` runs after every step; nothing is compiled into the loop. Before dying the
 process sleeps `DELAY_S`, so a test can act on the marker (e.g. damage the last checkpoint) first.
 """
 
@@ -16,6 +17,24 @@ from pathlib import Path
 
 ENV = "RAYKD_TEST_FAIL_AT_STEP"
 DELAY_S = 2.0
+ENABLE = {"RAYKD_HOOKS": str(Path(__file__).resolve())}  # merge into a study's environment to use these hooks
+
+
+def step_hook(study_dir: str, trial_id: str, rank: int, model) -> Callable[[int], None] | None:
+    """`raykd.hooks`' step hook: the fault and the NaN switches below, whichever are set for this trial."""
+    hooks = [h for h in (fault_hook(study_dir, trial_id, rank), nan_hook(trial_id, rank, model)) if h is not None]
+    if not hooks:
+        return None
+
+    def after_step(step: int) -> None:
+        for hook in hooks:
+            hook(step)
+
+    return after_step
+
+
+def stage_started(stage: str) -> None:
+    pause(stage)
 
 
 def fault_hook(study_dir: str | Path, trial_id: str, rank: int) -> Callable[[int], None] | None:
@@ -25,8 +44,8 @@ def fault_hook(study_dir: str | Path, trial_id: str, rank: int) -> Callable[[int
         return None
     marker = Path(study_dir) / "faults" / trial_id
 
-    def maybe_die(step: int) -> None:
-        if fires(setting, trial_id, step, marker):
+    def maybe_die(done: int) -> None:  # `done` steps done: dies as step `done - 1` (0-based) ends
+        if fires(setting, trial_id, done - 1, marker):
             time.sleep(DELAY_S)
             os._exit(1)  # the process dies mid-trial, as a node loss or an OOM kill would
 

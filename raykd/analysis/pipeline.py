@@ -21,11 +21,27 @@ from typing import Any
 
 import yaml
 
+from raykd import hooks as injected
+from raykd import tracking as tr
 from raykd.analysis import sequential
-from raykd.config import ConfigError, StudyConfig, apply_override, config_hash
-from raykd.devices import default_device
+from raykd.analysis.angles import (
+    null_contrast,  # torch: imported where angles are measured, not by the driver
+    student_angles,
+    summarise,
+    teacher_states,
+)
+from raykd.analysis.report import build_summary, compact_verdict, description_markdown, write_report
+from raykd.analysis.stats import analyze_trials
+from raykd.config import ConfigError, StudyConfig, apply_override, config_hash, parse_config
+from raykd.console import ProgressFile
+from raykd.devices import default_device, use_assigned_cpus
+from raykd.tasks import build_task
+from raykd.tasks.metrics import points_per_unit
 from raykd.teacher_folder import TeacherFolder
-from raykd.trial import TUNE_PREFIX
+from raykd.train.checkpoint import CheckpointStore, read_checkpoint
+from raykd.train.run import TrialRun, teacher_artifacts
+from raykd.trial import NONE, TUNE_PREFIX, StudyContext, TrialSpec
+from raykd.validate import validate
 
 REPORT_DIR = "report"
 LOOKS = "looks.json"  # in the study folder: the plan and every look the analysis took (raykd.analysis.sequential)
@@ -49,8 +65,6 @@ def load_study(study_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
     data = yaml.safe_load(saved.read_text()) or {}
     for override in overrides:
         apply_override(data, override)
-    from raykd.config import parse_config
-    from raykd.validate import validate
 
     try:
         config = validate(parse_config(data, source=str(saved)), source=str(saved), files=False)
@@ -62,8 +76,6 @@ def load_study(study_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
 def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) -> dict[str, Any]:
     """The study's parent run, teacher metrics and one row per trial run, from MLflow."""
     from mlflow.tracking import MlflowClient
-
-    from raykd import tracking as tr
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(config.name)
@@ -113,7 +125,6 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
 
 def in_grid(config: StudyConfig, trial: dict) -> bool:
     """Whether a trial belongs to the study's current grid (a study may have been run with a larger one)."""
-    from raykd.trial import NONE
 
     sweep = config.sweep
     weight_ok = (
@@ -160,7 +171,6 @@ def with_chosen_weights(trials: list[dict], chosen: dict[str, float]) -> list[di
 def checkpoint_store(root: Path, trial_id: str):
     """A trial's checkpoints: where the study's `StudyContext.checkpoints` points (the study folder, or the remote
     storage it was given), recorded in ``study.json``."""
-    from raykd.train.checkpoint import CheckpointStore
 
     state = json.loads((root / "study.json").read_text())
     return CheckpointStore(state.get("checkpoints") or root / "checkpoints", trial_id)
@@ -194,7 +204,6 @@ def measure_angles(
     "At init" is the exact student the trial started from (rebuilt by the trial's own setup from its seed,
     projections included); "trained" is its best-on-validation weights.
     """
-    from raykd.analysis.angles import summarise
 
     settings = config.analysis.angles
     found = _angle_trials_to_measure(root, config, trials, notes)
@@ -232,10 +241,6 @@ def _measure_students(root, config, folder, chosen, device, notes, progress) -> 
     from functools import partial
 
     from torch.utils.data import DataLoader
-
-    from raykd.analysis.angles import student_angles, teacher_states
-    from raykd.train.trial import TrialRun, teacher_artifacts
-    from raykd.trial import StudyContext, TrialSpec
 
     settings = config.analysis.angles
     context = StudyContext(
@@ -307,7 +312,6 @@ def _angle_trials(trials: list[dict], seeds: list[int]) -> dict[tuple[str, str, 
 def _load_tested_weights(root: Path, trial_id: str, student, notes: list[str]) -> bool:
     """Load the weights a trial was tested with (its best on validation) into `student`; False (and a note) when its
     checkpoint is missing or unreadable."""
-    from raykd.train.checkpoint import read_checkpoint
 
     store = checkpoint_store(root, trial_id)
     checkpoint = store.latest()
@@ -351,7 +355,6 @@ def _statistics(
 ) -> dict[str, Any]:
     """`analyze_trials` with the study's analysis settings (the margin converted from points to metric units) and
     its test set's size (from the teacher stage)."""
-    from raykd.analysis.stats import analyze_trials, points_per_unit
 
     folder = TeacherFolder.of(root, config)
     test_examples = (folder.info.get("split_sizes") or {}).get("test") if folder.complete else None
@@ -393,10 +396,6 @@ def analyze_study(
 ) -> dict[str, Any]:
     """The whole analysis of a study folder; writes ``<study>/report/`` (unless not `write`) and returns the
     summary."""
-    from raykd import tracking as tr
-    from raykd.analysis.report import build_summary
-    from raykd.analysis.stats import points_per_unit
-    from raykd.tasks import build_task
 
     started = time.time()
     root, config, uid = load_study(study_dir, overrides)
@@ -443,7 +442,6 @@ def analyze_study(
 
 def _publish(summary: dict[str, Any], root: Path, fetched: dict[str, Any] | None, quiet: bool) -> dict[str, str]:
     """Write ``<study>/report/``, log it to the study's MLflow run (unless `fetched` is None), print the verdict."""
-    from raykd.analysis.report import compact_verdict, write_report
 
     paths = write_report(summary, root / REPORT_DIR)
     looks = {"plan": summary["sequential"]["plan"], "looks": summary["sequential"]["looks"]}
@@ -509,7 +507,6 @@ def _teacher_quality(
 
 
 def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
-    from raykd import tracking as tr
 
     client.log_artifacts(run_id, str(folder), REPORT_DIR)
     metrics = {}
@@ -537,7 +534,6 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
             }
         )
     tr.set_tags(client, run_id, tags | {"raykd.verdict": verdict["text"][:5000]})
-    from raykd.analysis.report import description_markdown
 
     description = description_markdown(summary)
     tr.describe(client, run_id, description)
@@ -546,7 +542,6 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
 
 
 def _null_contrast(measured: list[dict]) -> dict[str, Any]:
-    from raykd.analysis.angles import null_contrast  # torch: imported where angles are measured, not by the driver
 
     return null_contrast(measured)
 
@@ -566,14 +561,9 @@ def analysis_actor_class():
             threads: int | None = None,
             progress_path: str | None = None,
         ) -> dict[str, Any]:
-            from raykd.analysis.report import compact_verdict
-            from raykd.console import ProgressFile
-            from raykd.devices import use_assigned_cpus
-            from raykd.testing.faults import pause as fault_pause
-
             use_assigned_cpus(threads)
             board = ProgressFile(progress_path) if progress_path else None
-            fault_pause("analysis")
+            injected.stage_started("analysis")
             out = analyze_study(
                 study_dir,
                 overrides=overrides or (),

@@ -40,7 +40,7 @@ from raykd.train.batches import INDEX, with_index
 from raykd.train.frozen import LiveTeacher
 from raykd.train.loop import LoopState, StepResult, autocast, distill, resolve_precision, unwrap
 from raykd.train.optim import make_optimizer, total_steps
-from raykd.train.teacher_cache import why_not_served
+from raykd.train.teacher_cache import CachedTeacher, why_not_served
 from raykd.train.vocab import compact_word_embeddings
 from raykd.trial import StudyContext, TrialSpec, maps_by_epoch, student_depths
 
@@ -101,7 +101,6 @@ class TeacherArtifacts:
         return train.add_column(INDEX, list(range(len(train))))
 
     def cached_teacher(self, folder: str):
-        from raykd.train.teacher_cache import CachedTeacher
 
         if folder not in self.caches:
             self.caches[folder] = CachedTeacher(folder, self.folder.family, self.folder.depths)
@@ -131,12 +130,8 @@ class TrialRun:
         *,
         rank: int = 0,
         world: int = 1,
-        compact_vocabulary: bool = True,
     ) -> None:
-        """`compact_vocabulary`: train only the word-embedding rows of the study's token ids where that is exact
-        (`raykd.train.vocab`); off, the student trains all rows, as benchmarks/compact_vocabulary.py compares."""
         self.context, self.spec, self.artifacts = context, spec, artifacts
-        self.compact_vocabulary = compact_vocabulary
         self.config = context.config
         self.rank, self.world, self.device = rank, world, artifacts.device
         self.task = artifacts.task
@@ -165,7 +160,8 @@ class TrialRun:
             copy_head=config.student.copy_head,
         )
         optimizer = config.distill.train.optimizer
-        compacted = self.compact_vocabulary and compact_word_embeddings(student, art.token_ids, optimizer)
+        # only the word-embedding rows of the study's token ids train, where that is exact (`raykd.train.vocab`)
+        compacted = compact_word_embeddings(student, art.token_ids, optimizer)
         self.embedding_rows = len(art.token_ids) if compacted else None  # None: all rows train
         self.student_depths = student_depths(config, self.teacher_depths)
         self.maps = maps_by_epoch(config, spec, self.student_depths, self.teacher_depths, family.kind, self.epochs)
