@@ -1,7 +1,8 @@
 """raykd: controlled knowledge-distillation studies of intermediate-layer matching.
 
-Data flow: strategies (layer maps) -> families (hidden-state stacks) -> student (construction)
--> losses -> train.loop (plain PyTorch); later: tasks, sweep (Ray), tracking (MLflow), analysis.
+A study flows through: config -> tasks (data, metrics) -> models, families, student -> strategies (layer maps) ->
+losses -> train (the loop, a trial's run, the teacher stage) -> sweep (Ray Tune / Train) -> tracking (MLflow) ->
+analysis (tests, claims, report). The README's "Where things live" has one row per module.
 """
 
 __version__ = "0.1.0"

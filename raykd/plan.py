@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 
 from raykd.config import StudyConfig
-from raykd.families import FAMILIES
-from raykd.student import copied_layers
 from raykd.sweep import estimate
 from raykd.trial import NONE, trial_grid, trial_layer_maps
 from raykd.validate import teacher_depths
 
 
 def dry_run(config: StudyConfig) -> str:
+
+    from raykd.student import copied_layers
 
     grid = trial_grid(config)
     sweep = config.sweep
@@ -90,6 +90,8 @@ def random_deal_note(config: StudyConfig, students: dict[str, int]) -> str:
 
 
 def _kind(config: StudyConfig, teachers: dict[str, int]) -> str:
+    from raykd.families import FAMILIES
+
     if config.teacher.source == "config":
         return FAMILIES.get(config.teacher.model["model_type"]).kind
     return "decoder" if list(teachers) == ["decoder"] else ("encoder_decoder" if len(teachers) == 2 else "encoder")

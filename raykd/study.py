@@ -22,23 +22,16 @@ from typing import Any
 
 import yaml
 
-from raykd import tracking as tr
 from raykd.analysis.claims import all_decided
-from raykd.analysis.pipeline import analysis_actor_class
 from raykd.cluster import node_resources, stage_cpus, start_ray
 from raykd.config import ConfigError, StudyConfig, config_hash, flatten
 from raykd.console import Console, Progress, ProgressFile, log_tail, quiet_libraries, wait_with_progress
 from raykd.provenance import versions
 from raykd.storage import check_storage, join, study_root
 from raykd.sweep import ResourceError, chosen_weights, fit, plan_resources, results_table, write_results
-from raykd.tasks import TASKS
-from raykd.tasks.metrics import points_per_unit
 from raykd.teacher_folder import TeacherFolder, inputs_at_max_length_line, teacher_gain
-from raykd.tracking import comparison_url
-from raykd.train.teacher import teacher_stage
 from raykd.trial import TUNE_PREFIX, StudyContext, TrialSpec, trial_grid
 from raykd.validate import validate
-from raykd.weight_search import CellwiseOptuna, tuning_cells
 
 
 class WeakTeacher(ConfigError):
@@ -126,6 +119,8 @@ class Study:
 
     def run(self) -> dict[str, Any]:
 
+        from raykd import tracking as tr
+
         validate(self.config)
         tr.check_reachable(tr.tracking_uri(self.root))
         uid = prepare_study_dir(self.config, self.root, fresh=self.fresh, checkpoints=self.checkpoints)
@@ -141,6 +136,8 @@ class Study:
 
     def _stages(self, uid: str) -> dict[str, Any]:
         import ray
+
+        from raykd import tracking as tr
 
         config = self.config
         with ThreadPoolExecutor(1) as pool:  # a new store creates its schema (seconds) while Ray starts
@@ -222,6 +219,8 @@ class Study:
         teach."""
         import ray
 
+        from raykd import tracking as tr
+
         config = self.config
         folder = TeacherFolder.of(self.root, config)
         started = time.time()
@@ -266,6 +265,8 @@ class Study:
 
     def _check_teacher(self, metrics: dict[str, float], info: dict[str, Any]) -> None:
         """Log the teacher's metrics; stop (WeakTeacher) when it barely beats its task's trivial baseline."""
+        from raykd import tracking as tr
+        from raykd.tasks.metrics import points_per_unit
 
         config, client, parent = self.config, self.tracking.client(), self.tracking.parent_run_id
         tr.log_metrics(client, parent, {f"teacher/{k}": v for k, v in metrics.items()}, 0, int(time.time() * 1000))
@@ -291,6 +292,8 @@ class Study:
     def sweep(self, chosen) -> tuple[list, dict, dict]:
         """Fit every grid trial that has not ended (earlier runs' trials are kept), then the results table."""
         import ray
+
+        from raykd import tracking as tr
 
         config, tracking = self.config, self.tracking
         client = tracking.client()
@@ -338,6 +341,8 @@ class Study:
 
     def _trial_runs(self) -> dict[str, Any]:
 
+        from raykd import tracking as tr
+
         tracking = self.tracking
         return {
             r.data.tags.get(tr.TRIAL_ID): r
@@ -352,6 +357,8 @@ class Study:
         beside the trials through the whole sweep to save ~13 s at its end.
         """
         import ray
+
+        from raykd.analysis.pipeline import analysis_actor_class
 
         started = time.time()
         progress = self.progress("analysis")
@@ -377,6 +384,9 @@ class Study:
     def tune_weights(self) -> dict:
         """Optuna TPE per (strategy, init) cell at the tuning seed; returns the chosen weights."""
         import ray
+
+        from raykd import tracking as tr
+        from raykd.weight_search import CellwiseOptuna, tuning_cells
 
         config, root = self.config, self.root
         saved = root / "results" / "chosen_weights.json"
@@ -469,6 +479,7 @@ class StageRecord:
 def _run_teacher_stage(*args: Any) -> dict[str, Any]:
     """`raykd.train.teacher.teacher_stage`, imported in the Ray worker: the driver never loads the training
     stack (torch models, transformers, datasets), which keeps it small and quick to start."""
+    from raykd.train.teacher import teacher_stage
 
     return teacher_stage(*args)
 
@@ -500,12 +511,15 @@ def cell_means(rows: list[dict[str, Any]], metric: str) -> str:
 
 def _metric_name(config: StudyConfig) -> str:
 
+    from raykd.tasks import TASKS
+
     return config.task.metric or TASKS.get(config.task.type).default_metric
 
 
 def mlflow_ui_command(tracking_uri: str, experiment_id: str, port: int = 5000) -> str:
     """The command that serves the study's MLflow UI, and the page to open: the study's runs table in its
     comparison view."""
+    from raykd.tracking import comparison_url
 
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {comparison_url(tracking_uri, experiment_id)}"

@@ -24,11 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raykd import tracking as tr
 from raykd.config import StudyConfig
-from raykd.devices import release_freed_memory
 from raykd.storage import delete_dir, join
-from raykd.train.worker import train_trial
 from raykd.trial import StudyContext, TrialSpec
 
 DRIVER_RESOURCE = "tune_driver"
@@ -126,6 +123,8 @@ def _trainer(spec: TrialSpec, context: StudyContext, resources: Resources, loop_
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from raykd.train.worker import train_trial
+
     if resources.local:
         return TorchTrainer(
             train_trial, train_loop_config=loop_config, scaling_config=ray.train.ScalingConfig(num_workers=0)
@@ -155,6 +154,9 @@ def _trainer(spec: TrialSpec, context: StudyContext, resources: Resources, loop_
 def run_trial(params: dict[str, Any], context: StudyContext, resources: Resources) -> None:
     """Tune function trainable: one trial = one Ray Train run (local mode or a worker group), one MLflow run."""
     from ray import tune
+
+    from raykd import tracking as tr
+    from raykd.devices import release_freed_memory
 
     spec = TrialSpec(**params["trial"])
     tracking, run_id = context.tracking, None
@@ -249,6 +251,7 @@ def results_table(
     runs: dict[str, Any], grid: list[TrialSpec], metric: str, errors: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """One row per grid trial from its MLflow run (``runs``: trial id -> run): status, test and validation metric."""
+    from raykd import tracking as tr
 
     errors = errors or {}
     rows = []

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from raykd.config import StudyConfig, config_hash
-from raykd.families import FAMILIES
-from raykd.models import auto_class
-from raykd.tasks import build_task
 
 
 def teacher_key(config: StudyConfig) -> str:
@@ -58,10 +55,13 @@ class TeacherFolder:
     @property
     def family(self):
 
+        from raykd.families import FAMILIES
+
         return FAMILIES.get(self.info["family"])
 
     def task(self, config: StudyConfig):
         """The study's task with the facts the teacher stage resolved (label names, columns)."""
+        from raykd.tasks import build_task
 
         task = build_task(config.task)
         task.restore(self.info)
@@ -74,6 +74,7 @@ class TeacherFolder:
 
     def model(self, task, device: str = "cpu"):
         """The fine-tuned teacher, frozen, in eval mode on `device`."""
+        from raykd.models import auto_class
 
         return auto_class(task).from_pretrained(self.path / "model").to(device).eval().requires_grad_(False)
 
@@ -81,6 +82,8 @@ class TeacherFolder:
         """The teacher's modules on the meta device: its class and config, no weights (nothing allocated)."""
         import torch
         import transformers
+
+        from raykd.models import auto_class
 
         config = transformers.AutoConfig.from_pretrained(self.path / "model")
         with torch.device("meta"):

@@ -15,11 +15,7 @@ from typing import Any
 
 from raykd.config import ConfigError, StudyConfig, load_config, parse_config
 from raykd.corpora import BUILTIN_DATASETS
-from raykd.families import FAMILIES
-from raykd.losses import check_loss_settings
-from raykd.models import PACKAGED_MODELS
 from raykd.strategies import STRATEGIES, strategy_problem
-from raykd.tasks import TASKS
 from raykd.trial import student_depths
 
 
@@ -47,12 +43,16 @@ def validate(config: StudyConfig, *, source: str = "config", files: bool = True)
 
 def teacher_depths(config: StudyConfig) -> dict[str, int] | None:
     """The teacher's blocks per stack when the config knows them (from-config teachers, `teacher.depths`)."""
+    from raykd.families import FAMILIES
+
     if config.teacher.source == "config":
         return FAMILIES.get(config.teacher.model["model_type"]).depths_from_fields(config.teacher.model)
     return dict(config.teacher.depths) if config.teacher.depths else None
 
 
 def _task(config: StudyConfig) -> None:
+
+    from raykd.tasks import TASKS
 
     task = config.task
     try:
@@ -69,6 +69,9 @@ def _task(config: StudyConfig) -> None:
 
 
 def _teacher(config: StudyConfig) -> None:
+    from raykd.families import FAMILIES
+    from raykd.models import PACKAGED_MODELS
+
     teacher = config.teacher
     if teacher.source == "config":
         try:
@@ -101,6 +104,8 @@ def _strategies(config: StudyConfig) -> None:
 
 
 def _losses(config: StudyConfig) -> None:
+
+    from raykd.losses import check_loss_settings
 
     check_loss_settings(config.distill.loss)
 

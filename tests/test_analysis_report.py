@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from raykd.analysis.angles import HIST_EDGES, summarise
-from raykd.analysis.report import build_summary, verdict_block, write_report
+from raykd.analysis.report import build_summary, write_report
 from raykd.analysis.stats import analyze_trials
+from raykd.analysis.views import verdict_block
 from tests.test_analysis_stats import make_trials
 
 
@@ -144,7 +145,7 @@ def test_verdict_block_reads_in_points(summary):
 
 def test_compact_verdict_gives_each_claim_per_init_on_one_screen(summary):
     from raykd.analysis.claims import STATEMENTS
-    from raykd.analysis.report import compact_verdict
+    from raykd.analysis.views import compact_verdict
 
     lines = compact_verdict(summary).splitlines()
     assert lines[0] == "== verdict: demo (test accuracy; 29 of 30 trials; alpha 0.05, margin +-1 points) =="
@@ -174,7 +175,7 @@ def _random_init_summary(trials: list[dict], margin_points: float) -> dict:
 def test_a_gain_inside_the_margin_shows_beats_and_refutes_by_margin():
     """Matching better than none by ~0.6 points over 8 seeds, with a 1-point margin: 'beats' shown, 'by more than
     the margin' refuted -- a gain inside the margin is still a gain."""
-    from raykd.analysis.report import compact_verdict
+    from raykd.analysis.views import compact_verdict
 
     trials = make_trials(none_shift={"random": -0.006}, inits=("random",), seeds=tuple(range(8)), noise=0.001)
     summary = _random_init_summary(trials, margin_points=1.0)
@@ -189,7 +190,7 @@ def test_a_gain_inside_the_margin_shows_beats_and_refutes_by_margin():
 def test_compact_verdict_says_how_far_the_widest_pair_is(deficit, verdict):
     """A planted all-to-one deficit of 3 points (outside a 2-point margin) or 1.5 (inside): the strategy claim is
     refuted or shown, and a fact line gives the widest pair and its interval to set against the margin."""
-    from raykd.analysis.report import compact_verdict
+    from raykd.analysis.views import compact_verdict
 
     trials = make_trials({"all_to_one": deficit}, inits=("random",), seeds=tuple(range(6)), noise=0.002)
     summary = _random_init_summary(trials, margin_points=2.0)

@@ -24,7 +24,7 @@ Three guards keep a verdict from resting on too little:
   and tied scores give a zero sd that no test may read as certainty) is raised to the floor;
 - a verdict that rests on a difference being *smaller* than the margin (strategy shown not to matter, gain
   shown below the margin) needs room: the teacher minus ``none`` at least ``min_room_margins`` margins by a
-  one-sided lower confidence bound that includes the teacher's own sampling error (`raykd.analysis.stats.room`).
+  one-sided lower confidence bound that includes the teacher's own sampling error (`room` below).
 
 Beside each verdict: the same rule on exact sign-flip permutation p-values (a check that assumes symmetry,
 not normality, and respects ties: with n seeds no permutation p goes below 2^-n), and the seeds whose removal
@@ -375,3 +375,136 @@ def verdict_flags(claims: list[dict[str, Any]]) -> dict[str, bool | None]:
 
 def all_decided(claims: list[dict[str, Any]]) -> bool:
     return bool(claims) and all(c["verdict"] != UNDECIDED for c in claims)
+
+
+# --- the room the arms had (the gate of every "smaller than the margin" verdict) ------------------------------
+
+PROPORTION_METRICS = ("accuracy", "exact_match")  # a share of test examples: binomial sampling error
+
+
+def test_sampling(metric: str, value: float | None, test_examples: int | None) -> tuple[float, float]:
+    """(teacher_se, sd_floor) in metric units: the binomial sd of a score of `value` on `test_examples` examples,
+    and one example's worth (1/N), for metrics that are a share of test examples; (0, 0) otherwise."""
+    if metric not in PROPORTION_METRICS or not test_examples or value is None:
+        return 0.0, 0.0
+    return math.sqrt(max(value * (1 - value), 0.0) / test_examples), 1.0 / test_examples
+
+
+def room(
+    trials: list[dict],
+    teacher_metric: float | None,
+    margin: float,
+    min_room_margins: float,
+    sign: float,
+    alpha: float = 0.05,
+    teacher_se: float = 0.0,
+    scale: float = 100.0,
+) -> dict[str, Any]:
+    """Per init: the room the arms had to differ, and the share of it each matching strategy closed.
+
+    The room is the teacher's metric minus the `none` arm's mean (the worst cell's mean when there is no `none`
+    arm), in metric units. A claim that rests on a difference being smaller than the margin says something only
+    when the room is large next to it, so ``enough`` asks the one-sided (1 - alpha) lower confidence bound of the
+    room, which includes the teacher's own sampling error `teacher_se` (its score is one draw of a finite test
+    set) and the none arm's error over seeds, to reach `min_room_margins` x the margin. ``closed``: per matching
+    strategy, its paired gain over `none` as a share of the room, with a 95% delta-method interval.
+    """
+    from scipy.stats import norm
+
+    out: dict[str, Any] = {}
+    if teacher_metric is None:
+        return out
+    for init in sorted({t["init"] for t in trials}):
+        cells: dict[str, dict[int, float]] = {}
+        for t in trials:
+            if t["init"] == init:
+                cells.setdefault(t["strategy"], {})[t["seed"]] = t["metric"]
+        means = {strategy: float(np.mean(list(v.values()))) for strategy, v in cells.items()}
+        against = NONE if NONE in means else min(means, key=lambda k: sign * means[k])
+        floor = np.array(list(cells[against].values()))
+        gap = sign * (teacher_metric - means[against])
+        floor_var = float(floor.var(ddof=1)) / floor.size if floor.size > 1 else 0.0
+        se = math.sqrt(teacher_se**2 + floor_var)
+        lower = gap - float(norm.isf(alpha)) * se
+        needed = min_room_margins * margin
+        entry = {
+            "teacher": teacher_metric,
+            "teacher_se": teacher_se,
+            "against": against,
+            "floor": means[against],
+            "room": gap,
+            "room_se": se,
+            "room_lower": lower,
+            "min_room": needed,
+            "enough": bool(lower >= needed),
+            # a share of a room that may be nothing is no number (its interval runs to +-10,000%)
+            "closed": _closed(cells, against, gap, teacher_se, sign) if against == NONE and lower > 0 else {},
+        }
+        if not entry["enough"]:
+            entry["reason"] = (
+                f"the room (teacher minus {against}) is {gap * scale:.2f} points, its {100 * (1 - alpha):g}% lower "
+                f"bound {lower * scale:.2f} (teacher's sampling error {teacher_se * scale:.2f} included), below "
+                f"{needed * scale:g} points ({min_room_margins:g} x the margin)"
+            )
+        out[init] = entry
+    return out
+
+
+def _closed(cells: dict[str, dict[int, float]], none: str, gap: float, teacher_se: float, sign: float) -> dict:
+    """Each matching strategy's paired gain over `none` as a share of the room, with a 95% delta-method interval."""
+    out = {}
+    for strategy in sorted(set(cells) - {none}):
+        seeds = sorted(set(cells[strategy]) & set(cells[none]))
+        if len(seeds) < 2 or gap <= 0:
+            continue
+        s = np.array([cells[strategy][k] for k in seeds])
+        b = np.array([cells[none][k] for k in seeds])
+        n, d = len(seeds), sign * (s - b)
+        share = float(d.mean()) / gap
+        var_d, var_g = float(d.var(ddof=1)) / n, teacher_se**2 + float(b.var(ddof=1)) / n
+        cov = (float(b.var(ddof=1)) - sign * float(np.cov(s, b)[0, 1]) * sign) / n
+        var = (var_d + share**2 * var_g - 2 * share * cov) / gap**2
+        half = 1.959964 * math.sqrt(max(var, 0.0))
+        out[strategy] = {"share": share, "ci95": [share - half, share + half], "n": n}
+    return out
+
+
+# --- the verdict, as old readers of summary.json know it ----------------------------------------------------
+
+ANSWERS = {  # claim verdict -> the answer to each question
+    "strategies_differ": {"shown": "equivalent", "refuted": "differ", "undecided": "undecided"},
+    "matching_beats_none": {"shown": "better", "refuted": "worse", "undecided": "undecided"},
+}
+QUESTIONS = {
+    "strategies_differ": ("strategy_does_not_matter", "do the matching strategies differ?"),
+    "matching_beats_none": ("matching_beats_none", "does matching beat no matching?"),
+}
+
+
+def verdict(result: dict[str, Any], claims: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``verdict`` block: the strategy main effect (a fact, not a verdict), the booleans derived from the
+    claims, per init the two questions' answers, and the text (one line per claim)."""
+    effect = (result["strategy_test"] or {}).get("strategy")
+    significant = None if not effect or effect.get("p") is None else bool(effect["p"] < result["alpha"])
+    by_init: dict[str, dict[str, Any]] = {}
+    for claim in claims:
+        for key, (name, question) in QUESTIONS.items():
+            if claim["name"] != name:
+                continue
+            testable = bool(claim["comparisons"])
+            by_init.setdefault(claim["init"], {})[key] = {
+                "question": question,
+                "answer": ANSWERS[key][claim["verdict"]] if testable else "untestable",
+                "claim": claim["statement"],
+                "claim_status": claim["verdict"],
+                "basis": [{"test": claim["decided_by"], "p": None}],
+                **({"no_room": claim["decided_by"].split("not a finding: ")[-1]} if claim["gated"] else {}),
+            }
+    fact = (
+        "the strategy main effect could not be tested"
+        if significant is None
+        else f"the strategy main effect is {'' if significant else 'not '}significant (ANOVA p="
+        f"{effect['p']:.3g}; a fact beside the verdict, not the verdict)"
+    )
+    text = ". ".join([fact[0].upper() + fact[1:]] + [claim_line(c) for c in claims]) + "."
+    return {"strategy_significant": significant, **verdict_flags(claims), "text": text, "by_init": by_init}

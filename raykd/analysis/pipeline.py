@@ -30,8 +30,9 @@ from raykd.analysis.angles import (
     summarise,
     teacher_states,
 )
-from raykd.analysis.report import build_summary, compact_verdict, description_markdown, write_report
+from raykd.analysis.report import build_summary, write_report
 from raykd.analysis.stats import analyze_trials
+from raykd.analysis.views import compact_verdict, description_markdown
 from raykd.config import ConfigError, StudyConfig, apply_override, config_hash, parse_config
 from raykd.console import ProgressFile
 from raykd.devices import default_device, use_assigned_cpus

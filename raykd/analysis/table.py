@@ -22,8 +22,9 @@ from typing import Any
 import yaml
 
 from raykd.analysis import sequential
-from raykd.analysis.report import build_summary, compact_verdict, write_report
+from raykd.analysis.report import build_summary, write_report
 from raykd.analysis.stats import analyze_trials
+from raykd.analysis.views import compact_verdict
 from raykd.tasks.metrics import points_per_unit
 
 REQUIRED = ("strategy", "init", "weight", "seed", "status", "metric")
