@@ -7,6 +7,7 @@ import pytest
 
 from raykd.analysis import figures as figs
 from raykd.analysis.angles import HIST_EDGES, NULLS, summarise
+from raykd.analysis.drawing import ANSWER_WORDS
 from raykd.analysis.report import build_summary
 from raykd.analysis.stats import analyze_trials
 from tests.test_analysis_stats import MATCHING, make_trials
@@ -153,7 +154,7 @@ def test_forest_band_is_the_margin_in_points_and_rows_read_the_tests(full):
     titles = [ax.get_title(loc="left") for ax in panels]
     for init, title in zip(("random", "teacher"), titles):
         answer = full["verdict"]["by_init"][init]["strategies_differ"]
-        assert title.startswith(f"{init} init: {figs.ANSWER_WORDS[answer['answer']]}")
+        assert title.startswith(f"{init} init: {ANSWER_WORDS[answer['answer']]}")
         assert answer["claim_status"] in title
 
 
@@ -166,7 +167,7 @@ def test_matching_vs_none_rows_band_and_answer(full):
         labels = [t.get_text() for t in ax.get_yticklabels()]
         assert labels[0] == "all matching (mean)" and sorted(labels[1:]) == sorted(MATCHING)
         answer = full["verdict"]["by_init"][init]["matching_beats_none"]
-        assert figs.ANSWER_WORDS[answer["answer"]] in ax.get_title(loc="left")
+        assert ANSWER_WORDS[answer["answer"]] in ax.get_title(loc="left")
         assert "room: teacher minus none" in ax.get_title(loc="left")
     # random init: none is 6 points worse, so matching wins there
     assert full["verdict"]["by_init"]["random"]["matching_beats_none"]["answer"] == "better"
