@@ -305,3 +305,39 @@ def test_a_malformed_table_gets_one_clear_error(tmp_path):
         [sys.executable, "studies/analyze.py", "--trials", str(table)], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 2 and "line 2: column 'seed' must be a number" in done.stderr
+
+
+def test_the_run_that_chose_the_default_decides_nothing_and_the_default_header_says_why(tmp_path):
+    """benchmarks/results/default_study_trials.csv: the default design at seeds 0-7 (a fresh clone, 2026-12-03), looks
+    at 4 and 8 seeds under Pocock spending. Re-analysed under that plan every claim stays undecided, with room to
+    spare; the seed counts in studies/configs/default.yaml's header follow from its spreads; and a fixed 8-seed
+    design at 0.05 would have shown "matching beats no matching" (largest p 0.0467): the first look's price."""
+    from raykd.analysis.power import seeds_for_equivalence, seeds_to_detect
+    from raykd.analysis.table import analyze_table, read_trials
+
+    table = ROOT / "benchmarks" / "results" / "default_study_trials.csv"
+    first = {"seeds": 4, "trials": 20, "alpha_spent": 0.0310057, "alpha": 0.0310057, "planned": True, "decided": False}
+    setting = {"metric": "accuracy", "quiet": True, "margin_points": 2.0, "teacher": 0.7605, "test_examples": 2000}
+    planned = analyze_table(
+        table, tmp_path / "a", plan={"looks": [4, 8], "spending": "pocock"}, history=[first], **setting
+    )
+    summary = planned["summary"]
+    assert [c["verdict"] for c in summary["claims"]] == ["undecided"] * 3
+    assert summary["sequential"]["looks"][-1]["alpha"] == pytest.approx(0.0297, abs=1e-4)
+    assert summary["room"]["random"]["enough"] and summary["room"]["random"]["room_lower"] > 0.07
+    fixed = analyze_table(table, tmp_path / "b", **setting)["summary"]
+    assert [c["verdict"] for c in fixed["claims"]] == ["undecided", "shown", "undecided"]
+
+    rows = read_trials(table)
+    score = {(t["strategy"], t["seed"]): 100 * t["metric"] for t in rows}
+
+    def spread(a: str, b: str) -> tuple[float, float]:
+        diffs = np.array([score[(a, s)] - score[(b, s)] for s in range(8)])
+        return float(diffs.mean()), float(diffs.std(ddof=1))
+
+    random_none, a2o_random = spread("random", "none"), spread("all_to_one", "random")
+    assert [round(x, 1) for x in (*random_none, *a2o_random)] == [3.1, 4.5, 1.5, 1.6]
+    assert seeds_to_detect(*random_none, 2 * 0.0297)[0] == 18  # one-sided at the last look's level
+    assert seeds_for_equivalence(*a2o_random, 2.0, 0.0297)[0] == 67
+    header = (ROOT / "studies" / "configs" / "default.yaml").read_text()
+    assert "~67 seeds" in header and "~18" in header
