@@ -33,9 +33,9 @@ import torch
 from raykd.config import StudyConfig, load_config
 from raykd.teacher_folder import TeacherFolder
 from raykd.train.loop import autocast, distill_steps
+from raykd.train.run import TeacherArtifacts, TrialRun
 from raykd.train.teacher import prepare_cache, prepare_teacher
 from raykd.train.teacher_cache import CachedTeacher
-from raykd.train.run import TeacherArtifacts, TrialRun
 from raykd.trial import StudyContext, TrialSpec, trial_grid
 
 TRIAL = TrialSpec.of("forward", "random", 3.0, 0)
