@@ -224,7 +224,8 @@ class Progress:
         self,
         n_trials: int,
         metric: str,
-        higher: bool,
+        *,
+        higher_is_better: bool = True,
         already_done: int = 0,
         console=None,
         steps: int | None = None,
@@ -253,7 +254,7 @@ class Progress:
 
         self.callback = _Callback()
         self.console = console or Console()
-        self.n, self.metric, self.higher, self.steps = n_trials, metric, higher, steps
+        self.n, self.metric, self.higher, self.steps = n_trials, metric, higher_is_better, steps
         self.finished, self.failed, self.running = already_done, 0, {}  # earlier runs' trials count as done
         self.best: dict[tuple, float] = {}
         self.started = time.time()

@@ -30,7 +30,7 @@ from raykd.provenance import versions
 from raykd.storage import check_storage, join, study_root
 from raykd.sweep import ResourceError, chosen_weights, fit, plan_resources, results_table, write_results
 from raykd.teacher_folder import TeacherFolder, inputs_at_max_length_line, teacher_gain
-from raykd.trial import TUNE_PREFIX, StudyContext, TrialSpec, trial_grid
+from raykd.trial import TUNE_PREFIX, StudyContext, TrialSpec, arm_of, steps_per_trial, trial_grid
 from raykd.validate import validate
 
 
@@ -313,7 +313,6 @@ class Study:
         progress = Progress(
             len(grid),
             self.metric,
-            True,
             already_done=len(grid) - len(pending),
             console=self.console,
             steps=_steps_per_trial(config, self.context),
@@ -402,7 +401,7 @@ class Study:
             f"{resources.describe()}"
         )
         searcher = CellwiseOptuna(config, mode="max")
-        progress = Progress(n, self.metric, True, console=self.console)
+        progress = Progress(n, self.metric, console=self.console)
         fit(
             self.ray_storage,
             "weight_search",
@@ -416,20 +415,13 @@ class Study:
         )
         runs = self._trial_runs()
         specs = [
-            TrialSpec(
-                trial_id,
-                run.data.tags["raykd.strategy"],
-                run.data.tags["raykd.init"],
-                float(run.data.tags["raykd.weight"]),
-                int(run.data.tags["raykd.seed"]),
-                phase="tune",
-            )
+            TrialSpec(trial_id, **arm_of(run.data.tags), phase="tune")
             for trial_id, run in runs.items()
             if trial_id and trial_id.startswith(TUNE_PREFIX)
         ]
         rows = results_table(runs, specs, self.metric, progress.errors)
         write_results(rows, root / "results" / "weight_search", self.metric)
-        chosen = chosen_weights(rows, cells, True)
+        chosen = chosen_weights(rows, cells)
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps({f"{s}/{i}": w for (s, i), w in chosen.items()}, indent=2))
         client = self.tracking.client()
@@ -486,15 +478,8 @@ def _run_teacher_stage(*args: Any) -> dict[str, Any]:
 
 def _steps_per_trial(config: StudyConfig, context) -> int | None:
     """Optimisation steps of one trial (for the sweep's progress line), from the tokenized training split."""
-
-    info = TeacherFolder(context.teacher_dir).info
-    examples = (info.get("split_sizes") or {}).get("train")
-    if not examples:
-        return None
-    train = config.distill.train
-    batches = math.ceil(examples / max(1, train.batch_size // config.compute.num_workers) / config.compute.num_workers)
-    steps = max(1, math.ceil(train.epochs * batches))
-    return min(steps, train.max_steps) if train.max_steps else steps
+    examples = (TeacherFolder(context.teacher_dir).info.get("split_sizes") or {}).get("train")
+    return steps_per_trial(config, examples) if examples else None
 
 
 def cell_means(rows: list[dict[str, Any]], metric: str) -> str:

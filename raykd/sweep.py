@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from raykd.config import StudyConfig
 from raykd.storage import delete_dir, join
-from raykd.trial import StudyContext, TrialSpec
+from raykd.trial import StudyContext, TrialSpec, steps_per_trial
 
 DRIVER_RESOURCE = "tune_driver"
 CELL_KEYS = ("strategy", "init")
@@ -170,12 +169,7 @@ def run_trial(params: dict[str, Any], context: StudyContext, resources: Resource
             role="trial",
             key=spec.trial_id,
             run_name=spec.trial_id,
-            tags={
-                "raykd.strategy": spec.strategy,
-                "raykd.init": spec.init,
-                "raykd.weight": f"{spec.weight:g}",
-                "raykd.seed": str(spec.seed),
-            },
+            tags=spec.tags(),
         )
     loop_config = {"context": context, "trial": spec.as_dict(), "run_id": run_id, "local": resources.local}
     trainer = _trainer(spec, context, resources, loop_config)
@@ -277,7 +271,9 @@ def results_table(
     return sorted(rows, key=lambda r: (r["strategy"], r["init"], r["weight"], r["seed"]))
 
 
-def chosen_weights(rows: list[dict[str, Any]], cells, higher: bool = True) -> dict[tuple[str, str], float | None]:
+def chosen_weights(
+    rows: list[dict[str, Any]], cells, *, higher_is_better: bool = True
+) -> dict[tuple[str, str], float | None]:
     """Per cell, the weight of the tuning trial with the best validation metric."""
     out: dict[tuple[str, str], float | None] = {}
     for cell in cells:
@@ -288,7 +284,7 @@ def chosen_weights(rows: list[dict[str, Any]], cells, higher: bool = True) -> di
             and r["status"] == "finished"
             and r["best_validation"] is not None
         ]
-        best = (max if higher else min)(done, key=lambda r: r["best_validation"]) if done else None
+        best = (max if higher_is_better else min)(done, key=lambda r: r["best_validation"]) if done else None
         out[tuple(cell)] = None if best is None else best["weight"]
     return out
 
@@ -319,6 +315,5 @@ def estimate(config: StudyConfig, n_trials: int, train_examples: int | None) -> 
     """Work estimate for --dry-run: optimisation steps per trial and in all."""
     if train_examples is None:
         return f"{n_trials} trials; steps per trial known once the data is loaded"
-    batches = math.ceil(train_examples / config.distill.train.batch_size)
-    steps = min(math.ceil(config.distill.train.epochs * batches), config.distill.train.max_steps or 10**12)
+    steps = steps_per_trial(config, train_examples)
     return f"{n_trials} trials x {steps} steps = {n_trials * steps} student steps (+ teacher stage)"

@@ -7,10 +7,11 @@ and the same dropout masks in every arm, so arms differ only in what they match.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from raykd.config import StudyConfig
+from raykd.config import StudyConfig, TrainConfig
 from raykd.strategies import is_per_epoch, layer_maps
 
 if TYPE_CHECKING:
@@ -41,6 +42,38 @@ class TrialSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def tags(self) -> dict[str, str]:
+        """The arm as tags of the trial's MLflow run (`arm_of` reads them back)."""
+        return {f"raykd.{k}": f"{v:g}" if k == "weight" else str(v) for k, v in self.arm().items()}
+
+    def arm(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "init": self.init, "weight": self.weight, "seed": self.seed}
+
+
+def arm_of(tags: dict[str, str]) -> dict[str, Any]:
+    """A trial's arm (strategy, init, weight, seed) from its MLflow run's tags (`TrialSpec.tags`); a missing tag reads
+    as None, nan or -1."""
+    return {
+        "strategy": tags.get("raykd.strategy"),
+        "init": tags.get("raykd.init"),
+        "weight": float(tags.get("raykd.weight", "nan")),
+        "seed": int(tags.get("raykd.seed", -1)),
+    }
+
+
+def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimisation steps of a run: epochs (may be fractional) x batches, capped by max_steps."""
+    steps = max(1, math.ceil(train.epochs * batches_per_epoch))
+    return min(steps, train.max_steps) if train.max_steps else steps
+
+
+def steps_per_trial(config: StudyConfig, train_examples: int) -> int:
+    """A trial's optimisation steps before its data loads: each of the `compute.num_workers` ranks takes its share of
+    the training split in batches of `batch_size // num_workers` (what `raykd.train.run.TrialRun` builds)."""
+    world = config.compute.num_workers
+    per_rank = math.ceil(train_examples / world)
+    return total_steps(config.distill.train, math.ceil(per_rank / max(1, config.distill.train.batch_size // world)))
 
 
 def trial_grid(config: StudyConfig, chosen: dict[tuple[str, str], float | None] | None = None) -> list[TrialSpec]:

@@ -105,7 +105,7 @@ def test_chosen_weights_from_results_rows():
         ("forward", "random"): 2.0,
         ("forward", "teacher"): None,
     }
-    assert chosen_weights(rows, [("forward", "random")], higher=False) == {("forward", "random"): 1.0}
+    assert chosen_weights(rows, [("forward", "random")], higher_is_better=False) == {("forward", "random"): 1.0}
 
 
 def test_weight_search_config_validated():
@@ -196,7 +196,7 @@ def test_the_sweep_eta_counts_the_running_trials_progress():
     from raykd.console import Console, Progress
 
     out = io.StringIO()
-    progress = Progress(4, "accuracy", True, console=Console(stream=out, every_s=0.0), steps=100)
+    progress = Progress(4, "accuracy", console=Console(stream=out, every_s=0.0), steps=100)
 
     def trial(i):
         spec = {"trial_id": f"forward-random-w3-s{i}", "strategy": "forward", "init": "random"}
@@ -236,7 +236,7 @@ def test_the_live_line_moves_with_the_trials_progress_files(tmp_path):
     from raykd.console import Console, Progress, trial_progress
 
     out = io.StringIO()
-    progress = Progress(2, "accuracy", True, console=Console(stream=out, every_s=0.0), steps=250, study_dir=tmp_path)
+    progress = Progress(2, "accuracy", console=Console(stream=out, every_s=0.0), steps=250, study_dir=tmp_path)
     progress.poll_s = 0.0
     spec = {"trial_id": "forward-random-w3-s0", "strategy": "forward", "init": "random"}
     trial = SimpleNamespace(trial_id="a", config={"trial": spec}, last_result={})
@@ -270,9 +270,7 @@ def test_the_eta_after_a_resume_counts_only_the_steps_run_now_and_old_progress_i
 
     stale = trial_progress(tmp_path, "forward-random-w3-s9")
     stale.write("trial", step=240, start=0, steps=250)
-    progress = Progress(
-        12, "accuracy", True, already_done=2, console=Console(every_s=0.0), steps=250, study_dir=tmp_path
-    )
+    progress = Progress(12, "accuracy", already_done=2, console=Console(every_s=0.0), steps=250, study_dir=tmp_path)
     progress.poll_s = 0.0
     assert not list(trial_progress_dir(tmp_path).glob("*.json"))  # the killed driver's files are gone
 

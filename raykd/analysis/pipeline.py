@@ -41,7 +41,7 @@ from raykd.tasks.metrics import points_per_unit
 from raykd.teacher_folder import TeacherFolder
 from raykd.train.checkpoint import CheckpointStore, read_checkpoint
 from raykd.train.run import TrialRun, teacher_artifacts
-from raykd.trial import NONE, TUNE_PREFIX, StudyContext, TrialSpec
+from raykd.trial import NONE, TUNE_PREFIX, StudyContext, TrialSpec, arm_of
 from raykd.validate import validate
 
 REPORT_DIR = "report"
@@ -109,10 +109,7 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
         trials.append(
             {
                 "trial_id": tags.get(tr.TRIAL_ID),
-                "strategy": tags.get("raykd.strategy"),
-                "init": tags.get("raykd.init"),
-                "weight": float(tags.get("raykd.weight", "nan")),
-                "seed": int(tags.get("raykd.seed", -1)),
+                **arm_of(tags),
                 "status": status,
                 "metric": value if status == "finished" else None,
                 "best_validation": metrics.get("best_validation"),

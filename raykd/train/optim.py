@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
 from raykd.config import TrainConfig
-
-
-def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
-    """Optimisation steps of a run: epochs (may be fractional) x batches, capped by max_steps."""
-    steps = max(1, math.ceil(train.epochs * batches_per_epoch))
-    return min(steps, train.max_steps) if train.max_steps else steps
 
 
 def make_optimizer(params, train: TrainConfig, steps: int):

@@ -39,10 +39,10 @@ from raykd.train import checkpoint as ckpt
 from raykd.train.batches import INDEX, with_index
 from raykd.train.frozen import LiveTeacher
 from raykd.train.loop import LoopState, StepResult, autocast, distill, resolve_precision, unwrap
-from raykd.train.optim import make_optimizer, total_steps
+from raykd.train.optim import make_optimizer
 from raykd.train.teacher_cache import CachedTeacher, why_not_served
 from raykd.train.vocab import compact_word_embeddings
-from raykd.trial import StudyContext, TrialSpec, maps_by_epoch, student_depths
+from raykd.trial import StudyContext, TrialSpec, maps_by_epoch, student_depths, total_steps
 
 
 def derived_seed(seed: int, purpose: str, rank: int = 0) -> int:

@@ -31,8 +31,8 @@ from raykd.tasks.metrics import points_per_unit
 from raykd.teacher_folder import TeacherFolder, teacher_gain, teacher_key
 from raykd.train import teacher_cache as tc
 from raykd.train.loop import autocast, finetune, resolve_precision
-from raykd.train.optim import make_optimizer, total_steps
-from raykd.trial import TrialSpec, maps_by_epoch, student_depths
+from raykd.train.optim import make_optimizer
+from raykd.trial import TrialSpec, maps_by_epoch, student_depths, total_steps
 
 
 def prepare_teacher(
