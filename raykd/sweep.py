@@ -250,24 +250,10 @@ def results_table(
     errors = errors or {}
     rows = []
     for spec in grid:
-        run = runs.get(spec.trial_id)
-        tags = run.data.tags if run is not None else {}
-        metrics = run.data.metrics if run is not None else {}
-        status = tags.get(tr.STATUS) or ("failed" if spec.trial_id in errors else "unfinished")
-        rows.append(
-            {
-                "trial_id": spec.trial_id,
-                "strategy": spec.strategy,
-                "init": spec.init,
-                "weight": spec.weight,
-                "seed": spec.seed,
-                "status": status,
-                "metric": metrics.get(f"test.{metric}") if status == "finished" else None,
-                "best_validation": metrics.get("best_validation"),
-                "steps": metrics.get("steps"),
-                "error": errors.get(spec.trial_id) or tags.get(tr.ERROR),
-            }
-        )
+        row = {"trial_id": spec.trial_id, **spec.arm(), **tr.run_outcome(runs.get(spec.trial_id), metric)}
+        row["status"] = row["status"] or ("failed" if spec.trial_id in errors else "unfinished")
+        row["error"] = errors.get(spec.trial_id) or row["error"]
+        rows.append(row)
     return sorted(rows, key=lambda r: (r["strategy"], r["init"], r["weight"], r["seed"]))
 
 

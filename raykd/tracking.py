@@ -60,6 +60,20 @@ class Tracking:
         return open_client(self.uri)
 
 
+def run_outcome(run, metric: str) -> dict[str, Any]:
+    """How a trial's MLflow run says it ended: ``status`` (its raykd.status tag; None without one), the test
+    `metric` (finished trials only), ``best_validation``, ``steps`` and ``error``."""
+    tags, metrics = (run.data.tags, run.data.metrics) if run is not None else ({}, {})
+    status = tags.get(STATUS)
+    return {
+        "status": status,
+        "metric": metrics.get(f"test.{metric}") if status == "finished" else None,
+        "best_validation": metrics.get("best_validation"),
+        "steps": metrics.get("steps"),
+        "error": tags.get(ERROR),
+    }
+
+
 def tracking_uri(study_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{study_dir.resolve() / 'mlflow.db'}"
 

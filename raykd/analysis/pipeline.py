@@ -38,7 +38,7 @@ from raykd.console import ProgressFile
 from raykd.devices import default_device, use_assigned_cpus
 from raykd.tasks import build_task
 from raykd.tasks.metrics import points_per_unit
-from raykd.teacher_folder import TeacherFolder
+from raykd.teacher_folder import TeacherFolder, teacher_gain
 from raykd.train.checkpoint import CheckpointStore, read_checkpoint
 from raykd.train.run import TrialRun, teacher_artifacts
 from raykd.trial import NONE, TUNE_PREFIX, StudyContext, TrialSpec, arm_of
@@ -100,19 +100,19 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
         )
     trials = []
     for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
+        tags = run.data.tags
         if tags.get(tr.TRIAL_ID, "").startswith(TUNE_PREFIX):
             continue  # weight-search trials chose the weights; the study's answer is the seeded grid after them
-        status = tags.get(tr.STATUS) or ("running" if run.info.status == "RUNNING" else "unfinished")
-        value = metrics.get(f"test.{metric}")
+        outcome = tr.run_outcome(run, metric)
+        outcome["status"] = outcome["status"] or ("running" if run.info.status == "RUNNING" else "unfinished")
         layer_map = run.data.params.get("trial.layer_map")
         trials.append(
             {
                 "trial_id": tags.get(tr.TRIAL_ID),
                 **arm_of(tags),
-                "status": status,
-                "metric": value if status == "finished" else None,
-                "best_validation": metrics.get("best_validation"),
+                "status": outcome["status"],
+                "metric": outcome["metric"],
+                "best_validation": outcome["best_validation"],
                 "run_id": run.info.run_id,
                 "layer_map": json.loads(layer_map) if layer_map else None,
             }
@@ -489,15 +489,15 @@ def _teacher_quality(
     and ``weak`` (why nothing here is a finding) when the gain is below ``teacher.min_gain_points``."""
 
     folder = TeacherFolder.of(root, config)
-    baseline = (folder.info.get("baseline") or {}) if folder.complete else {}
-    value, mine = baseline.get(metric), teacher.get(f"test/{metric}")
-    out: dict[str, Any] = {"baseline": baseline or None}
-    if value is None or mine is None:
+    info = folder.info if folder.complete else {}
+    out: dict[str, Any] = {"baseline": info.get("baseline") or None}
+    gain = teacher_gain({**info, "metric": metric}, teacher, scale)
+    if gain is None:
         return out
-    out["gain_points"] = (mine - value) * scale
+    out["gain_points"] = gain
     if out["gain_points"] < config.teacher.min_gain_points:
         out["weak"] = (
-            f"the teacher beats the trivial baseline ({baseline.get('name')}) by only "
+            f"the teacher beats the trivial baseline ({out['baseline'].get('name')}) by only "
             f"{out['gain_points']:.2f} points (teacher.min_gain_points {config.teacher.min_gain_points:g}); "
             "there was nothing to distil"
         )
