@@ -17,6 +17,7 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,17 @@ def run_study(
     return Study(config, output_dir, fresh=fresh, console=console, storage=storage).run()
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What the stages after the teacher's share, handed to each explicitly: the study's tracking, the context every
+    trial gets, the study's metric and the CPUs a driver-side stage (teacher, analysis) may use."""
+
+    tracking: Any  # raykd.tracking.StudyTracking
+    context: StudyContext
+    metric: str
+    cpus: float
+
+
 class Study:
     """The stages of one study, in order; each is a method, each prints what it did."""
 
@@ -143,15 +155,15 @@ class Study:
         with ThreadPoolExecutor(1) as pool:  # a new store creates its schema (seconds) while Ray starts
             opening = pool.submit(tr.open_study, self.root, config.name, uid, flatten(config))
             start_ray(dashboard=config.compute.num_workers > 1 or config.compute.isolate_trials)
-            self.tracking = tracking = opening.result()
+            tracking = opening.result()
         client = tracking.client()
         tr.share_comparison_view(client, tracking.experiment_id, _metric_name(config))
         tr.set_tags(client, tracking.parent_run_id, {"raykd.config_hash": config_hash(config.identity())})
         client.log_dict(tracking.parent_run_id, config.model_dump(mode="json"), "config.json")
-        self.cpus = stage_cpus(config.compute.teacher_cpus)
+        cpus = stage_cpus(config.compute.teacher_cpus)
         self.check_resources()
-        teacher = self.teacher_stage()
-        self.context = StudyContext(
+        teacher = self.teacher_stage(tracking, cpus)
+        context = StudyContext(
             config=config,
             study_dir=str(self.root),
             teacher_dir=str(teacher["dir"]),
@@ -161,9 +173,9 @@ class Study:
             versions=versions(),
             ray_storage=self.ray_storage,
         )
-        self.metric = teacher["metric"]
-        chosen = self.tune_weights() if config.sweep.weight_search.method == "optuna" else None
-        rows, counts, paths, report = self.looks(chosen)
+        opened = Opened(tracking, context, teacher["metric"], cpus)
+        chosen = self.tune_weights(opened) if config.sweep.weight_search.method == "optuna" else None
+        rows, counts, paths, report = self.looks(opened, chosen)
         tr.finish(client, tracking.parent_run_id, "finished")
         ray.shutdown()
         return {
@@ -171,7 +183,7 @@ class Study:
             "tracking_uri": tracking.uri,
             "experiment_id": tracking.experiment_id,
             "teacher": teacher["metrics"],
-            "metric": self.metric,
+            "metric": opened.metric,
             "rows": rows,
             "counts": counts,
             "results": paths,
@@ -179,20 +191,20 @@ class Study:
             "log": self.log,
         }
 
-    def looks(self, chosen) -> tuple[list, dict, dict, dict | None]:
+    def looks(self, opened: Opened, chosen) -> tuple[list, dict, dict, dict | None]:
         """The sweep and its analysis, once for a fixed design; look by look for a sequential one
         (``sweep.sequential``): each look runs the seeds it adds, and the study stops at the first look whose
         analysis decides every claim. Finished trials are kept, so a stopped or interrupted study resumes."""
         full = self.config
         plan = full.sweep.sequential
         for k, seeds in enumerate(plan.looks if plan else [len(full.sweep.seeds)], start=1):
-            self.config = full.model_copy(
+            config = full.model_copy(
                 update={"sweep": full.sweep.model_copy(update={"seeds": full.sweep.seeds[:seeds]})}
             )
             if plan:
-                self.say(f"look {k} of {len(plan.looks)}: seeds {self.config.sweep.seeds}")
-            rows, counts, paths = self.sweep(chosen)
-            report = self.analyse() if full.analysis.enabled and counts["finished"] else None
+                self.say(f"look {k} of {len(plan.looks)}: seeds {config.sweep.seeds}")
+            rows, counts, paths = self.sweep(opened, config, chosen)
+            report = self.analyse(opened) if full.analysis.enabled and counts["finished"] else None
             if not plan:
                 break
             if report is not None and all_decided(report["summary"]["claims"]):
@@ -200,7 +212,6 @@ class Study:
                 break
             if k < len(plan.looks):
                 self.say(f"look {k}: claims still open; adding seeds up to {plan.looks[k]}")
-        self.config = full
         return rows, counts, paths, report
 
     def check_resources(self) -> None:
@@ -214,7 +225,7 @@ class Study:
         return ProgressFile(self.root / "progress" / f"{stage}.json")
 
     # --- stage 1: the teacher and its cache (one Ray task) -------------------------------------------
-    def teacher_stage(self) -> dict[str, Any]:
+    def teacher_stage(self, tracking, cpus: float) -> dict[str, Any]:
         """The teacher and the shared cache for the whole grid; stops the study when the teacher has nothing to
         teach."""
         import ray
@@ -225,15 +236,15 @@ class Study:
         folder = TeacherFolder.of(self.root, config)
         started = time.time()
         grid = trial_grid(config)
-        record = StageRecord(folder.path, config, grid, self.tracking.study_uid)
+        record = StageRecord(folder.path, config, grid, tracking.study_uid)
         out = record.read()  # an unchanged re-run of this study: nothing to load or build
         if out is None:
             # max_calls=1: the stage's worker process exits afterwards instead of idling with a model in memory
-            stage = ray.remote(num_cpus=self.cpus, num_gpus=math.ceil(config.compute.gpus_per_worker), max_calls=1)(
+            stage = ray.remote(num_cpus=cpus, num_gpus=math.ceil(config.compute.gpus_per_worker), max_calls=1)(
                 _run_teacher_stage
             )
             progress = self.progress("teacher")
-            ref = stage.remote(config, str(folder.path), grid, self.tracking, str(progress.path))
+            ref = stage.remote(config, str(folder.path), grid, tracking, str(progress.path))
             out = wait_with_progress(ref, progress, self.console, "teacher")
             record.write(out)
         metrics, info = out["metrics"], folder.info
@@ -249,7 +260,7 @@ class Study:
                 f"inputs truncated to the length limit (or exactly that long): {inputs_at_max_length_line(info)}",
                 stage=False,
             )
-        self._check_teacher(metrics, info)
+        self._check_teacher(tracking, metrics, info)
         cache = out["cache"]
         if cache is None:
             self.say("teacher cache: off (compute.teacher_cache.enabled); trials run the teacher live")
@@ -257,18 +268,18 @@ class Study:
             self.say(f"teacher cache: {cache['plan']}; {cache['reason']} -> {cache['path'] or 'not built'}")
 
             tr.set_tags(
-                self.tracking.client(),
-                self.tracking.parent_run_id,
+                tracking.client(),
+                tracking.parent_run_id,
                 {"raykd.teacher_cache": cache["path"] or f"live: {cache['reason']}"[:5000]},
             )
         return {"dir": folder.path, "metrics": metrics, "metric": metric, "cache": cache and cache["path"]}
 
-    def _check_teacher(self, metrics: dict[str, float], info: dict[str, Any]) -> None:
+    def _check_teacher(self, tracking, metrics: dict[str, float], info: dict[str, Any]) -> None:
         """Log the teacher's metrics; stop (WeakTeacher) when it barely beats its task's trivial baseline."""
         from raykd import tracking as tr
         from raykd.tasks.metrics import points_per_unit
 
-        config, client, parent = self.config, self.tracking.client(), self.tracking.parent_run_id
+        config, client, parent = self.config, tracking.client(), tracking.parent_run_id
         tr.log_metrics(client, parent, {f"teacher/{k}": v for k, v in metrics.items()}, 0, int(time.time() * 1000))
         metric, baseline = info["metric"], info.get("baseline") or {}
         scale = points_per_unit(metric)
@@ -289,16 +300,16 @@ class Study:
         self.say(f"warning: {message} (teacher.allow_weak is set: going on)")
 
     # --- stage 2: the sweep --------------------------------------------------------------------------
-    def sweep(self, chosen) -> tuple[list, dict, dict]:
+    def sweep(self, opened: Opened, config: StudyConfig, chosen) -> tuple[list, dict, dict]:
         """Fit every grid trial that has not ended (earlier runs' trials are kept), then the results table."""
         import ray
 
         from raykd import tracking as tr
 
-        config, tracking = self.config, self.tracking
+        tracking, context, metric = opened.tracking, opened.context, opened.metric
         client = tracking.client()
         grid = trial_grid(config, chosen)
-        runs = self._trial_runs()
+        runs = trial_runs(tracking)
         pending = [
             t
             for t in grid
@@ -312,21 +323,21 @@ class Study:
             )
         progress = Progress(
             len(grid),
-            self.metric,
+            metric,
             already_done=len(grid) - len(pending),
             console=self.console,
-            steps=_steps_per_trial(config, self.context),
+            steps=_steps_per_trial(config, context),
             study_dir=self.root,
         )
         if pending:
-            fit(self.ray_storage, "sweep", config, self.context, resources, [progress.callback], trials=pending)
-        runs = self._trial_runs()
+            fit(self.ray_storage, "sweep", config, context, resources, [progress.callback], trials=pending)
+        runs = trial_runs(tracking)
         for trial_id, error in progress.errors.items():  # a process that died beyond its retries closed nothing
             run = runs.get(trial_id)
             if run is not None and run.data.tags.get(tr.STATUS) is None:
                 tr.finish(client, run.info.run_id, "failed", error=error)
-        rows = results_table(self._trial_runs(), grid, self.metric, progress.errors)
-        paths = write_results(rows, self.root / "results", self.metric)
+        rows = results_table(trial_runs(tracking), grid, metric, progress.errors)
+        paths = write_results(rows, self.root / "results", metric)
         for path in paths.values():
             client.log_artifact(tracking.parent_run_id, str(path), "results")
         counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed")}
@@ -335,21 +346,11 @@ class Study:
             f"sweep done: {counts['finished']} finished, {counts['diverged']} diverged, {counts['failed']} failed "
             f"({progress.elapsed():.0f} s)"
         )
-        self.say(cell_means(rows, self.metric), stage=False)
+        self.say(cell_means(rows, metric), stage=False)
         return rows, counts, paths
 
-    def _trial_runs(self) -> dict[str, Any]:
-
-        from raykd import tracking as tr
-
-        tracking = self.tracking
-        return {
-            r.data.tags.get(tr.TRIAL_ID): r
-            for r in tr.study_runs(tracking.client(), tracking.experiment_id, tracking.study_uid, "trial")
-        }
-
     # --- stage 3: the analysis ----------------------------------------------------------------------
-    def analyse(self) -> dict[str, Any] | None:
+    def analyse(self, opened: Opened) -> dict[str, Any] | None:
         """The analysis actor's run. A failure here is reported and leaves every trial result in place.
 
         The actor starts once the trial actors are gone: pre-started, its imports and teacher (~0.6 GB) sat
@@ -364,7 +365,10 @@ class Study:
         actor = analysis_actor_class().options(num_cpus=0).remote()  # its threads are the stage's, below
         try:
             ref = actor.run.remote(
-                str(self.root), tracking_uri=self.tracking.uri, threads=int(self.cpus), progress_path=str(progress.path)
+                str(self.root),
+                tracking_uri=opened.tracking.uri,
+                threads=int(opened.cpus),
+                progress_path=str(progress.path),
             )
             out = wait_with_progress(ref, progress, self.console, "analysis")
         except Exception as error:  # noqa: BLE001 - the trials are done; say what broke and carry on
@@ -380,7 +384,7 @@ class Study:
         return out
 
     # --- optional stage 1c: the hidden-loss weight per cell -----------------------------------------
-    def tune_weights(self) -> dict:
+    def tune_weights(self, opened: Opened) -> dict:
         """Optuna TPE per (strategy, init) cell at the tuning seed; returns the chosen weights."""
         import ray
 
@@ -401,34 +405,34 @@ class Study:
             f"{resources.describe()}"
         )
         searcher = CellwiseOptuna(config, mode="max")
-        progress = Progress(n, self.metric, console=self.console)
+        progress = Progress(n, opened.metric, console=self.console)
         fit(
             self.ray_storage,
             "weight_search",
             config,
-            self.context,
+            opened.context,
             resources,
             [progress.callback],
             search_alg=searcher,
             num_samples=n,
             restore=True,
         )
-        runs = self._trial_runs()
+        runs = trial_runs(opened.tracking)
         specs = [
             TrialSpec(trial_id, **arm_of(run.data.tags), phase="tune")
             for trial_id, run in runs.items()
             if trial_id and trial_id.startswith(TUNE_PREFIX)
         ]
-        rows = results_table(runs, specs, self.metric, progress.errors)
-        write_results(rows, root / "results" / "weight_search", self.metric)
+        rows = results_table(runs, specs, opened.metric, progress.errors)
+        write_results(rows, root / "results" / "weight_search", opened.metric)
         chosen = chosen_weights(rows, cells)
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps({f"{s}/{i}": w for (s, i), w in chosen.items()}, indent=2))
-        client = self.tracking.client()
-        client.log_artifact(self.tracking.parent_run_id, str(saved), "results")
-        tr.set_tags(client, self.tracking.parent_run_id, {"raykd.weight_search": "done"})
+        client = opened.tracking.client()
+        client.log_artifact(opened.tracking.parent_run_id, str(saved), "results")
+        tr.set_tags(client, opened.tracking.parent_run_id, {"raykd.weight_search": "done"})
         shown = ", ".join(f"{s}/{i} {w if w is None else f'{w:.3g}'}" for (s, i), w in chosen.items())
-        self.say(f"chosen weights (best validation {self.metric}): {shown}")
+        self.say(f"chosen weights (best validation {opened.metric}): {shown}")
         return chosen
 
 
@@ -466,6 +470,16 @@ class StageRecord:
             tmp = self.path.with_name(".stage.json.tmp")
             tmp.write_text(json.dumps(record, default=str))
             tmp.replace(self.path)
+
+
+def trial_runs(tracking) -> dict[str, Any]:
+    """The study's trial runs in MLflow, by trial id."""
+    from raykd import tracking as tr
+
+    return {
+        r.data.tags.get(tr.TRIAL_ID): r
+        for r in tr.study_runs(tracking.client(), tracking.experiment_id, tracking.study_uid, "trial")
+    }
 
 
 def _run_teacher_stage(*args: Any) -> dict[str, Any]:
