@@ -185,16 +185,31 @@ def test_metric_figure_shows_teacher_baseline_and_n(full):
     assert "n=3 seeds per cell" in fig.get_suptitle() and "ANOVA" in fig.get_suptitle()
 
 
-def test_angle_heatmaps_have_null_row_and_shared_colour_scale(full):
-    fig = figs.angles_figure(full, "teacher", "encoder")
+def test_angle_figure_shows_the_contrast_with_its_null_on_the_data_scale_and_the_test(full):
+    """The raw C_k sit near 1 for students and null alike (one dark-red block on a -1..1 scale); the figure draws
+    C_k minus the random-point null's, at init and trained, on a symmetric scale the largest contrast sets, and its
+    title carries the test across seeds (`raykd.analysis.angles.null_contrast`)."""
+    from raykd.analysis.angles import null_contrast
+
+    rng = np.random.default_rng(3)
+    measured = [
+        {"init": "teacher", "strategy": "forward", "seed": seed, "at_init": fake_angles(rng, 0.6),
+         "trained": fake_angles(rng, 0.8)}
+        for seed in range(3)
+    ]  # fmt: skip
+    summary = {**full, "angle_test": null_contrast(measured)}
+    fig = figs.angles_figure(summary, "teacher", "encoder")
     images = [ax.images[0] for ax in fig.axes if ax.images]
-    assert len(images) == 3 * 3  # at init, trained, random-point null x 3 student states
-    assert all(im.get_clim() == (-1, 1) for im in images)
-    titles = [ax.get_title() for ax in fig.axes if ax.images]
-    assert sum("random point" in t for t in titles) == 3
-    assert all("null" in t for t in titles if "random point" not in t)  # the null's share beside each share
-    colourbars = [ax for ax in fig.axes if "cos" in ax.get_ylabel()]
-    assert len(colourbars) == 1
+    assert len(images) == 2 * 3  # at init and trained x 3 student states
+    low, high = images[0].get_clim()
+    assert low == -high and 0 < high < 1 and all(im.get_clim() == (low, high) for im in images)
+    assert max(float(np.nanmax(np.abs(im.get_array()))) for im in images) == pytest.approx(high)
+    assert all("mean " in ax.get_title() for ax in fig.axes if ax.images)
+    assert "minus its random-point null" in fig.get_suptitle() and "over 3 seeds" in fig.get_suptitle()
+    assert [ax for ax in fig.axes if "null" in ax.get_ylabel() and "cos" in ax.get_ylabel()]  # the colour bar
+
+
+def test_histograms_say_why_no_null_is_drawn(full):
     hist = figs.hist_figure(full, "teacher", "encoder")
     assert any("not their histograms" in t.get_text() for t in hist.texts)  # says why no null histogram
     assert all(any(line.get_xdata()[0] == 0 for line in ax.get_lines()) for ax in hist.axes)  # the line at 0
@@ -234,9 +249,8 @@ def test_angles_without_nulls_or_at_init(tmp_path):
         for entry in layers.values():
             entry.pop("at_init")
     written = figs.write_figures(summary, tmp_path)
-    assert {"angles_random_encoder", "hist_random_encoder"} <= set(written)
-    fig = figs.angles_figure(summary, "random", "encoder")
-    assert len([ax for ax in fig.axes if ax.images]) == 3  # trained only, no null row
+    assert "hist_random_encoder" in written  # the heatmap draws the contrast with a null: without one, none
+    assert "angles_random_encoder" not in written and figs.angles_figure(summary, "random", "encoder") is None
     assert set(figs.write_figures({**summary, "angles": None}, tmp_path / "none")) == {"metric", "matching_vs_none"}
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -119,8 +119,33 @@ def teacher_artifacts(context: StudyContext, device: str) -> TeacherArtifacts:
     return _ARTIFACTS[key]
 
 
-class TrialRun:
-    """One trial: `setup`, then optionally `load_checkpoint`, then `train`, `validate`, `test`."""
+class TrialRecipe(Protocol):
+    """The contract between a trial and whatever runs it (`raykd.train.worker.train_trial`, the tests, a benchmark),
+    in the order they are called:
+
+    1. `setup` once: build the student, its data, optimiser and teacher source; seed every random stream.
+    2. `load_checkpoint` when the trial's store has one (a resume): restore everything `save_checkpoint` wrote, or
+       say why the checkpoint was discarded (the trial then starts over).
+    3. `train` until it returns ``"finished"`` or ``"diverged"``, calling ``on_step`` after every optimisation step
+       and ``on_eval`` at every evaluation (where the runner calls `validate` and `save_checkpoint`).
+    4. `validate` and `test` on a finished trial, then a last `save_checkpoint` (``final``: weights only).
+
+    `state` (a `LoopState`: step, epoch, position in the epoch) is what progress and checkpoints key on. `TrialRun`
+    is the implementation; another kind of trial implements these and the runner is unchanged.
+    """
+
+    state: LoopState
+
+    def setup(self, wrap: Callable[[nn.Module], nn.Module] | None = None) -> TrialRecipe: ...
+    def load_checkpoint(self, folder: Path) -> str | None: ...
+    def save_checkpoint(self, folder: Path, final: bool = False) -> None: ...
+    def train(self, on_step: Callable | None = None, on_eval: Callable | None = None) -> str: ...
+    def validate(self) -> dict[str, float]: ...
+    def test(self) -> dict[str, float]: ...
+
+
+class TrialRun(TrialRecipe):
+    """One trial of a study: a random or copied-init student distilled from the study's teacher (`TrialRecipe`)."""
 
     def __init__(
         self,
