@@ -341,3 +341,31 @@ def test_the_run_that_chose_the_default_decides_nothing_and_the_default_header_s
     assert seeds_for_equivalence(*a2o_random, 2.0, 0.0297)[0] == 67
     header = (ROOT / "studies" / "configs" / "default.yaml").read_text()
     assert "~67 seeds" in header and "~18" in header
+
+
+def test_load_study_gives_the_trials_as_a_dataframe_and_the_summary(tmp_path):
+    """`raykd.load_study`: a study folder's results/trials.csv as a DataFrame and report/summary.json as a dict."""
+    import shutil
+
+    import raykd
+    from raykd.analysis.table import TableError, analyze_table
+
+    (tmp_path / "results").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "results" / "default_study_trials.csv", tmp_path / "results" / "trials.csv")
+    with pytest.raises(TableError, match="not a study folder"):
+        raykd.load_study(tmp_path / "elsewhere")
+    trials, summary = raykd.load_study(tmp_path)
+    assert (
+        summary == {}
+        and len(trials) == 40
+        and set(trials.strategy) == {"forward", "reverse", "all_to_one", "random", "none"}
+    )
+    analyze_table(
+        tmp_path / "results" / "trials.csv", tmp_path / "report", metric="accuracy", quiet=True, margin_points=2.0
+    )
+    trials, summary = raykd.load_study(tmp_path)
+    means = trials[trials.status == "finished"].groupby("strategy").metric.mean()
+    assert (
+        means["all_to_one"] == pytest.approx(0.70194, abs=1e-5)
+        and summary["claims"][0]["name"] == "strategy_does_not_matter"
+    )

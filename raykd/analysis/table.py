@@ -167,3 +167,25 @@ def analyze_table(
         print(compact_verdict(summary), flush=True)
         print(f"[raykd] report: {paths['report']}", flush=True)
     return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def load_study(study_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """(trials as a pandas DataFrame, the summary as a dict) of a finished study folder, for your own plots:
+
+        import raykd
+        trials, summary = raykd.load_study("outputs/minilm6_to_3l_tweets")
+        trials[trials.status == "finished"].groupby("strategy").metric.describe()
+        [(c["name"], c["verdict"]) for c in summary["claims"]]
+
+    The trials are ``results/trials.csv`` (one row per trial: arm, seed, status, test metric, best validation); the
+    summary is ``report/summary.json`` (docs/outputs.md), or {} when the study has not been analysed.
+    """
+    import pandas as pd
+
+    root = Path(study_dir)
+    table = root / "results" / "trials.csv"
+    if not table.is_file():
+        raise TableError(f"{root} is not a study folder with results: {table} does not exist")
+    summary_file = root / "report" / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return pd.DataFrame(read_trials(table)), summary
