@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -43,10 +44,17 @@ def context(tmp_path_factory):
     return make_context(tmp_path_factory.mktemp("trial"))
 
 
-def run_trial(context, spec, artifacts=None, **options):
+def run_trial(context, spec, artifacts=None, *, every_row: bool = False):
     """Train `spec` to the end, validating at every evaluation point as a study does; returns the per-step total
-    losses and the test metrics of the best-on-validation weights."""
-    run = TrialRun(context, spec, artifacts or TeacherArtifacts.load(context, "cpu"), **options).setup()
+    losses and the test metrics of the best-on-validation weights. `every_row`: the baseline of
+    `raykd.train.vocab`, every word-embedding row trains (the compaction switched off for this run only)."""
+    run = TrialRun(context, spec, artifacts or TeacherArtifacts.load(context, "cpu"))
+    if every_row:
+        with mock.patch("raykd.train.run.compact_word_embeddings", return_value=False):
+            run.setup()
+        assert run.embedding_rows is None  # every row trains
+    else:
+        run.setup()
     losses = []
     run.train(on_step=lambda r: losses.append(r.terms["total"]), on_eval=lambda state: run.validate())
     run.validate()
@@ -126,7 +134,7 @@ def test_a_trial_trains_only_the_embedding_rows_its_data_reaches_and_computes_th
     assert run.params()["trial.embedding_rows_trained"] == run.embedding_rows
     for spec in (TrialSpec.of("forward", "random", 3.0, 0), TrialSpec.of("all_to_one", "teacher", 3.0, 1)):
         compact_losses, compact_test = run_trial(context, spec, artifacts)
-        full_losses, full_test = run_trial(context, spec, artifacts, compact_vocabulary=False)
+        full_losses, full_test = run_trial(context, spec, artifacts, every_row=True)
         assert compact_losses == pytest.approx(full_losses, rel=1e-5) and compact_test == pytest.approx(full_test)
 
 
