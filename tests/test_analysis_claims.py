@@ -323,6 +323,9 @@ def test_the_run_that_chose_the_default_decides_nothing_and_the_default_header_s
     )
     summary = planned["summary"]
     assert [c["verdict"] for c in summary["claims"]] == ["undecided"] * 3
+    plans = [c["plan"] for c in summary["claims"]]  # each claim planned on its own comparisons, at its own level
+    assert [(p["seeds"], p["binding"]) for p in plans[:2]] == [(67, "all_to_one - random"), (18, "random - none")]
+    assert all(p["seeds_sd_upper"] > p["seeds"] for p in plans)  # the sd's upper 95% bound asks for more
     assert summary["sequential"]["looks"][-1]["alpha"] == pytest.approx(0.0297, abs=1e-4)
     assert summary["room"]["random"]["enough"] and summary["room"]["random"]["room_lower"] > 0.07
     fixed = analyze_table(table, tmp_path / "b", **setting)["summary"]
@@ -369,3 +372,29 @@ def test_load_study_gives_the_trials_as_a_dataframe_and_the_summary(tmp_path):
         means["all_to_one"] == pytest.approx(0.70194, abs=1e-5)
         and summary["claims"][0]["name"] == "strategy_does_not_matter"
     )
+
+
+def test_a_claim_plan_says_when_more_seeds_cannot_help_and_a_decided_claim_has_none():
+    """A strategy observed below none cannot be planned into "matching beats no matching" by more seeds; shown and
+    refuted claims carry no plan."""
+    from raykd.analysis.power import claim_plan
+
+    none = [0.68, 0.70, 0.66, 0.69, 0.67, 0.68]
+    arms = {
+        "none": none,
+        "forward": [v + d for v, d in zip(none, (0.03, 0.032, 0.028, 0.031, 0.029, 0.03))],
+        "reverse": [v + d for v, d in zip(none, (-0.01, 0.005, -0.012, 0.004, -0.006, 0.0))],
+    }
+    trials = [
+        {"strategy": s, "init": "random", "weight": 1.0, "seed": k, "status": "finished", "metric": v}
+        for s, values in arms.items()
+        for k, v in enumerate(values)
+    ]
+    claims = {
+        c["name"]: c for c in analyze_trials(trials, metric="accuracy", margin=0.02, teacher_metric=0.9)["claims"]
+    }
+    beats = claims["matching_beats_none"]
+    assert beats["verdict"] == "undecided"
+    assert beats["plan"]["seeds"] is None and beats["plan"]["binding"] == "reverse - none"
+    assert "wrong side" in beats["plan"]["note"]
+    assert claim_plan({**beats, "verdict": "shown"}) is None

@@ -572,3 +572,60 @@ def _design_summary(entry: dict[str, Any], init: str, scale: float, pct: str, re
     )
     seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
     return f"  {init} init, with {seeds} seeds and the observed sd, this study could show ({pct}) " + "; ".join(parts)
+
+
+def claim_plan(claim: dict[str, Any], power: float = POWER, max_seeds: int = MAX_SEEDS) -> dict[str, Any] | None:
+    """What an undecided claim would take to be shown, planned on its own comparisons at its own level: the paired
+    seeds at which every comparison the claim rests on reaches `power` (the binding one is the hardest), at the
+    observed sd and at the upper end of the sd's 95% interval. None for a decided claim."""
+    if claim["verdict"] != "undecided":
+        return None
+    level, margin, name = claim["look"]["alpha"], claim["margin"], claim["name"]
+    needs: list[tuple[float, float, str, int | None, int | None]] = []
+    for c in claim["comparisons"]:
+        if c.get("sd") is None:
+            return {"seeds": None, "note": f"{c['comparison']}: fewer than two paired seeds, nothing to plan from"}
+        if name == "strategy_does_not_matter":
+            gap = margin - abs(c["diff"])
+
+            def seeds(sd: float, c=c) -> int | None:
+                return seeds_for_equivalence(c["diff"], sd, margin, level, power, max_seeds)[0]
+        else:
+            gap = c["diff"] - (margin if name == "matching_beats_none_by_margin" else 0.0)
+
+            def seeds(sd: float, gap=gap) -> int | None:
+                return seeds_to_detect(gap, sd, 2 * level, power, max_seeds)[0] if gap > 0 else None
+
+        if gap <= 0:
+            return {
+                "seeds": None,
+                "binding": c["comparison"],
+                "note": f"{c['comparison']}: not reachable, the observed difference is on the wrong side",
+            }
+        needs.append((gap, c["sd"], c["comparison"], seeds(c["sd"]), seeds(sd_interval(c["sd"], c["n"])[1])))
+    if not needs:
+        return {"seeds": None, "note": "no comparison to plan from"}
+    worst = max(needs, key=lambda x: (x[3] is None, x[3] or 0))
+    upper = max(needs, key=lambda x: (x[4] is None, x[4] or 0))
+    return {"seeds": worst[3], "binding": worst[2], "seeds_sd_upper": upper[4], "power": power, "level": level}
+
+
+def claim_plan_line(claim: dict[str, Any]) -> str | None:
+    """One line of `claim_plan` for the console: which comparison binds and the seeds it takes."""
+    plan = claim.get("plan")
+    if not plan:
+        return None
+    head = f"'{claim['statement']}' ({claim['init']} init): "
+    if plan["seeds"] is None:
+        return head + (plan.get("note") or f"more than {MAX_SEEDS} seeds ({plan.get('binding')})")
+    upper = plan.get("seeds_sd_upper")
+    return (
+        head
+        + f"~{plan['seeds']} paired seeds for {100 * plan['power']:g}% power at level {plan['level']:.3g}, bound by "
+        + f"{plan['binding']}"
+        + (
+            f"; {upper} if its sd is at the upper end of its 95% interval"
+            if upper
+            else f"; >{MAX_SEEDS} at the upper end of its sd's 95% interval"
+        )
+    )

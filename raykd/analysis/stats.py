@@ -52,7 +52,7 @@ from raykd.analysis.claims import (
     test_sampling,
     verdict,
 )
-from raykd.analysis.power import design_plan
+from raykd.analysis.power import claim_plan, design_plan
 from raykd.tasks.metrics import points_per_unit
 
 NONE = "none"
@@ -592,7 +592,7 @@ def _tests(
         },
         "matching_vs_none": versus_none,
         "room": spaces,
-        "claims": study_claims(usable, sign=sign, room=spaces, **settings),
+        "claims": [{**c, "plan": claim_plan(c)} for c in study_claims(usable, sign=sign, room=spaces, **settings)],
         "rules": {"min_seeds": min_seeds, "sd_floor": sd_floor, "test_examples": test_examples},
         "notes": notes,
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from raykd.analysis.claims import claim_line
-from raykd.analysis.power import plan_lines
+from raykd.analysis.power import claim_plan_line, plan_lines
 from raykd.analysis.text import interval, number, p_is, p_value, points
 from raykd.analysis.text import level as level_text
 from raykd.analysis.text import share as pct
@@ -108,7 +108,7 @@ def compact_verdict(summary: dict[str, Any], max_open: int = 4) -> str:
     lines += _claim_lines(summary)
     lines += _fact_lines(summary, scale)
     lines += _angle_lines(summary)
-    open_lines = [line for line in plan_lines(summary, scale, open_only=True) if not line.startswith("  ")][:max_open]
+    open_lines = [line for c in summary.get("claims") or [] if (line := claim_plan_line(c))][:max_open]
     if open_lines:
         lines.append("to decide what is open (80% power; python studies/analyze.py --study DIR --plan for all):")
         lines += [f"  {line.strip()}" for line in open_lines]
@@ -148,6 +148,10 @@ def verdict_block(summary: dict[str, Any]) -> str:
         if claim["fragile_seeds"]:
             lines.append(f"  seeds whose removal alone changes it: {claim['fragile_seeds']}")
     lines += _angle_lines(summary)
+    claim_lines = [line for c in summary.get("claims") or [] if (line := claim_plan_line(c))]
+    if claim_lines:
+        lines.append("what more seeds would decide (each open claim, planned on its own comparisons):")
+        lines += ["  " + line for line in claim_lines]
     open_lines = plan_lines(summary, scale, open_only=True)
     if open_lines:
         lines.append("what this design could decide (open questions):")
