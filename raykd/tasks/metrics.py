@@ -48,3 +48,22 @@ def load_metric(name: str):
         f"metric {name!r} did not load from the hub and raykd ships no local module for it; "
         f"local modules: {', '.join(local_metric_names())}"
     )
+
+
+def corpus_text_metric_info(description: str, citation: str):
+    """The `evaluate.MetricInfo` of a corpus-level text metric (sacreBLEU, chrF): string predictions, each with a
+    list of references."""
+    import datasets
+
+    features = datasets.Features(
+        {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+    )
+    return evaluate.MetricInfo(description=description, citation=citation, features=features)
+
+
+def references_by_position(references: list[list[str]], name: str) -> list[list[str]]:
+    """sacrebleu's layout of references: one list per reference position (every prediction needs as many)."""
+    counts = {len(r) for r in references}
+    if len(counts) != 1:
+        raise ValueError(f"{name} needs the same number of references for every prediction")
+    return [[refs[i] for refs in references] for i in range(counts.pop())]

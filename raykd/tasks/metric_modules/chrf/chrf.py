@@ -1,18 +1,16 @@
 """chrF (and chrF++ with word_order=2), as an `evaluate` module that loads offline."""
 
-import datasets
 import evaluate
 import sacrebleu as scb
+
+from raykd.tasks.metrics import corpus_text_metric_info, references_by_position
 
 
 class Chrf(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
+        return corpus_text_metric_info(
             description="Corpus chrF computed by sacrebleu.corpus_chrf.",
             citation="Popovic, 2015. chrF: character n-gram F-score for automatic MT evaluation.",
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
-            ),
         )
 
     def _compute(
@@ -26,10 +24,7 @@ class Chrf(evaluate.Metric):
         whitespace=False,
         eps_smoothing=False,
     ):
-        counts = {len(r) for r in references}
-        if len(counts) != 1:
-            raise ValueError("chrf needs the same number of references for every prediction")
-        transposed = [[refs[i] for refs in references] for i in range(counts.pop())]
+        transposed = references_by_position(references, "chrf")
         metric = scb.CHRF(
             char_order=char_order,
             word_order=word_order,

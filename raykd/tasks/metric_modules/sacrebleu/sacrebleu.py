@@ -1,18 +1,16 @@
 """sacreBLEU, as an `evaluate` module that loads offline (same inputs and outputs as the hub's "sacrebleu")."""
 
-import datasets
 import evaluate
 import sacrebleu as scb
+
+from raykd.tasks.metrics import corpus_text_metric_info, references_by_position
 
 
 class Sacrebleu(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
+        return corpus_text_metric_info(
             description="Corpus BLEU computed by sacrebleu.corpus_bleu.",
             citation="Post, 2018. A Call for Clarity in Reporting BLEU Scores.",
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
-            ),
         )
 
     def _compute(
@@ -26,10 +24,7 @@ class Sacrebleu(evaluate.Metric):
         tokenize=None,
         use_effective_order=False,
     ):
-        counts = {len(r) for r in references}
-        if len(counts) != 1:
-            raise ValueError("sacrebleu needs the same number of references for every prediction")
-        transposed = [[refs[i] for refs in references] for i in range(counts.pop())]
+        transposed = references_by_position(references, "sacrebleu")
         bleu = scb.corpus_bleu(
             predictions,
             transposed,
