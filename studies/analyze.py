@@ -111,7 +111,7 @@ def plan(study: str, overrides: list[str], tracking_uri: str | None) -> str:
     import json
     from pathlib import Path
 
-    from raykd.analysis.power import plan_lines
+    from raykd.analysis.views import plan_lines
 
     saved = Path(study) / "report" / "summary.json"
     if saved.is_file() and not overrides:

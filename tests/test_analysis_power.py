@@ -16,7 +16,6 @@ from raykd.analysis.power import (
     equivalence_margin,
     nonparametric_min_p,
     nonparametric_seeds_needed,
-    plan_lines,
     seeds_for_equivalence,
     seeds_to_detect,
     t_power,
@@ -24,6 +23,7 @@ from raykd.analysis.power import (
     tost_power_nct_bound,
 )
 from raykd.analysis.stats import analyze_trials
+from raykd.analysis.views import plan_lines
 from tests.test_analysis_stats import make_trials
 
 DRAWS = 40000  # Monte Carlo standard error of a rate near 80%: 0.2%

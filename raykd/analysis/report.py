@@ -13,11 +13,10 @@ from typing import Any
 
 from raykd.analysis.angles import acute_share_overall
 from raykd.analysis.figures import write_figures
-from raykd.analysis.power import plan_lines
 from raykd.analysis.text import interval, number, p_value, points
 from raykd.analysis.text import level as level_text
 from raykd.analysis.text import share as pct
-from raykd.analysis.views import baseline_text, compact_verdict, verdict_block
+from raykd.analysis.views import baseline_text, compact_verdict, plan_lines, verdict_block
 from raykd.tasks.metrics import points_per_unit
 
 SUMMARY = "summary.json"

@@ -1,12 +1,13 @@
-"""The verdict as the console prints it (`compact_verdict`, `verdict_block`) and the study run's MLflow
-description (`description_markdown`): rendered from ``summary.json`` alone, like report.md."""
+"""The verdict as the console prints it (`compact_verdict`, `verdict_block`), the study run's MLflow description
+(`description_markdown`) and the plan as text (`plan_lines`, `claim_plan_line`): rendered from ``summary.json``
+alone, like report.md."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from raykd.analysis.claims import claim_line
-from raykd.analysis.power import claim_plan_line, plan_lines
+from raykd.analysis.power import MAX_SEEDS
 from raykd.analysis.text import interval, number, p_is, p_value, points
 from raykd.analysis.text import level as level_text
 from raykd.analysis.text import share as pct
@@ -250,3 +251,171 @@ def description_markdown(summary: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+# --- the plan as text (`raykd.analysis.power` computes it) -------------------------------------------------
+
+_WORDS = {
+    "differ": "differs (shown)",
+    "differ_within_margin": "differs, but within the margin (shown)",
+    "equivalent": "equivalent within the margin (shown)",
+    "undecided": "undecided",
+    "untestable": "not testable",
+    "better": "better (shown)",
+    "worse": "worse (shown)",
+}
+
+
+def _needs(seeds: int | None, note: str | None) -> str:
+    if seeds is not None:
+        return f"needs {seeds} seeds"
+    note = note or "not reachable"
+    return f"needs {note} seeds" if note.startswith(">") else note
+
+
+def plan_lines(summary_or_result: dict[str, Any], points_per_unit: float, open_only: bool = False) -> list[str]:
+    """Human-readable lines of the ``plan`` (differences in metric points); [] when there is no plan.
+
+    `open_only`: the short form printed at the end of a study -- the non-parametric floors that keep the
+    test from reaching alpha at all, one line per undecided comparison, and per init one line with what
+    the design could reach (ranges over the comparisons).
+    """
+    plan = summary_or_result.get("plan")
+    if not plan:
+        return []
+    scale = points_per_unit
+    pct = f"{100 * plan['power']:g}% power"
+    margin = plan["margin"] * scale
+    lines: list[str] = []
+    for init, entry in plan["by_init"].items():
+        npar = entry.get("nonparametric")
+        if npar and npar["min_p"] is not None and (not open_only or not npar["can_reach_alpha"]):
+            line = (
+                f"{init} init: {npar['test'].split(' ')[0]} with {npar['seeds']} seeds and {npar['strategies']} "
+                f"strategies cannot return p below {npar['min_p']:.3g}"
+            )
+            if not npar["can_reach_alpha"]:
+                line += f", so it cannot be significant at alpha {plan['alpha']:g}"
+                if npar["seeds_needed"]:
+                    line += f" (that takes {npar['seeds_needed']} seeds)"
+            lines.append(line)
+        comparisons = list((entry.get("vs_reference") or {}).values())
+        if entry.get("matching_vs_none"):
+            comparisons.append(entry["matching_vs_none"])
+        if not open_only and entry.get("proposed_looks"):
+            lines.append(_proposal_line(init, entry, pct))
+        if open_only:
+            open_ = [c for c in comparisons if c["answer"] == "undecided"]
+            lines += [_open_line(c, init, scale, margin, pct) for c in open_]
+            if open_:
+                lines.append(_design_summary(entry, init, scale, pct, plan["reference"]))
+            continue
+        for c in comparisons:
+            label = f"{c['comparison']} ({init} init): {_WORDS.get(c['answer'], c['answer'])}"
+            if c["sd"] is None:
+                lines.append(f"{label}; fewer than two paired seeds, nothing to plan from")
+                continue
+            lines.append(_open_line(c, init, scale, margin, pct) if c["answer"] == "undecided" else label)
+            design = [
+                (
+                    f"  with {c['n']} seeds and the observed sd ({points(c['sd'], scale, False)} points) this study could "
+                    f"show equivalence only within +-{points(c['equivalence_margin_80'], scale, False)} points ({pct} if the "
+                    "true difference were 0)"
+                )
+            ]
+            if c["detectable_difference_80"] is not None:
+                level = (
+                    "" if c["test_alpha"] == plan["alpha"] else f" at alpha {c['test_alpha']:.3g} (Holm's first step)"
+                )
+                design.append(
+                    f"it could detect differences of {points(c['detectable_difference_80'], scale, False)} points "
+                    f"with {pct}{level}"
+                )
+            lines.append("; ".join(design))
+    return lines
+
+
+def _proposal_line(init: str, entry: dict[str, Any], pct: str) -> str:
+    return (
+        f"{init} init: at the upper ends of the sds' 95% intervals every comparison shows equivalence with {pct} "
+        f"by {entry['seeds_needed_at_sd_upper']} seeds; a sequential plan: sweep.sequential.looks "
+        f"{entry['proposed_looks']}"
+    )
+
+
+def _open_line(c: dict[str, Any], init: str, scale: float, margin: float, pct: str) -> str:
+    """One undecided comparison: what it would take to decide it."""
+    label = f"{c['comparison']} ({init} init): {_WORDS.get(c['answer'], c['answer'])}"
+    if c["sd"] is None:
+        return f"{label}; fewer than two paired seeds, nothing to plan from"
+    parts = [
+        label,
+        (
+            f"detecting the observed {points(c['diff'], scale)} points "
+            f"{_needs(c['seeds_to_detect_observed'], c['seeds_to_detect_observed_note'])} ({pct})"
+        ),
+        f"equivalence within +-{margin:g} points "
+        + (
+            f"would need {c['seeds_for_equivalence']} seeds ({pct} if the true difference is the observed one)"
+            if c["seeds_for_equivalence"] is not None
+            else _needs(None, c["seeds_for_equivalence_note"])
+        ),
+    ]
+    if c["equivalence_shown_within"] is not None:
+        parts.append(
+            f"the data show equivalence only within +-{points(c['equivalence_shown_within'], scale, False)} points"
+        )
+    return "; ".join(parts)
+
+
+def _span(values: list[float], scale: float) -> str:
+    lo, hi = min(values) * scale, max(values) * scale
+    return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f} to {hi:.2f}"
+
+
+def _design_summary(entry: dict[str, Any], init: str, scale: float, pct: str, reference: str) -> str:
+    """Per init, in one line: the equivalence margins and differences this design reaches with `pct`."""
+    parts = []
+    for label, group in (
+        (f"each strategy vs {reference}", list((entry.get("vs_reference") or {}).values())),
+        ("matching vs none", [entry["matching_vs_none"]] if entry.get("matching_vs_none") else []),
+    ):
+        margins = [c["equivalence_margin_80"] for c in group if c["equivalence_margin_80"] is not None]
+        effects = [c["detectable_difference_80"] for c in group if c["detectable_difference_80"] is not None]
+        if margins and effects:
+            parts.append(
+                f"{label}: equivalence only within +-{_span(margins, scale)} points, differences of "
+                f"{_span(effects, scale)} points"
+            )
+    if not parts:
+        return f"  {init} init: too few paired seeds to say what this design could reach"
+    ns = sorted(
+        {
+            c["n"]
+            for c in list((entry.get("vs_reference") or {}).values()) + [entry.get("matching_vs_none")]
+            if c and c["n"] >= 2
+        }
+    )
+    seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    return f"  {init} init, with {seeds} seeds and the observed sd, this study could show ({pct}) " + "; ".join(parts)
+
+
+def claim_plan_line(claim: dict[str, Any]) -> str | None:
+    """One line of `claim_plan` for the console: which comparison binds and the seeds it takes."""
+    plan = claim.get("plan")
+    if not plan:
+        return None
+    head = f"'{claim['statement']}' ({claim['init']} init): "
+    if plan["seeds"] is None:
+        return head + (plan.get("note") or f"more than {MAX_SEEDS} seeds ({plan.get('binding')})")
+    upper = plan.get("seeds_sd_upper")
+    return (
+        head
+        + f"~{plan['seeds']} paired seeds for {100 * plan['power']:g}% power at level {plan['level']:.3g}, bound by "
+        + f"{plan['binding']}"
+        + (
+            f"; {upper} if its sd is at the upper end of its 95% interval"
+            if upper
+            else f"; >{MAX_SEEDS} at the upper end of its sd's 95% interval"
+        )
+    )
