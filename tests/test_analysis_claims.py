@@ -396,5 +396,5 @@ def test_a_claim_plan_says_when_more_seeds_cannot_help_and_a_decided_claim_has_n
     beats = claims["matching_beats_none"]
     assert beats["verdict"] == "undecided"
     assert beats["plan"]["seeds"] is None and beats["plan"]["binding"] == "reverse - none"
-    assert "wrong side" in beats["plan"]["note"]
+    assert "more seeds cannot show it, the observed difference is not above none" in beats["plan"]["note"]
     assert claim_plan({**beats, "verdict": "shown"}) is None

@@ -454,7 +454,12 @@ def claim_plan(claim: dict[str, Any], power: float = POWER, max_seeds: int = MAX
             return {
                 "seeds": None,
                 "binding": c["comparison"],
-                "note": f"{c['comparison']}: not reachable, the observed difference is on the wrong side",
+                "note": f"{c['comparison']}: more seeds cannot show it, the observed difference is "
+                + (
+                    "outside the margin"
+                    if name == "strategy_does_not_matter"
+                    else "not above " + ("the margin" if name == "matching_beats_none_by_margin" else "none")
+                ),
             }
         needs.append((gap, c["sd"], c["comparison"], seeds(c["sd"]), seeds(sd_interval(c["sd"], c["n"])[1])))
     if not needs:

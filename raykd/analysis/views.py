@@ -405,7 +405,7 @@ def claim_plan_line(claim: dict[str, Any]) -> str | None:
     plan = claim.get("plan")
     if not plan:
         return None
-    head = f"'{claim['statement']}' ({claim['init']} init): "
+    head = f"{claim['init']} init, '{claim['statement']}': "
     if plan["seeds"] is None:
         return head + (plan.get("note") or f"more than {MAX_SEEDS} seeds ({plan.get('binding')})")
     upper = plan.get("seeds_sd_upper")
