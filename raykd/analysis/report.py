@@ -223,20 +223,14 @@ def _factor_section(summary: dict[str, Any], figures: dict[str, str]) -> list[st
 def _pairwise_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
     scale, pairwise, eq = summary["points_per_unit"], summary["pairwise"], summary["equivalence"]
     level, alpha = level_text(summary), summary.get("alpha", 0.05)
-    out = [
-        f"## Each strategy against {pairwise['reference']}",
-        "",
-        (
-            f"Paired by seed. Difference tests: paired t, Holm-corrected within each init (alpha "
-            f"{alpha}). Equivalence: TOST within +-{eq['margin_points']:g} points at alpha {alpha} "
-            f"(equivalent when the {level} CI lies inside the margin). Not significant is not equivalent: a "
-            "strategy is only called equivalent when TOST says so. The reading of each pair is shown "
-            "(differs / equivalent), both, or undecided."
-        ),
-        "",
-        f"| init | strategy | diff | 95% CI | p (Holm) | {level} CI | TOST p | reading |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    intro = (
+        f"Paired by seed. Difference tests: paired t, Holm-corrected within each init (alpha {alpha}). Equivalence: "
+        f"TOST within +-{eq['margin_points']:g} points at alpha {alpha} (equivalent when the {level} CI lies inside "
+        "the margin). Not significant is not equivalent: a strategy is only called equivalent when TOST says so. The "
+        "reading of each pair is shown (differs / equivalent), both, or undecided."
+    )
+    columns = ["init", "strategy", "diff", "95% CI", "p (Holm)", f"{level} CI", "TOST p", "reading"]
+    out = _table_head(f"Each strategy against {pairwise['reference']}", intro, columns)
     for init, per in pairwise["by_init"].items():
         for strategy, c in per.items():
             e = eq["by_init"].get(init, {}).get(strategy, {})
@@ -249,20 +243,20 @@ def _pairwise_section(summary: dict[str, Any], figures: dict[str, str]) -> list[
     return out + [""]
 
 
+def _table_head(title: str, intro: str, columns: list[str]) -> list[str]:
+    """A report section's heading, its one-paragraph introduction and its table's header rows."""
+    return [f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def _matching_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str]:
     scale, eq, level = summary["points_per_unit"], summary["equivalence"], level_text(summary)
     verdicts = summary["verdict"].get("by_init") or {}
-    out = [
-        "## Matching vs no matching",
-        "",
-        (
-            "Mean over the matching strategies minus `none`, paired by seed: paired t (95% t interval) and "
-            f"TOST within +-{eq['margin_points']:g} points ({level} interval)."
-        ),
-        "",
-        f"| init | diff | 95% CI | p | {level} CI | TOST p | answer | per strategy |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    intro = (
+        "Mean over the matching strategies minus `none`, paired by seed: paired t (95% t interval) and TOST within "
+        f"+-{eq['margin_points']:g} points ({level} interval)."
+    )
+    columns = ["init", "diff", "95% CI", "p", f"{level} CI", "TOST p", "answer", "per strategy"]
+    out = _table_head("Matching vs no matching", intro, columns)
     for init, v in summary["matching_vs_none"].items():
         per = ", ".join(f"{s} {points(d['diff'], scale)} (p={p_value(d['p'])})" for s, d in v["by_strategy"].items())
         answer = ((verdicts.get(init) or {}).get("matching_beats_none") or {}).get("answer", "")
