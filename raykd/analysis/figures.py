@@ -160,6 +160,15 @@ def metric_figure(summary: dict[str, Any]):
 # --- 2. each strategy against the reference --------------------------------------------------------
 
 
+def _difference_limit(rows: list[dict[str, Any]], margin: float | None) -> float:
+    """The symmetric x range of a difference figure: every mean and TOST interval, 95% intervals within reason, and
+    at least 2.2 margins."""
+    core = [r["diff"] for r in rows] + [v for r in rows if r["tost"] for v in r["tost"]]
+    wide = [v for r in rows if r["ci95"] for v in r["ci95"]]
+    limit = draw.limits(core, wide, floor=2.2 * margin if margin else 0.0)
+    return limit if limit > 0 else 1.0
+
+
 def _forest_panels(summary: dict[str, Any], scale: float) -> list[tuple[str, list[dict[str, Any]]]]:
     """Per init, one row per strategy: its difference from the reference, TOST and 95% intervals, reading."""
     eq_by = (summary.get("equivalence") or {}).get("by_init") or {}
@@ -242,11 +251,7 @@ def forest_figure(summary: dict[str, Any]):
         or "reference"
     )
     level, margin = level_text(summary), draw.margin_points(summary)
-    rows_all = [r for _, rows in panels for r in rows]
-    core = [r["diff"] for r in rows_all] + [v for r in rows_all if r["tost"] for v in r["tost"]]
-    wide = [v for r in rows_all if r["ci95"] for v in r["ci95"]]
-    limit = draw.limits(core, wide, floor=2.2 * margin if margin else 0.0)
-    limit = limit if limit > 0 else 1.0
+    limit = _difference_limit([r for _, rows in panels for r in rows], margin)
     heights = [1.0 + 0.45 * len(rows) for _, rows in panels]
     fig = draw.figure(8.8, 1.4 + sum(heights))
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
@@ -386,11 +391,7 @@ def matching_figure(summary: dict[str, Any]):
     panels = _matching_panels(summary, scale)
     if not panels:
         return None
-    rows_all = [r for _, rows, _, _ in panels for r in rows]
-    core = [r["diff"] for r in rows_all] + [v for r in rows_all if r["tost"] for v in r["tost"]]
-    wide = [v for r in rows_all if r["ci95"] for v in r["ci95"]]
-    limit = draw.limits(core, wide, floor=2.2 * margin if margin else 0.0)
-    limit = limit if limit > 0 else 1.0
+    limit = _difference_limit([r for _, rows, _, _ in panels for r in rows], margin)
     heights = [1.2 + 0.32 * len(rows) for _, rows, _, _ in panels]
     fig = draw.figure(8.8, 1.5 + sum(heights))
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
