@@ -15,14 +15,7 @@ DRIVER_RESOURCE = "tune_driver"  # trial drivers of multi-worker trials hold thi
 # Settings of this shell that every Ray worker of the study must see. A local Ray's workers inherit the driver's
 # environment; a cluster's workers inherit their raylet's, so on a cluster these travel in the job's runtime_env.
 # (Not HF_HOME or other paths: those are per machine.)
-# glibc serves each allocation above 32 MB with a fresh mmap and unmaps it when freed, and returns any free memory
-# above 128 KB at the top of the heap: a block allocated anew every step, like the dense gradient of a 30k x 384
-# word embedding (47 MB), was page-faulted in and zeroed by the kernel on every step (the isolated step at 1 thread
-# 9-12% faster without that, benchmarks/allocator.py; end to end within run-to-run noise). Blocks up to 128 MB come from the heap instead and up to 256 MB of free heap is kept, so
-# the next step reuses those pages. Set for the study's Ray processes; a value in the environment wins.
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 FORWARDED_ENV = (
-    *ALLOCATOR_ENV,
     "HF_HUB_OFFLINE",
     "HF_DATASETS_OFFLINE",
     "TRANSFORMERS_OFFLINE",
@@ -54,8 +47,6 @@ def start_ray(address: str | None = None, *, dashboard: bool = False) -> None:
     import ray
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # faster worker-group teardown
-    for key, value in ALLOCATOR_ENV.items():  # Ray's processes inherit it (local) or get it in the job's runtime_env
-        os.environ.setdefault(key, value)
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

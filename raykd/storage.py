@@ -1,6 +1,6 @@
 """Where a study keeps what: the study folder (a local or shared POSIX path) and, optionally, remote storage.
 
-The study folder holds what needs a POSIX file system: the teacher stage's folder (its cache is memory-mapped by
+The study folder holds what needs a POSIX file system: the teacher stage's folder (its cache is read by
 every trial), MLflow's sqlite store (unless MLFLOW_TRACKING_URI names a server), the results and the report. Ray
 Tune's and Train's storage and the trials' checkpoints can instead live on any storage pyarrow understands
 (``--storage s3://bucket/prefix``, ``gs://...``, ``file:///...``); on a cluster, one of the two must be shared by
@@ -28,7 +28,7 @@ def study_root(output_dir: str | Path) -> Path:
     if is_uri(text):
         raise ConfigError(
             f"--output-dir {text!r}: the study folder must be a (shared) POSIX path: the teacher cache is "
-            "memory-mapped by every trial and MLflow's local store is a sqlite file. Give a path there, and "
+            "read by every trial and MLflow's local store is a sqlite file. Give a path there, and "
             "put Ray's storage and the trial checkpoints on remote storage with --storage URI"
         )
     return Path(text)

@@ -131,7 +131,7 @@ def test_cell_means_line_counts_finished_trials_only():
 
 def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
     """A cluster's workers inherit their raylet's environment, not the driver's: offline switches, MLflow's
-    retry settings and credentials, the allocator settings and raykd's own switches travel in the job's
+    retry settings and credentials and raykd's own switches travel in the job's
     runtime_env; paths do not."""
     from raykd.cluster import forwarded_env
 
@@ -145,12 +145,8 @@ def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_TRACKING_PASSWORD": "secret",
         "MLFLOW_TRACKING_URI": "http://mlflow:5000",
-        "MALLOC_MMAP_THRESHOLD_": "134217728",
-        "MALLOC_TRIM_THRESHOLD_": "268435456",
     }
     assert forwarded_env(env) == {
-        "MALLOC_MMAP_THRESHOLD_": "134217728",
-        "MALLOC_TRIM_THRESHOLD_": "268435456",
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "RAYKD_TEST_NAN_AT_STEP": "t:3:1",

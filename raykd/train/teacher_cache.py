@@ -7,7 +7,7 @@ hidden loss and the KD mask count, no padding). Trials then look examples up by 
 the teacher, so the lookup is correct under any shuffling, length grouping, DDP sharding or resume.
 
 Layout of ``<teacher dir>/cache/<key>/`` (key: teacher stage + layers + dtype + final-norm mode):
-``index.json`` (facts, written last), per stack ``<stack>.npy`` (``[tokens, layers, width]``, memory-mapped) and
+``index.json`` (facts, written last), per stack ``<stack>.npy`` (``[tokens, layers, width]``) and
 ``<stack>.offsets.npy``; ``logits.npy`` + ``logits.offsets.npy`` (one row per example for sequence-level
 logits, one per predicted position for token-level ones). Stored in fp16 by default (bf16 optional);
 built in a temporary folder and renamed, so a killed build leaves nothing half-written.
@@ -16,6 +16,7 @@ built in a temporary folder and renamed, so a killed build leaves nothing half-w
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -224,6 +225,40 @@ class _RaggedStore:
         np.save(self.folder / f"{self.name}.offsets.npy", self.offsets)
 
 
+class _RaggedReader:
+    """One cache file read a batch at a time with positioned reads (`os.pread`), not memory-mapped: a mapped cache
+    counts in every trial process's resident memory once read (~500 MB for the default study's), while read
+    pages stay in the kernel's page cache, shared and reclaimable."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.path = folder / f"{name}.npy"
+        header = np.load(self.path, mmap_mode="r")  # the header only: shape, dtype and where the data starts
+        self.dtype, self.start = header.dtype, header.offset
+        self.row_bytes = int(np.prod(header.shape[1:], dtype=np.int64)) * header.dtype.itemsize
+        self.row_shape = header.shape[1:]
+        del header
+        self.offsets = np.load(folder / f"{name}.offsets.npy")
+        self._fd: int | None = None
+
+    def read(self, index: list[int]) -> tuple[np.ndarray, list[int]]:
+        """The rows of examples `index`, concatenated in that order, and each example's row count."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in index]
+        out = bytearray(sum(lengths) * self.row_bytes)
+        view, at = memoryview(out), 0
+        for i, n in zip(index, lengths, strict=True):
+            size = n * self.row_bytes
+            if os.preadv(self._fd, [view[at : at + size]], self.start + int(self.offsets[i]) * self.row_bytes) != size:
+                raise OSError(f"{self.path} is shorter than its index says (example {i}): rebuild the cache")
+            at += size
+        return np.frombuffer(out, dtype=self.dtype).reshape(-1, *self.row_shape), lengths
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
 def _write(store: np.ndarray, start: int, values: torch.Tensor, dtype: torch.dtype) -> None:
     cast = values.detach().float().to(dtype).cpu()
     if dtype == torch.bfloat16:
@@ -246,10 +281,8 @@ class CachedTeacher:
         self.family, self.depths = family, dict(depths)
         self.layers = {s: list(ls) for s, ls in self.index["layers"].items()}
         self.torch_dtype = DTYPES[self.index["dtype"]]
-        self.stores = {s: np.load(self.folder / f"{s}.npy", mmap_mode="r") for s in self.layers}
-        self.offsets = {s: np.load(self.folder / f"{s}.offsets.npy") for s in self.layers}
-        self.logits = np.load(self.folder / "logits.npy", mmap_mode="r") if self.index["logits"] else None
-        self.logit_offsets = np.load(self.folder / "logits.offsets.npy") if self.index["logits"] else None
+        self.stores = {s: _RaggedReader(self.folder, s) for s in self.layers}
+        self.logits = _RaggedReader(self.folder, "logits") if self.index["logits"] else None
 
     def covers(self, layer_maps: Mapping[str, list], need_logits: bool) -> bool:
         """True when every teacher layer in `layer_maps` (and the logits, if needed) are cached."""
@@ -257,12 +290,12 @@ class CachedTeacher:
             return False
         return all(int(t) in self.layers.get(stack, []) for stack, pairs in layer_maps.items() for _, t in pairs)
 
-    def _rows(self, store: np.ndarray, offsets: np.ndarray, index: list[int]) -> tuple[torch.Tensor, list[int]]:
-        chunks = [store[offsets[i] : offsets[i + 1]] for i in index]
-        flat = torch.from_numpy(np.ascontiguousarray(np.concatenate(chunks)))
+    def _rows(self, store: _RaggedReader, index: list[int]) -> tuple[torch.Tensor, list[int]]:
+        flat, lengths = store.read(index)
+        flat = torch.from_numpy(flat)
         if self.torch_dtype == torch.bfloat16:
             flat = flat.view(torch.bfloat16)
-        return flat.float(), [len(c) for c in chunks]
+        return flat.float(), lengths
 
     def outputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[_Output, dict[str, list[torch.Tensor | None]]]:
         if INDEX not in batch:
@@ -272,7 +305,7 @@ class CachedTeacher:
         states: dict[str, list[torch.Tensor | None]] = {}
         for stack, layers in self.layers.items():
             mask = masks[stack]
-            flat, lengths = self._rows(self.stores[stack], self.offsets[stack], index)
+            flat, lengths = self._rows(self.stores[stack], index)
             _check(lengths, mask.sum(1).tolist(), stack)
             full = flat.new_zeros(*mask.shape, len(layers), flat.shape[-1])
             full[mask.cpu()] = flat
@@ -282,7 +315,7 @@ class CachedTeacher:
                 states[stack][t] = full[:, :, j]
         logits = None
         if self.logits is not None:
-            flat, lengths = self._rows(self.logits, self.logit_offsets, index)
+            flat, lengths = self._rows(self.logits, index)
             mask = _logit_mask(self.family, batch, self.index["sequence_level"])
             if mask is None:
                 logits = flat.to(batch["input_ids"].device)
