@@ -28,6 +28,7 @@ FORWARDED_PREFIXES = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
+    "AWS_",  # --storage s3://: credentials, region and endpoint of the checkpoints' store
 )
 
 

@@ -10,6 +10,7 @@ every node (KubeRay: a ReadWriteMany volume for the study folder).
 from __future__ import annotations
 
 import contextlib
+import uuid
 from pathlib import Path
 
 from raykd.config import ConfigError
@@ -40,15 +41,30 @@ def join(location: str | Path, *parts: str) -> str:
 
 
 def check_storage(uri: str) -> None:
-    """Refuse a storage URI pyarrow cannot open, before anything starts."""
+    """Refuse storage that cannot be written, before anything starts: a URI pyarrow cannot open, a missing bucket,
+    wrong credentials. Writes, reads back and deletes one small object under `uri`."""
     from pyarrow import fs
 
     try:
-        fs.FileSystem.from_uri(uri)
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        filesystem.create_dir(path, recursive=True)
+        probe = f"{path.rstrip('/')}/.raykd-write-check-{uuid.uuid4().hex}"
+        with filesystem.open_output_stream(probe) as out:
+            out.write(b"raykd")
+        with filesystem.open_input_stream(probe) as back:
+            if back.read() != b"raykd":
+                raise OSError(f"{probe} read back differs from what was written")
+        filesystem.delete_file(probe)
     except Exception as error:  # noqa: BLE001 - any failure means the same to the user
+        where = (
+            "the bucket exists and the credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; "
+            "AWS_ENDPOINT_URL for an S3-compatible server) may write to it"
+            if uri.startswith("s3://")
+            else "it exists and may be written"
+        )
         raise ConfigError(
-            f"--storage {uri!r} cannot be opened ({type(error).__name__}: {error}); give a URI pyarrow "
-            "understands (s3://, gs://, hdfs://, file://) with its credentials in the environment"
+            f"--storage {uri!r} cannot be written ({type(error).__name__}: {error}); check that {where}. Any URI "
+            "pyarrow understands works (s3://, gs://, hdfs://, file://), with its credentials in the environment"
         ) from None
 
 

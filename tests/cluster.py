@@ -54,11 +54,20 @@ def ray_processes(cluster: str | None = None) -> set[int]:
 class LocalCluster:
     """``head`` plus ``add_node()``s; `env` is what a study needs to join it (RAY_ADDRESS, token auth)."""
 
-    def __init__(self, head_cpus: int = 1, driver_slots: int = 100, dashboard: bool = True) -> None:
+    def __init__(
+        self, head_cpus: int = 1, driver_slots: int = 100, dashboard: bool = True, env: dict | None = None
+    ) -> None:
+        """`env`: more environment for every node (what a pod's spec would give its containers)."""
         self.mark = uuid.uuid4().hex
         self.temp_dir = tempfile.mkdtemp(prefix="raykd-cluster-")
         self.port = free_port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, CLUSTER_MARK: self.mark}
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": TOKEN,
+            CLUSTER_MARK: self.mark,
+        }
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.nodes: list[set[int]] = []
         self.killed: set[int] = set()
@@ -72,8 +81,12 @@ class LocalCluster:
             f'--resources={{"tune_driver": {driver_slots}}}',
             f"--temp-dir={self.temp_dir}",
             "--disable-usage-stats",
+            # each node's agent HTTP server on its own port (the fixed default clashes with any other Ray here; the
+            # head's serves the job API)
+            f"--dashboard-agent-listen-port={free_port()}",
         ]
-        args += [f"--dashboard-port={free_port()}"] if dashboard else ["--include-dashboard=false"]
+        self.dashboard = f"http://127.0.0.1:{free_port()}" if dashboard else None  # the job API's address
+        args += [f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}"] if dashboard else ["--include-dashboard=false"]
         self._start(args)
         self.head = self.processes() - started
         self.address = f"127.0.0.1:{self.port}"
@@ -91,7 +104,16 @@ class LocalCluster:
     def add_node(self, cpus: int = 1) -> int:
         """Start one more node (a raylet joining the head); returns its index."""
         started = self.processes()
-        self._start([self.ray, "start", f"--address={self.address}", f"--num-cpus={cpus}", "--disable-usage-stats"])
+        self._start(
+            [
+                self.ray,
+                "start",
+                f"--address={self.address}",
+                f"--num-cpus={cpus}",
+                "--disable-usage-stats",
+                f"--dashboard-agent-listen-port={free_port()}",
+            ]
+        )
         self.nodes.append(self.processes() - started)
         self.wait_for_nodes(1 + len(self.nodes) - len(self.killed))  # the head and every node not killed
         return len(self.nodes) - 1

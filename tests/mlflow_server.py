@@ -23,16 +23,16 @@ def free_port() -> int:
 def start_server(
     folder: Path, port: int, *flags: str, env: dict | None = None, timeout: float = 240
 ) -> subprocess.Popen:
-    """mlflow/serve.py over the store in `folder` on `port`; returns once /health answers (its log: a new
-    ``server-*.log`` in `folder`, so a restarted server keeps the earlier one's)."""
+    """mlflow/serve.py over the store in `folder` (or the one `flags` name with ``--backend-store-uri``) on `port`;
+    returns once /health answers (its log: a new ``server-*.log`` in `folder`, so a restarted server keeps the
+    earlier one's)."""
     log_path = folder / f"server-{time.time_ns()}.log"
     with open(log_path, "w") as log:  # the server keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [
                 sys.executable,
                 str(ROOT / "mlflow" / "serve.py"),
-                "--local",
-                str(folder / "store"),
+                *([] if "--backend-store-uri" in flags else ["--local", str(folder / "store")]),
                 "--port",
                 str(port),
                 "--workers",

@@ -205,6 +205,14 @@ def test_entrypoint_script_config_and_storage_are_consistent(rendered, tmp_path)
         workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
         assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert workers["minReplicas"] == 0 < workers["maxReplicas"]
+        # production storage: checkpoints in S3, MLflow's artifacts in the same bucket, credentials from one Secret
+        storage = argv[argv.index("--storage") + 1]
+        mlflow = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        artifacts = next(e["value"] for e in mlflow["env"] if e["name"] == "MLFLOW_ARTIFACTS_DESTINATION")
+        assert storage.startswith("s3://") and artifacts.split("/")[2] == storage.split("/")[2]
+        for where, spec in pod_specs(docs):
+            if where != "submitter":
+                assert spec["containers"][0]["envFrom"] == [{"secretRef": {"name": "raykd-s3"}}], where
     else:
         assert config.model_dump() == load_config(ROOT / "studies" / "configs" / "default.yaml").model_dump()
 
@@ -335,12 +343,15 @@ def test_readme_kubernetes_commands_match_the_manifests():
     block = readme.split("**Kubernetes (KubeRay).**")[1].split("```bash")[1].split("```")[0]
     docs = {o: render(o) for o in OVERLAYS}
     job = by_kind(docs["gpu"], "RayJob")[0]
-    secrets_wanted = {job["spec"]["rayClusterSpec"]["authOptions"]["secretName"]: "auth_token"}
-    mlflow_env = by_kind(docs["gpu"], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
-    for env in mlflow_env:
+    secrets_wanted = {job["spec"]["rayClusterSpec"]["authOptions"]["secretName"]: {"auth_token"}}
+    mlflow = by_kind(docs["gpu"], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    for env in mlflow["env"]:
         if "valueFrom" in env:
             ref = env["valueFrom"]["secretKeyRef"]
-            secrets_wanted[ref["name"]] = ref["key"]
+            secrets_wanted[ref["name"]] = {ref["key"]}
+    for _where, spec in pod_specs(docs["gpu"]):  # whole Secrets as environments: S3 credentials
+        for source in spec["containers"][0].get("envFrom", []):
+            secrets_wanted[source["secretRef"]["name"]] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     created = {}
     checked = 0
     for line in block.strip().splitlines():
@@ -364,9 +375,8 @@ def test_readme_kubernetes_commands_match_the_manifests():
             if obj["kind"] == "Namespace":
                 assert obj["metadata"]["name"] == by_kind(docs["gpu"], "Namespace")[0]["metadata"]["name"]
             else:
-                assert obj["metadata"]["namespace"] == "raykd" and set(obj["data"]) == {
-                    secrets_wanted[obj["metadata"]["name"]]
-                }
+                assert obj["metadata"]["namespace"] == "raykd"
+                assert set(obj["data"]) == secrets_wanted[obj["metadata"]["name"]]
         elif argv[1] in ("kustomize", "apply"):
             assert argv[-1].removeprefix("k8s/overlays/") in OVERLAYS
             if argv[1] == "kustomize":

@@ -131,7 +131,7 @@ def test_cell_means_line_counts_finished_trials_only():
 
 def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
     """A cluster's workers inherit their raylet's environment, not the driver's: offline switches, MLflow's
-    retry settings and credentials and raykd's own switches travel in the job's
+    retry settings and credentials, S3's credentials and endpoint and raykd's own switches travel in the job's
     runtime_env; paths do not."""
     from raykd.cluster import forwarded_env
 
@@ -145,6 +145,8 @@ def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_TRACKING_PASSWORD": "secret",
         "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "AWS_ENDPOINT_URL": "http://s3:9000",
+        "AWS_SECRET_ACCESS_KEY": "s3-secret",
     }
     assert forwarded_env(env) == {
         "HF_HUB_OFFLINE": "1",
@@ -153,6 +155,8 @@ def test_settings_the_workers_on_a_cluster_must_see_travel_with_the_job():
         "RAYKD_HOOKS": "/repo/tests/faults.py",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_TRACKING_PASSWORD": "secret",
+        "AWS_ENDPOINT_URL": "http://s3:9000",
+        "AWS_SECRET_ACCESS_KEY": "s3-secret",
     }
 
 

@@ -12,7 +12,9 @@ retried or grown finds them. One checkpoint holds:
 
 Writes are committed as a whole (a rename on POSIX storage, a ``COMPLETE`` marker written last on remote storage
 such as S3 or GCS); older checkpoints are deleted after a commit, so a kill at any moment leaves the last
-complete one. Loading is
+complete one. Remote storage that stops answering (a restarting S3 server) is retried with backoff for up to
+``RAYKD_STORAGE_RETRY_S`` seconds (default 300; the S3 client alone gives up after ~6 s), then the trial fails with
+the storage's error and is retried from its last checkpoint like any failed trial. Loading is
 weights-only (safetensors, ``torch.load(weights_only=True)``) and checks every file before anything is
 applied: an unreadable checkpoint is refused with the reason, and the trial starts over.
 """
@@ -21,13 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, load_model, save_file
@@ -36,6 +40,7 @@ from raykd.student import save_student
 
 PREFIX = "step-"
 COMMITTED = "COMPLETE"  # written last: a checkpoint without it is not one
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,8 +76,30 @@ class CheckpointStore:
         self.remote = not isinstance(self.fs, fs.LocalFileSystem)
         self.path = f"{base.rstrip('/')}/{trial_id}"
         self.folder = Path(self.path)  # meaningful for local storage
+        self.retry_s = float(os.environ.get("RAYKD_STORAGE_RETRY_S", "300"))
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        """`call()`, retried with backoff (1, 2, 4 ... 30 s) for up to `retry_s` while remote storage does not answer."""
+        if not self.remote:
+            return call()
+        deadline, wait = time.monotonic() + self.retry_s, 1.0
+        while True:
+            try:
+                return call()
+            except FileNotFoundError:
+                raise
+            except OSError as error:
+                if time.monotonic() + wait > deadline:
+                    message = f"checkpoint storage {self.path!r}: {what} failed for {self.retry_s:g} s: {error}"
+                    raise OSError(message) from error
+                warnings.warn(f"checkpoint storage: {what} failed ({error}); retrying in {wait:g} s", stacklevel=3)
+                time.sleep(wait)
+                wait = min(2 * wait, 30.0)
 
     def _steps(self) -> list[tuple[int, str]]:
+        return self._retry("listing checkpoints", self._list_steps)
+
+    def _list_steps(self) -> list[tuple[int, str]]:
         from pyarrow import fs
 
         try:
@@ -107,7 +134,7 @@ class CheckpointStore:
         from pyarrow import fs
 
         with tempfile.TemporaryDirectory(prefix="raykd-ckpt-") as local:
-            fs.copy_files(str(checkpoint), local, source_filesystem=self.fs)
+            self._retry("download", lambda: fs.copy_files(str(checkpoint), local, source_filesystem=self.fs))
             yield Path(local)
 
     def save(
@@ -131,7 +158,7 @@ class CheckpointStore:
         if rank == 0:
             for _, older in self._steps():
                 if older != final:
-                    self.fs.delete_dir(older)
+                    self._retry("deleting an older checkpoint", lambda older=older: self.fs.delete_dir(older))
         if world > 1:
             barrier()
         return final
@@ -154,22 +181,25 @@ class CheckpointStore:
     def _upload(self, final, write, rank, world, barrier) -> None:
         from pyarrow import fs
 
+        def commit() -> None:
+            with self.fs.open_output_stream(f"{final}/{COMMITTED}") as marker:
+                marker.write(b"")
+
         if rank == 0:
-            self.fs.delete_dir_contents(final, missing_dir_ok=True)
-            self.fs.create_dir(final)
+            self._retry("clearing the step's folder", lambda: self.fs.delete_dir_contents(final, missing_dir_ok=True))
+            self._retry("creating the step's folder", lambda: self.fs.create_dir(final))
         if world > 1:
             barrier()
         with tempfile.TemporaryDirectory(prefix="raykd-ckpt-") as local:
             write(Path(local))
-            fs.copy_files(local, final, destination_filesystem=self.fs)
+            self._retry("upload", lambda: fs.copy_files(local, final, destination_filesystem=self.fs))
         if world > 1:
             barrier()
         if rank == 0:
-            with self.fs.open_output_stream(f"{final}/{COMMITTED}") as marker:
-                marker.write(b"")
+            self._retry("commit", commit)
 
     def clear(self) -> None:
-        self.fs.delete_dir_contents(self.path, missing_dir_ok=True)
+        self._retry("clearing", lambda: self.fs.delete_dir_contents(self.path, missing_dir_ok=True))
 
 
 def rng_state() -> dict[str, Any]:
