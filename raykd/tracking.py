@@ -31,8 +31,9 @@ STATUS = "raykd.status"  # finished | diverged | failed
 ERROR = "raykd.error"  # why a trial failed (first line)
 PARENT = "raykd.parent_run"  # trial and teacher runs point at the study's run; not nested in MLflow's table
 NOTE = "mlflow.note.content"  # a run's or experiment's description (MLflow renders it as markdown)
-# MLflow 3's UI picks an experiment's page from its kind; a study is classic model development: open it on the
-# runs table, not on the GenAI overview (traces, latency, token usage) it would otherwise infer.
+# A study is classic model development. MLflow 3.17's UI does not read this tag: it opens an experiment on the GenAI
+# overview or on the runs table by the browser's workflow switch (localStorage `mlflow.workflowType`, GenAI until the
+# user flips it), which the `workflowType` URL parameter overrides (`comparison_url`). Nothing server-side sets it.
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
     NOTE: "A raykd study: one run per trial (strategy, init, hidden-loss weight, seed), the teacher's run "

@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("report"):
         console.line(f"[raykd] report: {summary['report']['paths']['report']} (and report.html)")
     console.line(f"[raykd] compare in MLflow: {mlflow_ui_command(summary['tracking_uri'], summary['experiment_id'])}")
+    console.line(
+        "[raykd] (other ways into the experiment open MLflow's GenAI overview until the sidebar's workflow switch "
+        "is set to model training once: the browser remembers it)"
+    )
     return 0 if counts["finished"] else 1
 
 

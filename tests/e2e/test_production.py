@@ -291,6 +291,7 @@ def test_the_images_install_step_installs_raykd_from_the_repos_own_files(tmp_pat
     args["TORCH_INDEX"] = "https://pypi.org/simple"
     for key, value in args.items():
         run = run.replace("${" + key + "}", value)
+    run = run.replace("--no-cache-dir ", "")  # the image keeps no pip cache to stay small; here the cache saves minutes
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
