@@ -41,6 +41,7 @@ STUDY = {  # the smoke study, 4 trials long enough to be stopped mid-way (overri
     "distill.train.epochs": 3,
     "distill.train.eval_every": 4,
     "distill.train.log_every": 1,
+    "compute.max_failures": 2,
 }
 
 
@@ -159,7 +160,7 @@ class Submission:
 
 def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_postgres(stack, tmp_path, smoke_teacher):
     """Submitted as the RayJob submits it. While trials run (a checkpoint already in S3): the S3 server restarts
-    (down 30 s), then PostgreSQL restarts; then `ray job stop`. Re-submitting the same entrypoint resumes the study:
+    (down 30 s), PostgreSQL restarts, the second node is lost (and replaced); then `ray job stop`. Re-submitting the same entrypoint resumes the study:
     finished trials kept, the interrupted ones continued from their S3 checkpoints, one MLflow run per trial in
     PostgreSQL, the report's artifacts in S3 and the verdict in the job's log."""
     folders = {"/app": ROOT, "/etc/raykd": tmp_path / "etc", "/mnt/raykd": tmp_path / "mnt"}
@@ -176,6 +177,10 @@ def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_pos
     first.wait_for(lambda: any(k.endswith("/COMPLETE") for k in s3.keys(f"{prefix}/checkpoints/")), "S3 checkpoint")
     s3.restart(down_s=30)  # longer than the S3 client's own retries (~6 s)
     stack.postgres.restart()
+    # two trials at once on two 1-CPU nodes: one runs on the second node; that node is lost (SIGKILL of its raylet and
+    # workers), so its trial continues from its S3 checkpoint on the head; then the machine comes back
+    assert stack.cluster.kill_node(len(stack.cluster.nodes) - 1) >= 2
+    stack.cluster.add_node(cpus=1)
     first.wait_for(lambda: "[1/4 done" in first.text or "[2/4 done" in first.text, "finished trial")
     stopped = first.job("stop")
     first.finish(timeout=120)  # the submitter follows the job to its end
@@ -207,7 +212,10 @@ def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_pos
         f"{s}-random-w{3 if s != 'none' else 0}-s{seed}" for s in ("forward", "none") for seed in (0, 1)
     )
     assert all(r.data.tags["raykd.status"] == "finished" for r in trials)
-    assert any("raykd.resumed_from_step" in r.data.tags for r in trials), "no trial continued from its checkpoint"
+    resumed = [r.data.tags for r in trials if "raykd.resumed_from_step" in r.data.tags]
+    assert resumed, "no trial continued from its checkpoint"
+    # the lost node's trial read its checkpoint, written on that node, from S3 on another node
+    assert any(t.get("raykd.checkpoint_node") not in (None, t["raykd.node"]) for t in resumed), resumed
     for run in trials:  # nothing lost across the PostgreSQL restart: every step's loss is in the database
         steps = {m.step for m in client.get_metric_history(run.info.run_id, "train.total")}
         assert steps == set(range(1, int(run.data.metrics["steps"]) + 1)), (run.info.run_name, sorted(steps))
