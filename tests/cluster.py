@@ -8,6 +8,7 @@ descending from a process with the mark."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -133,6 +134,19 @@ class LocalCluster:
                 return
             time.sleep(1)
         raise AssertionError(f"the cluster did not reach {n} nodes:\n{status.stdout}")
+
+    def node_ids(self) -> list[str]:
+        """Ray's ids of the alive nodes, the head first (the State API: needs the dashboard)."""
+        listed = subprocess.run(
+            [self.ray, "list", "nodes", "--address", self.dashboard, "--format", "json", "--filter", "state=ALIVE"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=True,
+        )
+        nodes = json.loads(listed.stdout)
+        return [n["node_id"] for n in sorted(nodes, key=lambda n: not n["is_head_node"])]
 
     def kill_node(self, index: int) -> int:
         """SIGKILL a node's raylet and everything it started (its workers): what a lost machine does. Returns
