@@ -4,7 +4,7 @@ through RAY_ADDRESS with the output folder as the storage both nodes share.
 - a DDP trial whose two workers run on the two nodes, against the same global batch on one worker; in the same
   study, a non-finite loss on one rank of another trial stops every rank at the same step (agreed by an
   all-reduce): `diverged`;
-- (a node lost mid-trial, its trial continued from its checkpoint on another node: tests/e2e/test_production.py);
+- a node lost mid-trial: the trial is retried from its last checkpoint on what remains;
 - every request fits on one node, and one that never could fails at once, saying what was asked and what the
   nodes have.
 """
@@ -126,6 +126,58 @@ def test_ddp_trials_on_two_nodes_against_one_worker_and_a_non_finite_loss_on_one
     assert ddp_loss[0][1] == pytest.approx(one_loss[0][1], rel=0.05)
     assert sum(v for _, v in ddp_loss) == pytest.approx(sum(v for _, v in one_loss), rel=0.05)
     assert abs(trial.data.metrics["test.accuracy"] - reference.data.metrics["test.accuracy"]) <= 0.05
+
+
+def test_a_lost_node_is_survived(cluster, tmp_path, smoke_teacher):
+    """Two one-worker trials at a time, one per node. The second node is killed (SIGKILL of its raylet and workers)
+    once a trial there has a checkpoint: that trial is retried from its last checkpoint on the head, and the study
+    finishes with one MLflow run per trial and every logged step. (A driver stopped while trials run on a cluster,
+    and the same entrypoint resuming it: tests/e2e/test_production.py, through the job API.)"""
+    longer = [
+        "--set",
+        "sweep.strategies=[forward,none]",
+        "--set",
+        "sweep.inits=[random]",
+        "--set",
+        "sweep.seeds=[0,1]",
+        "--set",
+        "analysis.enabled=false",
+        "--set",
+        "distill.train.epochs=3",
+        "--set",
+        "distill.train.eval_every=4",
+        "--set",
+        "distill.train.log_every=1",
+        "--set",
+        "compute.max_failures=2",
+    ]
+    seed_teacher(smoke_teacher, tmp_path / "a", "smoke", set_items(longer))
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--config", str(SMOKE), "--output-dir", str(tmp_path / "a"), *longer],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cluster.env,
+        cwd=ROOT,
+    )
+    checkpoints = tmp_path / "a" / "smoke" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (checkpoints.is_dir() and len(list(checkpoints.glob("*/step-*"))) >= 2):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    assert cluster.kill_node(0) >= 2  # the second node: its raylet and its workers
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in out
+    client, runs = runs_by_name(tmp_path / "a" / "smoke")
+    trials = {n: r for n, r in runs.items() if r.data.tags.get("raykd.role") == "trial"}
+    assert len(trials) == 4 and all(r.data.tags["raykd.status"] == "finished" for r in trials.values())
+    resumed = [n for n, r in trials.items() if "raykd.resumed_from_step" in r.data.tags]
+    assert resumed, "no trial was retried from a checkpoint after the node died"
+    for run in trials.values():  # every logged step kept (a resumed trial logs again what it trained again)
+        steps = {s for s, _ in history(client, run, "train.total")}
+        assert steps == set(range(1, int(run.data.metrics["steps"]) + 1)), sorted(steps)
+    cluster.add_node(cpus=1)  # the machine is back, for the tests after this one
 
 
 def test_a_study_folder_on_remote_storage_is_refused_naming_what_needs_posix(tmp_path):

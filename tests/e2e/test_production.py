@@ -41,7 +41,6 @@ STUDY = {  # the smoke study, 4 trials long enough to be stopped mid-way (overri
     "distill.train.epochs": 3,
     "distill.train.eval_every": 4,
     "distill.train.log_every": 1,
-    "compute.max_failures": 2,
 }
 
 
@@ -160,7 +159,7 @@ class Submission:
 
 def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_postgres(stack, tmp_path, smoke_teacher):
     """Submitted as the RayJob submits it. While trials run (a checkpoint already in S3): the S3 server restarts
-    (down 30 s), PostgreSQL restarts, the second node is lost (and replaced); then `ray job stop`. Re-submitting the same entrypoint resumes the study:
+    (down 30 s), then PostgreSQL restarts; then `ray job stop`. Re-submitting the same entrypoint resumes the study:
     finished trials kept, the interrupted ones continued from their S3 checkpoints, one MLflow run per trial in
     PostgreSQL, the report's artifacts in S3 and the verdict in the job's log."""
     folders = {"/app": ROOT, "/etc/raykd": tmp_path / "etc", "/mnt/raykd": tmp_path / "mnt"}
@@ -177,37 +176,6 @@ def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_pos
     first.wait_for(lambda: any(k.endswith("/COMPLETE") for k in s3.keys(f"{prefix}/checkpoints/")), "S3 checkpoint")
     s3.restart(down_s=30)  # longer than the S3 client's own retries (~6 s)
     stack.postgres.restart()
-    # the second node is lost (SIGKILL of its raylet and workers) while a trial there has a checkpoint in S3: the trial
-    # continues from it on another node (its run's tags say where it ran and where its checkpoint was written)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(stack.mlflow_uri)
-    second = stack.cluster.node_ids()[-1]
-
-    def trial_tags() -> dict[str, dict]:
-        experiment = client.get_experiment_by_name("smoke")
-        runs = client.search_runs([experiment.experiment_id], "tags.`raykd.role` = 'trial'") if experiment else []
-        return {r.info.run_name: r.data.tags for r in runs}
-
-    def checkpointed_there() -> str | None:
-        done = {k.split("/")[3] for k in s3.keys(f"{prefix}/checkpoints/") if k.endswith("/COMPLETE")}
-        return next(
-            (
-                n
-                for n, t in trial_tags().items()
-                if t.get("raykd.node") == second and "raykd.status" not in t and n in done
-            ),
-            None,
-        )
-
-    first.wait_for(lambda: checkpointed_there() is not None, "a trial with a checkpoint on the second node")
-    victim = checkpointed_there()
-    assert stack.cluster.kill_node(len(stack.cluster.nodes) - 1) >= 2
-    stack.cluster.add_node(cpus=1)  # the machine comes back (a new node)
-    first.wait_for(
-        lambda: trial_tags()[victim].get("raykd.checkpoint_node") == second != trial_tags()[victim]["raykd.node"],
-        f"{victim} resumed on another node from the lost node's checkpoint",
-    )
     first.wait_for(lambda: "[1/4 done" in first.text or "[2/4 done" in first.text, "finished trial")
     stopped = first.job("stop")
     first.finish(timeout=120)  # the submitter follows the job to its end
@@ -228,6 +196,8 @@ def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_pos
     assert "[raykd] resuming: " in log, log[-4000:]
     assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in log, log[-4000:]
     assert "== verdict: smoke" in log  # the verdict block, in the job's log
+
+    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(stack.mlflow_uri)  # PostgreSQL behind it
     experiment = client.get_experiment_by_name("smoke")
