@@ -94,17 +94,6 @@ def trial_runs(uri: str, name: str) -> dict:
     return {r.info.run_name: r for r in runs}
 
 
-def shape(value):
-    """The structure of a summary: keys, list lengths and value kinds, not the numbers."""
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return type(value).__name__
-    return "number"
-
-
 def counted(summary: dict) -> dict:
     return {
         "trials": sorted((t["trial_id"], t["status"]) for t in summary["trials"]),
@@ -113,24 +102,13 @@ def counted(summary: dict) -> dict:
     }
 
 
-def test_killed_at_every_stage_resumes_to_the_uninterrupted_result_beside_another_study(tmp_path, smoke_teacher):
+def test_killed_at_every_stage_the_same_command_goes_on(tmp_path):
     """SIGKILL during the teacher stage, between trials while another trial is mid-way, and during the analysis; each
-    time the same command goes on. Meanwhile a second study with another name runs
-    uninterrupted in the same output folder against the same tracking store: it is the reference, and the
-    two must not interfere."""
+    time the same command goes on, to one MLflow run per trial. (Two studies at once on one store:
+    tests/e2e/test_production.py; the sqlite schema race: tests/test_tracking.py.)"""
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     env = {"MLFLOW_TRACKING_URI": uri}
     chain = ["--name", "chain", *SMALL]
-    reference = start(tmp_path, "--name", "reference", *SMALL, env=env, teacher=smoke_teacher)
-    try:
-        _kill_chain(tmp_path, chain, env, uri, reference)
-    finally:
-        if reference.poll() is None:
-            os.killpg(reference.pid, signal.SIGKILL)
-            reference.wait()
-
-
-def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference: subprocess.Popen) -> None:
     chain_dir = tmp_path / "chain"
 
     # 1. during the teacher stage: as soon as it reports fine-tuning progress
@@ -175,8 +153,6 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
         "[raykd] resuming: 4 of 4 trials already ended; running 0" in out
         and "[raykd] done: 4 finished, 0 diverged, 0 failed" in out
     )
-    reference_out = finish(reference)
-    assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in reference_out
 
     runs = trial_runs(uri, "chain")  # exactly one run per trial, no duplicates
     trials = {n: r for n, r in runs.items() if r.data.tags.get("raykd.role") == "trial"}
@@ -190,14 +166,12 @@ def _kill_chain(tmp_path: Path, chain: list[str], env: dict, uri: str, reference
         runs["teacher"].data.tags["raykd.trial_id"][len("teacher-") :]
     ]
 
-    other = trial_runs(uri, "reference")  # the other study: its own experiment, untouched by the kills
-    assert sum(r.data.tags.get("raykd.role") == "trial" for r in other.values()) == 4
-    assert other["reference"].info.status == "FINISHED"
-
-    chain_summary = json.loads((chain_dir / "report" / "summary.json").read_text())
-    reference_summary = json.loads((tmp_path / "reference" / "report" / "summary.json").read_text())
-    assert shape(chain_summary) == shape(reference_summary)
-    assert counted(chain_summary) == counted(reference_summary)
+    summary = json.loads((chain_dir / "report" / "summary.json").read_text())  # every trial counted once
+    assert counted(summary) == {
+        "trials": sorted((t, "finished") for t in trials),
+        "excluded": [],
+        "cells": [("forward", "random", 2, (0, 1)), ("none", "random", 2, (0, 1))],
+    }
 
 
 def test_worker_deaths_retried_from_checkpoint_beyond_retries_failed_and_a_truncated_checkpoint_restarts(
