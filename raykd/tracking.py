@@ -290,8 +290,13 @@ class TrialLog:
         log_params(self.client, self.run_id, {**flatten(context.config), **trial.params(), **context.versions})
         if discarded is not None:
             set_tags(self.client, self.run_id, {"raykd.checkpoint_discarded": discarded[:5000]})
+        if trial.node is not None:  # where this attempt runs (a resumed one: also where its checkpoint was written)
+            set_tags(self.client, self.run_id, {"raykd.node": trial.node})
         if resumed_from is not None:
-            set_tags(self.client, self.run_id, {"raykd.resumed_from_step": str(resumed_from)})
+            tags = {"raykd.resumed_from_step": str(resumed_from)}
+            if trial.checkpoint_node is not None:
+                tags["raykd.checkpoint_node"] = trial.checkpoint_node
+            set_tags(self.client, self.run_id, tags)
         else:
             self.client.log_dict(
                 self.run_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,9 +28,16 @@ CLUSTER_MARK = "RAYKD_TEST_CLUSTER"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768+) and above Ray's worker ports (10002-19999): ports the
+    OS hands out to anyone binding port 0 (Ray's own agents among them) cannot take it between now and its use."""
+    while True:
+        port = random.randint(20000, 32767)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def ray_processes(cluster: str | None = None) -> set[int]:

@@ -179,7 +179,6 @@ class CheckpointStore:
             staging.rename(final)
 
     def _upload(self, final, write, rank, world, barrier) -> None:
-        from pyarrow import fs
 
         def commit() -> None:
             with self.fs.open_output_stream(f"{final}/{COMMITTED}") as marker:
@@ -192,11 +191,30 @@ class CheckpointStore:
             barrier()
         with tempfile.TemporaryDirectory(prefix="raykd-ckpt-") as local:
             write(Path(local))
-            self._retry("upload", lambda: fs.copy_files(local, final, destination_filesystem=self.fs))
+            self._retry("upload", lambda: self._put(Path(local), final))
         if world > 1:
             barrier()
         if rank == 0:
             self._retry("commit", commit)
+
+    def _put(self, local: Path, final: str) -> None:
+        """Upload `local`'s files into `final`, then check that every one arrived whole. Each stream is closed
+        explicitly, so a failed upload raises (pyarrow's ``copy_files`` drops the error of an upload cut off
+        mid-way: a checkpoint then committed without its weights was seen with S3 restarting mid-upload)."""
+        from pyarrow import fs
+
+        files = {p.relative_to(local).as_posix(): p for p in local.rglob("*") if p.is_file()}
+        for name, path in files.items():
+            with path.open("rb") as source, self.fs.open_output_stream(f"{final}/{name}") as sink:
+                shutil.copyfileobj(source, sink, 8 << 20)
+        landed = {
+            info.path.removeprefix(f"{final}/"): info.size
+            for info in self.fs.get_file_info(fs.FileSelector(final, recursive=True))
+            if info.type == fs.FileType.File
+        }
+        short = sorted(n for n, p in files.items() if landed.get(n) != p.stat().st_size)
+        if short:
+            raise OSError(f"upload incomplete: {', '.join(short)} missing or truncated in {final}")
 
     def clear(self) -> None:
         self._retry("clearing", lambda: self.fs.delete_dir_contents(self.path, missing_dir_ok=True))

@@ -167,6 +167,8 @@ class TrialRun(TrialRecipe):
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.evaluated_at: int | None = None
         self.teacher_source = "live"
+        self.node: str | None = None  # where this process runs (the runner's name for it), kept in checkpoints
+        self.checkpoint_node: str | None = None  # where the checkpoint it resumed from was written
 
     # --- setup ------------------------------------------------------------------------------------
     def setup(self, wrap: Callable[[nn.Module], nn.Module] | None = None) -> TrialRun:
@@ -255,6 +257,7 @@ class TrialRun(TrialRecipe):
             "best_step": self.best_step,
             "evaluated_at": self.evaluated_at,
             "final": final,
+            "node": self.node,
         }
 
     def save_checkpoint(self, folder: Path, final: bool = False) -> None:
@@ -281,6 +284,7 @@ class TrialRun(TrialRecipe):
         self.state = LoopState(epoch=state["epoch"], step=state["step"], step_in_epoch=state["step_in_epoch"])
         self.best, self.best_step, self.evaluated_at = state["best"], state["best_step"], state.get("evaluated_at")
         self.best_weights = restored.best_weights
+        self.checkpoint_node = state.get("node")
         if restored.optimizer is not None:
             self.optimizer.load_state_dict(restored.optimizer)
             self.scheduler.load_state_dict(restored.scheduler)

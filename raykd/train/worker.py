@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import ray
 import torch
 
 from raykd import hooks as injected
@@ -79,6 +80,7 @@ def train_trial(loop_config: dict[str, Any]) -> dict[str, Any]:
     trial = TrialRun(
         context, spec, teacher_artifacts(context, session.device), rank=session.rank, world=session.world
     ).setup(wrap=session.wrap)
+    trial.node = ray.get_runtime_context().get_node_id()
     hooks = TrialHooks(trial, session, CheckpointStore(context.checkpoints, spec.trial_id), loop_config.get("run_id"))
     setup_s = time.perf_counter() - entered
     status = trial.train(on_step=hooks.on_step, on_eval=hooks.on_eval)
@@ -185,8 +187,6 @@ def ranks_report(trial: TrialRun) -> list[dict[str, Any]]:
     hash of its epoch-0 example order), where its teacher outputs came from, and a checksum of its weights (DDP
     keeps the replicas identical)."""
     import hashlib
-
-    import ray
 
     trial.loader.sampler.set_epoch(0)
     order = list(trial.loader.sampler)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.mlflow_server import free_port, start_server, stop_server
+from tests.cluster import free_port
+from tests.mlflow_server import start_server, stop_server
 from tests.smoke_studies import seed_teacher
 
 ROOT = Path(__file__).resolve().parents[2]

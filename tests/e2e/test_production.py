@@ -47,18 +47,22 @@ STUDY = {  # the smoke study, 4 trials long enough to be stopped mid-way (overri
 
 class Stack:
     def __init__(self, folder: Path) -> None:
-        self.s3 = S3Server(folder)
-        self.postgres = Postgres()
-        port = free_port()
-        self.mlflow_uri = f"http://127.0.0.1:{port}"
-        artifacts = f"s3://{BUCKET}/mlflow-artifacts"
-        flags = ("--backend-store-uri", self.postgres.uri, "--artifacts-destination", artifacts)
-        self.mlflow = start_server(folder, port, *flags, env=self.s3.env)
-        venv = str(Path(sys.executable).parent)  # the entrypoint's `python` is the image's (here: this venv's)
-        pod_env = {**self.s3.env, "MLFLOW_TRACKING_URI": self.mlflow_uri, "PATH": f"{venv}:{os.environ['PATH']}"}
-        self.cluster = LocalCluster(head_cpus=1, env=pod_env)
-        self.cluster.add_node(cpus=1)
-        self.wait_for_job_api()
+        try:
+            self.s3 = S3Server(folder)
+            self.postgres = Postgres()
+            port = free_port()
+            self.mlflow_uri = f"http://127.0.0.1:{port}"
+            artifacts = f"s3://{BUCKET}/mlflow-artifacts"
+            flags = ("--backend-store-uri", self.postgres.uri, "--artifacts-destination", artifacts)
+            self.mlflow = start_server(folder, port, *flags, env=self.s3.env)
+            venv = str(Path(sys.executable).parent)  # the entrypoint's `python` is the image's (here: this venv's)
+            pod_env = {**self.s3.env, "MLFLOW_TRACKING_URI": self.mlflow_uri, "PATH": f"{venv}:{os.environ['PATH']}"}
+            self.cluster = LocalCluster(head_cpus=1, env=pod_env)
+            self.cluster.add_node(cpus=1)
+            self.wait_for_job_api()
+        except BaseException:  # no server or node outlives a stack that did not start
+            self.stop()
+            raise
 
     def wait_for_job_api(self, timeout: float = 120) -> None:
         """Until the head's job agent takes a submission (KubeRay also waits for the cluster before submitting)."""
@@ -73,9 +77,12 @@ class Stack:
         raise AssertionError(f"the job API did not take a submission in {timeout:g} s:\n{out[-3000:]}")
 
     def stop(self) -> None:
-        for stop in (self.cluster.stop, lambda: stop_server(self.mlflow), self.postgres.stop, self.s3.stop):
+        """Stop what started (all of it, or what a failed start left), the cluster first."""
+        for part in ("cluster", "mlflow", "postgres", "s3"):
+            if not hasattr(self, part):
+                continue
             try:
-                stop()
+                stop_server(self.mlflow) if part == "mlflow" else getattr(self, part).stop()
             except Exception as error:  # noqa: BLE001 - stop the rest, then report
                 print(f"stopping: {error}")
 
@@ -160,7 +167,8 @@ class Submission:
 
 def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_postgres(stack, tmp_path, smoke_teacher):
     """Submitted as the RayJob submits it. While trials run (a checkpoint already in S3): the S3 server restarts
-    (down 30 s), then PostgreSQL restarts; then `ray job stop`. Re-submitting the same entrypoint resumes the study:
+    (down 30 s), then PostgreSQL restarts, then the second node is lost while a trial there has a checkpoint it wrote
+    (the trial resumes from it on another node); then `ray job stop`. Re-submitting the same entrypoint resumes the study:
     finished trials kept, the interrupted ones continued from their S3 checkpoints, one MLflow run per trial in
     PostgreSQL, the report's artifacts in S3 and the verdict in the job's log."""
     folders = {"/app": ROOT, "/etc/raykd": tmp_path / "etc", "/mnt/raykd": tmp_path / "mnt"}
@@ -177,6 +185,49 @@ def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_pos
     first.wait_for(lambda: any(k.endswith("/COMPLETE") for k in s3.keys(f"{prefix}/checkpoints/")), "S3 checkpoint")
     s3.restart(down_s=30)  # longer than the S3 client's own retries (~6 s)
     stack.postgres.restart()
+    # the second node is lost (SIGKILL of its raylet and workers) while a trial there has a checkpoint it wrote there
+    # in S3: the trial continues from that checkpoint on another node (its run's tags say where each attempt ran and
+    # where the checkpoint it resumed from was written)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(stack.mlflow_uri)  # PostgreSQL behind it
+    second = stack.cluster.node_ids()[-1]
+
+    def trial_tags() -> dict[str, dict]:
+        experiment = client.get_experiment_by_name("smoke")
+        runs = client.search_runs([experiment.experiment_id], "tags.`raykd.role` = 'trial'") if experiment else []
+        return {r.info.run_name: r.data.tags for r in runs}
+
+    def written_there(trial: str) -> bool:
+        """The trial's newest committed checkpoint was written on the second node."""
+        steps = sorted(
+            (int(k.split("/")[-2].removeprefix("step-")), k.rsplit("/", 1)[0])
+            for k in s3.keys(f"{prefix}/checkpoints/{trial}/")
+            if k.endswith("/COMPLETE")
+        )
+        if not steps:
+            return False
+        state = s3.client().get_object(Bucket=BUCKET, Key=f"{steps[-1][1]}/state.json")["Body"].read()
+        return json.loads(state).get("node") == second
+
+    def running_there() -> str | None:
+        return next(
+            (
+                n
+                for n, t in trial_tags().items()
+                if t.get("raykd.node") == second and "raykd.status" not in t and written_there(n)
+            ),
+            None,
+        )
+
+    first.wait_for(lambda: running_there() is not None, "a trial on the second node with a checkpoint written there")
+    victim = running_there()
+    assert stack.cluster.kill_node(len(stack.cluster.nodes) - 1) >= 2
+    stack.cluster.add_node(cpus=1)  # the machine comes back (a new node)
+    first.wait_for(
+        lambda: trial_tags()[victim].get("raykd.checkpoint_node") == second != trial_tags()[victim]["raykd.node"],
+        f"{victim} resumed on another node from the lost node's checkpoint",
+    )
     first.wait_for(lambda: "[1/4 done" in first.text or "[2/4 done" in first.text, "finished trial")
     stopped = first.job("stop")
     first.finish(timeout=120)  # the submitter follows the job to its end
@@ -198,9 +249,6 @@ def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_pos
     assert "[raykd] done: 4 finished, 0 diverged, 0 failed" in log, log[-4000:]
     assert "== verdict: smoke" in log  # the verdict block, in the job's log
 
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(stack.mlflow_uri)  # PostgreSQL behind it
     experiment = client.get_experiment_by_name("smoke")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     trials = [r for r in runs if r.data.tags.get("raykd.role") == "trial"]
@@ -209,6 +257,12 @@ def test_the_rayjob_entrypoint_survives_restarts_stops_and_resumes_on_s3_and_pos
     )
     assert all(r.data.tags["raykd.status"] == "finished" for r in trials)
     assert any("raykd.resumed_from_step" in r.data.tags for r in trials), "no trial continued from its checkpoint"
+    discarded = {
+        r.info.run_name: r.data.tags["raykd.checkpoint_discarded"]
+        for r in trials
+        if "raykd.checkpoint_discarded" in r.data.tags
+    }
+    assert not discarded, discarded  # every checkpoint committed in S3 was whole, the outage's too
     for run in trials:  # nothing lost across the PostgreSQL restart: every step's loss is in the database
         steps = {m.step for m in client.get_metric_history(run.info.run_id, "train.total")}
         assert steps == set(range(1, int(run.data.metrics["steps"]) + 1)), (run.info.run_name, sorted(steps))
@@ -317,6 +371,33 @@ def test_the_images_install_step_installs_raykd_from_the_repos_own_files(tmp_pat
         [python, "studies/strategy_grid.py", "--help"], cwd=app, capture_output=True, text=True, timeout=120
     )
     assert helped.returncode == 0 and "--storage" in helped.stdout
+
+
+def test_an_upload_cut_off_by_a_storage_restart_is_redone_before_the_commit(stack, monkeypatch):
+    """S3 goes away while a checkpoint's files are uploading (open connections dropped): the upload is redone once it
+    is back, and the committed checkpoint holds every file whole (pyarrow's copy_files dropped such errors: a
+    checkpoint was committed without its weights, and the trial resumed from it started over)."""
+    from raykd.train.checkpoint import CheckpointStore
+
+    for key, value in stack.s3.env.items():
+        monkeypatch.setenv(key, value)
+    store = CheckpointStore(f"s3://{BUCKET}/cut", "t")
+    sizes = {f"part{i}.bin": 20_000_000 + i for i in range(3)}
+    outage = threading.Thread(target=lambda: (time.sleep(0.3), stack.s3.restart(8)))
+
+    def write(folder: Path) -> None:
+        for name, size in sizes.items():
+            (folder / name).write_bytes(os.urandom(size))
+        outage.start()  # mid-upload: the files take longer than 0.3 s to send
+
+    with pytest.warns(UserWarning, match="checkpoint storage: upload failed"):
+        store.save(4, write)
+    outage.join()
+    listed = stack.s3.client().list_objects_v2(Bucket=BUCKET, Prefix="cut/t/step-4/")["Contents"]
+    assert {o["Key"].rsplit("/", 1)[1]: o["Size"] for o in listed if not o["Key"].endswith("/")} == {
+        **sizes,
+        "COMPLETE": 0,
+    }
 
 
 def test_storage_down_longer_than_the_retry_bound_fails_the_write_naming_it(stack, monkeypatch):

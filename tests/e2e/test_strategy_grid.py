@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.cluster import free_port
 from tests.smoke_studies import ANALYZE, ROOT, SCRIPT, SMOKE, seed_teacher, set_items
 
 SMALL = [
@@ -354,12 +354,6 @@ def test_changed_config_is_refused(study):
     assert result.returncode == 2
     assert "was started with another config (changed: distill.train.lr)" in result.stderr
     assert "--fresh" in result.stderr
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(

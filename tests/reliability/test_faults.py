@@ -16,7 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests import faults
-from tests.mlflow_server import free_port, start_server, stop_server
+from tests.cluster import free_port
+from tests.mlflow_server import start_server, stop_server
 from tests.smoke_studies import ROOT, SCRIPT, SMOKE, seed_teacher, set_items
 
 # 4 trials (2 strategies x 2 seeds) of 39 steps, checkpoints every 4 steps, a small angle measurement
