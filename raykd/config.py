@@ -218,11 +218,21 @@ class LossConfig(LossSettings):
         return value
 
 
+class CurveConfig(_Strict):
+    """Learning curves: the validation metrics every `every` steps on the first `examples` validation examples,
+    logged as ``val_curve.<metric>`` (every random stream left as it was; the best and final numbers stay on the
+    whole split, at `train.eval_every`)."""
+
+    every: int | None = Field(default=None, ge=0)  # steps between points; None: 10 points a trial; 0: no curve
+    examples: int = Field(default=128, ge=1)
+
+
 class DistillConfig(_Strict):
     loss: LossSettings = Field(default_factory=LossSettings)
     final_norm: Literal["as_returned", "pre_norm"] = "as_returned"
     match_embeddings: bool | None = None  # None: True, except for decoder-only models
     train: TrainConfig = Field(default_factory=TrainConfig)
+    curve: CurveConfig = Field(default_factory=CurveConfig)
 
 
 class WeightSearch(_Strict):
@@ -385,11 +395,18 @@ class StudyConfig(_Strict):
         """The config fields that define what a finished trial means: a change here invalidates the study.
 
         Left out: the analysis (re-run it with other settings at will), the grid's lists (strategies,
-        inits, seeds, weights: a study can grow, running only its new trials) and operational settings
-        (concurrency, retries, the cache's size budget) that change how trials run, not what they compute.
+        inits, seeds, weights: a study can grow, running only its new trials), operational settings
+        (concurrency, retries, the cache's size budget) that change how trials run, not what they compute, and the
+        learning curve (`distill.curve`), which leaves the training untouched.
         """
         return self.model_dump(
-            mode="json", exclude={"analysis": True, "sweep": set(GRID_FIELDS), "compute": set(OPERATIONAL_COMPUTE)}
+            mode="json",
+            exclude={
+                "analysis": True,
+                "sweep": set(GRID_FIELDS),
+                "compute": set(OPERATIONAL_COMPUTE),
+                "distill": {"curve"},  # what is logged beside training, not what it computes
+            },
         )
 
     @field_validator("name")

@@ -44,10 +44,11 @@ def context(tmp_path_factory):
     return make_context(tmp_path_factory.mktemp("trial"))
 
 
-def run_trial(context, spec, artifacts=None, *, every_row: bool = False):
+def run_trial(context, spec, artifacts=None, *, every_row: bool = False, curve: list | None = None):
     """Train `spec` to the end, validating at every evaluation point as a study does; returns the per-step total
     losses and the test metrics of the best-on-validation weights. `every_row`: the baseline of
-    `raykd.train.vocab`, every word-embedding row trains (the compaction switched off for this run only)."""
+    `raykd.train.vocab`, every word-embedding row trains (the compaction switched off for this run only).
+    `curve`: a learning-curve point after every step is appended to it."""
     run = TrialRun(context, spec, artifacts or TeacherArtifacts.load(context, "cpu"))
     if every_row:
         with mock.patch("raykd.train.run.compact_word_embeddings", return_value=False):
@@ -56,7 +57,13 @@ def run_trial(context, spec, artifacts=None, *, every_row: bool = False):
     else:
         run.setup()
     losses = []
-    run.train(on_step=lambda r: losses.append(r.terms["total"]), on_eval=lambda state: run.validate())
+
+    def on_step(result) -> None:
+        losses.append(result.terms["total"])
+        if curve is not None:
+            curve.append(run.curve())
+
+    run.train(on_step=on_step, on_eval=lambda state: run.validate())
     run.validate()
     return losses, run.test()
 
@@ -165,6 +172,18 @@ def test_a_reused_process_computes_what_a_fresh_process_computes(context):
     )
     fresh = json.loads(out.stdout.strip().splitlines()[-1])
     assert losses == fresh["losses"] and test == fresh["test"]
+
+
+def test_a_learning_curve_leaves_the_training_exactly_as_it_was(context):
+    """The learning curve evaluates on the first `distill.curve.examples` validation examples between steps; the trial
+    trains exactly as without it (its evaluations' draws from the global RNG are undone): same losses, same test."""
+    artifacts = TeacherArtifacts.load(context, "cpu")
+    spec = TrialSpec.of("forward", "random", 3.0, 4)
+    points: list[dict] = []
+    with_curve = run_trial(context, spec, artifacts, curve=points)
+    assert with_curve == run_trial(context, spec, artifacts)
+    assert len(points) == len(with_curve[0]) and {"accuracy", "f1_macro"} <= set(points[-1])
+    assert len({p["accuracy"] for p in points}) > 1  # the metric moves over training
 
 
 def test_the_analysis_rebuilds_exactly_the_student_a_trial_started_from(context):

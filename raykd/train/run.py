@@ -347,6 +347,24 @@ class TrialRun(TrialRecipe):
             self.best_weights = {k: v.detach().cpu().clone() for k, v in unwrap(self.model).state_dict().items()}
         return scores
 
+    @property
+    def curve_every(self) -> int:
+        """Steps between learning-curve points (`distill.curve`; 0: none)."""
+        every = self.config.distill.curve.every
+        return max(1, self.steps // 10) if every is None else every
+
+    def curve(self) -> dict[str, float]:
+        """The validation metrics on the learning-curve subset (the first `distill.curve.examples` examples), every
+        random stream as it was before (the trial trains exactly as without a curve)."""
+        data = self.artifacts.data["validation"]
+        subset = data.select(range(min(self.config.distill.curve.examples, len(data))))
+        streams = ckpt.rng_state()
+        try:
+            with autocast(self.precision, self.device):
+                return self.task.evaluate(unwrap(self.model), self.artifacts.tokenizer, subset, device=self.device)
+        finally:
+            ckpt.set_rng_state(streams)
+
     def test(self) -> dict[str, float]:
         """Test metrics of the best-on-validation weights (loaded into the student)."""
         if self.best_weights is not None:

@@ -145,6 +145,11 @@ class TrialHooks:
                 trial.state.step, result.terms, trial.scheduler.get_last_lr()[0], self.examples / max(elapsed, 1e-9)
             )
             self.started, self.examples = time.perf_counter(), 0
+        every = trial.curve_every
+        if self.log is not None and every and trial.state.step % every == 0 and result.finite:
+            began = time.perf_counter()
+            self.log.metrics(trial.state.step, {f"val_curve/{k}": v for k, v in trial.curve().items()})
+            self.started += time.perf_counter() - began  # examples/s counts training time only
 
     def write_progress(self) -> None:
         """Rank 0: the step, for the sweep's live line between evaluations (`raykd.console.Progress`)."""
