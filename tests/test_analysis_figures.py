@@ -8,7 +8,7 @@ import pytest
 from raykd.analysis import figures as figs
 from raykd.analysis.angles import HIST_EDGES, NULLS, summarise
 from raykd.analysis.drawing import ANSWER_WORDS
-from raykd.analysis.report import build_summary
+from raykd.analysis.report import build_summary, learning_curves
 from raykd.analysis.stats import analyze_trials
 from tests.test_analysis_stats import MATCHING, make_trials
 
@@ -17,6 +17,7 @@ pytestmark = pytest.mark.filterwarnings("error::raykd.analysis.figures.FigureWar
 
 FULL_KEYS = {
     "metric",
+    "curves",
     "forest",
     "matching_vs_none",
     "angles_random_encoder",
@@ -56,7 +57,7 @@ def fake_angles(rng, share, *, nulls=True, degenerate=False):
     }
 
 
-def make_summary(trials, *, angles=True, margin=0.01, nulls=True, teacher=0.80):
+def make_summary(trials, *, angles=True, margin=0.01, nulls=True, teacher=0.80, curves=False):
     rng = np.random.default_rng(1)
     stats = analyze_trials(trials, metric="accuracy", margin=margin, teacher_metric=teacher, min_seeds=3)
     measured = None
@@ -81,7 +82,7 @@ def make_summary(trials, *, angles=True, margin=0.01, nulls=True, teacher=0.80):
         "baseline": {"name": "majority class", "accuracy": 0.5},
         "gain_points": 100 * (teacher - 0.5),
     }
-    return build_summary(
+    summary = build_summary(
         study="demo",
         metric="accuracy",
         higher_is_better=True,
@@ -93,13 +94,18 @@ def make_summary(trials, *, angles=True, margin=0.01, nulls=True, teacher=0.80):
         margin_points=100 * margin,
         setup={"task": "classification (accuracy)"},
     )
+    if curves:  # each trial's curve rises to its test metric
+        steps = range(10, 110, 10)
+        curved = [{**t, "curve": [[s, t["metric"] * s / 100] for s in steps]} for t in trials]
+        summary["curves"] = {"examples": 64, "by_init": learning_curves(curved, set())}
+    return summary
 
 
 @pytest.fixture(scope="module")
 def full():
     """2 inits x (4 strategies + none) x 3 seeds; 'reverse' 5 points better; a 2-point margin; angles with nulls."""
     trials = make_trials({"reverse": 0.05}, none_shift={"random": -0.06}, noise=0.003)
-    return make_summary(trials, margin=0.02)
+    return make_summary(trials, margin=0.02, curves=True)
 
 
 def band_extent(ax):
@@ -281,3 +287,40 @@ def test_a_failing_figure_is_skipped_with_a_warning(full, tmp_path, monkeypatch)
     with pytest.warns(figs.FigureWarning, match="forest"):
         made = figs.figures(full)  # what write_figures saves
     assert {key for key, _, _ in made} == FULL_KEYS - {"forest"}
+
+
+def test_learning_curves_average_the_finished_trials_of_each_arm_and_the_figure_says_so(full):
+    trials = [
+        {
+            "trial_id": "a",
+            "init": "random",
+            "strategy": "forward",
+            "status": "finished",
+            "curve": [[5, 0.5], [10, 0.6]],
+        },
+        {
+            "trial_id": "b",
+            "init": "random",
+            "strategy": "forward",
+            "status": "finished",
+            "curve": [[5, 0.7], [10, 0.8]],
+        },
+        {"trial_id": "c", "init": "random", "strategy": "forward", "status": "diverged", "curve": [[5, 0.0]]},
+        {"trial_id": "d", "init": "random", "strategy": "none", "status": "finished", "curve": [[5, 0.4], [10, 0.4]]},
+        {"trial_id": "e", "init": "random", "strategy": "none", "status": "finished", "curve": [[5, 0.9]]},
+    ]
+    curves = learning_curves(trials, excluded={"e"})
+    forward, none = curves["random"]["forward"], curves["random"]["none"]
+    assert forward["steps"] == [5, 10] and forward["n"] == 2
+    assert forward["mean"] == pytest.approx([0.6, 0.7]) and forward["sd"] == pytest.approx([0.1414214, 0.1414214])
+    assert none == {"steps": [5, 10], "mean": [0.4, 0.4], "sd": [None, None], "n": 1}
+
+    fig = figs.curves_figure(full)
+    title = " ".join(fig._suptitle.get_text().split())
+    assert "on the first 64 validation examples: mean over seeds per strategy, band +-1 sd" in title
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {f"{s} (n=3)" for s in ("forward", "reverse", "all_to_one", "random", "none")}
+    reverse = full["curves"]["by_init"]["random"]["reverse"]
+    assert list(lines["reverse (n=3)"].get_ydata()) == pytest.approx([100 * m for m in reverse["mean"]])
+    assert len(ax.collections) == 5  # a band per strategy

@@ -10,10 +10,16 @@ from typing import Any
 from raykd.analysis.text import p_is
 
 DPI = 115
-FILES = {"metric": "metric_by_cell.png", "forest": "forest.png", "matching_vs_none": "matching_vs_none.png"}
+FILES = {
+    "metric": "metric_by_cell.png",
+    "curves": "learning_curves.png",
+    "forest": "forest.png",
+    "matching_vs_none": "matching_vs_none.png",
+}
 NONE = "none"
 
 INIT_COLOURS = ("#1f77b4", "#d95f02", "#7570b3", "#1b9e77", "#e7298a", "#66a61e")
+STRATEGY_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 READING_COLOURS = {
     "equivalent": "#1b7837",
     "differs": "#b2182b",

@@ -422,6 +422,40 @@ def matching_figure(summary: dict[str, Any]):
 # --- writing --------------------------------------------------------------------------------------
 
 
+def curves_figure(summary: dict[str, Any]):
+    """The validation learning curves: per init, one line per strategy (mean over its seeds) and a band of +-1 sd."""
+    curves = summary.get("curves") or {}
+    by_init = {i: arms for i, arms in (curves.get("by_init") or {}).items() if arms}
+    if not by_init:
+        return None
+    scale, metric = summary.get("points_per_unit") or 1.0, summary.get("metric", "metric")
+    fig = draw.figure(4.2 * len(by_init) + 1.8, 4.4)
+    axes = fig.subplots(1, len(by_init), sharey=True, squeeze=False)[0]
+    for ax, (init, arms) in zip(axes, by_init.items(), strict=True):
+        for k, strategy in enumerate(draw.strategy_order(list(arms))):
+            arm, colour = arms[strategy], draw.STRATEGY_COLOURS[k % len(draw.STRATEGY_COLOURS)]
+            mean = [m * scale for m in arm["mean"]]
+            ax.plot(arm["steps"], mean, color=colour, lw=1.6, label=f"{strategy} (n={arm['n']})")
+            if all(sd is not None for sd in arm["sd"]):
+                sd = [v * scale for v in arm["sd"]]
+                low, high = (
+                    [m - v for m, v in zip(mean, sd, strict=True)],
+                    [m + v for m, v in zip(mean, sd, strict=True)],
+                )
+                ax.fill_between(arm["steps"], low, high, color=colour, alpha=0.15, lw=0)
+        ax.set_title(f"{init} init", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"validation {metric} (points)")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="strategy")
+    title = (
+        f"Validation {metric} over training, on the first {curves.get('examples')} validation examples: "
+        "mean over seeds per strategy, band +-1 sd"
+    )
+    fig.suptitle(draw.wrap(title, draw.chars(fig, 11)), fontsize=11, fontweight="bold")
+    return fig
+
+
 def _build(key: str, build: Callable[[], Any]):
     try:
         return build()
@@ -433,7 +467,12 @@ def _build(key: str, build: Callable[[], Any]):
 def figures(summary: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """Every figure this summary supports: ``(key, file name, matplotlib Figure)``, none saved."""
     out = []
-    for key, build in (("metric", metric_figure), ("forest", forest_figure), ("matching_vs_none", matching_figure)):
+    for key, build in (
+        ("metric", metric_figure),
+        ("curves", curves_figure),
+        ("forest", forest_figure),
+        ("matching_vs_none", matching_figure),
+    ):
         fig = _build(key, lambda build=build: build(summary))
         if fig is not None:
             out.append((key, draw.FILES[key], fig))
@@ -448,7 +487,7 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
 
 def write_figures(summary: dict[str, Any], folder: Path) -> dict[str, str]:
-    """PNG figures next to the report; returns {key: file name} (keys: metric, forest, matching_vs_none,
+    """PNG figures next to the report; returns {key: file name} (keys: metric, curves, forest, matching_vs_none,
     angles_<init>_<stack>, hist_<init>_<stack>; only those the summary has the data for)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

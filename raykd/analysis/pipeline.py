@@ -30,7 +30,7 @@ from raykd.analysis.angles import (
     summarise,
     teacher_states,
 )
-from raykd.analysis.report import build_summary, write_report
+from raykd.analysis.report import build_summary, learning_curves, write_report
 from raykd.analysis.stats import analyze_trials
 from raykd.analysis.views import compact_verdict, description_markdown
 from raykd.config import ConfigError, StudyConfig, apply_override, config_hash, parse_config
@@ -115,10 +115,18 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
                 "best_validation": outcome["best_validation"],
                 "run_id": run.info.run_id,
                 "layer_map": json.loads(layer_map) if layer_map else None,
+                "curve": [
+                    [m.step, m.value]
+                    for m in sorted(client.get_metric_history(run.info.run_id, f"val_curve.{metric}"), key=_step)
+                ],
             }
         )
     trials.sort(key=lambda t: (t["strategy"] or "", t["init"] or "", t["weight"], t["seed"]))
     return {"client": client, "parent_run_id": parent, "teacher": teacher, "trials": trials}
+
+
+def _step(metric) -> int:
+    return metric.step
 
 
 def in_grid(config: StudyConfig, trial: dict) -> bool:
@@ -427,6 +435,10 @@ def analyze_study(
         setup=_setup(config, metric, uri),
     )
     summary.update(coinciding_maps=same, angle_test=_null_contrast(measured))
+    summary["curves"] = {
+        "examples": _curve_examples(root, config),
+        "by_init": learning_curves(trials, {e["trial_id"] for e in stats["excluded"]}),
+    }
     summary["sequential"] = sequential.record_of(summary, look, history, plan)
     _judge_teacher(summary, _teacher_quality(root, config, fetched["teacher"], metric, points_per_unit(metric)))
     summary["seconds"] = round(time.time() - started, 1)
@@ -465,6 +477,13 @@ def _grid_notes(outside: list[str], same: list[dict]) -> list[str]:
         for g in same
     ]
     return notes
+
+
+def _curve_examples(root: Path, config: StudyConfig) -> int:
+    """How many validation examples the learning curves were measured on (`distill.curve.examples`, or fewer)."""
+    folder = TeacherFolder.of(root, config)
+    have = (folder.info.get("split_sizes") or {}).get("validation") if folder.complete else None
+    return min(config.distill.curve.examples, have or config.distill.curve.examples)
 
 
 def _setup(config: StudyConfig, metric: str, uri: str) -> dict[str, str]:

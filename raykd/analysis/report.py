@@ -8,6 +8,7 @@ differences in metric points (accuracy 0.01 = 1 point; BLEU and chrF are points 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,27 @@ def build_summary(
         "plan": stats.get("plan"),
         "room": stats.get("room"),
     }
+
+
+def learning_curves(trials: list[dict], excluded: set[str]) -> dict[str, dict[str, dict[str, list]]]:
+    """Per init and strategy, the validation learning curve (``val_curve.<metric>``, the first
+    ``distill.curve.examples`` validation examples) of its finished trials: the steps every trial logged, and the
+    mean and sample sd over trials at each (sd None for one trial)."""
+    arms: dict[tuple[str, str], list[dict[int, float]]] = {}
+    for t in trials:
+        if t.get("status") == "finished" and t.get("curve") and t["trial_id"] not in excluded:
+            arms.setdefault((t["init"], t["strategy"]), []).append(dict(t["curve"]))
+    out: dict[str, dict[str, dict[str, list]]] = {}
+    for (init, strategy), curves in sorted(arms.items()):
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        values = [[c[s] for c in curves] for s in steps]
+        out.setdefault(init, {})[strategy] = {
+            "steps": steps,
+            "mean": [statistics.fmean(v) for v in values],
+            "sd": [statistics.stdev(v) if len(v) > 1 else None for v in values],
+            "n": len(curves),
+        }
+    return out
 
 
 def write_summary(summary: dict[str, Any], folder: Path) -> Path:
@@ -182,6 +204,16 @@ def _cells_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str
         out += ["", "Excluded trials:", ""] + [f"- {e['trial_id']}: {e['reason']}" for e in summary["excluded"]]
     if "metric" in figures:
         out += ["", f"![test {metric} per strategy and init]({figures['metric']})"]
+    if "curves" in figures:
+        out += [
+            "",
+            (
+                f"Learning curves: validation {metric} on the first {summary['curves']['examples']} validation "
+                "examples over training (`val_curve.*` in MLflow), described, not tested."
+            ),
+            "",
+            f"![validation {metric} over training steps per strategy]({figures['curves']})",
+        ]
     return out + [""]
 
 

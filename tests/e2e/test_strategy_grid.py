@@ -629,7 +629,7 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
         browser.switch_to.frame(browser.find_elements(By.TAG_NAME, "iframe")[0])
         report = _wait_for_text(browser, ["Study report: smoke", "Verdict", "Matching vs no matching"])
         images = browser.find_elements(By.TAG_NAME, "img")
-        assert len(images) == 7 and all(img.get_attribute("naturalWidth") not in ("0", None) for img in images)
+        assert len(images) == 8 and all(img.get_attribute("naturalWidth") not in ("0", None) for img in images)
         assert "== verdict: smoke" in report
     finally:
         browser.quit()
