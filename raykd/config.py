@@ -219,12 +219,12 @@ class LossConfig(LossSettings):
 
 
 class CurveConfig(_Strict):
-    """Learning curves: the validation metrics every `every` steps on the first `examples` validation examples,
-    logged as ``val_curve.<metric>`` (every random stream left as it was; the best and final numbers stay on the
-    whole split, at `train.eval_every`)."""
+    """Learning curves: the validation metrics every `every` steps on `examples` validation examples spread evenly
+    over the split, logged as ``val_curve.<metric>`` (every random stream left as it was; the best and final
+    numbers stay on the whole split, at `train.eval_every`)."""
 
-    every: int | None = Field(default=None, ge=0)  # steps between points; None: 10 points a trial; 0: no curve
-    examples: int = Field(default=128, ge=1)
+    every: int | None = Field(default=None, ge=0)  # steps between points; None: 8 points a trial; 0: no curve
+    examples: int = Field(default=40, ge=1)  # 8 points of 40: ~3% of a default trial (benchmarks/learning_curve.py)
 
 
 class DistillConfig(_Strict):

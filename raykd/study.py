@@ -176,6 +176,9 @@ class Study:
         opened = Opened(tracking, context, teacher["metric"], cpus)
         chosen = self.tune_weights(opened) if config.sweep.weight_search.method == "optuna" else None
         rows, counts, paths, report = self.looks(opened, chosen)
+        # every metric the runs logged is now known: the views chart only the comparison (MLflow charts the rest)
+        logged = tr.logged_metric_keys(client, tracking.experiment_id)
+        tr.share_comparison_view(client, tracking.experiment_id, _metric_name(config), logged)
         tr.finish(client, tracking.parent_run_id, "finished")
         ray.shutdown()
         return {

@@ -13,7 +13,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,39 +228,126 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-COMPARISON_VIEW = "raykd-compare"  # the shared view of the runs table a study's printed URL opens
+COMPARISON_VIEW = "raykd-compare"  # the shared view a study's printed URL opens: arms compared (grouped)
+RUNS_VIEW = "raykd-runs"  # the same, one mark per trial, with the parallel-coordinates chart
 SHARED_VIEW = "mlflow.sharedViewState."  # MLflow 3's UI keeps a shared runs-table view in this experiment tag
+ARM_PARAMS = ("trial.strategy", "trial.init", "trial.weight", "trial.seed")
+LOSS_TERMS = ("total", "ce", "kd", "hidden")
+# what every trial logs beside its curves: not charted (`raykd.train.worker`)
+BOOKKEEPING = (
+    "best_step",
+    "best_validation",
+    "steps",
+    "time.setup_s",
+    "time.worker_s",
+    "train.lr",
+    "train.examples_per_s",
+)
 
 
-def share_comparison_view(client: MlflowClient, experiment_id: str, metric: str) -> str:
-    """Store the comparison view of a study's runs table (MLflow's "shared view"): trial runs only, grouped by
-    strategy and init with the mean per group, the trial's arm and seed and its test and best validation metric
-    as columns, best first. Returns the key the UI's URL names it by (``viewStateShareKey``)."""
-    params = ("trial.strategy", "trial.init", "trial.seed", "trial.weight")
-    state = {
-        "selectedColumns": [f"params.`{p}`" for p in params]
-        + [f"metrics.`test.{metric}`", "metrics.`best_validation`"],
-        "groupBy": {
-            "aggregateFunction": "average",
-            "groupByKeys": [
-                {"mode": "param", "groupByData": "trial.strategy"},
-                {"mode": "param", "groupByData": "trial.init"},
-            ],
-        },
-        "runsHiddenMode": "SHOW_ALL",
-        "searchFilter": f"tags.`{ROLE}` = 'trial'",
-        "orderByKey": f"metrics.`test.{metric}`",
-        "orderByAsc": False,
+def _card(kind: str, key: str, **fields: Any) -> dict[str, Any]:
+    """One chart of MLflow 3's chart view (its `RunsChartsCardConfig`), in raykd's one section."""
+    return {
+        "uuid": f"{kind.lower()}-{key}",
+        "type": kind,
+        "metricSectionId": "raykd",
+        "isGenerated": False,
+        "deleted": False,
+        "runsCountToCompare": 100,
+        "displayName": key,
+        "metricKey": key,
+        **fields,
     }
-    client.set_experiment_tag(experiment_id, SHARED_VIEW + COMPARISON_VIEW, json.dumps(state))
+
+
+def _line(key: str) -> dict[str, Any]:
+    """`key` over training steps (grouped: the group's mean with a min-max band)."""
+    return _card(
+        "LINE",
+        key,
+        selectedMetricKeys=[key],
+        xAxisKey="step",
+        selectedXAxisMetricKey="",
+        useGlobalXaxisKey=False,
+        lineSmoothness=0,
+        useGlobalLineSmoothing=False,
+        scaleType="linear",
+        xAxisScaleType="linear",
+        range={"xMin": None, "xMax": None, "yMin": None, "yMax": None},
+        yAxisKey="metric",
+        yAxisExpressions=[],
+        ignoreOutliers=False,
+    )
+
+
+def comparison_charts(metric: str, *, grouped: bool, logged: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The chart view's cards: the test metric per arm (a bar), the validation learning curve and the loss terms over
+    steps, and, one line per trial (`grouped` False; MLflow draws it for single runs only), the arm's parameters
+    against the test metric in parallel coordinates. Every other metric (`BOOKKEEPING`, the task's other metrics,
+    and whatever else `logged` names) gets a deleted card: the UI charts any metric without a card by itself."""
+    shown = [f"test.{metric}", f"val_curve.{metric}", *(f"train.{t}" for t in LOSS_TERMS)]
+    cards = [_card("BAR", shown[0]), *(_line(k) for k in shown[1:])]
+    if not grouped:
+        parallel = _card("PARALLEL", "parallel", selectedParams=list(ARM_PARAMS), selectedMetrics=[shown[0]])
+        cards.append({**parallel, "displayName": "Parallel coordinates", "metricKey": None, "showAllRuns": False})
+    hidden = (set(BOOKKEEPING) | {f"validation.{metric}"} | set(logged)) - set(shown)
+    return cards + [{**_card("BAR", k), "uuid": f"hidden-{k}", "deleted": True} for k in sorted(hidden)]
+
+
+def share_comparison_view(client: MlflowClient, experiment_id: str, metric: str, logged: Iterable[str] = ()) -> str:
+    """Store the study's two shared views of its runs (MLflow's "shared view", an experiment tag): trial runs
+    only, grouped by strategy and init with the mean per group, the arm and the test and best validation metric as
+    columns, best first; the chart tab with `comparison_charts`, by arm (`COMPARISON_VIEW`) or by trial
+    (`RUNS_VIEW`). `logged`: metric keys the runs logged, to keep out of the charts (the study and each analysis
+    write the views again with them). Returns the key the printed
+    URL names (``viewStateShareKey``)."""
+    for key, grouped in ((COMPARISON_VIEW, True), (RUNS_VIEW, False)):
+        state = {
+            "selectedColumns": [f"params.`{p}`" for p in ARM_PARAMS]
+            + [f"metrics.`test.{metric}`", "metrics.`best_validation`"],
+            "groupBy": {
+                "aggregateFunction": "average",
+                "groupByKeys": [
+                    {"mode": "param", "groupByData": "trial.strategy"},
+                    {"mode": "param", "groupByData": "trial.init"},
+                ],
+            },
+            "runsHiddenMode": "SHOW_ALL",
+            "searchFilter": f"tags.`{ROLE}` = 'trial'",
+            "orderByKey": f"metrics.`test.{metric}`",
+            "orderByAsc": False,
+            "compareRunCharts": comparison_charts(metric, grouped=grouped, logged=logged),
+            "compareRunSections": [
+                {
+                    "uuid": "raykd",
+                    "name": "raykd: the arms compared",
+                    "display": True,
+                    "isReordered": True,
+                    "deleted": False,
+                    "isGenerated": False,
+                }
+            ],
+            "isAccordionReordered": True,
+            "useGroupedValuesInCharts": grouped,
+            "hideEmptyCharts": False,
+            "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
+        }
+        client.set_experiment_tag(experiment_id, SHARED_VIEW + key, json.dumps(state))
     return COMPARISON_VIEW
 
 
-def comparison_url(base: str, experiment_id: str) -> str:
-    """The page of a study's runs table in its comparison view (`share_comparison_view`)."""
+def logged_metric_keys(client: MlflowClient, experiment_id: str) -> set[str]:
+    """Every metric key the experiment's runs logged (the study run's and the teacher's too: the chart view offers
+    every key it sees)."""
+    return {k for run in client.search_runs([experiment_id], max_results=5000) for k in run.data.metrics}
+
+
+def comparison_url(base: str, experiment_id: str, view: str = COMPARISON_VIEW, mode: str = "CHART") -> str:
+    """The page of a study's runs in one of its shared views (`share_comparison_view`): the chart tab, or
+    ``mode="TABLE"`` for the runs table."""
     return (
-        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={COMPARISON_VIEW}"
-        "&workflowType=machine_learning"
+        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={view}"
+        f"&compareRunsMode={mode}&workflowType=machine_learning"
     )
 
 

@@ -144,6 +144,9 @@ def test_full_summary_writes_every_figure_and_they_open(full, tmp_path):
 
 def test_forest_band_is_the_margin_in_points_and_rows_read_the_tests(full):
     fig = figs.forest_figure(full)
+    assert "(that pair alone, unadjusted; the claim over every pair is the verdict's)" in " ".join(
+        fig._suptitle.get_text().split()
+    )
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.patches]
     assert len(panels) == 2  # one per init
     for ax, init in zip(panels, ("random", "teacher")):
@@ -317,7 +320,7 @@ def test_learning_curves_average_the_finished_trials_of_each_arm_and_the_figure_
 
     fig = figs.curves_figure(full)
     title = " ".join(fig._suptitle.get_text().split())
-    assert "on the first 64 validation examples: mean over seeds per strategy, band +-1 sd" in title
+    assert "on 64 validation examples: mean over seeds per strategy, band +-1 sd" in title
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert set(lines) == {f"{s} (n=3)" for s in ("forward", "reverse", "all_to_one", "random", "none")}

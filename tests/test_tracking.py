@@ -53,8 +53,32 @@ def test_comparison_view_is_a_shared_view_of_the_trials_grouped_by_arm(tmp_path)
     assert "metrics.`test.accuracy`" in state["selectedColumns"] and state["orderByKey"] == "metrics.`test.accuracy`"
     url = tr.comparison_url("http://127.0.0.1:5000", tracking.experiment_id)
     assert url.endswith(
-        f"/#/experiments/{tracking.experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
+        f"/#/experiments/{tracking.experiment_id}/runs?viewStateShareKey={key}&compareRunsMode=CHART"
+        "&workflowType=machine_learning"
     )
+    # the chart tab: the comparison, nothing else (MLflow charts any metric without a card, so the rest are deleted)
+    cards = {c["metricKey"]: c for c in state["compareRunCharts"]}
+    shown = {k: c["type"] for k, c in cards.items() if not c["deleted"]}
+    assert shown == {
+        "test.accuracy": "BAR",
+        "val_curve.accuracy": "LINE",
+        **{f"train.{t}": "LINE" for t in ("total", "ce", "kd", "hidden")},
+    }
+    assert state["useGroupedValuesInCharts"] and {c["metricSectionId"] for c in cards.values()} == {"raykd"}
+    assert {"time.setup_s", "best_step", "train.lr", "validation.accuracy"} <= {
+        k for k, c in cards.items() if c["deleted"]
+    }
+    # at the study's end it is written again with what the trials logged: a task's other metrics are not charted
+    tr.share_comparison_view(
+        client, tracking.experiment_id, "accuracy", logged={"test.f1_macro", "train.hidden.encoder"}
+    )
+    views = client.get_experiment(tracking.experiment_id).tags
+    per_trial = json.loads(views[tr.SHARED_VIEW + tr.RUNS_VIEW])
+    assert not per_trial["useGroupedValuesInCharts"]
+    hidden = {c["metricKey"] for c in per_trial["compareRunCharts"] if c["deleted"]}
+    assert {"test.f1_macro", "train.hidden.encoder"} <= hidden and "test.accuracy" not in hidden
+    (parallel,) = [c for c in per_trial["compareRunCharts"] if c["type"] == "PARALLEL"]
+    assert parallel["selectedParams"] == list(tr.ARM_PARAMS) and parallel["selectedMetrics"] == ["test.accuracy"]
     assert tracking.uri == uri and Path(tr.sqlite_path(uri)) == tmp_path / "mlflow.db"
 
 

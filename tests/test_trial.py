@@ -175,7 +175,7 @@ def test_a_reused_process_computes_what_a_fresh_process_computes(context):
 
 
 def test_a_learning_curve_leaves_the_training_exactly_as_it_was(context):
-    """The learning curve evaluates on the first `distill.curve.examples` validation examples between steps; the trial
+    """The learning curve evaluates on `distill.curve.examples` validation examples between steps; the trial
     trains exactly as without it (its evaluations' draws from the global RNG are undone): same losses, same test."""
     artifacts = TeacherArtifacts.load(context, "cpu")
     spec = TrialSpec.of("forward", "random", 3.0, 4)

@@ -277,8 +277,8 @@ def forest_figure(summary: dict[str, Any]):
         handles.append(Line2D([], [], marker=">", color="grey", linestyle="none", label="CI runs past the axis"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
     title = (
-        f"Does the strategy matter? Each strategy minus {reference}: equivalent only when the {level} CI lies inside "
-        "the margin"
+        f"Does the strategy matter? Each strategy minus {reference}: a row reads equivalent when its {level} CI lies "
+        "inside the margin (that pair alone, unadjusted; the claim over every pair is the verdict's)"
     )
     fig.suptitle(draw.wrap(title, draw.chars(fig, 11)), fontsize=11, fontweight="bold")
     return fig
@@ -449,7 +449,7 @@ def curves_figure(summary: dict[str, Any]):
     axes[0].set_ylabel(f"validation {metric} (points)")
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="strategy")
     title = (
-        f"Validation {metric} over training, on the first {curves.get('examples')} validation examples: "
+        f"Validation {metric} over training, on {curves.get('examples')} validation examples: "
         "mean over seeds per strategy, band +-1 sd"
     )
     fig.suptitle(draw.wrap(title, draw.chars(fig, 11)), fontsize=11, fontweight="bold")

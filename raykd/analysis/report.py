@@ -208,7 +208,7 @@ def _cells_section(summary: dict[str, Any], figures: dict[str, str]) -> list[str
         out += [
             "",
             (
-                f"Learning curves: validation {metric} on the first {summary['curves']['examples']} validation "
+                f"Learning curves: validation {metric} on {summary['curves']['examples']} validation "
                 "examples over training (`val_curve.*` in MLflow), described, not tested."
             ),
             "",

@@ -44,6 +44,8 @@ from raykd.train.teacher_cache import CachedTeacher, why_not_served
 from raykd.train.vocab import compact_word_embeddings
 from raykd.trial import StudyContext, TrialSpec, maps_by_epoch, student_depths, total_steps
 
+CURVE_POINTS = 8  # learning-curve points a trial logs by default (`distill.curve.every` None)
+
 
 def derived_seed(seed: int, purpose: str, rank: int = 0) -> int:
     """A 63-bit seed for one purpose of one trial (stable across processes and Python versions)."""
@@ -351,13 +353,15 @@ class TrialRun(TrialRecipe):
     def curve_every(self) -> int:
         """Steps between learning-curve points (`distill.curve`; 0: none)."""
         every = self.config.distill.curve.every
-        return max(1, self.steps // 10) if every is None else every
+        return max(1, self.steps // CURVE_POINTS) if every is None else every
 
     def curve(self) -> dict[str, float]:
-        """The validation metrics on the learning-curve subset (the first `distill.curve.examples` examples), every
+        """The validation metrics on the learning-curve subset (`distill.curve.examples` examples spread
+        evenly over the split), every
         random stream as it was before (the trial trains exactly as without a curve)."""
         data = self.artifacts.data["validation"]
-        subset = data.select(range(min(self.config.distill.curve.examples, len(data))))
+        n = min(self.config.distill.curve.examples, len(data))  # evenly spaced: a split sorted by label stays mixed
+        subset = data.select(sorted({round(i * (len(data) - 1) / max(n - 1, 1)) for i in range(n)}))
         streams = ckpt.rng_state()
         try:
             with autocast(self.precision, self.device):

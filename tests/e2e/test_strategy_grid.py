@@ -150,7 +150,7 @@ def test_smoke_study_end_to_end(study):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[raykd] done: 12 finished, 0 diverged, 0 failed" in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{study['dir'] / 'mlflow.db'}" in result.stdout
-    assert "/runs?viewStateShareKey=raykd-compare&workflowType=machine_learning" in result.stdout
+    assert "/runs?viewStateShareKey=raykd-compare&compareRunsMode=CHART&workflowType=machine_learning" in result.stdout
     import json
 
     from raykd.strategies import layer_map
@@ -200,6 +200,9 @@ def test_smoke_study_end_to_end(study):
         } <= set(metrics)
         assert ("train.hidden.encoder" in metrics) == (row["strategy"] != "none")
         assert len(client.get_metric_history(trial.info.run_id, "validation.accuracy")) >= 3  # steps 4, 8, 12, end
+        steps = int(metrics["steps"])  # the learning curve: 8 points a trial (every step below 16 steps)
+        curve = client.get_metric_history(trial.info.run_id, "val_curve.accuracy")
+        assert [m.step for m in curve] == list(range(max(1, steps // 8), steps + 1, max(1, steps // 8)))
         assert [a.path for a in client.list_artifacts(trial.info.run_id)] == ["layer_map.json"]
 
 
@@ -541,11 +544,45 @@ def _wait_for_text(browser, texts, timeout=60):
     raise AssertionError(f"the page never showed {missing}; it shows:\n{body[:3000]}")
 
 
+CARD = '[data-testid="experiment-view-compare-runs-card"]'
+SCREENSHOTS = ROOT / "test-artifacts" / "mlflow-ui"  # what the browser saw (CI keeps the folder; git ignores it)
+
+
+def _chart_cards(browser, cards: int, plots: int = 6, timeout: float = 90) -> dict:
+    """The chart tab's cards by title, once `cards` are there and `plots` of them have drawn (the bar and line charts
+    are Plotly's; MLflow renders only the cards in view: the window is tall enough for all of them)."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.time() + timeout
+    while (
+        len(browser.find_elements(By.CSS_SELECTOR, CARD)) < cards
+        or len(browser.find_elements(By.CSS_SELECTOR, f"{CARD} .js-plotly-plot")) < plots
+    ):
+        assert time.time() < deadline, (
+            f"fewer than {cards} charts drawn:\n{browser.find_element(By.TAG_NAME, 'body').text}"
+        )
+        time.sleep(1)
+    time.sleep(2)  # the last traces
+    return {c.find_element(By.CSS_SELECTOR, "h4").text: c for c in browser.find_elements(By.CSS_SELECTOR, CARD)}
+
+
+def _screenshot(browser, name: str) -> None:
+    """What a user sees on a laptop-sized window, into test-artifacts/mlflow-ui/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    size = browser.get_window_size()
+    browser.set_window_size(1600, 1300)
+    time.sleep(2)
+    assert browser.save_screenshot(str(SCREENSHOTS / name)) and (SCREENSHOTS / name).stat().st_size > 20_000
+    browser.set_window_size(size["width"], size["height"])
+
+
 def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path):
-    """`mlflow ui` on the finished smoke study, driven by a real headless Chromium: the link the study prints opens
-    the experiment on its runs (not MLflow 3's GenAI overview), every trial listed by strategy and init with its
-    seed and test accuracy and the mean per group; the study run's page shows the verdict; its report.html
-    artifact renders in MLflow's artifact viewer."""
+    """`mlflow ui` on the finished smoke study, driven by a real headless Chromium: the plain experiment address
+    lands on the runs once the workflow switch is set; the link the study prints opens the chart tab with the arms
+    compared (test accuracy per arm, the loss terms and the validation curve over steps, no bookkeeping metric),
+    its table tab every trial grouped by strategy and init, the per-trial view the parallel-coordinates chart; the
+    study run's page shows the verdict; its report.html renders in MLflow's artifact viewer. Screenshots of the views
+    go to test-artifacts/mlflow-ui/."""
     import re
 
     from selenium.webdriver.common.by import By
@@ -584,6 +621,11 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
             except OSError:
                 assert time.time() < deadline and ui.poll() is None, "mlflow ui did not start"
                 time.sleep(0.5)
+        browser.get(f"http://127.0.0.1:{port}/")  # MLflow's assistant panel would open on first visit, narrowing
+        browser.execute_script(
+            "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+            "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true')"
+        )
         _, runs = runs_by_name(study["dir"])
         trials = sorted(n for n, r in runs.items() if r.data.tags.get("raykd.role") == "trial")
         assert len(trials) == 12
@@ -605,7 +647,29 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
         assert "workflowType=machine_learning" in browser.current_url
 
         printed = re.search(r"then open (http://\S+)", study["result"].stdout).group(1)
-        browser.get(printed.replace("127.0.0.1:5000", f"127.0.0.1:{port}"))
+        printed = printed.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
+        # the printed link: the chart tab of the comparison view, the arms compared and nothing else charted
+        browser.get(printed)
+        charts = _chart_cards(browser, 6)
+        assert set(charts) == {
+            "test.accuracy",
+            "val_curve.accuracy",
+            "train.total",
+            "train.ce",
+            "train.kd",
+            "train.hidden",
+        }
+        assert charts["test.accuracy"].find_elements(By.CSS_SELECTOR, "g.barlayer .trace.bars")  # a bar per arm
+        for key in ("train.total", "val_curve.accuracy"):  # curves over steps, one per arm
+            assert charts[key].find_elements(By.CSS_SELECTOR, "g.scatterlayer .trace.scatter")
+            assert "Step" in charts[key].find_element(By.CSS_SELECTOR, ".xtitle").text
+        assert len(charts["test.accuracy"].find_elements(By.CSS_SELECTOR, "g.barlayer g.point")) == 6, charts[
+            "test.accuracy"
+        ].text
+        _screenshot(browser, "mlflow_charts_by_arm.png")
+
+        table = printed.replace("compareRunsMode=CHART", "compareRunsMode=TABLE")
+        browser.get(table)
         body = _wait_for_text(browser, ["trial.strategy", "trial.init", "trial.seed", "test.accuracy", *trials])
         assert "/runs" in browser.current_url and "overview" not in browser.current_url
         groups = re.findall(r"Group: trial\.strategy: (\w+), trial\.init: (\w+)", body)
@@ -613,6 +677,18 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
             (s, i) for s in ("forward", "all_to_one", "none") for i in ("random", "teacher")
         )
         assert "Traces" not in body.split("Runs")[0] or "No data" not in body  # not the GenAI overview
+        _screenshot(browser, "mlflow_runs_table.png")
+
+        # the per-trial view: the arm's parameters against the test metric, one line per trial
+        browser.get(printed.replace("raykd-compare", "raykd-runs"))
+        charts = _chart_cards(browser, 7)
+        deadline = time.time() + 30
+        while not charts["Parallel Coordinates"].find_elements(By.CSS_SELECTOR, "g.dimension text.label"):
+            assert time.time() < deadline, "the parallel-coordinates chart drew no axes"
+            time.sleep(1)
+        axes = [e.text for e in charts["Parallel Coordinates"].find_elements(By.CSS_SELECTOR, "g.dimension text.label")]
+        assert axes == ["trial.strategy", "trial.init", "trial.weight", "trial.seed", "test.accuracy"]
+        _screenshot(browser, "mlflow_charts_by_trial.png")
 
         parent = runs["smoke"]
         run_page = f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
