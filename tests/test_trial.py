@@ -184,6 +184,11 @@ def test_a_learning_curve_leaves_the_training_exactly_as_it_was(context):
     assert with_curve == run_trial(context, spec, artifacts)
     assert len(points) == len(with_curve[0]) and {"accuracy", "f1_macro"} <= set(points[-1])
     assert len({p["accuracy"] for p in points}) > 1  # the metric moves over training
+    run = TrialRun(context, spec, artifacts).setup()  # a task whose evaluation draws random numbers: undone
+    before = torch.get_rng_state()
+    with mock.patch.object(run.task, "evaluate", side_effect=lambda *a, **k: {"accuracy": float(torch.rand(1))}):
+        run.curve()
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_the_analysis_rebuilds_exactly_the_student_a_trial_started_from(context):

@@ -431,9 +431,11 @@ def curves_figure(summary: dict[str, Any]):
     scale, metric = summary.get("points_per_unit") or 1.0, summary.get("metric", "metric")
     fig = draw.figure(4.2 * len(by_init) + 1.8, 4.4)
     axes = fig.subplots(1, len(by_init), sharey=True, squeeze=False)[0]
+    strategies = draw.strategy_order([s for arms in by_init.values() for s in arms])
+    colours = {s: draw.STRATEGY_COLOURS[k % len(draw.STRATEGY_COLOURS)] for k, s in enumerate(strategies)}
     for ax, (init, arms) in zip(axes, by_init.items(), strict=True):
-        for k, strategy in enumerate(draw.strategy_order(list(arms))):
-            arm, colour = arms[strategy], draw.STRATEGY_COLOURS[k % len(draw.STRATEGY_COLOURS)]
+        for strategy in (s for s in strategies if s in arms):
+            arm, colour = arms[strategy], colours[strategy]
             mean = [m * scale for m in arm["mean"]]
             ax.plot(arm["steps"], mean, color=colour, lw=1.6, label=f"{strategy} (n={arm['n']})")
             if all(sd is not None for sd in arm["sd"]):
@@ -446,8 +448,8 @@ def curves_figure(summary: dict[str, Any]):
         ax.set_title(f"{init} init", fontsize=9)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7, frameon=False)  # this init's arms, each with its seeds
     axes[0].set_ylabel(f"validation {metric} (points)")
-    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="strategy")
     title = (
         f"Validation {metric} over training, on {curves.get('examples')} validation examples: "
         "mean over seeds per strategy, band +-1 sd"

@@ -117,7 +117,7 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
                 "layer_map": json.loads(layer_map) if layer_map else None,
                 "curve": [
                     [m.step, m.value]
-                    for m in sorted(client.get_metric_history(run.info.run_id, f"val_curve.{metric}"), key=_step)
+                    for m in sorted(client.get_metric_history(run.info.run_id, f"val_curve.{metric}"), key=_order)
                 ],
             }
         )
@@ -125,8 +125,9 @@ def fetch_trials(tracking_uri: str, config: StudyConfig, uid: str, metric: str) 
     return {"client": client, "parent_run_id": parent, "teacher": teacher, "trials": trials}
 
 
-def _step(metric) -> int:
-    return metric.step
+def _order(metric) -> tuple[int, int]:
+    """By step, then time: a step logged again by a resumed attempt keeps its latest value."""
+    return metric.step, metric.timestamp
 
 
 def in_grid(config: StudyConfig, trial: dict) -> bool:
@@ -437,7 +438,7 @@ def analyze_study(
     summary.update(coinciding_maps=same, angle_test=_null_contrast(measured))
     summary["curves"] = {
         "examples": _curve_examples(root, config),
-        "by_init": learning_curves(trials, {e["trial_id"] for e in stats["excluded"]}),
+        "by_init": learning_curves(chosen, {e["trial_id"] for e in stats["excluded"]}),
     }
     summary["sequential"] = sequential.record_of(summary, look, history, plan)
     _judge_teacher(summary, _teacher_quality(root, config, fetched["teacher"], metric, points_per_unit(metric)))

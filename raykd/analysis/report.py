@@ -87,9 +87,9 @@ def build_summary(
 
 
 def learning_curves(trials: list[dict], excluded: set[str]) -> dict[str, dict[str, dict[str, list]]]:
-    """Per init and strategy, the validation learning curve (``val_curve.<metric>``, the first
-    ``distill.curve.examples`` validation examples) of its finished trials: the steps every trial logged, and the
-    mean and sample sd over trials at each (sd None for one trial)."""
+    """Per init and strategy, the validation learning curve (``val_curve.<metric>`` on ``distill.curve.examples``
+    validation examples) of its finished trials at the weight the tests used: the steps every trial logged, and the
+    mean and sample sd over trials at each (sd None for one trial); an arm whose trials share no step is left out."""
     arms: dict[tuple[str, str], list[dict[int, float]]] = {}
     for t in trials:
         if t.get("status") == "finished" and t.get("curve") and t["trial_id"] not in excluded:
@@ -97,6 +97,8 @@ def learning_curves(trials: list[dict], excluded: set[str]) -> dict[str, dict[st
     out: dict[str, dict[str, dict[str, list]]] = {}
     for (init, strategy), curves in sorted(arms.items()):
         steps = sorted(set.intersection(*(set(c) for c in curves)))
+        if not steps:
+            continue
         values = [[c[s] for c in curves] for s in steps]
         out.setdefault(init, {})[strategy] = {
             "steps": steps,

@@ -209,7 +209,7 @@ class CheckpointStore:
                 shutil.copyfileobj(source, sink, 8 << 20)
         landed = {
             info.path.removeprefix(f"{final}/"): info.size
-            for info in self.fs.get_file_info(fs.FileSelector(final, recursive=True))
+            for info in self.fs.get_file_info(fs.FileSelector(final, recursive=True, allow_not_found=True))
             if info.type == fs.FileType.File
         }
         short = sorted(n for n, p in files.items() if landed.get(n) != p.stat().st_size)

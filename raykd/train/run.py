@@ -44,7 +44,7 @@ from raykd.train.teacher_cache import CachedTeacher, why_not_served
 from raykd.train.vocab import compact_word_embeddings
 from raykd.trial import StudyContext, TrialSpec, maps_by_epoch, student_depths, total_steps
 
-CURVE_POINTS = 8  # learning-curve points a trial logs by default (`distill.curve.every` None)
+CURVE_POINTS = 8  # at most this many learning-curve points a trial, by default (`distill.curve.every` None)
 
 
 def derived_seed(seed: int, purpose: str, rank: int = 0) -> int:
@@ -353,7 +353,7 @@ class TrialRun(TrialRecipe):
     def curve_every(self) -> int:
         """Steps between learning-curve points (`distill.curve`; 0: none)."""
         every = self.config.distill.curve.every
-        return max(1, self.steps // CURVE_POINTS) if every is None else every
+        return math.ceil(self.steps / CURVE_POINTS) if every is None else every
 
     def curve(self) -> dict[str, float]:
         """The validation metrics on the learning-curve subset (`distill.curve.examples` examples spread

@@ -374,21 +374,39 @@ def test_the_images_install_step_installs_raykd_from_the_repos_own_files(tmp_pat
 
 
 def test_an_upload_cut_off_by_a_storage_restart_is_redone_before_the_commit(stack, monkeypatch):
-    """S3 goes away while a checkpoint's files are uploading (open connections dropped): the upload is redone once it
-    is back, and the committed checkpoint holds every file whole (pyarrow's copy_files dropped such errors: a
+    """S3 goes away while a checkpoint's second file is uploading (open connections dropped): the upload is redone
+    once it is back, and the committed checkpoint holds every file whole (pyarrow's copy_files dropped such errors: a
     checkpoint was committed without its weights, and the trial resumed from it started over)."""
+    from pyarrow import fs
+
     from raykd.train.checkpoint import CheckpointStore
 
     for key, value in stack.s3.env.items():
         monkeypatch.setenv(key, value)
-    store = CheckpointStore(f"s3://{BUCKET}/cut", "t")
+    outage = threading.Thread(target=lambda: (time.sleep(0.05), stack.s3.restart(8)))
+
+    class CutOnTheSecondFile:
+        """The store's real S3 file system; the server goes away as the second file starts uploading."""
+
+        def __init__(self, real) -> None:
+            self.real, self.opened = real, 0
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def open_output_stream(self, path, *args, **kwargs):
+            self.opened += 1
+            if self.opened == 2:
+                outage.start()
+            return self.real.open_output_stream(path, *args, **kwargs)
+
+    real, _ = fs.FileSystem.from_uri(f"s3://{BUCKET}/cut")
+    store = CheckpointStore(f"{BUCKET}/cut", "t", filesystem=CutOnTheSecondFile(real))
     sizes = {f"part{i}.bin": 20_000_000 + i for i in range(3)}
-    outage = threading.Thread(target=lambda: (time.sleep(0.3), stack.s3.restart(8)))
 
     def write(folder: Path) -> None:
         for name, size in sizes.items():
             (folder / name).write_bytes(os.urandom(size))
-        outage.start()  # mid-upload: the files take longer than 0.3 s to send
 
     with pytest.warns(UserWarning, match="checkpoint storage: upload failed"):
         store.save(4, write)
