@@ -298,6 +298,7 @@ def test_smoke_study_report(study):
         "forest.png",
         "hist_random_encoder.png",
         "hist_teacher_encoder.png",
+        "learning_curves.png",
         "matching_vs_none.png",
         "metric_by_cell.png",
     ]
