@@ -298,8 +298,8 @@ def share_comparison_view(client: MlflowClient, experiment_id: str, metric: str,
     """Store the study's two shared views of its runs (MLflow's "shared view", an experiment tag): trial runs
     only, grouped by strategy and init with the mean per group, the arm and the test and best validation metric as
     columns, best first; the chart tab with `comparison_charts`, by arm (`COMPARISON_VIEW`) or by trial
-    (`RUNS_VIEW`). `logged`: metric keys the runs logged, to keep out of the charts (the study and each analysis
-    write the views again with them). Returns the key the printed
+    (`RUNS_VIEW`). `logged`: metric keys the runs logged, to keep out of the charts (the study writes the views
+    again with them at its end, its analyses' keys included). Returns the key the printed
     URL names (``viewStateShareKey``)."""
     for key, grouped in ((COMPARISON_VIEW, True), (RUNS_VIEW, False)):
         state = {

@@ -557,7 +557,6 @@ def _log(client, run_id: str, summary: dict[str, Any], folder: Path) -> None:
     tr.describe(client, run_id, description)
     experiment_id = client.get_run(run_id).info.experiment_id
     client.set_experiment_tag(experiment_id, tr.NOTE, tr.EXPERIMENT_TAGS[tr.NOTE] + "\n\n" + description)
-    tr.share_comparison_view(client, experiment_id, summary["metric"], tr.logged_metric_keys(client, experiment_id))
 
 
 def _null_contrast(measured: list[dict]) -> dict[str, Any]:

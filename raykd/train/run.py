@@ -332,10 +332,11 @@ class TrialRun(TrialRecipe):
 
     def evaluate(self, split: str) -> dict[str, float]:
         """The task's metrics of the current weights on a split."""
+        return self._evaluate(self.artifacts.data[split])
+
+    def _evaluate(self, dataset) -> dict[str, float]:
         with autocast(self.precision, self.device):
-            return self.task.evaluate(
-                unwrap(self.model), self.artifacts.tokenizer, self.artifacts.data[split], device=self.device
-            )
+            return self.task.evaluate(unwrap(self.model), self.artifacts.tokenizer, dataset, device=self.device)
 
     def validate(self) -> dict[str, float]:
         """Validation metrics now (once per step), keeping the best weights; {} if already validated here."""
@@ -355,17 +356,19 @@ class TrialRun(TrialRecipe):
         every = self.config.distill.curve.every
         return math.ceil(self.steps / CURVE_POINTS) if every is None else every
 
-    def curve(self) -> dict[str, float]:
-        """The validation metrics on the learning-curve subset (`distill.curve.examples` examples spread
-        evenly over the split), every
-        random stream as it was before (the trial trains exactly as without a curve)."""
+    @cached_property
+    def _curve_subset(self):
+        """`distill.curve.examples` validation examples spread evenly (a split sorted by label stays mixed)."""
         data = self.artifacts.data["validation"]
-        n = min(self.config.distill.curve.examples, len(data))  # evenly spaced: a split sorted by label stays mixed
-        subset = data.select(sorted({round(i * (len(data) - 1) / max(n - 1, 1)) for i in range(n)}))
+        n = min(self.config.distill.curve.examples, len(data))
+        return data.select(sorted({round(i * (len(data) - 1) / max(n - 1, 1)) for i in range(n)}))
+
+    def curve(self) -> dict[str, float]:
+        """The validation metrics on the learning-curve subset, every random stream as it was before (the trial
+        trains exactly as without a curve)."""
         streams = ckpt.rng_state()
         try:
-            with autocast(self.precision, self.device):
-                return self.task.evaluate(unwrap(self.model), self.artifacts.tokenizer, subset, device=self.device)
+            return self._evaluate(self._curve_subset)
         finally:
             ckpt.set_rng_state(streams)
 
