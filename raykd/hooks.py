@@ -3,7 +3,7 @@
 ``RAYKD_HOOKS`` names a Python file (or an importable module) whose optional functions raykd calls:
 - ``step_hook(study_dir, trial_id, rank, model)``: once per trial and rank; returns None or a callable that runs
   after every training step with the number of steps done;
-- ``stage_started(stage)``: when a study stage starts (``"analysis"``).
+- ``stage_started(stage)``: when a study stage starts (``"teacher fine-tuning"``, ``"analysis"``).
 Unset, nothing is imported and nothing runs. It reaches a cluster's workers with raykd's other switches
 (`raykd.cluster.forwarded_env`); the file must exist on their machines.
 """

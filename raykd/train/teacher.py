@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from raykd import hooks
 from raykd import tracking as tr
 from raykd.config import StudyConfig
 from raykd.console import ProgressFile
@@ -151,6 +152,9 @@ def _finetune(config, task, model, tokenizer, data, device, precision, client, r
     steps = total_steps(train, len(loader))
     optimizer, scheduler = make_optimizer(model.parameters(), train, steps)
     done, started = [0], time.time()
+    if progress is not None:
+        progress("teacher fine-tuning", step=0, steps=steps)
+    hooks.stage_started("teacher fine-tuning")
 
     def on_step(step) -> None:
         done[0] += 1

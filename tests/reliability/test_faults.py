@@ -112,8 +112,11 @@ def test_killed_at_every_stage_the_same_command_goes_on(tmp_path):
     chain = ["--name", "chain", *SMALL]
     chain_dir = tmp_path / "chain"
 
-    # 1. during the teacher stage: as soon as it reports fine-tuning progress
-    kill_when(start(tmp_path, *chain, env=env), "[teacher fine-tuning] step")
+    # 1. during the teacher's fine-tuning (held open for 30 s by the test switch: the smoke teacher trains in seconds)
+    kill_when(
+        start(tmp_path, *chain, env={**env, **faults.ENABLE, "RAYKD_TEST_PAUSE": "teacher fine-tuning:30"}),
+        "[teacher fine-tuning] step 0/",
+    )
     teacher_dirs = list((chain_dir / "teacher").glob("*"))
     assert not any((d / "metrics.json").is_file() for d in teacher_dirs), "the teacher stage had already finished"
 
