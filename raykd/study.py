@@ -176,6 +176,8 @@ class Study:
         opened = Opened(tracking, context, teacher["metric"], cpus)
         chosen = self.tune_weights(opened) if config.sweep.weight_search.method == "optuna" else None
         rows, counts, paths, report = self.looks(opened, chosen)
+        if report is not None:
+            tr.log_arms(tracking, report["summary"])
         # every metric the runs logged is now known: the views chart only the comparison (MLflow charts the rest)
         logged = tr.logged_metric_keys(client, tracking.experiment_id)
         tr.share_comparison_view(client, tracking.experiment_id, _metric_name(config), logged)
@@ -519,13 +521,14 @@ def _metric_name(config: StudyConfig) -> str:
 
 
 def mlflow_ui_command(tracking_uri: str, experiment_id: str, port: int = 5000) -> str:
-    """The command that serves the study's MLflow UI, and the page to open: the study's runs table in its
-    comparison view."""
-    from raykd.tracking import comparison_url
+    """The command that serves the study's MLflow UI, and the pages to open: the chart tab of its comparison view,
+    and its arms, a row each."""
+    from raykd.tracking import ARMS_VIEW, comparison_url
 
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {comparison_url(tracking_uri, experiment_id)}"
-    return (
-        f"mlflow ui --backend-store-uri {tracking_uri} --port {port}   then open "
-        f"{comparison_url(f'http://127.0.0.1:{port}', experiment_id)}"
+    served = tracking_uri.startswith(("http://", "https://"))
+    base = tracking_uri if served else f"http://127.0.0.1:{port}"
+    pages = (
+        f"open {comparison_url(base, experiment_id)} (the arms, a row each: "
+        f"{comparison_url(base, experiment_id, ARMS_VIEW, mode='TABLE')})"
     )
+    return pages if served else f"mlflow ui --backend-store-uri {tracking_uri} --port {port}   then {pages}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -25,7 +26,7 @@ from raykd.config import flatten
 from raykd.student import student_metadata
 
 STUDY_UID = "raykd.study_uid"
-ROLE = "raykd.role"  # study | teacher | trial
+ROLE = "raykd.role"  # study | teacher | trial | arm
 TRIAL_ID = "raykd.trial_id"
 STATUS = "raykd.status"  # finished | diverged | failed
 ERROR = "raykd.error"  # why a trial failed (first line)
@@ -39,7 +40,8 @@ EXPERIMENT_TAGS = {
     NOTE: "A raykd study: one run per trial (strategy, init, hidden-loss weight, seed), the teacher's run "
     "and the study's run, whose description holds the verdict and whose artifact "
     "`report/report.html` is the full report. The view `raykd-compare` (the link the study "
-    "prints) groups the trials by strategy and init with the mean test metric per group.",
+    "prints) groups the trials by strategy and init with the mean test metric per group; the view "
+    "`raykd-arms` lists one run per arm with its mean, sd and 95% CI in points.",
 }
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
@@ -230,6 +232,17 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None
 
 COMPARISON_VIEW = "raykd-compare"  # the shared view a study's printed URL opens: arms compared (grouped)
 RUNS_VIEW = "raykd-runs"  # the same, one mark per trial, with the parallel-coordinates chart
+ARMS_VIEW = "raykd-arms"  # one row per arm (`log_arms`): the group rows, rounded as the report rounds them
+# the one section of a view's chart tab, holding raykd's cards (`_card`)
+SECTION = {
+    "uuid": "raykd",
+    "name": "raykd: the arms compared",
+    "display": True,
+    "isReordered": True,
+    "deleted": False,
+    "isGenerated": False,
+}
+ARM_STATS = ("points.mean", "points.sd", "points.ci95_low", "points.ci95_high", "trials")
 SHARED_VIEW = "mlflow.sharedViewState."  # MLflow 3's UI keeps a shared runs-table view in this experiment tag
 ARM_PARAMS = ("trial.strategy", "trial.init", "trial.weight", "trial.seed")
 LOSS_TERMS = ("total", "ce", "kd", "hidden")
@@ -317,23 +330,55 @@ def share_comparison_view(client: MlflowClient, experiment_id: str, metric: str,
             "orderByKey": f"metrics.`test.{metric}`",
             "orderByAsc": False,
             "compareRunCharts": comparison_charts(metric, grouped=grouped, logged=logged),
-            "compareRunSections": [
-                {
-                    "uuid": "raykd",
-                    "name": "raykd: the arms compared",
-                    "display": True,
-                    "isReordered": True,
-                    "deleted": False,
-                    "isGenerated": False,
-                }
-            ],
+            "compareRunSections": [SECTION],
             "isAccordionReordered": True,
             "useGroupedValuesInCharts": grouped,
             "hideEmptyCharts": False,
             "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
         }
         client.set_experiment_tag(experiment_id, SHARED_VIEW + key, json.dumps(state))
+    arms = {
+        "selectedColumns": [f"params.`{p}`" for p in ARM_PARAMS[:3]] + [f"metrics.`{k}`" for k in ARM_STATS],
+        "groupBy": None,
+        "runsHiddenMode": "SHOW_ALL",
+        "searchFilter": f"tags.`{ROLE}` = 'arm'",
+        "orderByKey": "metrics.`points.mean`",
+        "orderByAsc": False,
+        "compareRunCharts": [_card("BAR", "points.mean")]
+        + [{**_card("BAR", k), "uuid": f"hidden-{k}", "deleted": True} for k in sorted(set(logged) - {"points.mean"})],
+        "compareRunSections": [{**SECTION, "name": "raykd: the arms' mean test metric, in points"}],
+        "isAccordionReordered": True,
+    }
+    client.set_experiment_tag(experiment_id, SHARED_VIEW + ARMS_VIEW, json.dumps(arms))
     return COMPARISON_VIEW
+
+
+def log_arms(tracking: Tracking, summary: Mapping[str, Any]) -> None:
+    """One run per arm of the analysis (`summary["cells"]`: strategy, init, weight), tagged ``arm``, with its
+    trials' test metric as the report writes it, in points (`raykd.analysis.text.points`): `ARM_STATS`. MLflow's
+    grouped rows print the UI's own unrounded average ("0.5449999… (average)", no spread); the view `ARMS_VIEW`
+    lists these instead. Written again at each study end; an arm that is no longer a cell is deleted."""
+    from raykd.analysis.text import points
+
+    client, scale = tracking.client(), summary["points_per_unit"]
+    kept = set()
+    for cell in summary["cells"]:
+        key = f"arm-{cell['strategy']}-{cell['init']}-w{cell['weight']:g}"
+        run_id = child_run(tracking, role="arm", key=key, run_name=key)
+        kept.add(run_id)
+        log_params(
+            client,
+            run_id,
+            {"trial.strategy": cell["strategy"], "trial.init": cell["init"], "trial.weight": cell["weight"]},
+        )
+        low, high = cell["ci95"] or (None, None)
+        stats = dict(zip(ARM_STATS, (cell["mean"], cell["std"], low, high), strict=False))
+        values = {k: float(points(v, scale, signed=False)) for k, v in stats.items() if v is not None}
+        log_metrics(client, run_id, {**values, "trials": cell["n"]}, 0, int(time.time() * 1000))
+        finish(client, run_id, "finished")
+    for run in study_runs(client, tracking.experiment_id, tracking.study_uid, "arm"):
+        if run.info.run_id not in kept:
+            client.delete_run(run.info.run_id)
 
 
 def logged_metric_keys(client: MlflowClient, experiment_id: str) -> set[str]:

@@ -103,7 +103,15 @@ def test_study_tracks_to_the_server_and_analyze_reads_it(server, tmp_path, smoke
     client = MlflowClient(server["uri"])
     experiment = client.get_experiment_by_name("smoke_http")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"smoke_http", "teacher", "forward-random-w3-s0", "none-random-w0-s0"}
+    assert set(runs) == {
+        "smoke_http",
+        "teacher",
+        "forward-random-w3-s0",
+        "none-random-w0-s0",
+        "arm-forward-random-w3",  # one run per arm (n=1: its mean and the trial count)
+        "arm-none-random-w0",
+    }
+    assert runs["arm-none-random-w0"].data.metrics["trials"] == 1
     teacher = runs["teacher"]  # the copied teacher folder still gets this study's teacher run, with its metrics
     assert teacher.data.tags["raykd.teacher_reused"] == "true" and "teacher.test.accuracy" in teacher.data.metrics
     trial = runs["forward-random-w3-s0"]

@@ -1,5 +1,6 @@
 """The real entry script on the smoke config, through real Ray (started by the script) and MLflow."""
 
+import json
 import os
 import signal
 import subprocess
@@ -151,8 +152,6 @@ def test_smoke_study_end_to_end(study):
     assert "[raykd] done: 12 finished, 0 diverged, 0 failed" in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{study['dir'] / 'mlflow.db'}" in result.stdout
     assert "/runs?viewStateShareKey=raykd-compare&compareRunsMode=CHART&workflowType=machine_learning" in result.stdout
-    import json
-
     from raykd.strategies import layer_map
 
     table = json.loads((study["dir"] / "results" / "trials.json").read_text())
@@ -176,6 +175,20 @@ def test_smoke_study_end_to_end(study):
     teacher = runs["teacher"]
     assert teacher.info.status == "FINISHED" and "teacher.test.accuracy" in teacher.data.metrics
     assert teacher.data.tags["raykd.parent_run"] == parent.info.run_id
+    # one run per arm, its trials' test accuracy as the report writes it (points, 2 decimals); written again as the
+    # study grew from one seed to two
+    summary = json.loads((study["dir"] / "report" / "summary.json").read_text())
+    assert len(summary["cells"]) == sum(r.data.tags.get("raykd.role") == "arm" for r in runs.values()) == 6
+    for cell in summary["cells"]:
+        arm = runs[f"arm-{cell['strategy']}-{cell['init']}-w{cell['weight']:g}"]
+        assert arm.data.params["trial.strategy"] == cell["strategy"] and arm.data.params["trial.init"] == cell["init"]
+        assert arm.data.metrics == {
+            "points.mean": float(f"{100 * cell['mean']:.2f}"),
+            "points.sd": float(f"{100 * cell['std']:.2f}"),
+            "points.ci95_low": float(f"{100 * cell['ci95'][0]:.2f}"),
+            "points.ci95_high": float(f"{100 * cell['ci95'][1]:.2f}"),
+            "trials": 2,
+        }
     for row in table["trials"]:
         trial = runs[row["trial_id"]]
         assert trial.info.status == "FINISHED" and trial.data.tags["raykd.status"] == "finished"
@@ -209,7 +222,6 @@ def test_smoke_study_end_to_end(study):
 
 def test_smoke_study_report(study):
     """The analysis stage: every section with numbers, figures that open, summary.json, logged to MLflow."""
-    import json
 
     import matplotlib.image
 
@@ -325,7 +337,6 @@ def test_analyze_standalone_with_other_settings_and_bad_input(study, tmp_path):
         "--no-mlflow-log",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
 
     summary = json.loads((study["dir"] / "report" / "summary.json").read_text())
     assert summary["equivalence"]["reference"] == "all_to_one" and summary["angles"] is None
@@ -430,7 +441,6 @@ def test_divergence_is_recorded_and_excluded_then_fresh_starts_over(tmp_path, sm
     assert diverged.returncode == 1  # no trial finished
     _client, runs = runs_by_name(tmp_path / "d" / "smoke")
     assert runs["forward-random-w3-s0"].data.tags["raykd.status"] == "diverged"
-    import json
 
     rows = json.loads((tmp_path / "d" / "smoke" / "results" / "trials.json").read_text())["trials"]
     assert rows[0]["status"] == "diverged" and rows[0]["metric"] is None
@@ -480,7 +490,6 @@ def test_optuna_weight_search_then_seeds(tmp_path, smoke_teacher):
         teacher=smoke_teacher,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
 
     study_dir = tmp_path / "smoke"
     tuning = json.loads((study_dir / "results" / "weight_search" / "trials.json").read_text())["trials"]
@@ -681,6 +690,21 @@ def test_a_user_opens_the_printed_mlflow_page_in_a_real_browser(study, tmp_path)
         assert "Traces" not in body.split("Runs")[0] or "No data" not in body  # not the GenAI overview
         _screenshot(browser, "mlflow_runs_table.png")
 
+        # the arms, a row each: the group rows as the report rounds them (MLflow's own group rows print 0.5449999...)
+        summary = json.loads((study["dir"] / "report" / "summary.json").read_text())
+        arms = re.search(r"the arms, a row each: (http://\S+)\)", study["result"].stdout).group(1)
+        browser.get(arms.replace("127.0.0.1:5000", f"127.0.0.1:{port}"))
+        means = {
+            f"arm-{c['strategy']}-{c['init']}-w{c['weight']:g}": format(
+                float(format(100 * c["mean"], ".2f")), "g"
+            )  # as the UI prints 48.00: 48
+            for c in summary["cells"]
+        }
+        body = _wait_for_text(browser, ["points.mean", "points.sd", "points.ci95_low", *means, *means.values()])
+        assert not re.search(r"\d\.\d{5,}", body), body  # no unrounded number anywhere in the table
+        assert not set(trials) & set(re.findall(r"[\w-]+-s\d", body))  # arms only, no trial row
+        _screenshot(browser, "mlflow_arms_table.png")
+
         # the per-trial view: the arm's parameters against the test metric, one line per trial
         browser.get(printed.replace("raykd-compare", "raykd-runs"))
         charts = _chart_cards(browser, 7)
@@ -720,7 +744,6 @@ def test_sequential_looks_grow_the_study_and_label_an_unplanned_look(study):
     again with sweep.sequential looks [2, 3]. Look 1 finds its trials done and its claims open (2 seeds < 4), so
     look 2 runs seed 2's six trials only; 3 seeds were never in the plan the first analysis fixed, so that look
     is recorded as unplanned and every verdict says exploratory."""
-    import json
 
     grown = run(
         "--output-dir",
