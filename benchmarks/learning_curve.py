@@ -1,7 +1,7 @@
 """Benchmark: what the learning curve (`distill.curve`) costs a default trial.
 
 A default trial trains 250 steps and, with the default curve, evaluates 40 validation examples (spread over the
-split) every 32 steps (7 points; the measurement in results/ took 8, every 31, before `curve_every` rounded up).
+split) every 32 steps (7 points).
 Here the default study's real trial (`benchmarks/steps.py`'s `Setup`, 1 torch thread as a
 default worker has) runs whole (every step, then its full validation and test, as `raykd.train.worker` does) with
 the default curve and without one, the two alternating in one process, ``--repeats`` times each; medians. The
