@@ -22,6 +22,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from raykd.analysis.text import points
 from raykd.config import flatten
 from raykd.student import student_metadata
 
@@ -358,8 +359,6 @@ def log_arms(tracking: Tracking, summary: Mapping[str, Any]) -> None:
     trials' test metric as the report writes it, in points (`raykd.analysis.text.points`): `ARM_STATS`. MLflow's
     grouped rows print the UI's own unrounded average ("0.5449999… (average)", no spread); the view `ARMS_VIEW`
     lists these instead. Written again at each study end; an arm that is no longer a cell is deleted."""
-    from raykd.analysis.text import points
-
     client, scale = tracking.client(), summary["points_per_unit"]
     kept = set()
     for cell in summary["cells"]:
