@@ -371,7 +371,7 @@ def log_arms(tracking: Tracking, summary: Mapping[str, Any]) -> None:
             {"trial.strategy": cell["strategy"], "trial.init": cell["init"], "trial.weight": cell["weight"]},
         )
         low, high = cell["ci95"] or (None, None)
-        stats = dict(zip(ARM_STATS, (cell["mean"], cell["std"], low, high), strict=False))
+        stats = dict(zip(ARM_STATS[:4], (cell["mean"], cell["std"], low, high), strict=True))  # then "trials"
         values = {k: float(points(v, scale, signed=False)) for k, v in stats.items() if v is not None}
         log_metrics(client, run_id, {**values, "trials": cell["n"]}, 0, int(time.time() * 1000))
         finish(client, run_id, "finished")
