@@ -103,3 +103,42 @@ def test_a_teacher_folder_found_complete_gives_the_study_its_teacher_run_once(tm
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["raykd.teacher_reused"] == "true"
     assert runs[0].data.metrics["teacher.test.accuracy"] == metrics["test/accuracy"]
+
+
+def test_arm_runs_hold_the_report_numbers_and_follow_the_cells(tmp_path):
+    """One run per cell, its stats in points as the report rounds them (a cell of one trial: no sd, no CI); written
+    again, an arm that is no longer a cell is deleted."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("arms")
+    study = client.create_run(experiment, tags={tr.ROLE: "study"}).info.run_id
+    tracking = tr.Tracking(uri, experiment, "uid", study)
+    cells = [
+        {
+            "strategy": "forward",
+            "init": "random",
+            "weight": 3.0,
+            "n": 2,
+            "mean": 0.5449,
+            "std": 0.01234,
+            "ci95": [0.44, 0.6551],
+        },
+        {"strategy": "none", "init": "random", "weight": 0.0, "n": 1, "mean": 0.48, "std": None, "ci95": None},
+    ]
+    tr.log_arms(tracking, {"points_per_unit": 100, "cells": cells})
+    arms = {r.info.run_name: r for r in client.search_runs([experiment], "tags.`raykd.role` = 'arm'")}
+    assert arms["arm-forward-random-w3"].data.metrics == {
+        "points.mean": 54.49,
+        "points.sd": 1.23,
+        "points.ci95_low": 44.0,
+        "points.ci95_high": 65.51,
+        "trials": 2,
+    }
+    assert arms["arm-none-random-w0"].data.metrics == {"points.mean": 48.0, "trials": 1}
+    assert arms["arm-none-random-w0"].data.params["trial.strategy"] == "none"
+
+    tr.log_arms(tracking, {"points_per_unit": 100, "cells": cells[:1]})
+    again = [r.info.run_name for r in client.search_runs([experiment], "tags.`raykd.role` = 'arm'")]
+    assert again == ["arm-forward-random-w3"]
